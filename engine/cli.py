@@ -1,0 +1,101 @@
+"""Headless entry point: ``python -m engine <command> ...``.
+
+Each command lives in its own module exposing ``register(subparsers)``; the parser it adds sets
+``func(args) -> int``. Commands import torch lazily, so ``--help`` stays fast.
+Users never see a traceback: a :class:`JobError` prints ``error: <message>`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from engine.jobs import JobError, JobStopped
+
+COMMAND_MODULES = (
+    "engine.devices_cli",
+    "engine.fit.cli",
+    "engine.classify.cli",
+    "engine.cifar.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="TorchDesk's PyTorch jobs, without the window.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(module_name.rsplit(".", 1)[0]):
+                continue  # that command is not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=None, allow_nan=False, default=_json_default)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+class StderrProgress:
+    """Progress callback for the CLI: one line on stderr at most every ``interval`` seconds."""
+
+    def __init__(self, format_update, interval: float = 1.0, quiet: bool = False) -> None:
+        self._format = format_update
+        self._interval = interval
+        self._last = 0.0
+        self._quiet = quiet
+
+    def __call__(self, update: dict[str, Any]) -> None:
+        if self._quiet:
+            return
+        now = time.monotonic()
+        if now - self._last < self._interval and not update.get("final"):
+            return
+        self._last = now
+        line = self._format(update)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except JobStopped:
+        print("stopped", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: one line, the traceback only on request
+        if os.environ.get("TORCHDESK_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

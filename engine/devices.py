@@ -1,0 +1,89 @@
+"""Which devices PyTorch can run on here, and turning a user's device name into a checked one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from engine.jobs import JobError
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: str  # what torch.device() takes: "cpu", "cuda:0", "mps"
+    kind: str  # "cpu", "cuda", "rocm", "mps"
+    name: str
+    memory_bytes: int | None  # None where torch cannot tell (CPU: system memory is reported)
+
+    @property
+    def label(self) -> str:
+        """Human label for menus: 'cuda:0 — NVIDIA H100 (80.0 GB)'."""
+        if self.memory_bytes:
+            return f"{self.id} — {self.name} ({self.memory_bytes / 1e9:.1f} GB)"
+        return f"{self.id} — {self.name}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "label": self.label}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def _system_memory() -> int | None:
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def list_devices() -> list[DeviceInfo]:
+    """CPU first, then every CUDA/ROCm GPU, then Apple MPS when available."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    devices = [DeviceInfo("cpu", "cpu", f"{_cpu_name()}, {cores} cores", _system_memory())]
+    if torch.cuda.is_available():
+        kind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            devices.append(DeviceInfo(f"cuda:{i}", kind, props.name, int(props.total_memory)))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append(DeviceInfo("mps", "mps", "Apple GPU (MPS)", None))
+    return devices
+
+
+def resolve_device(name: str | None) -> str:
+    """Check a device name ("cpu", "cuda", "cuda:1", "mps", "auto") and return a canonical id.
+
+    Raises :class:`JobError` with the list of usable devices when the name is unknown or absent.
+    """
+    import torch
+
+    name = (name or "cpu").strip().lower()
+    available = [d.id for d in list_devices()]
+    if name == "auto":
+        return available[1] if len(available) > 1 else "cpu"
+    if name == "cuda" or name == "gpu":
+        name = "cuda:0"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise JobError(f"unknown device '{name}'; available: {', '.join(available)}") from None
+    canonical = f"{dev.type}:{dev.index}" if dev.type == "cuda" else dev.type
+    if canonical not in available:
+        raise JobError(f"device '{name}' is not available here; available: {', '.join(available)}")
+    return canonical
