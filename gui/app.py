@@ -1,0 +1,138 @@
+"""Start TorchDesk: show the window first, then import PyTorch on a background thread.
+
+``torchdesk [PATH ...]`` opens the window (and classifies the given photos);
+``torchdesk --screenshots DIR`` renders every tab with real content to ``DIR/<tab>.png`` and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QThread, QTimer, Signal
+from PySide6.QtWidgets import QApplication
+
+# Engine modules warmed on the loader thread so building the tabs later does not stall the GUI.
+WARM_MODULES = (
+    "torch",
+    "torchvision",
+    "engine.devices",
+    "engine.fit.trainer",
+    "engine.classify",
+    "engine.cifar",
+)
+
+_START = time.perf_counter()
+
+
+class TorchLoader(QThread):
+    """Imports torch, torchvision and the engine, then lists the devices."""
+
+    loaded = Signal(list)
+    failed = Signal(str)
+
+    def run(self) -> None:
+        try:
+            for name in WARM_MODULES:
+                try:
+                    importlib.import_module(name)
+                except ModuleNotFoundError as exc:
+                    if name.startswith("engine.") and exc.name and exc.name.startswith("engine"):
+                        continue  # a feature not in this build
+                    raise
+            from engine.devices import list_devices
+
+            self.loaded.emit(list_devices())
+        except Exception as exc:
+            logging.getLogger(__name__).error("loading PyTorch failed:\n%s", traceback.format_exc())
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="torchdesk", description="PyTorch in a window.")
+    parser.add_argument("paths", nargs="*", help="photos or folders to classify")
+    parser.add_argument("--screenshots", metavar="DIR", type=Path,
+                        help="render every tab with real content to DIR/<tab>.png and exit")
+    parser.add_argument("--startup-report", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", metavar="FILE", type=Path,
+                        help="keep settings in this INI file instead of the user's settings")
+    return parser.parse_args(argv)
+
+
+def _install_excepthook(app_state) -> None:
+    """Uncaught errors in slots get a dialog instead of vanishing or killing the app."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        previous(exc_type, exc, tb)
+        if issubclass(exc_type, KeyboardInterrupt):
+            QApplication.quit()
+            return
+        app_state.show_error("Unexpected error", f"{exc_type.__name__}: {exc}")
+
+    sys.excepthook = hook
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    qt_app = QApplication.instance() or QApplication([sys.argv[0]])
+    qt_app.setApplicationName("TorchDesk")
+    qt_app.setOrganizationName("TorchDesk")
+
+    from gui.app_state import AppState
+    from gui.main_window import MainWindow
+
+    settings = (QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings
+                else QSettings("TorchDesk", "TorchDesk"))
+    app_state = AppState(settings)
+    _install_excepthook(app_state)
+    window = MainWindow(app_state)
+    window.show()
+    if args.paths:
+        window.open_paths(args.paths)
+
+    loader = TorchLoader()
+    loader.loaded.connect(window.on_torch_ready)
+    loader.failed.connect(window.on_torch_failed)
+    exit_code = {"code": 0}
+
+    def on_shown() -> None:
+        if args.startup_report:
+            print(f"window_shown {time.perf_counter() - _START:.3f}", flush=True)
+        loader.start()
+
+    if args.startup_report:
+        def report_ready(_devices) -> None:
+            print(f"torch_ready {time.perf_counter() - _START:.3f}", flush=True)
+            QTimer.singleShot(0, window.close)
+
+        loader.loaded.connect(report_ready)
+
+    if args.screenshots:
+        def take_screenshots(_devices) -> None:
+            try:
+                for path in window.save_screenshots(args.screenshots):
+                    print(path, flush=True)
+            except Exception:
+                traceback.print_exc()
+                exit_code["code"] = 1
+            window.close()
+
+        loader.loaded.connect(
+            lambda devices: QTimer.singleShot(0, lambda: take_screenshots(devices)))
+        loader.failed.connect(lambda _msg: (exit_code.update(code=1), window.close()))
+
+    QTimer.singleShot(0, on_shown)
+    code = qt_app.exec()
+    loader.wait()
+    return exit_code["code"] or code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""What every tab shares: the chosen device, settings, and ways to tell the user things."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QSettings, Qt, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+ALL_GPUS = "cuda:all"
+
+
+class AppState(QObject):
+    """Shared application state handed to every tab.
+
+    ``device`` is a device id from ``engine.devices`` ("cpu", "cuda:0", "mps") or ``ALL_GPUS``
+    (several CUDA GPUs; only the CIFAR-10 trainer spreads over them, other jobs use ``cuda:0``).
+    """
+
+    device_changed = Signal(str)
+    status_message = Signal(str, int)  # text, timeout in ms (0 = until replaced)
+    use_in_classify = Signal(dict)  # a trained model handed from the CIFAR-10 tab to Classify
+
+    def __init__(self, settings: QSettings | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings if settings is not None else QSettings("TorchDesk", "TorchDesk")
+        self._device = "cpu"
+        self.torch_ready = False
+        self.last_error: tuple[str, str] | None = None
+        self.dialog_parent: QWidget | None = None
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def single_device(self) -> str:
+        """The device for jobs that run on one device only."""
+        return "cuda:0" if self._device == ALL_GPUS else self._device
+
+    def set_device(self, device: str) -> None:
+        if device != self._device:
+            self._device = device
+            self.settings.setValue("device", device)
+            self.device_changed.emit(device)
+
+    def show_status(self, text: str, timeout_ms: int = 0) -> None:
+        self.status_message.emit(text, timeout_ms)
+
+    def show_error(self, title: str, text: str) -> None:
+        """Tell the user about a problem without blocking the event loop (window-modal box)."""
+        self.last_error = (title, text)
+        self.status_message.emit(f"{title}: {text.splitlines()[0] if text else ''}", 10000)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok,
+                          self.dialog_parent)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()

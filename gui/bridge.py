@@ -1,0 +1,142 @@
+"""Run one engine job at a time on a worker QThread and deliver its news to the GUI thread.
+
+The worker never touches widgets. Progress updates are appended to a locked list (cheap enough for
+jobs that report every step) and a GUI-thread timer hands them over in batches at most ~30 times a
+second, so a fast job cannot flood the event loop and plots redraw at a steady pace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
+
+from engine.jobs import JobContext, JobError, JobStopped
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[Any, JobContext], Any]
+
+DELIVERY_INTERVAL_MS = 33
+
+
+class _JobThread(QThread):
+    """Calls the job in ``run``; the outcome travels back through a queued signal."""
+
+    outcome = Signal(object, object)  # (result or None, error message or None)
+
+    def __init__(self, job: Job, config: Any, ctx: JobContext) -> None:
+        super().__init__()
+        self._job = job
+        self._config = config
+        self._ctx = ctx
+
+    def run(self) -> None:
+        try:
+            result = self._job(self._config, self._ctx)
+        except JobStopped:
+            self.outcome.emit({"status": "stopped"}, None)
+        except JobError as exc:
+            self.outcome.emit(None, str(exc))
+        except MemoryError:
+            self.outcome.emit(None, "Out of memory. Try a smaller batch, model or data set.")
+        except Exception as exc:  # any bug must reach the user, not vanish with the thread
+            log.error("job failed:\n%s", traceback.format_exc())
+            self.outcome.emit(None, f"{type(exc).__name__}: {exc}")
+        else:
+            self.outcome.emit(result, None)
+
+
+class JobRunner(QObject):
+    """Runs engine jobs off the GUI thread, one at a time.
+
+    Signals: ``started()``, ``progress(list)`` (batched updates), ``returned(object)``,
+    ``errored(str)``, ``finished()``. Every batch of progress is delivered before ``returned`` or
+    ``errored``; ``finished`` always comes last.
+    """
+
+    started = Signal()
+    progress = Signal(list)
+    returned = Signal(object)
+    errored = Signal(str)
+    finished = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: _JobThread | None = None
+        self._ctx: JobContext | None = None
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()
+        self._timer = QTimer(self)
+        self._timer.setInterval(DELIVERY_INTERVAL_MS)
+        self._timer.timeout.connect(self._deliver)
+
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, job: Job, config: Any = None, device: str = "cpu") -> None:
+        if self._thread is not None:
+            raise RuntimeError("a job is already running; stop it first")
+        with self._lock:
+            self._pending = []
+        self._ctx = JobContext(device=device, progress=self._collect)
+        self._thread = _JobThread(job, config, self._ctx)
+        self._thread.outcome.connect(self._on_outcome)
+        self._timer.start()
+        self.started.emit()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the job to stop; it ends at its next check (within about a second)."""
+        if self._ctx is not None:
+            self._ctx.request_stop()
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Stop and join the worker (window closing). True when the thread has ended."""
+        thread = self._thread
+        if thread is None:
+            return True
+        self.stop()
+        ended = thread.wait(timeout_ms)
+        if ended:
+            self._finish(None, None, emit=False)
+        return ended
+
+    def _collect(self, update: dict) -> None:
+        with self._lock:
+            self._pending.append(update)
+
+    def _take_pending(self) -> list[dict]:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def _deliver(self) -> None:
+        batch = self._take_pending()
+        if batch:
+            self.progress.emit(batch)
+
+    def _on_outcome(self, result: Any, error: str | None) -> None:
+        if self._thread is not None:
+            self._thread.wait()
+        self._finish(result, error, emit=True)
+
+    def _finish(self, result: Any, error: str | None, emit: bool) -> None:
+        self._timer.stop()
+        thread, self._thread, self._ctx = self._thread, None, None
+        if thread is not None:
+            thread.outcome.disconnect(self._on_outcome)
+            thread.deleteLater()
+        if not emit:
+            self._take_pending()
+            return
+        self._deliver()
+        if error is not None:
+            self.errored.emit(error)
+        else:
+            self.returned.emit(result)
+        self.finished.emit()

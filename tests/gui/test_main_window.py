@@ -1,0 +1,144 @@
+"""The shell: tabs, Device menu, About, remembered settings, drops, closing mid-job."""
+
+import time
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QWidget
+
+from engine.devices import DeviceInfo, list_devices
+from gui.app_state import ALL_GPUS
+from gui.bridge import JobRunner
+from gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot, app_state):
+    win = MainWindow(app_state)
+    qtbot.addWidget(win)
+    win.show()
+    return win
+
+
+def test_window_title_and_tabs_before_torch_loads(window):
+    assert window.windowTitle() == "TorchDesk"
+    titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    assert titles == ["Classify", "Linear fit", "CIFAR-10"]
+    assert "Loading PyTorch" in window.statusBar().currentMessage()
+    assert "still loading" in window.about_text()
+
+
+def test_torch_ready_builds_tabs_and_device_menu(window):
+    window.on_torch_ready(list_devices())
+    assert window.app.torch_ready
+    assert [a.data() for a in window.device_actions()][0] == "cpu"
+    about = window.about_text()
+    for name in ("TorchDesk", "Python", "PyTorch", "torchvision", "Qt", "CUDA"):
+        assert name in about
+    assert window.device_label.text().startswith("Device: cpu")
+
+
+def _fake_devices():
+    return [
+        DeviceInfo("cpu", "cpu", "Test CPU", 8 * 10**9),
+        DeviceInfo("cuda:0", "cuda", "Fake GPU A", 80 * 10**9),
+        DeviceInfo("cuda:1", "cuda", "Fake GPU B", 80 * 10**9),
+    ]
+
+
+def test_device_choice_applies_is_shown_and_remembered(window, app_state, qsettings):
+    window.set_devices(_fake_devices())
+    labels = [a.text() for a in window.device_actions()]
+    assert any("Fake GPU A (80.0 GB)" in label for label in labels)
+    assert [a.data() for a in window.device_actions()][-1] == ALL_GPUS
+    seen = []
+    app_state.device_changed.connect(seen.append)
+    gpu_action = next(a for a in window.device_actions() if a.data() == "cuda:1")
+    gpu_action.trigger()
+    assert app_state.device == "cuda:1"
+    assert seen == ["cuda:1"]
+    assert "Fake GPU B" in window.device_label.text()
+    assert qsettings.value("device") == "cuda:1"
+    app_state.set_device(ALL_GPUS)
+    assert app_state.single_device == "cuda:0"
+
+
+def test_saved_device_that_is_gone_falls_back_to_cpu(window, app_state, qsettings):
+    qsettings.setValue("device", "cuda:3")
+    window.set_devices(_fake_devices())
+    assert app_state.device == "cpu"
+    assert "not available" in window.statusBar().currentMessage()
+
+
+def test_geometry_and_tab_are_remembered(qtbot, app_state, qsettings):
+    first = MainWindow(app_state)
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(700, 500)
+    first.tabs.setCurrentIndex(2)
+    first.close()
+    second = MainWindow(app_state)
+    qtbot.addWidget(second)
+    assert second.tabs.currentIndex() == 2
+    assert (second.width(), second.height()) == (700, 500)
+
+
+class _TabWithJob(QWidget):
+    def __init__(self):
+        super().__init__()
+        self.runner = JobRunner(self)
+        self.received_paths = []
+
+    def start(self):
+        def endless(config, ctx):
+            while not ctx.stopped():
+                time.sleep(0.005)
+            return {"status": "stopped"}
+
+        self.runner.start(endless)
+
+    def shutdown(self):
+        self.runner.shutdown()
+
+    def add_paths(self, paths):
+        self.received_paths.extend(paths)
+
+
+def test_closing_mid_job_stops_and_joins_the_worker(window):
+    tab = _TabWithJob()
+    window.tab_widgets["Linear fit"] = tab
+    tab.start()
+    assert tab.runner.is_running()
+    window.close()
+    assert not tab.runner.is_running()
+
+
+def test_dropped_files_go_to_the_classify_tab(window, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    tab = _TabWithJob()
+    window.tab_widgets["Classify"] = tab
+    window.app.torch_ready = True
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(photo))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert tab.received_paths == [str(photo)]
+
+
+def test_paths_given_before_torch_loads_are_kept_until_then(window):
+    window.open_paths(["/tmp/a.jpg"])
+    tab = _TabWithJob()
+    window.tab_widgets["Classify"] = tab
+    window.app.torch_ready = True
+    window.open_paths(["/tmp/b.jpg"])
+    assert tab.received_paths == ["/tmp/b.jpg"]
+    assert window._pending_paths == ["/tmp/a.jpg"]
+
+
+def test_show_error_is_visible_and_non_blocking(window, app_state):
+    app_state.show_error("Bad CSV", "line 3: 'abc' is not a number")
+    assert app_state.last_error == ("Bad CSV", "line 3: 'abc' is not a number")
+    assert "Bad CSV" in window.statusBar().currentMessage()
