@@ -1,0 +1,47 @@
+"""`python -m engine`: help, devices, and clean one-line errors instead of tracebacks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_engine(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_lists_the_commands():
+    result = run_engine("--help")
+    assert result.returncode == 0
+    assert "devices" in result.stdout
+
+
+def test_devices_json_lists_the_cpu_first():
+    result = run_engine("devices", "--json")
+    assert result.returncode == 0, result.stderr
+    devices = json.loads(result.stdout)
+    assert devices[0]["id"] == "cpu"
+    assert {"id", "kind", "name", "memory_bytes", "label"} <= set(devices[0])
+
+
+def test_no_command_prints_help_and_fails():
+    result = run_engine()
+    assert result.returncode == 2
+    assert "usage" in result.stdout
+
+
+def test_resolve_device_explains_unknown_and_missing_devices():
+    import pytest
+
+    from engine.devices import resolve_device
+    from engine.jobs import JobError
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device(None) == "cpu"
+    with pytest.raises(JobError, match="unknown device 'toaster'; available: cpu"):
+        resolve_device("toaster")
+    with pytest.raises(JobError, match="not available here"):
+        resolve_device("cuda:7")
