@@ -1,0 +1,179 @@
+"""CIFAR checkpoints: atomic save, checked load, and export to TorchScript / ONNX.
+
+A checkpoint is one ``torch.save`` file holding plain data and tensors only (so it loads with
+``weights_only=True``): model, optimizer, scheduler and grad-scaler state, position (completed
+epochs + step inside the next one), random-number states, the resolved config, normalization,
+class names and the history so far.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.jobs import JobError
+
+CHECKPOINT_FORMAT = "torchdesk-cifar"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("model_name", "model_state", "class_names", "mean", "std", "config", "epoch")
+METADATA_FILE = "torchdesk.json"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    A crash mid-write leaves the previous checkpoint (if any) untouched.
+    """
+    path = Path(path).expanduser()
+    blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"cannot create the checkpoint folder '{path.parent}': {exc}") from None
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise JobError(f"cannot write the checkpoint '{path}': {exc}") from None
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint; any problem becomes a JobError that names the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise JobError(f"checkpoint '{path}' does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickles with foreign classes …
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(
+            f"'{path.name}' is not a readable checkpoint (corrupt or not a TorchDesk file: "
+            f"{reason[:160]})"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise JobError(f"'{path.name}' is not a TorchDesk CIFAR checkpoint")
+    if blob.get("version") != CHECKPOINT_VERSION:
+        raise JobError(
+            f"'{path.name}' is a version {blob.get('version')} checkpoint; this TorchDesk reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in blob]
+    if missing:
+        raise JobError(f"'{path.name}' is incomplete (missing {', '.join(missing)})")
+    return blob
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
+    """``model.load_state_dict`` with a clear message when the shapes or names do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise JobError(
+            f"the weights in '{source}' do not fit this model ({detail[:240]})"
+        ) from None
+
+
+def model_from_checkpoint(blob: dict, source: str = "checkpoint") -> torch.nn.Module:
+    """Rebuild the trained model (eval mode, CPU, float32) from a loaded checkpoint."""
+    from engine.cifar.models import build_model
+
+    model = build_model(blob["model_name"], len(blob["class_names"]))
+    load_model_state(model, blob["model_state"], source)
+    return model.eval()
+
+
+def describe(blob: dict) -> dict[str, Any]:
+    """What a checkpoint holds, in plain data (for the GUI and ``--json``)."""
+    history = blob.get("history") or []
+    return {
+        "model": blob["model_name"],
+        "class_names": list(blob["class_names"]),
+        "mean": list(blob["mean"]),
+        "std": list(blob["std"]),
+        "epoch": int(blob["epoch"]),
+        "step": int(blob.get("step", 0)),
+        "epochs": int(blob["config"].get("epochs") or 0),
+        "test_acc": history[-1].get("test_acc") if history else None,
+    }
+
+
+def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
+                 fmt: str | None = None) -> dict[str, Any]:
+    """Export a checkpoint's model, normalization included, as TorchScript (.pt) or ONNX (.onnx).
+
+    The exported model takes float RGB in [0, 1], shape N×3×32×32, and returns N×K logits.
+    TorchScript files carry ``torchdesk.json`` (class names, mean, std) as an extra file; ONNX
+    files get a ``.json`` sidecar with the same. Returns the description written.
+    """
+    from engine.cifar.models import NormalizedClassifier
+
+    out = Path(out).expanduser()
+    fmt = (fmt or ("onnx" if out.suffix.lower() == ".onnx" else "torchscript")).lower()
+    blob = load_checkpoint(checkpoint)
+    wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
+                                   list(blob["mean"]), list(blob["std"])).eval()
+    meta = {
+        "format": fmt,
+        "path": str(out),
+        "model": blob["model_name"],
+        "class_names": list(blob["class_names"]),
+        "mean": list(blob["mean"]),
+        "std": list(blob["std"]),
+        "input_size": 32,
+        "input": "float RGB in [0, 1], N×3×32×32; normalization is inside the model",
+    }
+    example = torch.rand(2, 3, 32, 32)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"cannot create the export folder '{out.parent}': {exc}") from None
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+        try:
+            torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
+            os.replace(tmp, out)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise JobError(f"cannot write '{out}': {exc}") from None
+    elif fmt == "onnx":
+        if importlib.util.find_spec("onnx") is None:
+            raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
+        try:
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}},
+                              dynamo=False)
+            os.replace(tmp, out)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise JobError(f"ONNX export failed: {exc}") from None
+        out.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    else:
+        raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
+    return meta
+
+
+def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The TorchDesk description (class names, mean, std) stored inside a TorchScript export."""
+    files = {METADATA_FILE: ""}
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    except Exception as exc:
+        raise JobError(f"'{path}' is not a TorchScript model: {exc}") from None
+    if not files[METADATA_FILE]:
+        raise JobError(f"'{path}' carries no TorchDesk metadata")
+    return json.loads(files[METADATA_FILE])

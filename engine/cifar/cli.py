@@ -1,0 +1,266 @@
+"""``python -m engine cifar ...``: train, inspect data, download, export.
+
+``train`` works the same under ``torchrun --nproc_per_node=N -m engine cifar train ...``
+(DistributedDataParallel); only rank 0 prints. Ctrl-C (or SIGTERM) stops cleanly after the
+current step, keeps the checkpoint and prints the results so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from engine.cli import StderrProgress, print_json
+
+PROGRESS_PREFIX = "@progress "
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("cifar", help="CIFAR-10: train a CNN, inspect data, export")
+    sub = parser.add_subparsers(dest="cifar_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    train = sub.add_parser("train", help="train a model (also under torchrun for DDP)")
+    train.add_argument("--data", help="dataset folder or .tar.gz (optional with --resume)")
+    train.add_argument("--model", help="fast, net, netwidth, netdropout, netbatchnorm, "
+                       "netdepth, netres, netresdeep (default: fast)")
+    train.add_argument("--classes", help="comma-separated class names, or cifar2")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--checkpoint", help="write checkpoints here (each epoch, and on stop)")
+    train.add_argument("--resume", help="continue from this checkpoint")
+    train.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    tuning = train.add_argument_group("recipe (defaults depend on the model)")
+    tuning.add_argument("--optimizer", choices=["sgd", "nesterov", "adam", "adamw"])
+    tuning.add_argument("--momentum", type=float)
+    tuning.add_argument("--weight-decay", type=float)
+    tuning.add_argument("--label-smoothing", type=float)
+    tuning.add_argument("--schedule", choices=["constant", "warmup_linear", "warmup_cosine"])
+    tuning.add_argument("--warmup", type=float, help="fraction of steps spent warming up")
+    tuning.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    tuning.add_argument("--translate", type=int, help="random shift in pixels (0 = off)")
+    tuning.add_argument("--tta", type=int, dest="tta_level", help="test-time augmentation level")
+    tuning.add_argument("--eval-every", type=int, help="epochs between test evaluations (0: end)")
+    run_opts = train.add_argument_group("running")
+    run_opts.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    run_opts.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    run_opts.add_argument("--compile", action="store_true", default=None)
+    run_opts.add_argument("--max-train", type=int, help="use at most N training images")
+    run_opts.add_argument("--max-test", type=int, help="use at most N test images")
+    run_opts.add_argument("--cache-dir", help="where decoded data is cached")
+    run_opts.add_argument("--quiet", action="store_true", help="no progress lines")
+    run_opts.add_argument("--progress-json", action="store_true",
+                          help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr")
+    train.set_defaults(func=run_train)
+
+    info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
+    info.add_argument("--data", required=True)
+    info.add_argument("--classes")
+    info.add_argument("--cache-dir")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=run_info)
+
+    download = sub.add_parser("download", help="download torchvision's CIFAR-10 into a folder")
+    download.add_argument("folder")
+    download.set_defaults(func=run_download)
+
+    export = sub.add_parser("export", help="export a checkpoint to TorchScript (.pt) or ONNX")
+    export.add_argument("checkpoint")
+    export.add_argument("out", help="output file: .pt for TorchScript, .onnx for ONNX")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=run_export)
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def format_update(update: dict[str, Any]) -> str | None:
+    """One human line for a progress update (None: nothing worth printing)."""
+    phase = update.get("phase")
+    if phase == "load":
+        total = update.get("total") or 0
+        what = {"decode": "decoding images", "download": "downloading",
+                "cache": "reading cache"}.get(update.get("step_name"), "loading")
+        return f"{what} {update.get('done', 0)}/{total}" if total else what
+    if phase == "start":
+        params = update["params"]["trainable"]
+        return (f"training {update['model']} ({params:,} parameters) on {update['device']}"
+                f" ×{update['world_size']}, {update['precision']}, "
+                f"{update['epochs']} epochs of {update['steps_per_epoch']} steps")
+    if phase == "train":
+        eta = int(update["eta_s"])
+        return (f"epoch {update['epoch']}/{update['epochs']} step {update['step']}/"
+                f"{update['steps_per_epoch']}  loss {update['loss']:.4f}  "
+                f"{update['images_per_s']:.0f} img/s  ETA {eta // 60}m{eta % 60:02d}s")
+    if phase == "epoch":
+        test = f"  test acc {update['test_acc']:.2%}" if "test_acc" in update else ""
+        return (f"epoch {update['epoch']} done: loss {update['train_loss']:.4f}  "
+                f"train acc {update['train_acc']:.2%}{test}  ({update['time_s']:.1f} s)")
+    if phase == "evaluate":
+        return "evaluating on the test set"
+    if phase == "done":
+        acc = update.get("test_acc")
+        return f"{update['status']}: test acc {acc:.2%}" if acc is not None else update["status"]
+    return None
+
+
+class _CliProgress:
+    """Milestones always print; step lines at most once a second."""
+
+    def __init__(self, quiet: bool, as_json: bool) -> None:
+        self._steps = StderrProgress(format_update, interval=1.0, quiet=quiet)
+        self._quiet = quiet
+        self._as_json = as_json
+
+    def __call__(self, update: dict[str, Any]) -> None:
+        if self._as_json:
+            sys.stderr.write(PROGRESS_PREFIX + json.dumps(update, default=_plain) + "\n")
+            sys.stderr.flush()
+            return
+        if update.get("phase") in ("train", "load"):
+            self._steps(update)
+        elif not self._quiet:
+            line = format_update(update)
+            if line:
+                print(line, file=sys.stderr, flush=True)
+
+
+def _plain(obj):
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
+def _install_stop_handlers(stop_event: threading.Event) -> None:
+    """First Ctrl-C/SIGTERM asks the job to stop (checkpoint kept); a second one interrupts."""
+
+    def handler(signum, frame):
+        if stop_event.is_set():
+            raise KeyboardInterrupt
+        stop_event.set()
+        if _is_main_rank():
+            print("stopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_train(args) -> int:
+    from engine.cifar.data import parse_classes
+    from engine.cifar.trainer import train_job
+    from engine.devices import resolve_device
+    from engine.jobs import JobContext, JobError
+
+    if not args.data and not args.resume:
+        raise JobError("pass --data PATH (the dataset folder or .tar.gz), or --resume FILE")
+    device = args.device.strip().lower()
+    if os.environ.get("WORLD_SIZE", "1") != "1" and device.startswith("cuda"):
+        device = "cuda"  # each rank takes cuda:LOCAL_RANK; just check CUDA exists
+    device = resolve_device(device)
+    config = {
+        "data": args.data,
+        "model": args.model.lower() if args.model else None,
+        "classes": parse_classes(args.classes),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "checkpoint": args.checkpoint,
+        "resume": args.resume,
+        "optimizer": args.optimizer,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "schedule": args.schedule,
+        "warmup": args.warmup,
+        "flip": args.flip,
+        "translate": args.translate,
+        "tta_level": args.tta_level,
+        "eval_every": args.eval_every,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "max_train": args.max_train,
+        "max_test": args.max_test,
+        "cache_dir": args.cache_dir,
+    }
+    stop_event = threading.Event()
+    _install_stop_handlers(stop_event)
+    main_rank = _is_main_rank()
+    progress = _CliProgress(quiet=args.quiet or not main_rank, as_json=args.progress_json
+                            and main_rank)
+    ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
+    result = train_job(config, ctx)
+    if main_rank:
+        if args.json:
+            print_json(result)
+        else:
+            _print_summary(result)
+    return 0 if result.get("status") == "completed" else 130
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    print(f"status      {result['status']}")
+    print(f"test acc    {result['test_acc']:.2%}")
+    print(f"train time  {result['train_time_s']:.1f} s ({result['epochs']} epochs, "
+          f"world size {result['world_size']})")
+    for name, acc in result["per_class_acc"].items():
+        print(f"  {name:<12} {acc:.2%}")
+    if result.get("checkpoint"):
+        print(f"checkpoint  {result['checkpoint']}")
+
+
+def run_info(args) -> int:
+    from engine.cifar.data import channel_stats, load_dataset, parse_classes, select_classes
+
+    progress = _CliProgress(quiet=False, as_json=False)
+    data = load_dataset(args.data, report=lambda u: progress({**u, "phase": "load",
+                                                              "step_name": u.get("phase")}),
+                        cache_dir=args.cache_dir)
+    data = select_classes(data, parse_classes(args.classes))
+    mean, std = channel_stats(data.train_images)
+    info = {"source": data.source, "class_names": data.class_names, "counts": data.counts(),
+            "mean": mean, "std": std}
+    if args.json:
+        print_json(info)
+    else:
+        print(f"source  {info['source']}")
+        print(f"mean    {mean}\nstd     {std}")
+        for name in data.class_names:
+            print(f"  {name:<12} train {info['counts']['train'][name]:>6}  "
+                  f"test {info['counts']['test'][name]:>6}")
+    return 0
+
+
+def run_download(args) -> int:
+    from engine.cifar.data import download_cifar10
+
+    def show(update):
+        total = update.get("total") or 0
+        if update["phase"] == "download" and total:
+            return f"downloading {update['done'] / 1e6:.1f}/{total / 1e6:.1f} MB"
+        return f"{update['phase']} {update.get('done', '')}"
+
+    progress = StderrProgress(show, interval=1.0)
+    folder = download_cifar10(args.folder, report=progress)
+    print(folder)
+    return 0
+
+
+def run_export(args) -> int:
+    from engine.cifar.checkpoint import export_model
+
+    meta = export_model(args.checkpoint, args.out)
+    if args.json:
+        print_json(meta)
+    else:
+        print(f"wrote {meta['path']} ({meta['format']}; classes: {', '.join(meta['class_names'])})")
+    return 0

@@ -1,0 +1,559 @@
+"""CIFAR-style data: find it, decode it once into a uint8 tensor cache, pick classes, browse it.
+
+Sources (:func:`load_dataset` tells them apart from the path):
+
+* a torchvision-format folder (``cifar-10-batches-py/`` with its pickled batches, or a folder
+  holding it), as made by :func:`download_cifar10` or ``torchvision.datasets.CIFAR10``;
+* torchvision's ``cifar-10-python.tar.gz`` archive itself;
+* an image-folder layout ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, as a folder or as a
+  ``.tar.gz``/``.tgz``/``.tar`` of one (a single wrapping top folder is allowed).
+
+The first load decodes every image into uint8 N×3×32×32 tensors and saves them in the user's cache
+folder (or ``TORCHDESK_CACHE_DIR``), keyed by the source's path, sizes and modification times; later
+loads read that file in about a second. Anything missing, empty or malformed raises
+:class:`~engine.jobs.JobError` with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.jobs import JobError, JobStopped
+
+CACHE_FORMAT = 1
+CIFAR2_CLASSES = ("airplane", "bird")
+IMAGE_SIZE = 32
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm"}
+TORCHVISION_FOLDER = "cifar-10-batches-py"
+TORCHVISION_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TORCHVISION_TEST_BATCH = "test_batch"
+TORCHVISION_META = "batches.meta"
+
+Report = Callable[[dict], None]
+Stopped = Callable[[], bool]
+
+
+def _no_report(update: dict) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class CifarData:
+    """Train and test images as uint8 N×3×32×32 CPU tensors with int64 labels into ``class_names``.
+
+    ``train_index``/``test_index`` map each row back to its position in the full source, so
+    results (e.g. misclassified test images) can be shown from the unfiltered data.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    source: str = ""
+    train_index: torch.Tensor | None = field(default=None, repr=False)
+    test_index: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.train_index is None:
+            self.train_index = torch.arange(len(self.train_labels))
+        if self.test_index is None:
+            self.test_index = torch.arange(len(self.test_labels))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split: ``{"train": {name: n}, "test": {name: n}}``."""
+        out = {}
+        for split, labels in (("train", self.train_labels), ("test", self.test_labels)):
+            per_class = torch.bincount(labels, minlength=self.num_classes).tolist()
+            out[split] = dict(zip(self.class_names, per_class, strict=True))
+        return out
+
+
+# ----------------------------------------------------------------------------- class subsets
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    """'airplane,bird' → ['airplane', 'bird']; 'cifar2' → the book's airplane-vs-bird pair."""
+    if text is None or not text.strip():
+        return None
+    if text.strip().lower() in {"cifar2", "cifar-2"}:
+        return list(CIFAR2_CLASSES)
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def select_classes(data: CifarData, names: list[str] | None) -> CifarData:
+    """Keep only ``names`` (in that order; labels become 0..k-1). ``None`` keeps everything."""
+    if not names:
+        return data
+    lookup = {name.lower(): i for i, name in enumerate(data.class_names)}
+    unknown = [name for name in names if name.lower() not in lookup]
+    if unknown:
+        raise JobError(
+            f"unknown class {', '.join(repr(n) for n in unknown)}; "
+            f"this dataset has: {', '.join(data.class_names)}"
+        )
+    if len({n.lower() for n in names}) != len(names):
+        raise JobError("each class may be chosen only once")
+    if len(names) < 2:
+        raise JobError("choose at least two classes to train a classifier")
+    old_ids = [lookup[name.lower()] for name in names]
+    remap = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    remap[old_ids] = torch.arange(len(old_ids))
+
+    def pick(images, labels, index):
+        keep = remap[labels] >= 0
+        return images[keep], remap[labels[keep]], index[keep]
+
+    tr = pick(data.train_images, data.train_labels, data.train_index)
+    te = pick(data.test_images, data.test_labels, data.test_index)
+    return CifarData(*tr[:2], *te[:2], [data.class_names[i] for i in old_ids], data.source,
+                     train_index=tr[2], test_index=te[2])
+
+
+def limit_split(data: CifarData, max_train: int | None, max_test: int | None,
+                seed: int = 0) -> CifarData:
+    """A random subset of at most ``max_train``/``max_test`` images (for quick runs)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(images, labels, index, limit):
+        if not limit or limit >= len(labels):
+            return images, labels, index
+        keep = torch.randperm(len(labels), generator=gen)[:limit].sort().values
+        return images[keep], labels[keep], index[keep]
+
+    tr = pick(data.train_images, data.train_labels, data.train_index, max_train)
+    te = pick(data.test_images, data.test_labels, data.test_index, max_test)
+    return CifarData(*tr[:2], *te[:2], list(data.class_names), data.source,
+                     train_index=tr[2], test_index=te[2])
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units over uint8 N×3×H×W images (the book's numbers)."""
+    if images.numel() == 0:
+        raise JobError("no training images to compute the mean and standard deviation from")
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
+
+
+def sample_grid(data: CifarData, per_class: int = 8, seed: int = 0) -> dict:
+    """Sample training images per class for a browser grid.
+
+    Returns ``{"class_names", "counts", "samples"}`` where ``samples[k]`` is a uint8 numpy array
+    ``n×32×32×3`` (HWC, ready for a QImage) of up to ``per_class`` images of class ``k``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for k in range(data.num_classes):
+        rows = torch.nonzero(data.train_labels == k).flatten()
+        rows = rows[torch.randperm(len(rows), generator=gen)[:per_class]]
+        samples.append(data.train_images[rows].permute(0, 2, 3, 1).contiguous().numpy())
+    return {"class_names": list(data.class_names), "counts": data.counts(), "samples": samples}
+
+
+# ----------------------------------------------------------------------------- loading + cache
+
+
+def default_cache_dir() -> Path:
+    """``$TORCHDESK_CACHE_DIR`` or the platform's user cache folder, plus ``cifar``."""
+    env = os.environ.get("TORCHDESK_CACHE_DIR")
+    if env:
+        return Path(env) / "cifar"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("torchdesk", appauthor=False)) / "cifar"
+
+
+def detect_source(path: Path) -> tuple[str, Path]:
+    """Return ``(kind, root)`` with kind in {"torchvision", "torchvision-archive", "folder",
+    "archive"}; raise JobError when the path holds nothing we can read."""
+    if not path.exists():
+        raise JobError(f"data path '{path}' does not exist")
+    if path.is_file():
+        name = path.name.lower()
+        if not name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise JobError(
+                f"'{path.name}' is not a folder or a .tar.gz/.tgz/.tar archive of CIFAR data"
+            )
+        if name == "cifar-10-python.tar.gz":
+            return "torchvision-archive", path
+        return "archive", path
+    for candidate in (path, path / TORCHVISION_FOLDER):
+        if (candidate / TORCHVISION_TEST_BATCH).is_file() or (
+            candidate / TORCHVISION_TRAIN_BATCHES[0]
+        ).is_file():
+            return "torchvision", candidate
+    for candidate in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return "folder", candidate
+    if (path / "cifar-10-python.tar.gz").is_file():
+        return "torchvision-archive", path / "cifar-10-python.tar.gz"
+    raise JobError(
+        f"no CIFAR data found in '{path}': expected a torchvision folder "
+        f"({TORCHVISION_FOLDER}/) or train/<class>/*.jpg and test/<class>/*.jpg"
+    )
+
+
+def _fingerprint(kind: str, root: Path) -> str:
+    """A key that changes when the source's files change (path, size, mtime of each file)."""
+    h = hashlib.sha256(f"{CACHE_FORMAT}|{kind}|{root.resolve()}".encode())
+    if root.is_file():
+        st = root.stat()
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                rel = os.path.relpath(os.path.join(dirpath, name), root)
+                h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    report: Report = _no_report,
+    stopped: Stopped = _never,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    check_md5: bool = True,
+) -> CifarData:
+    """Load all of a dataset (every class) as uint8 tensors, decoding only the first time.
+
+    ``report`` receives ``{"phase": "decode", "done": i, "total": n}`` while decoding and
+    ``{"phase": "cache", ...}`` when reading the cache; ``stopped()`` cancels (JobStopped).
+    ``check_md5`` verifies torchvision batch files against torchvision's MD5 list.
+    """
+    path = Path(path).expanduser()
+    kind, root = detect_source(path)
+    cache_file = None
+    if use_cache:
+        cache_root = Path(cache_dir) / "cifar" if cache_dir else default_cache_dir()
+        cache_file = cache_root / f"{kind}-{_fingerprint(kind, root)}.pt"
+        cached = _read_cache(cache_file)
+        if cached is not None:
+            report({"phase": "cache", "done": 1, "total": 1})
+            cached.source = str(root)
+            return cached
+    if kind == "torchvision":
+        data = _load_torchvision_folder(root, check_md5)
+    elif kind == "torchvision-archive":
+        data = _load_torchvision_archive(root)
+    elif kind == "folder":
+        data = _load_image_folder(root, report, stopped)
+    else:
+        data = _load_image_archive(root, report, stopped)
+    data.source = str(root)
+    if cache_file is not None:
+        _write_cache(cache_file, data)
+    return data
+
+
+def _read_cache(cache_file: Path) -> CifarData | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        blob = torch.load(cache_file, map_location="cpu", weights_only=True, mmap=True)
+        if blob.get("format") != CACHE_FORMAT:
+            return None
+        return CifarData(blob["train_images"], blob["train_labels"], blob["test_images"],
+                         blob["test_labels"], list(blob["class_names"]))
+    except Exception:  # a broken cache is rebuilt, never shown to the user
+        return None
+
+
+def _write_cache(cache_file: Path, data: CifarData) -> None:
+    blob = {
+        "format": CACHE_FORMAT,
+        "train_images": data.train_images.contiguous(),
+        "train_labels": data.train_labels,
+        "test_images": data.test_images.contiguous(),
+        "test_labels": data.test_labels,
+        "class_names": list(data.class_names),
+    }
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.name}.tmp-{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # no writable cache: the data still loads, just slower next time
+
+
+# -- torchvision format
+
+
+def _unpickle_batch(raw: bytes, name: str) -> dict:
+    try:
+        batch = pickle.loads(raw, encoding="latin1")
+    except Exception as exc:
+        raise JobError(f"'{name}' is not a readable CIFAR batch file ({exc})") from None
+    if not isinstance(batch, dict):
+        raise JobError(f"'{name}' is not a CIFAR batch file")
+    return batch
+
+
+def _batch_arrays(batch: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    data = batch.get("data")
+    labels = batch.get("labels", batch.get("fine_labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise JobError(f"'{name}' lacks the 'data'/'labels' entries of a CIFAR batch")
+    if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(labels) != len(data):
+        raise JobError(f"'{name}' has data of shape {data.shape}; expected N×3072 with N labels")
+    images = torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(
+        -1, 3, IMAGE_SIZE, IMAGE_SIZE
+    )
+    return images.clone(), torch.tensor(list(labels), dtype=torch.int64)
+
+
+def _assemble_torchvision(read: Callable[[str], bytes | None]) -> CifarData:
+    meta_raw = read(TORCHVISION_META)
+    if meta_raw is None:
+        raise JobError(f"the torchvision folder lacks '{TORCHVISION_META}'")
+    meta = _unpickle_batch(meta_raw, TORCHVISION_META)
+    class_names = [str(n) for n in meta.get("label_names", [])]
+    if not class_names:
+        raise JobError(f"'{TORCHVISION_META}' lists no class names")
+    splits = []
+    for names in (TORCHVISION_TRAIN_BATCHES, (TORCHVISION_TEST_BATCH,)):
+        images, labels = [], []
+        for name in names:
+            raw = read(name)
+            if raw is None:
+                raise JobError(f"the torchvision folder lacks '{name}'")
+            x, y = _batch_arrays(_unpickle_batch(raw, name), name)
+            images.append(x)
+            labels.append(y)
+        splits.append((torch.cat(images), torch.cat(labels)))
+    (trx, try_), (tex, tey) = splits
+    for labels in (try_, tey):
+        if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise JobError("the batch files have labels outside the class list in batches.meta")
+    return CifarData(trx, try_, tex, tey, class_names)
+
+
+def _load_torchvision_folder(root: Path, check_md5: bool) -> CifarData:
+    if check_md5:
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import check_integrity
+
+        for name, md5 in [*CIFAR10.train_list, *CIFAR10.test_list]:
+            file = root / name
+            if file.is_file() and not check_integrity(str(file), md5):
+                raise JobError(
+                    f"'{file}' does not match torchvision's MD5 checksum (corrupt or not "
+                    "CIFAR-10); delete the folder and download it again"
+                )
+
+    def read(name: str) -> bytes | None:
+        file = root / name
+        return file.read_bytes() if file.is_file() else None
+
+    return _assemble_torchvision(read)
+
+
+def _load_torchvision_archive(archive: Path) -> CifarData:
+    try:
+        with tarfile.open(archive) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+
+            def read(name: str) -> bytes | None:
+                member = members.get(name)
+                return tar.extractfile(member).read() if member else None
+
+            return _assemble_torchvision(read)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise JobError(f"cannot read the archive '{archive.name}': {exc}") from None
+
+
+# -- image folders
+
+
+def _decode_image(raw: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img = img.convert("RGB")
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise JobError(f"cannot decode image '{name}': {exc}") from None
+
+
+def _split_entries(entries: list[tuple[str, str, object]], where: str):
+    """Group (split, class, handle) triples; check both splits exist with the same classes."""
+    layout: dict[str, dict[str, list]] = {"train": {}, "test": {}}
+    for split, cls, handle in entries:
+        layout[split].setdefault(cls, []).append(handle)
+    if not layout["train"]:
+        raise JobError(f"no training images found in {where} (expected train/<class>/*.jpg)")
+    if not layout["test"]:
+        raise JobError(f"no test images found in {where} (expected test/<class>/*.jpg)")
+    class_names = sorted(layout["train"])
+    if sorted(layout["test"]) != class_names:
+        only_train = sorted(set(layout["train"]) - set(layout["test"]))
+        only_test = sorted(set(layout["test"]) - set(layout["train"]))
+        raise JobError(
+            f"train/ and test/ in {where} have different classes "
+            f"(only in train: {only_train or '-'}; only in test: {only_test or '-'})"
+        )
+    if len(class_names) < 2:
+        raise JobError(f"{where} has only one class; a classifier needs at least two")
+    return layout, class_names
+
+
+def _decode_layout(layout, class_names, read_bytes, report: Report, stopped: Stopped) -> CifarData:
+    total = sum(len(v) for split in layout.values() for v in split.values())
+    done = 0
+    arrays = {}
+    for split in ("train", "test"):
+        images = []
+        labels = []
+        for label, cls in enumerate(class_names):
+            for handle in sorted(layout[split][cls], key=str):
+                if done % 256 == 0:
+                    if stopped():
+                        raise JobStopped()
+                    report({"phase": "decode", "done": done, "total": total})
+                raw, name = read_bytes(handle)
+                images.append(_decode_image(raw, name))
+                labels.append(label)
+                done += 1
+        stacked = np.stack(images).transpose(0, 3, 1, 2)
+        arrays[split] = (torch.from_numpy(np.ascontiguousarray(stacked)),
+                         torch.tensor(labels, dtype=torch.int64))
+    report({"phase": "decode", "done": total, "total": total})
+    return CifarData(*arrays["train"], *arrays["test"], list(class_names))
+
+
+def _load_image_folder(root: Path, report: Report, stopped: Stopped) -> CifarData:
+    entries = []
+    for split in ("train", "test"):
+        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            for file in class_dir.iterdir():
+                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                    entries.append((split, class_dir.name, file))
+    layout, class_names = _split_entries(entries, f"'{root}'")
+
+    def read_bytes(file: Path):
+        return file.read_bytes(), str(file)
+
+    return _decode_layout(layout, class_names, read_bytes, report, stopped)
+
+
+def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> CifarData:
+    try:
+        with tarfile.open(archive) as tar:
+            entries = []
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                parts = Path(member.name).parts
+                if parts and parts[0] in (".", ""):
+                    parts = parts[1:]
+                if len(parts) >= 4 and parts[-3] in ("train", "test"):
+                    parts = parts[-3:]  # tolerate one wrapping folder
+                if len(parts) != 3 or parts[0] not in ("train", "test"):
+                    continue
+                if Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
+                    entries.append((parts[0], parts[1], member))
+            layout, class_names = _split_entries(entries, f"'{archive.name}'")
+
+            def read_bytes(member):
+                return tar.extractfile(member).read(), f"{archive.name}:{member.name}"
+
+            return _decode_layout(layout, class_names, read_bytes, report, stopped)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise JobError(f"cannot read the archive '{archive.name}': {exc}") from None
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def download_cifar10(
+    folder: str | os.PathLike,
+    report: Report = _no_report,
+    stopped: Stopped = _never,
+    url: str | None = None,
+    md5: str | None = None,
+) -> Path:
+    """Download torchvision's CIFAR-10 archive into ``folder`` and unpack it.
+
+    Reports ``{"phase": "download", "done": bytes, "total": bytes}``; ``stopped()`` cancels
+    (the partial file is removed, JobStopped raised). The archive's MD5 is checked with
+    torchvision's own list (``url``/``md5`` exist so tests can serve a local archive).
+    Returns the ``cifar-10-batches-py`` folder. An already complete folder is reused.
+    """
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    folder = Path(folder).expanduser()
+    url = url or CIFAR10.url
+    md5 = md5 or CIFAR10.tgz_md5
+    target = folder / TORCHVISION_FOLDER
+    if (target / TORCHVISION_TEST_BATCH).is_file() and (target / TORCHVISION_META).is_file():
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"cannot create the download folder '{folder}': {exc}") from None
+    archive = folder / CIFAR10.filename
+    if not check_integrity(str(archive), md5):
+        partial = archive.with_name(archive.name + ".part")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := response.read(1 << 16):
+                    if stopped():
+                        raise JobStopped()
+                    out.write(chunk)
+                    done += len(chunk)
+                    report({"phase": "download", "done": done, "total": total})
+        except JobStopped:
+            partial.unlink(missing_ok=True)
+            raise
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
+            raise JobError(f"download of CIFAR-10 failed: {exc}") from None
+        os.replace(partial, archive)
+        if not check_integrity(str(archive), md5):
+            archive.unlink(missing_ok=True)
+            raise JobError("the downloaded CIFAR-10 archive failed its MD5 check; try again")
+    report({"phase": "extract", "done": 0, "total": 1})
+    try:
+        extract_archive(str(archive), str(folder))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise JobError(f"cannot unpack '{archive}': {exc}") from None
+    report({"phase": "extract", "done": 1, "total": 1})
+    return target

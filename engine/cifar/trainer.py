@@ -1,0 +1,704 @@
+"""The CIFAR training job: ``train_job(config, ctx) -> dict`` (see docs/ARCHITECTURE.md).
+
+The hot path has no per-sample Python: the selected images live on the device as one uint8 tensor,
+each batch is gathered, flipped and translated there with a single indexing op, then normalized.
+Randomness is derived from (seed, epoch, rank), so a run resumed at an epoch boundary matches a
+straight run bit for bit on the CPU; a mid-epoch checkpoint also stores the live RNG states.
+Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: every rank takes its
+share of each epoch's permutation, the global batch size stays ``batch_size``, rank 0 evaluates,
+reports and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.cifar import checkpoint as ckpt
+from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
+from engine.cifar.models import build_model, count_parameters
+from engine.jobs import JobContext, JobError
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "warmup_linear", "warmup_cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 64,
+    "lr": 1e-2,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "schedule": "constant",
+    "warmup": 0.1,
+    "flip": False,
+    "translate": 0,
+    "tta_level": 0,
+    "eval_every": 1,
+}
+
+# Settings that are not hyperparameters: defaults here, never taken from FAST_DEFAULTS.
+RUN_DEFAULTS: dict[str, Any] = {
+    "data": None,
+    "classes": None,
+    "model": "fast",
+    "seed": 0,
+    "precision": "auto",
+    "channels_last": None,  # None: on for GPUs, off for the CPU
+    "compile": False,
+    "checkpoint": None,
+    "resume": None,
+    "max_train": None,
+    "max_test": None,
+    "cache_dir": None,
+    "check_md5": True,
+    "eval_batch_size": 1000,
+    "report_interval_s": 1 / 30,
+}
+
+# Keys whose checkpoint value must match what the user asks for when resuming.
+RESUME_MUST_MATCH = ("model", "classes")
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """Hyperparameter defaults for ``model``: the Fast recipe's own, else the generic ones."""
+    defaults = dict(GENERIC_DEFAULTS)
+    if model == "fast":
+        from engine.cifar.fast import FAST_DEFAULTS
+
+        for key, value in FAST_DEFAULTS.items():
+            if key in defaults:
+                defaults[key] = value
+        if FAST_DEFAULTS.get("nesterov") and "optimizer" not in FAST_DEFAULTS:
+            defaults["optimizer"] = "nesterov"
+    return defaults
+
+
+def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fill unset (None/missing) keys: from ``base`` (a checkpoint's config) when resuming, else
+    from the model's defaults; then check every value and raise JobError for bad ones."""
+    user = {k: v for k, v in config.items() if v is not None and k != "dataset"}
+    if base is not None:
+        for key in RESUME_MUST_MATCH:
+            if key in user and _norm(user[key]) != _norm(base.get(key)):
+                raise JobError(
+                    f"the checkpoint was trained with {key} {base.get(key)!r}, not {user[key]!r}; "
+                    f"leave {key} unset to resume it"
+                )
+        resolved = {**RUN_DEFAULTS, **base, **user}
+    else:
+        model = str(user.get("model", RUN_DEFAULTS["model"])).lower()
+        resolved = {**RUN_DEFAULTS, **model_defaults(model), **user, "model": model}
+    resolved["resume"] = config.get("resume")
+    _validate(resolved, has_dataset=config.get("dataset") is not None)
+    return resolved
+
+
+def _norm(value):
+    if isinstance(value, (list, tuple)):
+        return [str(v).lower() for v in value]
+    return str(value).lower() if value is not None else None
+
+
+def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
+    def positive_int(key):
+        try:
+            value = int(cfg[key])
+        except (TypeError, ValueError):
+            raise JobError(f"{key} must be a whole number, not {cfg[key]!r}") from None
+        if value < 1:
+            raise JobError(f"{key} must be at least 1, not {value}")
+        cfg[key] = value
+
+    def number(key, low=0.0, high=math.inf, low_open=False):
+        try:
+            value = float(cfg[key])
+        except (TypeError, ValueError):
+            raise JobError(f"{key} must be a number, not {cfg[key]!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            raise JobError(f"{key} = {value} is out of range")
+        cfg[key] = value
+
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        positive_int(key)
+    number("lr", low_open=True, high=100)
+    number("momentum", high=0.9999)
+    number("weight_decay", high=10)
+    number("label_smoothing", high=0.99)
+    number("warmup", high=1.0)
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                         ("precision", PRECISIONS)):
+        cfg[key] = str(cfg[key]).lower()
+        if cfg[key] not in allowed:
+            raise JobError(f"unknown {key} '{cfg[key]}'; choose one of: {', '.join(allowed)}")
+    cfg["translate"] = int(cfg["translate"])
+    if not 0 <= cfg["translate"] <= 8:
+        raise JobError("translate must be between 0 and 8 pixels")
+    cfg["flip"] = bool(cfg["flip"])
+    cfg["seed"] = int(cfg["seed"])
+    cfg["tta_level"] = int(cfg["tta_level"])
+    cfg["eval_every"] = int(cfg["eval_every"])
+    if not cfg.get("data") and not has_dataset:
+        raise JobError("no data given: pass the dataset folder or archive (--data PATH)")
+    if isinstance(cfg.get("classes"), str):
+        from engine.cifar.data import parse_classes
+
+        cfg["classes"] = parse_classes(cfg["classes"])
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = plain float32)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise JobError("fp16 is for GPUs; on the CPU use bf16 or fp32")
+        if precision == "bf16":
+            return torch.bfloat16
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    if device.type == "mps":
+        return None if precision == "auto" else (
+            torch.bfloat16 if precision == "bf16" else torch.float16)
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU does bf16 math in hardware (AVX512-BF16 or AMX)."""
+    cpu = torch.cpu
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None:
+            try:
+                if check():
+                    return True
+            except Exception:
+                pass
+    return False
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(world_size, rank, local_rank) from torchrun's environment; (1, 0, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    """Join the torchrun process group (NCCL on GPUs, gloo on the CPU); returns
+    (world_size, rank, device for this rank)."""
+    world, rank, local_rank = _dist_env()
+    if world <= 1:
+        return 1, 0, device
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        if local_rank >= torch.cuda.device_count():
+            raise JobError(f"torchrun started rank {local_rank} but only "
+                           f"{torch.cuda.device_count()} GPUs are visible")
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    elif device == "cpu":
+        backend = "gloo"
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    else:
+        raise JobError(f"multi-process training runs on CUDA GPUs or the CPU, not '{device}'")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return world, rank, device
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(images: torch.Tensor, rows_idx: torch.Tensor, flip: bool, translate: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Gather ``images[rows_idx]`` with random horizontal flips and ±``translate`` pixel shifts
+    (reflect padding), all in one batched indexing op on the images' device."""
+    if not flip and translate == 0:
+        return images[rows_idx]
+    device = images.device
+    n = rows_idx.shape[0]
+    size = images.shape[-1]
+    ar = torch.arange(size, device=device)
+    if translate:
+        shifts = torch.randint(-translate, translate + 1, (2, n), device=device,
+                               generator=generator)
+        rows = ar[None, :] + shifts[0][:, None]
+        cols = ar[None, :] + shifts[1][:, None]
+        rows = rows.abs()
+        rows = torch.where(rows >= size, 2 * (size - 1) - rows, rows)
+        cols = cols.abs()
+        cols = torch.where(cols >= size, 2 * (size - 1) - cols, cols)
+    else:
+        rows = ar.expand(n, size)
+        cols = ar.expand(n, size)
+    if flip:
+        flips = torch.rand(n, device=device, generator=generator) < 0.5
+        cols = torch.where(flips[:, None], size - 1 - cols, cols)
+    channels = torch.arange(images.shape[1], device=device)
+    return images[rows_idx[:, None, None, None], channels[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+class _Normalizer:
+    def __init__(self, mean, std, device, channels_last):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.channels_last = channels_last
+
+    def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        x = (images_uint8.float() - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + salt) % (2**62)
+
+
+def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int):
+    warmup_steps = int(round(warmup * total_steps)) if schedule != "constant" else 0
+
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        rest = max(1, total_steps - warmup_steps)
+        t = min(1.0, (step - warmup_steps) / rest)
+        if schedule == "warmup_linear":
+            return 1.0 - t
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    lr, wd = cfg["lr"], cfg["weight_decay"]
+    hook = getattr(model, "optimizer_param_groups", None)
+    params = hook(lr, wd) if callable(hook) else model.parameters()
+    name = cfg["optimizer"]
+    if name in ("sgd", "nesterov"):
+        momentum = cfg["momentum"]
+        if name == "nesterov" and momentum == 0:
+            raise JobError("Nesterov SGD needs a momentum above 0")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd,
+                               nesterov=name == "nesterov")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def prepare_data(cfg: dict[str, Any], ctx: JobContext, dataset: CifarData | None = None
+                 ) -> CifarData:
+    """Load (or take) the dataset, then apply the class subset and size limits of ``cfg``."""
+
+    def loading_report(update):
+        ctx.throttled_report({**update, "phase": "load", "step_name": update.get("phase")},
+                             force=update.get("done") == update.get("total"))
+
+    if dataset is None:
+        dataset = load_dataset(cfg["data"], report=loading_report, stopped=ctx.stopped,
+                               cache_dir=cfg.get("cache_dir"), check_md5=cfg["check_md5"])
+    data = select_classes(dataset, cfg.get("classes"))
+    data = limit_split(data, cfg.get("max_train"), cfg.get("max_test"), seed=cfg["seed"])
+    if len(data.train_labels) < 2 or len(data.test_labels) < 1:
+        raise JobError("the selected data has too few images to train and test on")
+    return data
+
+
+def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Train a CIFAR model; see the module docstring. Returns results as plain data."""
+    wall_start = time.perf_counter()
+    resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
+    cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None)
+    if resume_blob is not None and not cfg.get("checkpoint"):
+        cfg["checkpoint"] = str(config["resume"])
+    world, rank, device_id = _init_distributed(ctx.device)
+    try:
+        return _train(cfg, ctx, config.get("dataset"), resume_blob, world, rank, device_id,
+                      wall_start)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
+    device = torch.device(device_id)
+    is_main = rank == 0
+    report = ctx.report if is_main else (lambda update: None)
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+
+    # ---- data: rank 0 decodes first (fills the cache), then the others read the cache
+    load_start = time.perf_counter()
+    if distributed and not is_main:
+        dist.barrier()
+    data = prepare_data(cfg, ctx if is_main else JobContext(device_id), dataset)
+    if distributed and is_main:
+        dist.barrier()
+    if resume_blob is not None:
+        if [c.lower() for c in resume_blob["class_names"]] != [c.lower() for c in data.class_names]:
+            raise JobError(
+                f"the checkpoint's classes ({', '.join(resume_blob['class_names'])}) do not match "
+                f"the data's ({', '.join(data.class_names)})"
+            )
+        mean, std = list(resume_blob["mean"]), list(resume_blob["std"])
+    else:
+        mean, std = channel_stats(data.train_images)
+    train_x = data.train_images.to(device)
+    train_y = data.train_labels.to(device)
+    test_x = data.test_images.to(device)
+    test_y = data.test_labels.to(device)
+    load_time = time.perf_counter() - load_start
+    report({"phase": "data", "class_names": data.class_names, "mean": mean, "std": std,
+            "train_images": len(train_y), "test_images": len(test_y)})
+
+    # ---- model, optimizer, schedule
+    amp_dtype = autocast_dtype(device, cfg["precision"])
+    channels_last = cfg["channels_last"]
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    normalize = _Normalizer(mean, std, device, channels_last)
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg["model"], data.num_classes,
+                        train_x if resume_blob is None else None).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    raw_model = model
+    params = count_parameters(raw_model)
+    optimizer = _make_optimizer(raw_model, cfg)
+
+    global_batch = min(cfg["batch_size"], len(train_y))
+    local_batch = max(1, global_batch // world)
+    steps_per_epoch = max(1, len(train_y) // (local_batch * world))
+    total_steps = steps_per_epoch * cfg["epochs"]
+    scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch, start_step = 0, 0
+    history: list[dict[str, Any]] = []
+    train_time = 0.0
+    partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+    rng_state = None
+    if resume_blob is not None:
+        ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
+        try:
+            optimizer.load_state_dict(resume_blob["optimizer_state"])
+            scheduler.load_state_dict(resume_blob["scheduler_state"])
+            if resume_blob.get("scaler_state"):
+                scaler.load_state_dict(resume_blob["scaler_state"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
+        start_epoch = int(resume_blob["epoch"])
+        start_step = int(resume_blob.get("step", 0))
+        history = list(resume_blob.get("history") or [])
+        train_time = float(resume_blob.get("train_time_s", 0.0))
+        partial = dict(resume_blob.get("partial") or partial)
+        rng_state = resume_blob.get("rng")
+        if start_epoch >= cfg["epochs"] and start_step == 0:
+            report({"phase": "resume", "message": "the checkpoint already finished its epochs"})
+
+    if cfg["compile"]:
+        try:
+            model = torch.compile(model)
+        except Exception as exc:
+            raise JobError(f"torch.compile is not usable here: {exc}") from None
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    aug_gen = torch.Generator(device=device)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                              enabled=amp_dtype is not None)
+
+    def checkpoint_state(epoch: int, step: int) -> dict[str, Any]:
+        rng = None
+        if step > 0:
+            rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "model_name": cfg["model"],
+            "model_state": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(),
+            "scaler_state": scaler.state_dict() if scaler.is_enabled() else None,
+            "epoch": epoch,
+            "step": step,
+            "rng": rng,
+            "partial": dict(partial),
+            "config": _plain_config(cfg),
+            "mean": mean,
+            "std": std,
+            "class_names": list(data.class_names),
+            "history": history,
+            "train_time_s": train_time,
+            "torch_version": torch.__version__,
+        }
+
+    def write_checkpoint(epoch: int, step: int) -> None:
+        if is_main and cfg.get("checkpoint"):
+            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step))
+
+    def stop_requested(step: int) -> bool:
+        local = ctx.stopped()
+        if not distributed:
+            return local
+        if device.type == "cuda" and step % 16 and not local:
+            return False
+        flag = torch.tensor([1.0 if local else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    report({"phase": "start", "model": cfg["model"], "params": params,
+            "device": str(device), "world_size": world,
+            "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+            "epochs": cfg["epochs"], "steps_per_epoch": steps_per_epoch,
+            "batch_size": local_batch * world, "start_epoch": start_epoch})
+
+    loss_ema = torch.zeros((), device=device)
+    ema_weight = 0.0  # bias correction for the EMA
+    beta = 0.95
+    last_report = 0.0
+    images_done = 0  # this session, all ranks
+    steps_done = 0  # this session
+    session_time = 0.0
+    status = "completed"
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg["epochs"]):
+        perm_gen = torch.Generator().manual_seed(_epoch_seed(cfg["seed"], epoch, 0, salt=1))
+        perm = torch.randperm(len(train_y), generator=perm_gen)
+        shard = perm[: steps_per_epoch * local_batch * world].view(steps_per_epoch, world,
+                                                                     local_batch)[:, rank]
+        shard = shard.to(device)
+        first_step = start_step if epoch == start_epoch else 0
+        if first_step and rng_state is not None and rank == 0:
+            torch.set_rng_state(rng_state["torch"])
+            aug_gen.set_state(rng_state["aug"])
+            if "cuda" in rng_state and device.type == "cuda":
+                torch.cuda.set_rng_state(rng_state["cuda"], device)
+        else:
+            torch.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=2 + first_step))
+            aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
+            if first_step == 0:
+                partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+        correct = torch.tensor(partial["correct"], device=device)
+        loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=torch.float64)
+        seen = partial["seen"]
+        model.train()
+        epoch_start = time.perf_counter()
+        step = first_step
+        stopped = False
+        for step in range(first_step, steps_per_epoch):
+            if stop_requested(step):
+                stopped = True
+                break
+            idx = shard[step]
+            x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"], aug_gen))
+            y = train_y[idx]
+            with autocast():
+                logits = model(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            with torch.no_grad():
+                detached = loss.detach()
+                loss_sum += detached.double() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                loss_ema.mul_(beta).add_(detached, alpha=1 - beta)
+            ema_weight = ema_weight * beta + (1 - beta)
+            seen += len(y)
+            images_done += len(y) * world
+            steps_done += 1
+            now = time.perf_counter()
+            if is_main and (now - last_report >= cfg["report_interval_s"]
+                            or step == steps_per_epoch - 1):
+                last_report = now
+                elapsed = max(session_time + (now - epoch_start), 1e-9)
+                global_step = epoch * steps_per_epoch + step + 1
+                report({
+                    "phase": "train",
+                    "epoch": epoch + 1,
+                    "epochs": cfg["epochs"],
+                    "step": step + 1,
+                    "steps_per_epoch": steps_per_epoch,
+                    "global_step": global_step,
+                    "total_steps": total_steps,
+                    "loss": float(loss_ema.item() / max(ema_weight, 1e-12)),
+                    "lr": float(scheduler.get_last_lr()[0]),
+                    "images_per_s": images_done / elapsed,
+                    "eta_s": elapsed / steps_done * (total_steps - global_step),
+                    "epoch_progress": (step + 1) / steps_per_epoch,
+                })
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_time = time.perf_counter() - epoch_start
+        train_time += epoch_time
+        session_time += epoch_time
+        partial = {"correct": int(correct.item()), "seen": seen,
+                   "loss_sum": float(loss_sum.item())}
+        if stopped:
+            status = "stopped"
+            write_checkpoint(epoch, step)
+            break
+        train_loss, train_acc = _reduce_epoch(partial, distributed, device)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+               "time_s": round(train_time, 3),
+               "images_per_s": seen * world / max(epoch_time, 1e-9)}
+        last = epoch + 1 == cfg["epochs"]
+        if cfg["eval_every"] > 0 and ((epoch + 1) % cfg["eval_every"] == 0) and not last:
+            if is_main:
+                row["test_acc"] = _accuracy(raw_model, test_x, test_y, normalize, autocast,
+                                            cfg["eval_batch_size"])
+            if distributed:
+                dist.barrier()
+        history.append(row)
+        partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+        if not last:
+            write_checkpoint(epoch + 1, 0)
+            report({"phase": "epoch", **row})
+    else:
+        epoch = cfg["epochs"]
+
+    # ---- final evaluation (rank 0), with test-time augmentation when asked
+    result: dict[str, Any] = {"status": status}
+    eval_start = time.perf_counter()
+    if is_main:
+        report({"phase": "evaluate"})
+        final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast)
+        result.update(final)
+        if history and status == "completed":
+            history[-1]["test_acc"] = final["test_acc"]
+            report({"phase": "epoch", **history[-1]})
+        if status == "completed":
+            write_checkpoint(cfg["epochs"], 0)
+    if distributed:
+        dist.barrier()
+    eval_time = time.perf_counter() - eval_start
+    result.update({
+        "epochs": len(history),
+        "history": history,
+        "train_time_s": round(train_time, 3),
+        "load_time_s": round(load_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "world_size": world,
+        "model": cfg["model"],
+        "params": params,
+        "device": str(device),
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "class_names": list(data.class_names),
+        "mean": mean,
+        "std": std,
+        "checkpoint": str(cfg["checkpoint"]) if cfg.get("checkpoint") else None,
+        "config": _plain_config(cfg),
+        "train_images": len(train_y),
+        "test_images": len(test_y),
+    })
+    if is_main:
+        report({"phase": "done", "final": True, "status": status,
+                "test_acc": result.get("test_acc"), "train_time_s": result["train_time_s"]})
+    return result
+
+
+def _plain_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as JSON-able data (no dataset object, paths as strings)."""
+    out = {}
+    for key, value in cfg.items():
+        if key == "dataset":
+            continue
+        out[key] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:
+    totals = torch.tensor([partial["loss_sum"], partial["correct"], partial["seen"]],
+                          dtype=torch.float64, device=device)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals)
+    loss_sum, correct, seen = totals.tolist()
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.no_grad()
+def _predict(model, images, normalize, autocast, batch_size, tta_level=0) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    preds = []
+    try:
+        for chunk in images.split(batch_size):
+            x = normalize(chunk)
+            with autocast():
+                if tta_level > 0:
+                    from engine.cifar.fast import predict_with_tta
+
+                    logits = predict_with_tta(model, x, tta_level)
+                else:
+                    logits = model(x)
+            preds.append(logits.float().argmax(1))
+    finally:
+        model.train(was_training)
+    return torch.cat(preds)
+
+
+def _accuracy(model, images, labels, normalize, autocast, batch_size) -> float:
+    preds = _predict(model, images, normalize, autocast, batch_size)
+    return float((preds == labels).float().mean().item())
+
+
+def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, autocast):
+    """Test accuracy, per-class accuracy, confusion matrix and misclassified indices per cell."""
+    preds = _predict(model, test_x, normalize, autocast, cfg["eval_batch_size"],
+                     cfg["tta_level"]).cpu()
+    labels = test_y.cpu()
+    k = data.num_classes
+    confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
+    wrong = torch.nonzero(preds != labels).flatten()
+    source_index = data.test_index[wrong]
+    misclassified: dict[str, list[int]] = {}
+    for t, p, i in zip(labels[wrong].tolist(), preds[wrong].tolist(), source_index.tolist(),
+                       strict=True):
+        misclassified.setdefault(f"{t},{p}", []).append(i)
+    return {
+        "test_acc": float((preds == labels).double().mean().item()),
+        "per_class_acc": dict(zip(data.class_names, per_class, strict=True)),
+        "confusion": confusion.tolist(),
+        "misclassified": misclassified,
+        "tta_level": cfg["tta_level"],
+    }

@@ -1,0 +1,224 @@
+"""CIFAR data sources, the uint8 cache, class subsets, statistics and clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cifar import data as cd
+from engine.jobs import JobError, JobStopped
+from tests.engine.cifar_helpers import (
+    tar_gz_bytes_of,
+    write_image_archive,
+    write_image_folder,
+    write_torchvision_folder,
+)
+
+
+def load(path, tmp_path, **kwargs):
+    return cd.load_dataset(path, cache_dir=tmp_path / "cache", **kwargs)
+
+
+def test_image_folder_decodes_into_uint8_tensors(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=5, n_test=2)
+    events = []
+    data = load(root, tmp_path, report=events.append)
+    assert data.class_names == ["cat", "dog", "ship"]
+    assert data.train_images.shape == (15, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (6, 3, 32, 32)
+    assert data.counts() == {"train": {"cat": 5, "dog": 5, "ship": 5},
+                             "test": {"cat": 2, "dog": 2, "ship": 2}}
+    # PNG is lossless: the red class really is red
+    red = data.train_images[data.train_labels == 0].float().mean(dim=(0, 2, 3))
+    assert red[0] > 150 and red[1] < 90 and red[2] < 90
+    assert events[-1] == {"phase": "decode", "done": 21, "total": 21}
+
+
+def test_second_load_comes_from_the_cache(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    first = load(root, tmp_path)
+    events = []
+    second = load(root, tmp_path, report=events.append)
+    assert [e["phase"] for e in events] == ["cache"]
+    assert torch.equal(first.train_images, second.train_images)
+    assert list((tmp_path / "cache" / "cifar").glob("*.pt"))
+
+
+def test_cache_is_rebuilt_when_the_files_change(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    load(root, tmp_path)
+    extra = root / "train" / "cat" / "extra.png"
+    (root / "train" / "cat" / "0000.png").rename(extra)
+    events = []
+    load(root, tmp_path, report=events.append)
+    assert events[0]["phase"] == "decode"
+
+
+def test_tar_gz_archive_with_a_wrapping_folder(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=3, n_test=2, fmt="jpg")
+    archive = write_image_archive(root, tmp_path / "tiny.tar.gz", wrap="cifar10")
+    data = load(archive, tmp_path)
+    assert data.class_names == ["cat", "dog", "ship"]
+    assert len(data.train_labels) == 9 and len(data.test_labels) == 6
+    from_folder = load(root, tmp_path)
+    # the same JPEG bytes decode to the same pixels either way
+    assert torch.equal(data.train_images, from_folder.train_images)
+
+
+def test_torchvision_folder_with_the_md5_check_off(tmp_path):
+    write_torchvision_folder(tmp_path / "tv", per_batch=4)
+    data = load(tmp_path / "tv", tmp_path, check_md5=False)
+    assert data.class_names == ["cat", "dog", "ship"]
+    assert data.train_images.shape == (20, 3, 32, 32)
+    assert data.test_images.shape == (4, 3, 32, 32)
+    assert data.train_labels.tolist()[:4] == [0, 1, 2, 0]
+
+
+def test_torchvision_folder_fails_torchvisions_md5_check(tmp_path):
+    write_torchvision_folder(tmp_path / "tv")
+    with pytest.raises(JobError, match="MD5"):
+        load(tmp_path / "tv", tmp_path)
+
+
+def test_torchvision_archive_is_read_without_unpacking(tmp_path):
+    folder = write_torchvision_folder(tmp_path / "tv", per_batch=2)
+    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(tar_gz_bytes_of(folder, "cifar-10-batches-py"))
+    data = load(archive, tmp_path)
+    assert data.train_images.shape == (10, 3, 32, 32)
+
+
+def test_download_checks_md5_unpacks_and_reports_progress(tmp_path):
+    folder = write_torchvision_folder(tmp_path / "src", per_batch=2)
+    payload = tar_gz_bytes_of(folder, "cifar-10-batches-py")
+    served = tmp_path / "served.tar.gz"
+    served.write_bytes(payload)
+    events = []
+    target = cd.download_cifar10(tmp_path / "dl", report=events.append, url=served.as_uri(),
+                                 md5=hashlib.md5(payload).hexdigest())
+    assert target == tmp_path / "dl" / "cifar-10-batches-py"
+    assert (target / "test_batch").is_file()
+    downloads = [e for e in events if e["phase"] == "download"]
+    assert downloads[-1]["done"] == len(payload)
+    data = load(tmp_path / "dl", tmp_path, check_md5=False)
+    assert data.train_images.shape[0] == 10
+
+
+def test_download_rejects_a_bad_md5_and_can_be_cancelled(tmp_path):
+    served = tmp_path / "served.tar.gz"
+    served.write_bytes(b"x" * 200_000)
+    with pytest.raises(JobError, match="MD5"):
+        cd.download_cifar10(tmp_path / "dl", url=served.as_uri(), md5="0" * 32)
+    assert not list((tmp_path / "dl").glob("*.tar.gz"))
+    with pytest.raises(JobStopped):
+        cd.download_cifar10(tmp_path / "dl2", url=served.as_uri(), md5="0" * 32,
+                            stopped=lambda: True)
+    assert not list((tmp_path / "dl2").iterdir())
+
+
+def test_download_failure_is_a_clear_message(tmp_path):
+    with pytest.raises(JobError, match="download of CIFAR-10 failed"):
+        cd.download_cifar10(tmp_path / "dl", url=(tmp_path / "nothing.tgz").as_uri(), md5="0")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no CIFAR data found"),
+        (lambda p: (p / "notes.txt").write_text("hi") and p / "notes.txt", "not a folder or"),
+    ],
+)
+def test_missing_or_unknown_paths(tmp_path, make, message):
+    with pytest.raises(JobError, match=message):
+        load(make(tmp_path), tmp_path)
+
+
+def test_empty_splits_and_mismatched_classes(tmp_path):
+    root = tmp_path / "d"
+    (root / "train" / "cat").mkdir(parents=True)
+    (root / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(JobError, match="no training images"):
+        load(root, tmp_path)
+    write_image_folder(tmp_path / "m", n_train=1, n_test=1)
+    for f in (tmp_path / "m" / "test" / "ship").iterdir():
+        f.unlink()
+    (tmp_path / "m" / "test" / "ship").rmdir()
+    with pytest.raises(JobError, match="different classes"):
+        load(tmp_path / "m", tmp_path)
+
+
+def test_undecodable_image_names_the_file(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=1, n_test=1)
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(JobError, match="broken.jpg"):
+        load(root, tmp_path)
+
+
+def test_corrupt_archive_and_corrupt_batch(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(JobError, match="cannot read the archive"):
+        load(bad, tmp_path)
+    folder = write_torchvision_folder(tmp_path / "tv")
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": np.zeros((2, 5))}))
+    with pytest.raises(JobError, match="data_batch_3"):
+        load(tmp_path / "tv", tmp_path, check_md5=False)
+
+
+def test_larger_images_are_resized_to_32(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "d", n_train=1, n_test=1)
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(root / "train" / "cat" / "big.png")
+    data = load(root, tmp_path)
+    assert data.train_images.shape[1:] == (3, 32, 32)
+    assert len(data.train_labels) == 4
+
+
+def test_class_subsets_relabel_in_the_given_order(tmp_path):
+    data = load(write_image_folder(tmp_path / "d", n_train=2, n_test=1), tmp_path)
+    two = cd.select_classes(data, ["ship", "CAT"])
+    assert two.class_names == ["ship", "cat"]
+    assert two.train_labels.tolist() == [1, 1, 0, 0]
+    assert torch.equal(two.train_images[2], data.train_images[4])  # first ship image
+    assert two.test_index.tolist() == [0, 2]
+    with pytest.raises(JobError, match="unknown class 'horse'"):
+        cd.select_classes(data, ["cat", "horse"])
+    with pytest.raises(JobError, match="at least two"):
+        cd.select_classes(data, ["cat"])
+    assert cd.parse_classes("cifar2") == ["airplane", "bird"]
+    assert cd.parse_classes(" cat , dog ") == ["cat", "dog"]
+    assert cd.parse_classes("") is None
+
+
+def test_channel_stats_match_a_direct_computation():
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    mean, std = cd.channel_stats(images)
+    x = images.double() / 255
+    expected_mean = x.mean(dim=(0, 2, 3))
+    expected_std = x.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=False)
+    assert mean == pytest.approx(expected_mean.tolist(), abs=1e-4)
+    assert std == pytest.approx(expected_std.tolist(), abs=1e-4)
+
+
+def test_sample_grid_gives_hwc_images_per_class(tmp_path):
+    data = load(write_image_folder(tmp_path / "d", n_train=4, n_test=1), tmp_path)
+    grid = cd.sample_grid(data, per_class=3)
+    assert grid["class_names"] == ["cat", "dog", "ship"]
+    assert [s.shape for s in grid["samples"]] == [(3, 32, 32, 3)] * 3
+    assert grid["counts"]["train"]["dog"] == 4
+    assert grid["samples"][1][..., 1].mean() > 150  # dog samples are green
+
+
+def test_limit_split_keeps_source_indices(tmp_path):
+    data = load(write_image_folder(tmp_path / "d", n_train=4, n_test=3), tmp_path)
+    small = cd.limit_split(data, 5, 2, seed=1)
+    assert len(small.train_labels) == 5 and len(small.test_labels) == 2
+    for row, source in enumerate(small.test_index.tolist()):
+        assert torch.equal(small.test_images[row], data.test_images[source])
