@@ -1,0 +1,237 @@
+"""Batched, parallel image classification with a loaded model; results are plain data.
+
+:class:`Classifier` wraps a :class:`~engine.classify.zoo.LoadedModel`. ``classify_file`` answers one
+photo quickly (the GUI's drop); ``classify_files`` streams results for many: a thread pool decodes
+and preprocesses (Pillow releases the GIL) while the main thread runs batches under
+``torch.inference_mode()`` in channels_last memory layout, optionally under bf16/fp16 autocast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.classify.images import ImageProblem, PreparedImage, prepare_image
+from engine.classify.zoo import LoadedModel
+from engine.jobs import JobError
+
+PRECISIONS = ("fp32", "auto", "bf16", "fp16")
+
+
+@dataclass
+class ImageResult:
+    """One file's answer: top-k predictions or the reason it could not be classified."""
+
+    path: str
+    top: list[dict] = field(default_factory=list)  # [{"label", "index", "prob"}], best first
+    error: str | None = None
+    seconds: float = 0.0  # decode + preprocess + this image's share of its batch's inference
+    original_size: tuple[int, int] | None = None  # (width, height)
+    crop_box: tuple[float, float, float, float] | None = None  # net's view in original pixels
+    net_view: np.ndarray | None = None  # uint8 HxWx3: the preprocessed crop, de-normalized
+    thumbnail: np.ndarray | None = None  # uint8 HxWx3
+    probs: np.ndarray | None = None  # float32 (classes,), only when asked for
+
+    def to_json(self) -> dict:
+        """The CLI's JSON shape: path, top, error."""
+        return {"path": self.path, "top": self.top, "error": self.error}
+
+    def to_dict(self) -> dict:
+        """Everything, for the GUI (numpy arrays stay arrays)."""
+        return {**self.to_json(), "seconds": self.seconds, "original_size": self.original_size,
+                "crop_box": self.crop_box, "net_view": self.net_view, "thumbnail": self.thumbnail}
+
+
+def resolve_precision(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = plain fp32).
+
+    "auto" picks fp16 on CUDA GPUs (tensor cores, same top-1) and fp32 elsewhere: on CPUs
+    without AMX, bf16 autocast is slower than fp32 for these models.
+    """
+    if precision not in PRECISIONS:
+        raise JobError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.float16 if device.startswith("cuda") else None
+    if precision == "fp16" and device == "cpu":
+        raise JobError("fp16 is not supported on the CPU here; use bf16 or fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class Classifier:
+    """Classifies images with one loaded model: load once, call often (one thread at a time)."""
+
+    def __init__(self, loaded: LoadedModel, precision: str = "fp32") -> None:
+        self.loaded = loaded
+        self.model = loaded.module
+        self.device = torch.device(loaded.device)
+        self.spec = loaded.preprocess
+        self.categories = loaded.categories
+        self.autocast_dtype = resolve_precision(precision, loaded.device)
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
+        self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+        self._gradcam = None
+
+    # ---- tensors ----------------------------------------------------------------------------
+    def to_batch(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """uint8 HxWx3 crops → normalized float (N, 3, H, W), channels_last, on the device.
+
+        The same arithmetic as torchvision's preset (x / 255, then (x - mean) / std).
+        """
+        stacked = torch.from_numpy(np.stack(crops))  # N, H, W, 3
+        batch = stacked.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # channels_last view
+        batch = batch.float().div_(255)
+        return batch.sub_(self._mean).div_(self._std)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    out = self.model(batch)
+            else:
+                out = self.model(batch)
+        if isinstance(out, tuple | list):  # e.g. GoogLeNet/Inception aux outputs
+            out = out[0]
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise JobError(f"the model gave {type(out).__name__} instead of class scores")
+        return out.float()
+
+    def probabilities(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """Softmax probabilities, float32 (N, classes) on the CPU."""
+        return torch.softmax(self.logits(self.to_batch(crops)), dim=1).cpu()
+
+    def top_k(self, probs: torch.Tensor, k: int) -> list[list[dict]]:
+        k = max(1, min(k, probs.shape[1]))
+        values, indices = probs.topk(k, dim=1)
+        names = self.categories
+        return [
+            [{"label": names[i] if i < len(names) else f"class {i}", "index": int(i),
+              "prob": float(p)} for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)]
+            for row_p, row_i in zip(values, indices, strict=True)
+        ]
+
+    # ---- one image ----------------------------------------------------------------------------
+    def prepare(self, path: str, fast_decode: bool = False,
+                thumbnail_size: int | None = None) -> PreparedImage:
+        return prepare_image(path, self.spec, fast_decode=fast_decode,
+                             thumbnail_size=thumbnail_size)
+
+    def classify_file(self, path: str, top_k: int = 5, thumbnail_size: int | None = 256,
+                      keep_probs: bool = False) -> ImageResult:
+        """Classify one file with full-quality decoding; bad files give ``error``, never raise."""
+        started = time.perf_counter()
+        try:
+            prepared = self.prepare(path, thumbnail_size=thumbnail_size)
+        except ImageProblem as exc:
+            return ImageResult(path=str(path), error=str(exc),
+                               seconds=time.perf_counter() - started)
+        probs = self.probabilities([prepared.crop])
+        return self._result(prepared, probs[0], top_k, time.perf_counter() - started,
+                            with_views=True, keep_probs=keep_probs)
+
+    def _result(self, prepared: PreparedImage, probs: torch.Tensor, top_k: int, seconds: float,
+                with_views: bool, keep_probs: bool = False) -> ImageResult:
+        return ImageResult(
+            path=prepared.path, top=self.top_k(probs[None], top_k)[0], seconds=seconds,
+            original_size=prepared.original_size, crop_box=prepared.crop_box,
+            net_view=prepared.crop if with_views else None,
+            thumbnail=prepared.thumbnail if with_views else None,
+            probs=probs.numpy().astype(np.float32) if keep_probs else None,
+        )
+
+    # ---- many images ---------------------------------------------------------------------------
+    def classify_files(
+        self,
+        paths: Iterable[str],
+        top_k: int = 5,
+        batch_size: int = 32,
+        workers: int | None = None,
+        fast_decode: bool = False,
+        thumbnail_size: int | None = None,
+        with_views: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[ImageResult]:
+        """Yield one :class:`ImageResult` per path, in order, as batches finish.
+
+        Decoding runs ``workers`` files ahead on a thread pool; a full batch (or the last one) is
+        classified at once. Bad files are yielded with ``error`` straight away. Stops between
+        batches when ``should_stop()`` is true.
+        """
+        paths = list(paths)
+        batch_size = max(1, int(batch_size))
+        workers = workers or min(8, os.cpu_count() or 1)
+        window = max(batch_size * 2, workers * 2)
+        stop = should_stop or (lambda: False)
+        pending: deque[tuple[str, Future]] = deque()
+        waiting: list[tuple[PreparedImage, float] | ImageResult] = []  # in input order
+        ready = 0  # how many entries of ``waiting`` need the network
+
+        def flush() -> Iterator[ImageResult]:
+            nonlocal ready
+            prepared = [entry for entry in waiting if not isinstance(entry, ImageResult)]
+            rows = iter(())
+            share = 0.0
+            if prepared:
+                started = time.perf_counter()
+                rows = iter(self.probabilities([p.crop for p, _ in prepared]))
+                share = (time.perf_counter() - started) / len(prepared)
+            for entry in waiting:
+                if isinstance(entry, ImageResult):
+                    yield entry
+                else:
+                    item, prep_seconds = entry
+                    yield self._result(item, next(rows), top_k, prep_seconds + share, with_views)
+            waiting.clear()
+            ready = 0
+
+        def timed_prepare(path: str) -> tuple[PreparedImage, float]:
+            started = time.perf_counter()
+            prepared = prepare_image(path, self.spec, fast_decode, thumbnail_size)
+            return prepared, time.perf_counter() - started
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            queue = iter(paths)
+            try:
+                for path in queue:
+                    pending.append((path, pool.submit(timed_prepare, path)))
+                    if len(pending) >= window:
+                        break
+                while pending:
+                    if stop():
+                        return
+                    path, future = pending.popleft()
+                    next_path = next(queue, None)
+                    if next_path is not None:
+                        pending.append((next_path, pool.submit(timed_prepare, next_path)))
+                    try:
+                        waiting.append(future.result())
+                        ready += 1
+                    except ImageProblem as exc:
+                        waiting.append(ImageResult(path=str(path), error=str(exc)))
+                    if ready >= batch_size or (ready == 0 and len(waiting) >= batch_size):
+                        yield from flush()
+                if waiting and not stop():
+                    yield from flush()
+            finally:
+                for _, future in pending:
+                    future.cancel()
+
+    # ---- Grad-CAM --------------------------------------------------------------------------------
+    def grad_cam(self, crop: np.ndarray, class_index: int) -> np.ndarray:
+        """Grad-CAM heatmap (float32 HxW in [0, 1], the crop's size) for ``class_index``."""
+        from engine.classify.gradcam import GradCam
+
+        if not 0 <= class_index < len(self.categories):
+            raise JobError(f"class index {class_index} is outside 0..{len(self.categories) - 1}")
+        if self._gradcam is None:
+            self._gradcam = GradCam(self.model)
+        return self._gradcam(self.to_batch([crop]), int(class_index))

@@ -1,0 +1,116 @@
+"""``python -m engine classify PATH... [--model NAME] [--top K] [--json]`` and friends.
+
+Exit 0 when at least one image was classified; 1 with a one-line ``error:`` when none was or the
+model cannot be loaded (weights missing offline, bad weights file, unknown model).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="classify photos with a pretrained ImageNet network",
+        description="Classify image files and folders with a pretrained ImageNet network. "
+        "The default model, EfficientNet-Lite0, works offline.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders")
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (default, offline), a torchvision model such as "
+                   "resnet50, or arch.WEIGHTS such as resnet50.IMAGENET1K_V1")
+    p.add_argument("--weights", metavar="FILE", help="load this .pth into the --model architecture")
+    p.add_argument("--hub", metavar="REPO:ENTRY",
+                   help="load from Torch Hub, e.g. pytorch/vision:resnet18 (REPO may be a folder)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="predictions per image (5)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (32)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoding threads (default: one per core, at most 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
+                   help="fp32 (default); auto = fp16 autocast on CUDA GPUs, fp32 elsewhere")
+    p.add_argument("--exact-decode", action="store_true",
+                   help="decode big JPEGs at full size before resizing (slower; by default the "
+                   "JPEG decoder scales down by 1/2-1/8 first, which changes pixels slightly)")
+    p.add_argument("--list-models", action="store_true",
+                   help="list the models with accuracy, size and whether they are on disk")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list: {path, top: [{label, index, prob}], error}")
+    p.set_defaults(func=run)
+
+
+def _format_progress(update: dict) -> str | None:
+    event = update.get("event")
+    if event == "download":
+        total = update.get("total")
+        done = update["bytes"] / 1e6
+        eta = update.get("eta")
+        of = f" of {total / 1e6:.1f}" if total else ""
+        return (f"downloading {update['file']}: {done:.1f}{of} MB, "
+                f"{update['speed'] / 1e6:.1f} MB/s" + (f", {eta:.0f} s left" if eta else ""))
+    if event == "model" and not update.get("cached"):
+        return f"model: {update['model']['title']} ({update['load_seconds']:.1f} s)"
+    if event == "result":
+        return f"{update['index'] + 1}/{update['total']} images"
+    return None
+
+
+def _list_models(as_json: bool) -> int:
+    from engine.classify.zoo import list_models
+    from engine.cli import print_json
+
+    infos = list_models()
+    if as_json:
+        print_json([info.to_dict() for info in infos])
+    else:
+        for info in infos:
+            print(f"{info.id:28s} {info.summary}")
+    return 0
+
+
+def run(args) -> int:
+    from engine.cli import StderrProgress, print_json
+    from engine.devices import resolve_device
+    from engine.jobs import JobContext, JobError
+
+    if args.list_models:
+        return _list_models(args.json)
+    if not args.paths:
+        raise JobError("no images given: python -m engine classify PATH... (files or folders)")
+    if args.top < 1:
+        raise JobError("--top must be at least 1")
+    if args.batch_size < 1:
+        raise JobError("--batch-size must be at least 1")
+    config = {
+        "paths": args.paths, "model": args.model, "weights_file": args.weights,
+        "top_k": args.top, "batch_size": args.batch_size, "workers": args.workers,
+        "precision": args.precision, "fast_decode": not args.exact_decode,
+    }
+    if args.hub:
+        repo, sep, entry = args.hub.rpartition(":")
+        if not sep or not repo or not entry:
+            raise JobError("--hub takes REPO:ENTRY, e.g. pytorch/vision:resnet18")
+        config["hub"] = {"repo": repo, "entry": entry}
+    from engine.classify.jobs import classify_job
+
+    progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
+    ctx = JobContext(device=resolve_device(args.device), progress=progress)
+    outcome = classify_job(config, ctx)
+    results = outcome["results"]
+    if args.json:
+        print_json(results)
+    else:
+        for entry in results:
+            if entry["error"]:
+                print(f"{entry['path']}: error: {entry['error']}")
+            else:
+                best = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in entry["top"])
+                print(f"{entry['path']}: {best}")
+    if outcome["classified"] == 0:
+        reasons = {entry["error"] for entry in results if entry["error"]}
+        why = f" ({reasons.pop()})" if len(reasons) == 1 else ""
+        print(f"error: none of the {len(results)} files could be classified{why}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,233 @@
+"""Finding image files, opening them safely, and the ImageNet-style preprocessing as plain numpy.
+
+Everything here is torch-free so it is cheap to import and safe to run on a thread pool (Pillow
+releases the GIL while decoding and resizing). Bad files raise :class:`ImageProblem` with a reason
+meant for people; callers list it beside the file and carry on with the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+#: File name endings treated as images when a folder is expanded (files given directly are always
+#: tried, whatever their name).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2"}
+)
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageProblem(Exception):
+    """A file that cannot be classified; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the short side, center-crop, normalize: torchvision's ImageClassification preset."""
+
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"  # "nearest", "bilinear" or "bicubic"
+
+    def to_dict(self) -> dict:
+        return {"resize_size": self.resize_size, "crop_size": self.crop_size,
+                "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation}
+
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for the network, plus what the GUI shows beside the answer."""
+
+    path: str
+    crop: np.ndarray  # uint8 HxWx3: exactly the pixels the network sees, before normalization
+    original_size: tuple[int, int]  # (width, height) after EXIF rotation
+    crop_box: tuple[float, float, float, float]  # crop in original pixels: left, top, right, bottom
+    thumbnail: np.ndarray | None = None  # uint8 HxWx3, long side <= thumbnail_size
+
+
+def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
+    """Expand folders (recursively, sorted, images by suffix only) and keep files as given.
+
+    Missing paths are kept, so they show up in the results with a reason instead of vanishing.
+    """
+    found: list[str] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                        found.append(str(Path(root) / name))
+        else:
+            found.append(str(path))
+    return found
+
+
+def _check_size(img: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    w, h = img.size
+    if limit and w * h > limit:
+        raise ImageProblem(
+            f"image is {w}×{h} ({w * h / 1e6:.0f} megapixels), above Pillow's safety limit of "
+            f"{limit / 1e6:.0f} megapixels (possible decompression bomb)"
+        )
+    if w == 0 or h == 0:
+        raise ImageProblem("image has no pixels")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha over white, 16-bit and float scaled, CMYK converted."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+            scaled = (values - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(values)
+        else:
+            top = 65535.0 if mode.startswith("I;16") or values.max() > 255 else 255.0
+            scaled = values / top * 255
+        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open any image Pillow reads as upright 8-bit RGB, or raise :class:`ImageProblem`.
+
+    EXIF orientation is applied; animated formats give their first frame.
+    """
+    return open_image_sized(path)[0]
+
+
+def open_image_sized(
+    path: str | os.PathLike, draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Like :func:`open_image`, also returning the full upright size (width, height).
+
+    ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while keeping the short side
+    >= ``draft_size`` pixels: several times faster for big photos, with pixels that differ slightly
+    from a full decode followed by a resize.
+    """
+    path = os.fspath(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageProblem("file is empty")
+    except FileNotFoundError:
+        raise ImageProblem("file not found") from None
+    except OSError as exc:
+        raise ImageProblem(f"cannot read file: {exc.strerror or exc}") from None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            _check_size(img)
+            width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            if draft_size and img.format == "JPEG":
+                w, h = img.size
+                scale = min(w, h) / draft_size
+                if scale >= 2:
+                    img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img), (width, height)
+    except ImageProblem:
+        raise
+    except UnidentifiedImageError:
+        raise ImageProblem("not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageProblem(f"image is too large, possible decompression bomb ({exc})") from None
+    except PermissionError:
+        raise ImageProblem("permission denied") from None
+    except IsADirectoryError:
+        raise ImageProblem("is a folder, not an image file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text or isinstance(exc, EOFError):
+            raise ImageProblem(f"image file is truncated or damaged ({text})") from None
+        raise ImageProblem(f"image cannot be decoded ({text})") from None
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """torchvision's ``resize(img, [short_side])`` output size (the long side is truncated)."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def preprocess_image(img: Image.Image, spec: Preprocess) -> tuple[np.ndarray, tuple]:
+    """Resize + center-crop exactly like torchvision's preset; returns (uint8 HxWx3, crop box).
+
+    The crop box is in the input image's pixels: (left, top, right, bottom).
+    """
+    w, h = img.size
+    rw, rh = resized_size(w, h, spec.resize_size)
+    resized = img.resize((rw, rh), _PIL_FILTERS[spec.interpolation]) if (rw, rh) != (w, h) else img
+    c = spec.crop_size
+    if rw < c or rh < c:  # torchvision pads with zeros when the crop is bigger than the image
+        canvas = Image.new("RGB", (max(rw, c), max(rh, c)))
+        canvas.paste(resized, ((max(rw, c) - rw) // 2, (max(rh, c) - rh) // 2))
+        resized, pad_x, pad_y = canvas, (max(rw, c) - rw) // 2, (max(rh, c) - rh) // 2
+        rw, rh = resized.size
+    else:
+        pad_x = pad_y = 0
+    top = int(round((rh - c) / 2.0))
+    left = int(round((rw - c) / 2.0))
+    crop = np.asarray(resized.crop((left, top, left + c, top + c)), dtype=np.uint8)
+    sx, sy = w / (rw - 2 * pad_x), h / (rh - 2 * pad_y)
+    box = ((left - pad_x) * sx, (top - pad_y) * sy, (left - pad_x + c) * sx, (top - pad_y + c) * sy)
+    return crop, box
+
+
+def thumbnail_array(img: Image.Image, size: int) -> np.ndarray:
+    """A uint8 HxWx3 copy whose long side is at most ``size`` pixels."""
+    thumb = img.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(thumb, dtype=np.uint8)
+
+
+def prepare_image(
+    path: str | os.PathLike,
+    spec: Preprocess,
+    fast_decode: bool = False,
+    thumbnail_size: int | None = None,
+) -> PreparedImage:
+    """Open, convert and preprocess one file (thread-safe); raises :class:`ImageProblem`."""
+    img, size = open_image_sized(path, draft_size=spec.resize_size if fast_decode else None)
+    crop, box = preprocess_image(img, spec)
+    scale_x, scale_y = size[0] / img.size[0], size[1] / img.size[1]
+    box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+    thumb = thumbnail_array(img, thumbnail_size) if thumbnail_size else None
+    return PreparedImage(str(path), crop, size, box, thumb)

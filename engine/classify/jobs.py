@@ -1,0 +1,190 @@
+"""Classify jobs for the CLI and the GUI's JobRunner (``job(config, ctx) -> dict``).
+
+* :func:`classify_job` — classify files/folders, one ``{"event": "result"}`` report per image.
+* :func:`gradcam_job` — Grad-CAM heatmap for one image and class.
+* :func:`catalog_job` — the model list for the picker (what is on disk, sizes, accuracy).
+* :func:`load_model_job` — load (download if needed) a model and keep it for the next jobs.
+
+Loaded models are kept in a one-slot cache keyed by (model, weights file, hub entry, device,
+precision), so the GUI loads a model once and every later drop only decodes and runs it.
+
+Reports (plain data): ``{"event": "download", "file", "bytes", "total", "speed", "eta"}``,
+``{"event": "model", "model": info dict, "load_seconds"}``,
+``{"event": "result", "index", "total", "result": ImageResult.to_dict()}``,
+``{"event": "gradcam", "path", "class_index", "label", "cam": float32 HxW}``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from engine.jobs import JobContext, JobError, JobStopped
+
+_cache_lock = threading.Lock()
+_cached: tuple[tuple, Any] | None = None  # (key, Classifier)
+
+
+def _model_key(config: dict, device: str) -> tuple:
+    hub = config.get("hub")
+    return (
+        config.get("model") or "efficientnet_lite0",
+        config.get("weights_file") or None,
+        (hub.get("repo"), hub.get("entry")) if hub else None,
+        device,
+        config.get("precision", "fp32"),
+    )
+
+
+def get_classifier(config: dict, ctx: JobContext):
+    """The :class:`Classifier` for ``config`` on ``ctx.device``: cached, or loaded now.
+
+    Reports ``{"event": "model", ...}`` either way, plus download progress when fetching weights.
+    """
+    global _cached
+    from engine.classify.classifier import Classifier
+    from engine.classify.zoo import load_hub_model, load_model
+
+    key = _model_key(config, ctx.device)
+    with _cache_lock:
+        if _cached is not None and _cached[0] == key:
+            classifier = _cached[1]
+            ctx.report({"event": "model", "model": classifier.loaded.info.to_dict(),
+                        "load_seconds": 0.0, "cached": True})
+            return classifier
+        _cached = None  # free the previous model before loading the next one
+        hub = config.get("hub")
+        if hub:
+            loaded = load_hub_model(hub.get("repo", ""), hub.get("entry", ""), ctx.device,
+                                    progress=ctx.report, should_stop=ctx.stopped)
+        else:
+            loaded = load_model(key[0], ctx.device, weights_file=key[1],
+                                progress=ctx.report, should_stop=ctx.stopped)
+        classifier = Classifier(loaded, precision=key[4])
+        _cached = (key, classifier)
+    ctx.report({"event": "model", "model": loaded.info.to_dict(),
+                "load_seconds": loaded.load_seconds, "cached": False})
+    return classifier
+
+
+def forget_cached_model() -> None:
+    """Drop the kept model (frees its memory; the next job loads again)."""
+    global _cached
+    with _cache_lock:
+        _cached = None
+
+
+def classify_job(config: dict, ctx: JobContext) -> dict:
+    """Classify ``config["paths"]`` (files and folders).
+
+    Config: ``paths``, ``model`` ("efficientnet_lite0"), ``weights_file``, ``hub`` ({"repo",
+    "entry"}), ``top_k`` (5), ``batch_size`` (32), ``workers``, ``precision`` ("fp32"),
+    ``fast_decode`` (False: JPEG draft decoding), ``views`` (False: include thumbnail and the net's
+    view in each result), ``thumbnail_size`` (256), ``gradcam_limit`` (0: Grad-CAM of the top class
+    for up to this many images, reported as ``gradcam`` events).
+
+    Returns ``{"status": "done" | "stopped", "model", "results": [ImageResult.to_json()],
+    "classified", "failed", "seconds", "images_per_second"}``. Bad files never stop the batch.
+    """
+    from engine.classify.images import collect_image_paths
+
+    started = time.perf_counter()
+    raw_paths = config.get("paths") or []
+    if not raw_paths:
+        raise JobError("no images given: pass image files or folders")
+    paths = collect_image_paths(raw_paths)
+    if not paths:
+        raise JobError("no image files found in " + ", ".join(str(p) for p in raw_paths))
+    try:
+        classifier = get_classifier(config, ctx)
+    except JobStopped:
+        return {"status": "stopped", "results": [], "classified": 0, "failed": 0,
+                "seconds": time.perf_counter() - started}
+    views = bool(config.get("views", False))
+    gradcam_limit = int(config.get("gradcam_limit", 0))
+    top_k = int(config.get("top_k", 5))
+    results: list[dict] = []
+    classified = failed = 0
+    total = len(paths)
+    if total == 1 and not config.get("fast_decode"):  # a single drop: no pool, no batching
+        stream = iter([classifier.classify_file(paths[0], top_k,
+                                                int(config.get("thumbnail_size", 256)))])
+    else:
+        stream = classifier.classify_files(
+            paths, top_k=top_k, batch_size=int(config.get("batch_size", 32)),
+            workers=config.get("workers"), fast_decode=bool(config.get("fast_decode", False)),
+            thumbnail_size=int(config.get("thumbnail_size", 256)) if views else None,
+            with_views=views, should_stop=ctx.stopped,
+        )
+    for index, result in enumerate(stream):
+        if result.error:
+            failed += 1
+        else:
+            classified += 1
+        results.append(result.to_json())
+        ctx.report({"event": "result", "index": index, "total": total,
+                    "result": result.to_dict() if views else result.to_json()})
+        if gradcam_limit and result.net_view is not None and result.top and index < gradcam_limit:
+            cls = result.top[0]["index"]
+            ctx.report({"event": "gradcam", "path": result.path, "class_index": cls,
+                        "label": result.top[0]["label"],
+                        "cam": classifier.grad_cam(result.net_view, cls)})
+        if ctx.stopped():
+            break
+    seconds = time.perf_counter() - started
+    stopped = ctx.stopped() and len(results) < total
+    return {
+        "status": "stopped" if stopped else "done",
+        "model": classifier.loaded.info.to_dict(),
+        "results": results,
+        "classified": classified,
+        "failed": failed,
+        "total": total,
+        "seconds": seconds,
+        "images_per_second": len(results) / seconds if seconds > 0 else 0.0,
+    }
+
+
+def gradcam_job(config: dict, ctx: JobContext) -> dict:
+    """Grad-CAM for ``config["path"]`` and ``config["class_index"]`` (default: the top class).
+
+    Uses the same model config keys as :func:`classify_job`. Returns ``{"path", "class_index",
+    "label", "cam"}`` with ``cam`` a float32 HxW array in [0, 1] over the net's view.
+    """
+    from engine.classify.images import ImageProblem
+
+    classifier = get_classifier(config, ctx)
+    path = config.get("path")
+    if not path:
+        raise JobError("Grad-CAM needs an image path")
+    try:
+        prepared = classifier.prepare(path)
+    except ImageProblem as exc:
+        raise JobError(f"{path}: {exc}") from None
+    class_index = config.get("class_index")
+    if class_index is None:
+        class_index = classifier.top_k(classifier.probabilities([prepared.crop]), 1)[0][0]["index"]
+    class_index = int(class_index)
+    cam = classifier.grad_cam(prepared.crop, class_index)
+    label = classifier.categories[class_index]
+    update = {"event": "gradcam", "path": path, "class_index": class_index, "label": label,
+              "cam": cam}
+    ctx.report(update)
+    return {k: v for k, v in update.items() if k != "event"}
+
+
+def load_model_job(config: dict, ctx: JobContext) -> dict:
+    """Load (downloading if needed) the model in ``config`` and keep it; returns its info."""
+    try:
+        classifier = get_classifier(config, ctx)
+    except JobStopped:
+        return {"status": "stopped"}
+    return {"status": "done", "model": classifier.loaded.info.to_dict()}
+
+
+def catalog_job(config: dict | None, ctx: JobContext) -> dict:
+    """``{"models": [ModelInfo.to_dict()]}``: the offline default, then every torchvision model."""
+    from engine.classify.zoo import list_models
+
+    return {"models": [info.to_dict() for info in list_models()]}

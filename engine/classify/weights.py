@@ -1,0 +1,190 @@
+"""Pretrained weights on disk: torch's own cache, verified downloads, clear offline failures.
+
+Files go to ``torch.hub.get_dir()/checkpoints`` (so ``TORCH_HOME`` is respected and files are
+shared with ``torch.hub`` / torchvision). A download streams into a hidden ``.partial`` file in the
+same folder, its SHA-256 is checked against the prefix in the file name (torchvision names files
+``name-<sha256 prefix>.pth``), and only then is it renamed into place: a truncated, corrupt or
+cancelled download never leaves a file behind that looks like weights.
+
+``TORCHDESK_WEIGHTS_MIRROR`` (a base URL) replaces ``https://download.pytorch.org/models/`` for
+machines behind a mirror (and for tests, which serve files from 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from engine.jobs import JobError, JobStopped
+
+TORCHVISION_BASE_URL = "https://download.pytorch.org/models/"
+MIRROR_ENV = "TORCHDESK_WEIGHTS_MIRROR"
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")  # the same rule torch.hub uses
+CHUNK_BYTES = 256 * 1024
+#: Seconds to wait for a connection or for the next bytes; offline machines fail well within it.
+NETWORK_TIMEOUT_S = 8.0
+
+DownloadProgress = Callable[[dict], None]
+
+
+def checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's default cache for weights files)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def file_name(url: str) -> str:
+    return os.path.basename(urlparse(url).path)
+
+
+def cached_path(url: str) -> Path:
+    """Where the weights at ``url`` live once downloaded (whether or not they are there yet)."""
+    return checkpoint_dir() / file_name(url)
+
+
+def is_cached(url: str) -> bool:
+    return cached_path(url).is_file()
+
+
+def download_url(url: str) -> str:
+    """The URL to fetch from, after applying ``TORCHDESK_WEIGHTS_MIRROR`` when set."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if mirror and url.startswith(TORCHVISION_BASE_URL):
+        return mirror.rstrip("/") + "/" + url[len(TORCHVISION_BASE_URL):]
+    return url
+
+
+def expected_hash_prefix(name: str) -> str | None:
+    match = HASH_IN_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def _where_to_put(url: str) -> str:
+    return (
+        f"Without a network, download {url} on another machine and put it in "
+        f"{checkpoint_dir()}{os.sep} (or use Import weights… with the file)."
+    )
+
+
+def ensure_weights(
+    url: str,
+    progress: DownloadProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    timeout: float = NETWORK_TIMEOUT_S,
+) -> Path:
+    """Path of the verified weights file for ``url``, downloading it first when needed.
+
+    ``progress`` gets ``{"event": "download", "file", "bytes", "total", "speed", "eta"}`` dicts;
+    ``should_stop()`` returning true cancels (raises :class:`JobStopped`, leaves no file).
+    Network and verification failures raise :class:`JobError` naming the file and where it goes.
+    """
+    target = cached_path(url)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = target.name
+    source = download_url(url)
+    partial = target.with_name(f".{name}.{os.getpid()}.partial")
+    try:
+        _fetch(source, partial, name, progress, should_stop, timeout)
+        expected = expected_hash_prefix(name)
+        if expected:
+            actual = _sha256(partial)
+            if not actual.startswith(expected):
+                raise JobError(
+                    f"downloaded {name} is corrupt: its SHA-256 starts {actual[:len(expected)]}, "
+                    f"expected {expected}; nothing was saved. Try again, or: {_where_to_put(url)}"
+                )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(
+    url: str,
+    partial: Path,
+    name: str,
+    progress: DownloadProgress | None,
+    should_stop: Callable[[], bool] | None,
+    timeout: float,
+) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "TorchDesk"})
+    received = 0
+    total = None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            started = time.monotonic()
+            _report(progress, name, 0, total, started)
+            with open(partial, "wb") as out:
+                while True:
+                    if should_stop is not None and should_stop():
+                        raise JobStopped()
+                    chunk = response.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    received += len(chunk)
+                    _report(progress, name, received, total, started)
+    except urllib.error.HTTPError as exc:
+        raise JobError(
+            f"cannot download {name}: the server answered {exc.code} {exc.reason} for {url}. "
+            + _where_to_put(url)
+        ) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason if isinstance(exc.reason, str) else str(exc.reason) or "no answer"
+        raise JobError(f"cannot download {name} (no network? {reason}). " + _where_to_put(url)) \
+            from None
+    except TimeoutError:
+        raise JobError(
+            f"cannot download {name}: no answer from the server within {timeout:.0f} s after "
+            f"{_bytes(received)}. " + _where_to_put(url)
+        ) from None
+    except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException) as exc:
+        raise JobError(
+            f"download of {name} broke off after {_bytes(received)}"
+            f"{' of ' + _bytes(total) if total else ''} ({type(exc).__name__}); nothing was saved. "
+            + _where_to_put(url)
+        ) from None
+    if total is not None and received != total:
+        raise JobError(
+            f"download of {name} is truncated: got {_bytes(received)} of {_bytes(total)}; "
+            "nothing was saved. " + _where_to_put(url)
+        )
+
+
+def _report(progress, name: str, received: int, total: int | None, started: float) -> None:
+    if progress is None:
+        return
+    elapsed = max(time.monotonic() - started, 1e-6)
+    speed = received / elapsed
+    eta = (total - received) / speed if total and speed > 0 else None
+    progress({"event": "download", "file": name, "bytes": received, "total": total,
+              "speed": speed, "eta": eta})
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"

@@ -1,0 +1,450 @@
+"""The model zoo: every torchvision ImageNet classifier plus the offline default, and loading them.
+
+A model id is ``"efficientnet_lite0"`` (the offline default), a torchvision architecture such as
+``"resnet50"`` (its DEFAULT weights) or ``"resnet50.IMAGENET1K_V1"`` (a specific weights entry).
+:func:`load_model` gives a :class:`LoadedModel`: the network in eval mode on its device, the
+preprocessing its weights were trained with, and its category names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.classify.images import Preprocess
+from engine.jobs import JobError
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+#: EfficientNet-Lite0 from the PyPI package: resize 256, center crop 224, mean = std = 0.5.
+LITE0_PREPROCESS = Preprocess(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+LITE0_PARAMS = 4_652_008
+LITE0_GFLOPS = 0.39  # multiply-adds at 224×224, counted the way torchvision's "_ops" are
+
+#: ImageNet preprocessing for architectures whose weights do not say (imported files, Hub models).
+IMAGENET_PREPROCESS = Preprocess()
+
+
+@dataclass
+class ModelInfo:
+    """What the model picker shows; plain data (``to_dict`` for JSON / the GUI)."""
+
+    id: str
+    title: str
+    source: str  # "package" (offline default), "torchvision", "file", "hub"
+    top1: float | None = None  # ImageNet-1K top-1 accuracy, %
+    params: int | None = None
+    gflops: float | None = None
+    file_mb: float | None = None  # download size
+    on_disk: bool = False
+    url: str | None = None
+    file: str | None = None  # where the weights file is (or will be)
+    preprocess: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        """One line: 'ResNet-50 · 80.9% top-1 · 25.6 M params · 4.1 GFLOPS · 97.8 MB · on disk'."""
+        parts = [self.title]
+        if self.top1 is not None:
+            parts.append(f"{self.top1:.1f}% top-1")
+        if self.params:
+            parts.append(f"{self.params / 1e6:.1f} M params")
+        if self.gflops is not None:
+            parts.append(f"{self.gflops:.2f} GFLOPS")
+        if self.file_mb is not None:
+            parts.append(f"{self.file_mb:.1f} MB")
+        parts.append("on disk" if self.on_disk else "download")
+        return " · ".join(parts)
+
+
+@dataclass
+class LoadedModel:
+    """A ready network: eval mode, on ``device``, with its preprocessing and category names."""
+
+    info: ModelInfo
+    module: Any  # torch.nn.Module
+    preprocess: Preprocess
+    categories: list[str]
+    device: str
+    load_seconds: float = 0.0
+
+
+# ---- category names ----------------------------------------------------------------------------
+_IMAGENET_CATEGORIES: list[str] | None = None
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names from torchvision's weights metadata.
+
+    Read from ``torchvision/models/_meta.py`` without importing torchvision (a 2-4 s import the
+    default model does not otherwise need); falls back to the public weights enum.
+    """
+    global _IMAGENET_CATEGORIES
+    if _IMAGENET_CATEGORIES is None:
+        categories = None
+        spec = importlib.util.find_spec("torchvision")
+        if spec is not None and spec.submodule_search_locations:
+            meta_file = Path(next(iter(spec.submodule_search_locations))) / "models" / "_meta.py"
+            namespace: dict[str, Any] = {}
+            try:
+                exec(compile(meta_file.read_text(encoding="utf-8"), str(meta_file), "exec"),
+                     namespace)
+                categories = namespace.get("_IMAGENET_CATEGORIES")
+            except (OSError, SyntaxError):
+                categories = None
+        if not categories or len(categories) != 1000:
+            from torchvision.models import ResNet50_Weights
+
+            categories = ResNet50_Weights.DEFAULT.meta["categories"]
+        _IMAGENET_CATEGORIES = list(categories)
+    return _IMAGENET_CATEGORIES
+
+
+def numbered_categories(count: int) -> list[str]:
+    return [f"class {i}" for i in range(count)]
+
+
+# ---- the catalogue ------------------------------------------------------------------------------
+_TITLES = {
+    "alexnet": "AlexNet", "googlenet": "GoogLeNet", "inception_v3": "Inception v3",
+    "maxvit_t": "MaxViT-T", "squeezenet1_0": "SqueezeNet 1.0", "squeezenet1_1": "SqueezeNet 1.1",
+}
+
+
+def title_for(arch: str) -> str:
+    """A readable name: 'resnet50' → 'ResNet-50', 'vit_b_16' → 'ViT-B/16'."""
+    if arch in _TITLES:
+        return _TITLES[arch]
+    prefixes = [
+        ("wide_resnet", "Wide ResNet-"), ("resnext", "ResNeXt-"), ("resnet", "ResNet-"),
+        ("vgg", "VGG-"), ("densenet", "DenseNet-"), ("efficientnet_v2_", "EfficientNetV2-"),
+        ("efficientnet_", "EfficientNet-"), ("mobilenet_", "MobileNet "), ("mnasnet", "MNASNet "),
+        ("shufflenet_v2_", "ShuffleNetV2 "), ("regnet_", "RegNet"), ("convnext_", "ConvNeXt "),
+        ("swin_v2_", "Swin V2-"), ("swin_", "Swin-"), ("vit_", "ViT-"),
+    ]
+    for prefix, pretty in prefixes:
+        if arch.startswith(prefix):
+            rest = arch[len(prefix):]
+            if prefix == "vit_":
+                size, patch = rest.split("_")
+                return f"ViT-{size.upper()}/{patch}"
+            if prefix == "regnet_":
+                kind, size = rest.split("_", 1)
+                return f"RegNet{kind.upper()} {size.replace('_', '.').upper()}"
+            if prefix == "vgg_" or prefix == "vgg":
+                return "VGG-" + rest.replace("_bn", " BN")
+            rest = rest.replace("_", " ").upper() if prefix in (
+                "efficientnet_", "efficientnet_v2_", "mobilenet_", "swin_", "swin_v2_"
+            ) else rest.replace("_", ".")
+            return pretty + rest
+    return arch
+
+
+def default_model_info() -> ModelInfo:
+    from engine.classify.lite0 import packaged_weights_path
+
+    try:
+        path = packaged_weights_path()
+        on_disk = os.path.isfile(path)
+        size = os.path.getsize(path) / 1024 / 1024 if on_disk else None
+    except JobError:
+        path, on_disk, size = None, False, None
+    return ModelInfo(
+        id=DEFAULT_MODEL, title="EfficientNet-Lite0 (offline default)", source="package",
+        params=LITE0_PARAMS, gflops=LITE0_GFLOPS, file_mb=size, on_disk=on_disk, file=path,
+        preprocess=LITE0_PREPROCESS.to_dict(),
+    )
+
+
+def _split_model_id(model_id: str) -> tuple[str, str]:
+    arch, _, weights_name = model_id.partition(".")
+    return arch, weights_name or "DEFAULT"
+
+
+def _torchvision_weights(arch: str, weights_name: str):
+    from torchvision import models
+
+    if arch not in models.list_models(module=models):
+        known = ", ".join(sorted([DEFAULT_MODEL, *models.list_models(module=models)]))
+        raise JobError(f"unknown model '{arch}'; choose one of: {known}")
+    enum = models.get_model_weights(arch)
+    try:
+        return enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(f"{arch}.{w.name}" for w in enum)
+        raise JobError(f"'{arch}' has no weights '{weights_name}'; choose one of: {names}") \
+            from None
+
+
+def _preprocess_from_weights(weights) -> Preprocess:
+    preset = weights.transforms()
+    mode = getattr(preset, "interpolation", None)
+    return Preprocess(
+        resize_size=int(preset.resize_size[0]),
+        crop_size=int(preset.crop_size[0]),
+        mean=tuple(float(v) for v in preset.mean),
+        std=tuple(float(v) for v in preset.std),
+        interpolation=getattr(mode, "value", "bilinear"),
+    )
+
+
+def torchvision_model_info(arch: str, weights_name: str = "DEFAULT") -> ModelInfo:
+    from engine.classify import weights as weight_files
+
+    weights = _torchvision_weights(arch, weights_name)
+    meta = weights.meta
+    metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
+    model_id = arch if weights_name == "DEFAULT" else f"{arch}.{weights.name}"
+    title = title_for(arch) + ("" if weights_name == "DEFAULT" else f" ({weights.name})")
+    return ModelInfo(
+        id=model_id, title=title, source="torchvision", top1=metrics.get("acc@1"),
+        params=meta.get("num_params"), gflops=meta.get("_ops"), file_mb=meta.get("_file_size"),
+        on_disk=weight_files.is_cached(weights.url), url=weights.url,
+        file=str(weight_files.cached_path(weights.url)),
+        preprocess=_preprocess_from_weights(weights).to_dict(),
+    )
+
+
+def list_models() -> list[ModelInfo]:
+    """The offline default first, then every torchvision ImageNet classifier (DEFAULT weights)."""
+    from torchvision import models
+
+    infos = [default_model_info()]
+    for arch in sorted(models.list_models(module=models)):
+        infos.append(torchvision_model_info(arch))
+    return infos
+
+
+def model_info(model_id: str) -> ModelInfo:
+    if model_id == DEFAULT_MODEL:
+        return default_model_info()
+    return torchvision_model_info(*_split_model_id(model_id))
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def _read_state_dict(path: str, what: str) -> dict:
+    import torch
+
+    if not os.path.isfile(path):
+        raise JobError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, unsupported objects: all user-fixable
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"{path} is not a PyTorch weights file {what} can read ({first_line})") \
+            from None
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(
+        hasattr(v, "shape") for v in state.values()
+    ):
+        raise JobError(f"{path} holds no state dict of tensors for {what}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def fit_state_dict(module, state: dict, path: str, what: str) -> None:
+    """Load ``state`` into ``module`` strictly, or raise a JobError saying what does not fit."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} ≠ {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if wrong_shape:
+            details.append(f"{len(wrong_shape)} with other shapes (e.g. {wrong_shape[0]})")
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} not in {what} (e.g. {unexpected[0]})")
+        raise JobError(f"{os.path.basename(path)} does not fit {what}: "
+                       f"of its {len(state)} tensors, " + "; ".join(details))
+    module.load_state_dict(state)
+
+
+def _output_classes(module) -> int | None:
+    import torch
+
+    last = None
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Linear | torch.nn.Conv2d):
+            last = sub
+    if isinstance(last, torch.nn.Linear):
+        return last.out_features
+    if isinstance(last, torch.nn.Conv2d):  # SqueezeNet classifies with a 1x1 conv
+        return last.out_channels
+    return None
+
+
+def _categories_for(count: int | None) -> list[str]:
+    if count == 1000 or count is None:
+        return imagenet_categories()
+    return numbered_categories(count)
+
+
+def load_model(
+    model_id: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    weights_file: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoadedModel:
+    """Build ``model_id`` with its pretrained weights (downloading them if needed) on ``device``.
+
+    ``weights_file`` loads a local ``.pth`` into the architecture instead ("Import weights…").
+    """
+    import time
+
+    started = time.perf_counter()
+    arch, weights_name = _split_model_id(model_id)
+    if model_id == DEFAULT_MODEL:
+        from engine.classify.lite0 import EfficientNetLite0, load_lite0, remap_in_order
+
+        info = default_model_info()
+        preprocess = LITE0_PREPROCESS
+        if weights_file:
+            module = EfficientNetLite0()
+            state = _read_state_dict(weights_file, "EfficientNet-Lite0")
+            if set(state) != set(module.state_dict()) and len(state) == len(module.state_dict()):
+                state = remap_in_order(state, module.state_dict(), weights_file)
+            fit_state_dict(module, state, weights_file, "EfficientNet-Lite0")
+        else:
+            module = load_lite0()
+    else:
+        from torchvision import models
+
+        weights = _torchvision_weights(arch, weights_name)
+        info = torchvision_model_info(arch, weights_name)
+        preprocess = _preprocess_from_weights(weights)
+        module = models.get_model(arch, weights=None)
+        if weights_file:
+            state = _read_state_dict(weights_file, info.title)
+            fit_state_dict(module, state, weights_file, info.title)
+        else:
+            from engine.classify.weights import ensure_weights
+
+            path = ensure_weights(weights.url, progress=progress, should_stop=should_stop)
+            state = _read_state_dict(str(path), info.title)
+            fit_state_dict(module, state, str(path), info.title)
+            info.on_disk = True
+    if weights_file:
+        info = ModelInfo(**{**asdict(info), "source": "file", "file": weights_file,
+                            "title": f"{info.title} ← {os.path.basename(weights_file)}",
+                            "top1": None, "on_disk": True, "url": None})
+    categories = _categories_for(_output_classes(module))
+    module = _to_device(module.eval(), device)
+    return LoadedModel(info, module, preprocess, categories, device,
+                       time.perf_counter() - started)
+
+
+def _to_device(module, device: str):
+    import torch
+
+    try:
+        module = module.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise JobError(f"cannot put the model on {device}: {exc}") from None
+    if device != "mps":  # channels_last: faster convolutions on CPU (oneDNN) and CUDA
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+# ---- Torch Hub -----------------------------------------------------------------------------------
+#: Where to check that GitHub is reachable before torch.hub tries (it has no timeout of its own).
+HUB_PROBE_ADDRESS = ("github.com", 443)
+
+
+def _hub_repo_cached(repo: str) -> bool:
+    import torch.hub
+
+    owner_name, _, ref = repo.partition(":")
+    owner, _, name = owner_name.partition("/")
+    hub_dir = Path(torch.hub.get_dir())
+    if ref:
+        return (hub_dir / f"{owner}_{name}_{ref.replace('/', '_')}").is_dir()
+    return any(hub_dir.glob(f"{owner}_{name}_*"))
+
+
+def _check_reachable(what: str, where: str) -> None:
+    import socket
+
+    try:
+        socket.create_connection(HUB_PROBE_ADDRESS, timeout=4).close()
+    except OSError as exc:
+        raise JobError(
+            f"cannot reach {HUB_PROBE_ADDRESS[0]} to fetch {what} (no network? {exc}). "
+            f"Copy the repository into {where} on this machine, or use a local folder instead."
+        ) from None
+
+
+def load_hub_model(
+    repo: str,
+    entry: str,
+    device: str = "cpu",
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoadedModel:
+    """``torch.hub.load(repo, entry)`` with pretrained weights, like the book's
+    ``hub.load('pytorch/vision', 'resnet18')``. ``repo`` may be ``owner/name[:ref]`` on GitHub
+    or a local folder holding a ``hubconf.py``.
+    """
+    import time
+
+    import torch
+    import torch.hub
+
+    started = time.perf_counter()
+    repo, entry = repo.strip(), entry.strip()
+    if not repo or not entry:
+        raise JobError("Torch Hub needs a repository (e.g. pytorch/vision) and an entry point "
+                       "(e.g. resnet18)")
+    local = os.path.isdir(repo)
+    if not local:
+        if repo.count("/") != 1 and not (":" in repo and repo.split(":")[0].count("/") == 1):
+            raise JobError(f"'{repo}' is neither a folder nor a GitHub repository 'owner/name'")
+        if not _hub_repo_cached(repo):
+            _check_reachable(f"Torch Hub repository {repo}", torch.hub.get_dir())
+    source = "local" if local else "github"
+    known_weights = None
+    if repo.split(":")[0] == "pytorch/vision":
+        try:
+            known_weights = _torchvision_weights(entry, "DEFAULT")
+        except JobError:
+            known_weights = None
+    if known_weights is not None:  # fetch weights ourselves: verified, cancellable, offline-safe
+        from engine.classify.weights import ensure_weights
+
+        ensure_weights(known_weights.url, progress=progress, should_stop=should_stop)
+    try:
+        try:
+            module = torch.hub.load(repo, entry, source=source, weights="DEFAULT",
+                                    trust_repo=True, verbose=False)
+        except TypeError:  # older hubconf entry points take pretrained=True instead of weights=
+            module = torch.hub.load(repo, entry, source=source, pretrained=True,
+                                    trust_repo=True, verbose=False)
+    except JobError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"Torch Hub could not load {entry} from {repo}: {text}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise JobError(f"{repo} {entry} did not give a PyTorch model (got {type(module).__name__})")
+    preprocess = _preprocess_from_weights(known_weights) if known_weights else IMAGENET_PREPROCESS
+    params = sum(p.numel() for p in module.parameters())
+    info = ModelInfo(id=f"hub:{repo}:{entry}", title=f"{entry} (Torch Hub {repo})", source="hub",
+                     params=params, on_disk=True, preprocess=preprocess.to_dict())
+    categories = _categories_for(_output_classes(module))
+    module = _to_device(module.eval(), device)
+    return LoadedModel(info, module, preprocess, categories, device,
+                       time.perf_counter() - started)
