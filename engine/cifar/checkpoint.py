@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,11 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
         raise JobError(f"cannot create the export folder '{out.parent}': {exc}") from None
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapper, example, check_trace=False)
         try:
-            torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
+                torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
             os.replace(tmp, out)
         except (OSError, RuntimeError) as exc:
             tmp.unlink(missing_ok=True)
@@ -171,7 +173,9 @@ def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The TorchDesk description (class names, mean, std) stored inside a TorchScript export."""
     files = {METADATA_FILE: ""}
     try:
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     except Exception as exc:
         raise JobError(f"'{path}' is not a TorchScript model: {exc}") from None
     if not files[METADATA_FILE]:

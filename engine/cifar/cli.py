@@ -138,8 +138,10 @@ def _plain(obj):
     return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
-def _install_stop_handlers(stop_event: threading.Event) -> None:
-    """First Ctrl-C/SIGTERM asks the job to stop (checkpoint kept); a second one interrupts."""
+def _install_stop_handlers(stop_event: threading.Event) -> dict:
+    """First Ctrl-C/SIGTERM asks the job to stop (checkpoint kept); a second one interrupts.
+
+    Returns the previous handlers, for :func:`_restore_handlers`."""
 
     def handler(signum, frame):
         if stop_event.is_set():
@@ -148,9 +150,16 @@ def _install_stop_handlers(stop_event: threading.Event) -> None:
         if _is_main_rank():
             print("stopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
 
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def run_train(args) -> int:
@@ -193,12 +202,15 @@ def run_train(args) -> int:
         "cache_dir": args.cache_dir,
     }
     stop_event = threading.Event()
-    _install_stop_handlers(stop_event)
     main_rank = _is_main_rank()
     progress = _CliProgress(quiet=args.quiet or not main_rank, as_json=args.progress_json
                             and main_rank)
     ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
-    result = train_job(config, ctx)
+    previous = _install_stop_handlers(stop_event)
+    try:
+        result = train_job(config, ctx)
+    finally:
+        _restore_handlers(previous)
     if main_rank:
         if args.json:
             print_json(result)

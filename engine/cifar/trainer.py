@@ -463,7 +463,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "class_names": list(data.class_names),
             "history": history,
             "train_time_s": train_time,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def write_checkpoint(epoch: int, step: int) -> None:

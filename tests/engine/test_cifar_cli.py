@@ -1,0 +1,101 @@
+"""`python -m engine cifar ...` end to end on tiny data, and the torchrun path with 2 CPU ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.cifar_helpers import write_image_archive, write_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cifar-cli")
+    folder = write_image_folder(base / "imgs", n_train=16, n_test=6)
+    return write_image_archive(folder, base / "tiny.tar.gz")
+
+
+def engine(*args, env=None, timeout=240):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_train_json_then_resume_then_export(tiny_archive, tmp_path):
+    common = ["--data", tiny_archive, "--model", "net", "--batch-size", "8", "--lr", "0.05",
+              "--seed", "1", "--cache-dir", tmp_path / "cache", "--precision", "fp32"]
+    first = engine("cifar", "train", *common, "--epochs", "1", "--classes", "cat,dog",
+                   "--checkpoint", tmp_path / "c.pt", "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert {"test_acc", "train_time_s", "epochs", "history", "world_size"} <= set(result)
+    assert result["epochs"] == 1 and result["world_size"] == 1
+    assert result["class_names"] == ["cat", "dog"]
+    assert "epoch 1 done" in first.stderr and "Traceback" not in first.stderr
+    again = engine("cifar", "train", "--data", tiny_archive, "--cache-dir", tmp_path / "cache",
+                   "--resume", tmp_path / "c.pt", "--epochs", "2", "--json")
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["epochs"] == 2 and resumed["history"][0] == result["history"][0]
+    exported = engine("cifar", "export", tmp_path / "c.pt", tmp_path / "model.pt", "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["class_names"] == ["cat", "dog"]
+
+
+def in_process(capsys, *args):
+    from engine.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_user_errors_are_one_line_messages(tiny_archive, tmp_path, capsys):
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tmp_path / "nowhere",
+                              "--model", "net")
+    assert code == 1
+    assert err.strip() == f"error: data path '{tmp_path / 'nowhere'}' does not exist"
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--model", "net",
+                              "--classes", "cat,horse", "--cache-dir", tmp_path / "cache")
+    assert code == 1 and "unknown class 'horse'" in err and "Traceback" not in err
+    corrupt = tmp_path / "broken.pt"
+    corrupt.write_bytes(b"nope")
+    code, _, err = in_process(capsys, "cifar", "train", "--resume", corrupt)
+    assert code == 1 and "not a readable checkpoint" in err
+    code, _, err = in_process(capsys, "cifar", "train", "--model", "net")
+    assert code == 1 and "--data PATH" in err
+
+
+def test_info_reports_counts_and_channel_stats(tiny_archive, tmp_path, capsys):
+    code, out, err = in_process(capsys, "cifar", "info", "--data", tiny_archive, "--cache-dir",
+                                tmp_path / "c", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["counts"]["train"] == {"cat": 16, "dog": 16, "ship": 16}
+    assert len(data["mean"]) == 3 and all(0 < s < 1 for s in data["std"])
+
+
+def test_torchrun_with_two_cpu_processes(tiny_archive, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "engine", "cifar", "train", "--data", str(tiny_archive), "--model", "net",
+           "--epochs", "2", "--batch-size", "8", "--seed", "0", "--precision", "fp32",
+           "--cache-dir", str(tmp_path / "cache"), "--checkpoint", str(tmp_path / "ddp.pt"),
+           "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    documents = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(documents) == 1  # only rank 0 prints
+    result = json.loads(documents[0])
+    assert result["world_size"] == 2 and result["epochs"] == 2
+    assert result["status"] == "completed"
+    assert sum(map(sum, result["confusion"])) == 18
+    assert proc.stderr.count("epoch 1 done") == 1
+    assert (tmp_path / "ddp.pt").is_file()

@@ -1,0 +1,200 @@
+"""The CIFAR trainer: it learns, reports, stops, resumes exactly, and checkpoints atomically."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from engine.cifar import checkpoint as ckpt
+from engine.cifar.trainer import augment_batch, resolve_config, train_job
+from engine.jobs import JobContext, JobError
+from tests.engine.cifar_helpers import synthetic_dataset
+
+DATA = synthetic_dataset(n_train=96, n_test=48)
+
+
+def base_config(**overrides):
+    config = {"dataset": DATA, "model": "net", "epochs": 2, "batch_size": 16, "lr": 0.05,
+              "seed": 3, "precision": "fp32", "eval_batch_size": 32}
+    config.update(overrides)
+    return config
+
+
+def run(config, stop_when=None):
+    events = []
+    ctx = JobContext("cpu")
+
+    def collect(update):
+        events.append(update)
+        if stop_when is not None and stop_when(update):
+            ctx.request_stop()
+
+    ctx._progress = collect
+    return train_job(config, ctx), events
+
+
+def model_state(path):
+    return ckpt.load_checkpoint(path)["model_state"]
+
+
+def test_training_learns_and_reports_everything_the_gui_needs(tmp_path):
+    result, events = run(base_config(model="netbatchnorm", epochs=3, flip=True, translate=2,
+                                     checkpoint=tmp_path / "c.pt"))
+    assert result["status"] == "completed"
+    assert result["test_acc"] > 0.9
+    assert result["epochs"] == 3 and len(result["history"]) == 3
+    assert all("test_acc" in row for row in result["history"])
+    assert result["world_size"] == 1
+    assert result["class_names"] == ["cat", "dog", "ship"]
+    confusion = torch.tensor(result["confusion"])
+    assert confusion.sum() == 48 and confusion.shape == (3, 3)
+    wrong = sum(len(v) for v in result["misclassified"].values())
+    assert wrong == confusion.sum() - confusion.trace()
+    assert set(result["per_class_acc"]) == {"cat", "dog", "ship"}
+    steps = [e for e in events if e["phase"] == "train"]
+    assert steps and {"loss", "images_per_s", "eta_s", "epoch_progress", "lr"} <= set(steps[0])
+    assert steps[-1]["global_step"] == steps[-1]["total_steps"] == 3 * 6
+    assert [e["epoch"] for e in events if e["phase"] == "epoch"] == [1, 2, 3]
+    assert (tmp_path / "c.pt").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_resume_after_two_epochs_equals_three_straight(tmp_path):
+    straight, _ = run(base_config(epochs=3, model="netdropout", flip=True, translate=2,
+                                  checkpoint=tmp_path / "straight.pt"))
+    run(base_config(epochs=2, model="netdropout", flip=True, translate=2,
+                    checkpoint=tmp_path / "two.pt"))
+    resumed, _ = run({"dataset": DATA, "resume": tmp_path / "two.pt", "epochs": 3})
+    assert resumed["test_acc"] == straight["test_acc"]
+    assert [r["train_loss"] for r in resumed["history"]] == \
+        [r["train_loss"] for r in straight["history"]]
+    a, b = model_state(tmp_path / "straight.pt"), model_state(tmp_path / "two.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resume writes back into its own file
+
+
+def test_stop_mid_epoch_keeps_a_checkpoint_that_resumes_exactly(tmp_path):
+    config = base_config(epochs=2, model="netdropout", schedule="warmup_linear", flip=True,
+                         translate=1, optimizer="nesterov")
+    straight, _ = run({**config, "checkpoint": tmp_path / "straight.pt"})
+    stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
+                     stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
+    assert stopped["status"] == "stopped"
+    saved = ckpt.load_checkpoint(tmp_path / "stop.pt")
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    resumed, _ = run({"dataset": DATA, "resume": tmp_path / "stop.pt"})
+    assert resumed["status"] == "completed"
+    assert resumed["test_acc"] == straight["test_acc"]
+    a, b = model_state(tmp_path / "straight.pt"), model_state(tmp_path / "stop.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_and_schedules_train(optimizer):
+    lr = 3e-3 if optimizer.startswith("adam") else 0.05
+    result, events = run(base_config(epochs=1, optimizer=optimizer, lr=lr,
+                                     schedule="warmup_cosine", warmup=0.5,
+                                     label_smoothing=0.1, weight_decay=5e-4,
+                                     report_interval_s=0))
+    lrs = [e["lr"] for e in events if e["phase"] == "train"]
+    assert max(lrs) == pytest.approx(lr, rel=0.01) and lrs[-1] < lr / 10
+    assert result["history"][0]["train_loss"] > 0
+
+
+def test_bf16_autocast_runs_on_the_cpu():
+    result, events = run(base_config(epochs=1, precision="bf16", model="netres"))
+    assert result["precision"] == "bfloat16"
+    assert 0.0 <= result["test_acc"] <= 1.0
+
+
+def test_augmentation_flips_and_shifts_in_one_batched_gather():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    idx = torch.tensor([1, 0, 1])
+    plain = augment_batch(images, idx, flip=False, translate=0, generator=None)
+    assert torch.equal(plain, images[idx])
+    gen = torch.Generator().manual_seed(0)
+    out = augment_batch(images, idx.repeat(20), flip=True, translate=1, generator=gen)
+    assert out.shape == (60, 3, 4, 4)
+    flipped = images[1].flip(-1)
+    assert any(torch.equal(o, flipped) for o in out[::2])
+    # every output pixel row comes from the source image (reflect padding, no zeros invented)
+    assert set(out[0].unique().tolist()) <= set(images[1].unique().tolist())
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(JobError, match="unknown optimizer 'rmsprop'"):
+        resolve_config(base_config(optimizer="rmsprop"))
+    with pytest.raises(JobError, match="batch_size must be at least 1"):
+        resolve_config(base_config(batch_size=0))
+    with pytest.raises(JobError, match="no data given"):
+        resolve_config({"model": "net"})
+    with pytest.raises(JobError, match="fp16 is for GPUs"):
+        run(base_config(precision="fp16", epochs=1))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    ckpt.save_checkpoint(path, {"marker": "old"})
+
+    def crash(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(JobError, match="disk full"):
+        ckpt.save_checkpoint(path, {"marker": "new"})
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["marker"] == "old"
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(JobError, match="not a readable checkpoint"):
+        run({"dataset": DATA, "resume": bad})
+    with pytest.raises(JobError, match="does not exist"):
+        run({"dataset": DATA, "resume": tmp_path / "nope.pt"})
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(JobError, match="not a TorchDesk CIFAR checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "foreign.pt")
+    good = tmp_path / "good.pt"
+    run(base_config(epochs=1, checkpoint=good))
+    with pytest.raises(JobError, match="trained with model 'net'"):
+        run({"dataset": DATA, "resume": good, "model": "netres"})
+    other_classes = synthetic_dataset(n_train=64, n_test=32, classes=("cat", "dog"))
+    with pytest.raises(JobError, match="do not match"):
+        run({"dataset": other_classes, "resume": good})
+    blob = ckpt.load_checkpoint(good)
+    blob["model_name"] = "netwidth"
+    ckpt.save_checkpoint(tmp_path / "lying.pt", {k: v for k, v in blob.items()
+                                                 if k not in ("format", "version")})
+    with pytest.raises(JobError, match="do not fit this model"):
+        ckpt.export_model(tmp_path / "lying.pt", tmp_path / "x.pt")
+
+
+def test_torchscript_export_carries_classes_and_normalization(tmp_path):
+    good = tmp_path / "good.pt"
+    result, _ = run(base_config(epochs=1, checkpoint=good))
+    meta = ckpt.export_model(good, tmp_path / "export" / "net.pt")
+    assert meta["class_names"] == ["cat", "dog", "ship"]
+    assert ckpt.read_exported_metadata(tmp_path / "export" / "net.pt")["mean"] == result["mean"]
+    scripted = torch.jit.load(str(tmp_path / "export" / "net.pt"))
+    model = ckpt.model_from_checkpoint(ckpt.load_checkpoint(good))
+    x = DATA.test_images[:5].float() / 255
+    mean = torch.tensor(result["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(result["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(scripted(x), model((x - mean) / std), atol=1e-5)
+
+
+def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
+    good = tmp_path / "good.pt"
+    run(base_config(epochs=1, checkpoint=good))
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(JobError, match="pip install onnx"):
+        ckpt.export_model(good, tmp_path / "m.onnx")
