@@ -1,0 +1,174 @@
+"""Data for the Linear-fit job: the book's thermometer readings, CSV loading, train/val split.
+
+Importing this module does not import torch, so the GUI can show the data before torch has loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.jobs import JobError
+
+# Deep Learning with PyTorch, chapter 5: temperatures in Celsius and the unknown units.
+BOOK_T_C = (0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0)
+BOOK_T_U = (35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4)
+
+MIN_POINTS = 2
+MAX_CSV_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Points to fit, ``y ≈ f(x)``; ``source`` says where they came from (for messages)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    source: str = "book thermometer readings"
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError("x and y must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def with_point(self, x: float, y: float) -> FitData:
+        return FitData((*self.x, float(x)), (*self.y, float(y)), self.source)
+
+    def without_point(self, index: int) -> FitData:
+        keep = [i for i in range(len(self.x)) if i != index]
+        return FitData(
+            tuple(self.x[i] for i in keep), tuple(self.y[i] for i in keep), self.source
+        )
+
+    def to_dict(self) -> dict:
+        return {"x": list(self.x), "y": list(self.y), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitData:
+        return cls(tuple(map(float, d["x"])), tuple(map(float, d["y"])), d.get("source", "data"))
+
+
+def book_data() -> FitData:
+    """The 11 readings from the book: x = unknown-unit thermometer (t_u), y = Celsius (t_c)."""
+    return FitData(BOOK_T_U, BOOK_T_C)
+
+
+def load_csv(path: str | Path) -> FitData:
+    """Read ``x,y`` rows from a CSV file; raises :class:`JobError` naming the file and line."""
+    path = Path(path)
+    name = path.name
+    try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise JobError(f"{name} is {size / 1e6:.0f} MB; a CSV of x,y points should be smaller")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise JobError(f"{path} is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise JobError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_csv_bytes(raw, name)
+
+
+def parse_csv_bytes(raw: bytes, source: str = "CSV") -> FitData:
+    """Decode and parse CSV bytes; binary content is refused with the line it starts on."""
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise JobError(f"{source} line {line}: binary data, not a text CSV of x,y numbers")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise JobError(
+            f"{source} line {line}: not UTF-8 text; is this a CSV file of x,y numbers?"
+        ) from None
+    return parse_csv_text(text, source)
+
+
+def parse_csv_text(text: str, source: str = "CSV") -> FitData:
+    """Parse ``x,y`` rows (comma, semicolon or tab separated; one header line allowed).
+
+    Blank lines and lines starting with ``#`` are skipped.
+    """
+    delimiter = next((d for d in (",", ";", "\t") if d in text), None)
+    xs: list[float] = []
+    ys: list[float] = []
+    header_allowed = True
+    for line_no, line in enumerate(io.StringIO(text), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if delimiter is None:
+            cells = stripped.split()
+        else:
+            cells = [c.strip() for c in next(csv.reader([stripped], delimiter=delimiter))]
+        if len(cells) != 2:
+            raise JobError(
+                f"{source} line {line_no}: expected 2 columns x,y but found {len(cells)}"
+                f" ({stripped[:40]!r})"
+            )
+        numbers = [_parse_number(c) for c in cells]
+        if header_allowed and all(isinstance(n, str) for n in numbers):
+            header_allowed = False  # a header line such as "x,y" or "t_u,t_c"
+            continue
+        header_allowed = False
+        for cell, number in zip(cells, numbers, strict=True):
+            if isinstance(number, str):
+                raise JobError(f"{source} line {line_no}: {cell!r} is not a number")
+            if not math.isfinite(number):
+                raise JobError(
+                    f"{source} line {line_no}: {cell!r} is not a finite number (NaN or infinity)"
+                )
+        xs.append(numbers[0])
+        ys.append(numbers[1])
+    if not xs:
+        raise JobError(f"{source} is empty: expected lines of x,y numbers")
+    if len(xs) < MIN_POINTS:
+        raise JobError(f"{source} has only {len(xs)} point; a fit needs at least {MIN_POINTS}")
+    return FitData(tuple(xs), tuple(ys), source)
+
+
+def _parse_number(cell: str) -> float | str:
+    """The cell as a float, or the cell itself when it is not a number."""
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+def split_counts(n_points: int, val_fraction: float) -> tuple[int, int]:
+    """(train, val) sizes as the book computes them (``int(fraction * n)``), at least 1 val point
+    when the fraction is positive. Raises :class:`JobError` when too few points would train."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise JobError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(val_fraction * n_points)
+    if val_fraction > 0:
+        n_val = max(1, n_val)
+    n_train = n_points - n_val
+    if n_train < MIN_POINTS:
+        raise JobError(
+            f"{n_points} points with validation fraction {val_fraction:g} leave {n_train} to"
+            f" train on; use a smaller fraction or more points (at least {MIN_POINTS} must train)"
+        )
+    return n_train, n_val
+
+
+def split_indices(n_points: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded ``randperm`` split as in the book: the last ``n_val`` shuffled indices validate.
+
+    Each part is returned in data order, so a run without validation sums its loss in the same
+    order as the book's loop (and lands on the same last digits).
+    """
+    import torch
+
+    n_train, n_val = split_counts(n_points, val_fraction)
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffled = torch.randperm(n_points, generator=generator).tolist()
+    return sorted(shuffled[:n_train]), sorted(shuffled[n_train:])

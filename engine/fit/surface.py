@@ -1,0 +1,149 @@
+"""The linear model's loss over a grid of (w, b), and a race of optimizers across it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from engine.fit.data import FitData
+from engine.fit.trainer import FitConfig, FitSession, Update, data_from_config
+from engine.jobs import JobContext, JobError
+
+RACERS = ("gd", "momentum", "adam")
+START = (1.0, 0.0)  # where LinearModel starts, as in the book
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The (w, b) minimising the mean squared error of ``w * x + b``."""
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    (w, b), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(w), float(b)
+
+
+def surface_bounds(x: np.ndarray, y: np.ndarray, start: tuple[float, float] = START,
+                   margin: float = 0.6) -> tuple[float, float, float, float]:
+    """A (w_lo, w_hi, b_lo, b_hi) box holding the start, the optimum and room around them."""
+    w_opt, b_opt = least_squares(x, y)
+    bounds = []
+    for a, c in ((start[0], w_opt), (start[1], b_opt)):
+        lo, hi = min(a, c), max(a, c)
+        pad = margin * (hi - lo) + 0.5
+        bounds += [lo - pad, hi + pad]
+    return bounds[0], bounds[1], bounds[2], bounds[3]
+
+
+def loss_surface(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
+                 resolution: int = 121) -> dict[str, Any]:
+    """Mean squared error of ``w * x + b`` on a ``resolution``² grid; ``loss[i, j]`` is at
+    ``(w[i], b[j])``. Plain numpy, float64."""
+    w = np.linspace(bounds[0], bounds[1], resolution)
+    b = np.linspace(bounds[2], bounds[3], resolution)
+    residual = w[:, None, None] * x[None, None, :] + b[None, :, None] - y[None, None, :]
+    loss = np.mean(residual**2, axis=2)
+    w_opt, b_opt = least_squares(x, y)
+    best = float(np.mean((w_opt * x + b_opt - y) ** 2))
+    return {"w": w, "b": b, "loss": loss, "optimum": {"w": w_opt, "b": b_opt, "loss": best}}
+
+
+def session_surface(session: FitSession, resolution: int = 121) -> dict[str, Any]:
+    """The loss surface of a linear session's training data (in its scaled input units)."""
+    if not session.is_linear:
+        raise JobError("the loss surface is drawn for the linear model only")
+    x = session.x_train.detach().cpu().double().numpy()
+    y = session.y_train.detach().cpu().double().numpy()
+    return loss_surface(x, y, surface_bounds(x, y), resolution)
+
+
+class RaceSession:
+    """Gradient descent, momentum and Adam from the same start on the same data, epoch by epoch.
+
+    Every racer uses the same learning rate; a racer that diverges drops out, the others go on.
+    """
+
+    def __init__(self, config: FitConfig, data: FitData | None = None, device: str = "cpu",
+                 racers: tuple[str, ...] = RACERS) -> None:
+        base = replace(config, model="linear")
+        self.config = base
+        self.sessions = {name: FitSession(replace(base, optimizer=name), data, device)
+                         for name in racers}
+        self.epoch = 0
+        self.status = "ready"
+
+    @property
+    def remaining_epochs(self) -> int:
+        return max(self.config.epochs - self.epoch, 0)
+
+    def surface(self, resolution: int = 121) -> dict[str, Any]:
+        return session_surface(next(iter(self.sessions.values())), resolution)
+
+    def step(self, n_epochs: int = 1, on_epoch: Callable[[Update], Any] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Update:
+        """Advance every racer still in the race by up to ``n_epochs`` epochs.
+
+        ``on_epoch`` gets ``{"kind": "race", "epoch", "racers": {name: {train_loss, w, b}}}``
+        with only the racers that ran that epoch, plus ``diverged: {name: message}`` the epoch a
+        racer drops out.
+        """
+        update: Update = {}
+        self.status = "running"
+        stopped = False
+        for _ in range(n_epochs):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            alive = {n: s for n, s in self.sessions.items() if s.status != "diverged"}
+            if not alive:
+                break
+            racers: dict[str, Update] = {}
+            diverged: dict[str, str] = {}
+            for name, session in alive.items():
+                last = session.step(1)
+                if session.status == "diverged":
+                    diverged[name] = session.message
+                else:
+                    racers[name] = {"train_loss": last["train_loss"], "w": last["w"],
+                                    "b": last["b"]}
+            self.epoch += 1
+            update = {"kind": "race", "epoch": self.epoch, "racers": racers}
+            if diverged:
+                update["diverged"] = diverged
+            if on_epoch is not None:
+                on_epoch(update)
+        if stopped:
+            self.status = "stopped"
+        elif all(s.status == "diverged" for s in self.sessions.values()):
+            self.status = "diverged"
+        else:
+            self.status = "done" if self.epoch >= self.config.epochs else "paused"
+        return update
+
+    def result(self) -> dict[str, Any]:
+        racers = {name: s.result() for name, s in self.sessions.items()}
+        finished = {n: r["train_loss"] for n, r in racers.items() if r["train_loss"] is not None
+                    and r["status"] != "diverged"}
+        leader = min(finished, key=finished.get) if finished else None
+        return {"status": self.status, "epochs": self.epoch, "racers": racers, "leader": leader,
+                "config": self.config.to_dict()}
+
+
+def race_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Race the optimizers; ``config`` as for :func:`engine.fit.trainer.fit_job` (``session`` is
+    a RaceSession to continue, ``run_epochs`` limits this run)."""
+    session = config.get("session")
+    if session is None:
+        session = RaceSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
+    n_epochs = config.get("run_epochs")
+    if n_epochs is None:
+        n_epochs = session.remaining_epochs
+    session.step(int(n_epochs), on_epoch=ctx.report, should_stop=ctx.stopped)
+    return session.result()
+
+
+def log_loss(loss: np.ndarray) -> np.ndarray:
+    """log10 of a loss grid, for contours that show the valley as well as the walls."""
+    return np.log10(np.maximum(loss, np.finfo(np.float64).tiny))
+
+

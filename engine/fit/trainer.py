@@ -1,0 +1,383 @@
+"""Training for the Linear-fit tab and CLI: a steppable :class:`FitSession` and the job around it.
+
+The GUI drives a session for Play/Pause/Step/Reset (it hands the session to :func:`fit_job` in
+``config["session"]``); the CLI lets the job build one from plain settings. Per-epoch updates carry
+plain floats only, and the hot loop reads each tensor it reports exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.fit.data import FitData, book_data, split_indices
+from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
+from engine.jobs import JobContext, JobError
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+MOMENTUM = 0.9
+# A loss this many times the first epoch's loss (and above 1) means the run is exploding.
+EXPLODE_FACTOR = 1e6
+SNAPSHOT_INTERVAL_S = 1 / 30
+CURVE_POINTS = 200
+
+Update = dict[str, Any]
+Callback = Callable[[Update], Any]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Plain settings of one fit; the defaults reproduce the book's gradient-descent run."""
+
+    model: str = "linear"
+    hidden: int = DEFAULT_HIDDEN
+    activation: str = "tanh"
+    optimizer: str = "gd"
+    lr: float = 1e-2
+    epochs: int = 5000
+    input_scale: float = 0.1
+    val_fraction: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        """Build from a dict (unknown keys ignored), checking every value; raises JobError."""
+        known = {f.name: f.type for f in fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in known and v is not None}
+        try:
+            config = cls(**kwargs)
+            config = cls(
+                model=str(config.model), hidden=int(config.hidden),
+                activation=str(config.activation), optimizer=str(config.optimizer),
+                lr=float(config.lr), epochs=int(config.epochs),
+                input_scale=float(config.input_scale), val_fraction=float(config.val_fraction),
+                seed=int(config.seed),
+            )
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"bad fit settings: {exc}") from None
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise JobError(f"unknown model '{self.model}'; choose one of {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise JobError(
+                f"unknown optimizer '{self.optimizer}'; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise JobError(
+                f"unknown activation '{self.activation}'; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise JobError(f"learning rate must be a positive number, got {self.lr:g}")
+        if self.epochs < 0:
+            raise JobError(f"epochs must be 0 or more, got {self.epochs}")
+        if not (math.isfinite(self.input_scale) and self.input_scale != 0):
+            raise JobError(f"input scale must be a non-zero number, got {self.input_scale:g}")
+        if not 1 <= self.hidden <= 4096:
+            raise JobError(f"hidden size must be between 1 and 4096, got {self.hidden}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise JobError(f"validation fraction must be in [0, 1), got {self.val_fraction:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class FitSession:
+    """One model, its optimizer state and data, advanced epoch by epoch with :meth:`step`.
+
+    Each epoch is one full-batch step (the book's training loop). Not thread-safe: one thread at a
+    time may use a session (the GUI hands it to the worker and leaves it alone while it runs).
+    """
+
+    def __init__(self, config: FitConfig, data: FitData | None = None, device: str = "cpu") -> None:
+        config.validate()
+        self.config = config
+        self.data = data if data is not None else book_data()
+        self.device = torch.device(device)
+        self.train_indices, self.val_indices = split_indices(
+            len(self.data), config.val_fraction, config.seed
+        )
+        x_all = torch.tensor(self.data.x, dtype=torch.float32)
+        y_all = torch.tensor(self.data.y, dtype=torch.float32)
+        x_scaled = config.input_scale * x_all  # the book's t_un = 0.1 * t_u
+        self.is_linear = config.model == "linear"
+        if not self.is_linear:
+            x_scaled, y_all = x_scaled.unsqueeze(1), y_all.unsqueeze(1)
+        train = torch.tensor(self.train_indices, dtype=torch.long)
+        val = torch.tensor(self.val_indices, dtype=torch.long)
+        self.x_train = x_scaled[train].to(self.device)
+        self.y_train = y_all[train].to(self.device)
+        self.x_val = x_scaled[val].to(self.device)
+        self.y_val = y_all[val].to(self.device)
+
+        self.model = make_model(config.model, config.hidden, config.activation, config.seed)
+        self.model.to(self.device)
+        self.params = [p for p in self.model.parameters()]
+        self.optimizer = self._make_optimizer()
+
+        self.epoch = 0
+        self.status = "ready"
+        self.message = ""
+        self.initial_loss: float | None = None
+        self.last_update: Update = {}
+        self.best_val_epoch: int | None = None
+        self.best_val_loss: float | None = None
+        lo, hi = min(self.data.x), max(self.data.x)
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        self.curve_x = torch.linspace(lo - pad, hi + pad, CURVE_POINTS).tolist()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer | None:
+        name, lr = self.config.optimizer, self.config.lr
+        if name == "gd":
+            return None  # written out in the loop, as the book does
+        if name == "sgd":
+            return torch.optim.SGD(self.params, lr=lr)
+        if name == "momentum":
+            return torch.optim.SGD(self.params, lr=lr, momentum=MOMENTUM)
+        return torch.optim.Adam(self.params, lr=lr)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_indices) > 0
+
+    @property
+    def remaining_epochs(self) -> int:
+        return max(self.config.epochs - self.epoch, 0)
+
+    def step(
+        self,
+        n_epochs: int = 1,
+        on_epoch: Callback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_snapshot: Callback | None = None,
+    ) -> Update:
+        """Run up to ``n_epochs`` epochs and return the last epoch's update.
+
+        ``on_epoch`` gets one dict of plain floats per epoch: ``epoch``, ``train_loss`` (at the
+        parameters the epoch started from, as the book prints it), ``val_loss`` (or None) and for
+        the linear model ``w``, ``b`` (after the update) and ``grad_w``, ``grad_b``.
+        ``on_snapshot`` (MLP) gets the prediction curve at most 30 times a second and at the end.
+        ``should_stop`` is polled every epoch. Afterwards :attr:`status` is "done", "paused"
+        (epochs remain), "stopped" (asked to stop) or "diverged" (see :attr:`message`).
+        """
+        if self.status == "diverged" or n_epochs <= 0:
+            return self.last_update
+        self.status = "running"
+        stopped = diverged = False
+        # Locals keep the hot loop free of attribute look-ups.
+        model, params, optimizer = self.model, self.params, self.optimizer
+        has_val, is_linear = self.has_validation, self.is_linear
+        if is_linear:
+            w, b = model.w, model.b  # plain locals: nn.Module attribute look-ups are slow
+
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return w * x + b
+        else:
+            forward = model
+        x_train, y_train, x_val, y_val = self.x_train, self.y_train, self.x_val, self.y_val
+        lr = self.config.lr
+        mse, no_grad = F.mse_loss, torch.no_grad
+        if is_linear:
+            w_view, b_view = w.detach(), b.detach()
+        limit = self._explode_limit()
+        epoch = self.epoch
+        update: Update = self.last_update
+        next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL_S
+        try:
+            for _ in range(n_epochs):
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                loss = mse(forward(x_train), y_train)
+                val_loss = None
+                if has_val:
+                    with no_grad():
+                        val_loss = float(mse(forward(x_val), y_val))
+                loss.backward()
+                if optimizer is None:
+                    with no_grad():
+                        for p in params:
+                            p -= lr * p.grad
+                else:
+                    optimizer.step()
+                epoch += 1
+                loss_value = loss.item()
+                if is_linear:
+                    update = {
+                        "kind": "epoch", "epoch": epoch, "train_loss": loss_value,
+                        "val_loss": val_loss, "w": float(w_view), "b": float(b_view),
+                        "grad_w": float(w.grad), "grad_b": float(b.grad),
+                    }
+                else:
+                    update = {"kind": "epoch", "epoch": epoch, "train_loss": loss_value,
+                              "val_loss": val_loss}
+                if limit is None:
+                    self.initial_loss = loss_value
+                    limit = self._explode_limit()
+                if not loss_value < limit:  # also catches NaN
+                    diverged = True
+                    self.epoch = epoch
+                    self.message = self._divergence_message(epoch, loss_value)
+                    break
+                if has_val and (self.best_val_loss is None or val_loss < self.best_val_loss):
+                    self.best_val_loss, self.best_val_epoch = val_loss, epoch
+                if on_epoch is not None:
+                    on_epoch(update)
+                if on_snapshot is not None and not is_linear:
+                    now = time.monotonic()
+                    if now >= next_snapshot:
+                        next_snapshot = now + SNAPSHOT_INTERVAL_S
+                        on_snapshot(self.snapshot(epoch))
+                if optimizer is None:
+                    for p in params:
+                        p.grad = None
+                else:
+                    optimizer.zero_grad()
+        finally:
+            self.epoch = epoch
+            self.last_update = update
+        if diverged:
+            self.status = "diverged"
+            if on_epoch is not None:
+                on_epoch({**update, "kind": "diverged", "message": self.message})
+        elif stopped:
+            self.status = "stopped"
+        else:
+            self.status = "done" if self.epoch >= self.config.epochs else "paused"
+        if on_snapshot is not None and not is_linear and not diverged:
+            on_snapshot(self.snapshot(self.epoch))
+        return update
+
+    def _explode_limit(self) -> float | None:
+        if self.initial_loss is None:
+            return None
+        if not math.isfinite(self.initial_loss):
+            return -math.inf  # already broken at the first epoch
+        return EXPLODE_FACTOR * max(self.initial_loss, 1.0)
+
+    def _divergence_message(self, epoch: int, loss_value: float) -> str:
+        cfg = self.config
+        if math.isnan(loss_value):
+            what = "became NaN (not a number)"
+        elif math.isinf(loss_value):
+            what = "overflowed to infinity"
+        else:
+            what = f"exploded from {self.initial_loss:.4g} to {loss_value:.4g}"
+        tips = [f"lower the learning rate (try {cfg.lr / 10:g})"]
+        largest_input = float(self.x_train.abs().max()) if self.x_train.numel() else 0.0
+        if cfg.optimizer != "adam" and largest_input > 10:
+            suggested = 10 ** -math.ceil(math.log10(largest_input))
+            tips.append(
+                f"scale the inputs down (input scale {cfg.input_scale * suggested:g},"
+                " like the book's t_un = 0.1 * t_u)"
+            )
+        if cfg.optimizer != "adam":
+            tips.append("or use Adam, which adapts its step size")
+        return (
+            f"Training diverged at epoch {epoch}: the loss {what}. Learning rate {cfg.lr:g} makes"
+            f" steps too big for this data, so each update overshoots further. Try: "
+            + "; ".join(tips) + "."
+        )
+
+    def snapshot(self, epoch: int | None = None) -> Update:
+        """The model's prediction over the data's x range (raw units) and parameter/gradient
+        sizes, for drawing. Costs a forward pass, so it is sent throttled."""
+        with torch.no_grad():
+            prediction = self.predict(self.curve_x)
+            param_norm = float(torch.sqrt(sum((p * p).sum() for p in self.params)))
+            grads = [p.grad for p in self.params if p.grad is not None]
+            grad_norm = float(torch.sqrt(sum((g * g).sum() for g in grads))) if grads else None
+        return {
+            "kind": "snapshot", "epoch": self.epoch if epoch is None else epoch,
+            "curve_x": self.curve_x, "curve_y": prediction,
+            "param_norm": param_norm, "grad_norm": grad_norm,
+        }
+
+    def predict(self, xs: list[float]) -> list[float]:
+        """The model's outputs for raw (unscaled) inputs ``xs``."""
+        x = self.config.input_scale * torch.tensor(xs, dtype=torch.float32, device=self.device)
+        if not self.is_linear:
+            x = x.unsqueeze(1)
+        with torch.no_grad():
+            return self.model(x).reshape(-1).tolist()
+
+    def losses(self) -> tuple[float | None, float | None]:
+        """(train, val) loss at the current parameters; None where absent or not finite."""
+        with torch.no_grad():
+            train = float(F.mse_loss(self.model(self.x_train), self.y_train))
+            val = float(F.mse_loss(self.model(self.x_val), self.y_val)) if self.has_validation \
+                else None
+        return _finite_or_none(train), _finite_or_none(val)
+
+    def param_dict(self) -> dict[str, Any]:
+        """Parameters as plain numbers: ``{"w", "b"}`` for the linear model, lists for the MLP."""
+        if self.is_linear:
+            return {"w": _finite_or_none(self.model.w.item()),
+                    "b": _finite_or_none(self.model.b.item())}
+        out = {}
+        for name, p in self.model.named_parameters():
+            values = p.detach().cpu().tolist()
+            out[name] = values
+        return out
+
+    def result(self) -> dict[str, Any]:
+        """The job's return value: plain numbers only."""
+        train_loss, val_loss = self.losses()
+        return {
+            "status": self.status,
+            "message": self.message,
+            "epochs": self.epoch,
+            "params": self.param_dict(),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "best_val_epoch": self.best_val_epoch,
+            "best_val_loss": self.best_val_loss,
+            "n_train": len(self.train_indices),
+            "n_val": len(self.val_indices),
+            "config": self.config.to_dict(),
+            "device": str(self.device),
+        }
+
+
+def data_from_config(config: dict[str, Any]) -> FitData:
+    """The data a job config names: ``data`` (FitData or {"x", "y"}) or else the book's."""
+    data = config.get("data")
+    if data is None:
+        return book_data()
+    if isinstance(data, FitData):
+        return data
+    try:
+        return FitData.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobError(f"bad data: {exc}") from None
+
+
+def fit_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Train a model on points, reporting every epoch; see :class:`FitSession` for the updates.
+
+    ``config``: the :class:`FitConfig` fields and ``data``, or ``session`` (a FitSession to
+    continue). ``run_epochs`` limits this run (the GUI's Step); by default it runs to ``epochs``.
+    Returns :meth:`FitSession.result`; a diverged run returns ``status: "diverged"`` and
+    ``message`` rather than raising, so the caller keeps the numbers.
+    """
+    session = config.get("session")
+    if session is None:
+        session = FitSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
+    n_epochs = config.get("run_epochs")
+    if n_epochs is None:
+        n_epochs = session.remaining_epochs
+    session.step(int(n_epochs), on_epoch=ctx.report, should_stop=ctx.stopped,
+                 on_snapshot=ctx.report)
+    return session.result()
