@@ -557,3 +557,41 @@ def download_cifar10(
         raise JobError(f"cannot unpack '{archive}': {exc}") from None
     report({"phase": "extract", "done": 1, "total": 1})
     return target
+
+
+# ----------------------------------------------------------------------------- GUI job
+
+
+def browse_job(config: dict, ctx) -> dict:
+    """Job for the data browser: optionally download, load (decoding once), summarise.
+
+    ``config``: ``path``; ``download`` (bool: fetch torchvision's CIFAR-10 into ``path`` first);
+    ``classes`` (optional subset); ``per_class`` (grid size); ``cache_dir``.
+    Returns plain data: ``source``, ``class_names`` (all of the source's classes), ``counts``,
+    ``samples`` (per-class uint8 HWC numpy arrays), ``mean``/``std`` (of the chosen classes'
+    training images) and ``test_images`` (every test image, uint8 N×32×32×3 numpy, indexed like
+    the trainer's ``misclassified`` lists).
+    """
+
+    def relay(update):
+        ctx.throttled_report({**update, "phase": "load", "step_name": update.get("phase")},
+                             force=update.get("done") == update.get("total"))
+
+    path = config.get("path")
+    if not path:
+        raise JobError("choose a dataset folder or archive first")
+    if config.get("download"):
+        download_cifar10(path, report=relay, stopped=ctx.stopped)
+    data = load_dataset(path, report=relay, stopped=ctx.stopped, cache_dir=config.get("cache_dir"))
+    chosen = select_classes(data, config.get("classes"))
+    mean, std = channel_stats(chosen.train_images)
+    grid = sample_grid(data, per_class=int(config.get("per_class", 8)))
+    return {
+        "source": data.source,
+        "class_names": list(data.class_names),
+        "counts": data.counts(),
+        "samples": grid["samples"],
+        "mean": mean,
+        "std": std,
+        "test_images": data.test_images.permute(0, 2, 3, 1).contiguous().numpy(),
+    }

@@ -1,0 +1,1000 @@
+"""The CIFAR-10 tab: pick data, browse it, train a CNN live, read the confusion matrix.
+
+All work runs through :class:`gui.bridge.JobRunner` (data loading and training are engine jobs);
+with "All GPUs" chosen in the Device menu, training runs under ``torchrun`` in a child process whose
+progress lines feed the same view. Curves are persistent ``PlotDataItem``s updated only from the
+batched progress handler.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QProcess, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.app_state import ALL_GPUS, AppState
+from gui.bridge import JobRunner
+
+MODEL_LABELS = {
+    "fast": "Fast (residual, speed recipe)",
+    "net": "Net (book)",
+    "netwidth": "NetWidth (book)",
+    "netdropout": "NetDropout (book)",
+    "netbatchnorm": "NetBatchNorm (book)",
+    "netdepth": "NetDepth (book)",
+    "netres": "NetRes (book)",
+    "netresdeep": "NetResDeep (book)",
+}
+OPTIMIZER_LABELS = {"sgd": "SGD + momentum", "nesterov": "SGD + Nesterov", "adam": "Adam",
+                    "adamw": "AdamW"}
+SCHEDULE_LABELS = {"constant": "Constant", "warmup_linear": "Warm-up, then linear decay",
+                   "warmup_cosine": "Warm-up, then cosine decay"}
+PRECISION_LABELS = {"auto": "Auto (bf16/fp16 where fast)", "fp32": "float32", "bf16": "bfloat16",
+                    "fp16": "float16 (GPU)"}
+CIFAR2 = ("airplane", "bird")
+MAX_SHOWN_MISTAKES = 240
+SHARED_TARBALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
+    """A QPixmap from a uint8 H×W×3 array, scaled (nearest) to ``size`` pixels."""
+    image = np.ascontiguousarray(image)
+    h, w, _ = image.shape
+    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(qimage).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                            Qt.TransformationMode.FastTransformation)
+
+
+class TorchrunProcess(QObject):
+    """Runs ``torchrun … -m engine cifar train --progress-json --json`` as a child process.
+
+    Same signals as :class:`JobRunner` (progress batches at most ~30 per second, returned,
+    errored, finished) so the tab shows a multi-GPU run exactly like a single-device one.
+    """
+
+    progress = Signal(list)
+    returned = Signal(object)
+    errored = Signal(str)
+    finished = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._process: QProcess | None = None
+        self._pending: list[dict] = []
+        self._stderr_tail: list[str] = []
+        self._buffer = b""
+        self._timer = QTimer(self)
+        self._timer.setInterval(33)
+        self._timer.timeout.connect(self._deliver)
+
+    @staticmethod
+    def command(config: dict[str, Any], nproc: int) -> list[str]:
+        """The argument list (after the Python executable) for a training config."""
+        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "engine", "cifar", "train", "--device", config.get("device", "cuda"),
+                "--json", "--progress-json"]
+        flags = {"data": "--data", "model": "--model", "epochs": "--epochs",
+                 "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+                 "checkpoint": "--checkpoint", "resume": "--resume", "optimizer": "--optimizer",
+                 "momentum": "--momentum", "weight_decay": "--weight-decay",
+                 "label_smoothing": "--label-smoothing", "schedule": "--schedule",
+                 "translate": "--translate", "precision": "--precision",
+                 "max_train": "--max-train", "max_test": "--max-test",
+                 "cache_dir": "--cache-dir"}
+        for key, flag in flags.items():
+            if config.get(key) is not None:
+                args += [flag, str(config[key])]
+        if config.get("classes"):
+            args += ["--classes", ",".join(config["classes"])]
+        if config.get("flip") is not None:
+            args.append("--flip" if config["flip"] else "--no-flip")
+        if config.get("compile"):
+            args.append("--compile")
+        return args
+
+    def is_running(self) -> bool:
+        return self._process is not None
+
+    def start(self, config: dict[str, Any], nproc: int) -> None:
+        from engine.cifar.cli import PROGRESS_PREFIX
+
+        self._prefix = PROGRESS_PREFIX.encode()
+        self._pending, self._stderr_tail, self._buffer = [], [], b""
+        process = QProcess(self)
+        process.setWorkingDirectory(str(Path(__file__).resolve().parents[2]))
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self._process = process
+        self._timer.start()
+        process.start(sys.executable, self.command(config, nproc))
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()  # torchrun passes SIGTERM on; ranks stop and checkpoint
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        if self._process is None:
+            return True
+        self.stop()
+        ended = self._process.waitForFinished(timeout_ms)
+        if not ended:
+            self._process.kill()
+            self._process.waitForFinished(1000)
+        return ended
+
+    def _read_stderr(self) -> None:
+        self._buffer += bytes(self._process.readAllStandardError())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(self._prefix):
+                try:
+                    self._pending.append(json.loads(line[len(self._prefix):]))
+                except ValueError:
+                    pass
+            elif line.strip():
+                self._stderr_tail = (self._stderr_tail + [line.decode(errors="replace")])[-20:]
+
+    def _deliver(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.progress.emit(batch)
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._finish(None, "could not start torchrun")
+
+    def _on_finished(self, code: int, _status) -> None:
+        self._read_stderr()
+        out = bytes(self._process.readAllStandardOutput()).decode(errors="replace")
+        documents = [line for line in out.splitlines() if line.startswith("{")]
+        if documents:
+            self._finish(json.loads(documents[-1]), None)
+        else:
+            errors = [line for line in self._stderr_tail if line.startswith("error:")]
+            message = errors[-1][6:].strip() if errors else "\n".join(self._stderr_tail[-5:])
+            self._finish(None, message or f"torchrun exited with code {code}")
+
+    def _finish(self, result, error) -> None:
+        self._timer.stop()
+        self._deliver()
+        if self._process is not None:
+            self._process.deleteLater()
+        self._process = None
+        if error is not None:
+            self.errored.emit(error)
+        else:
+            self.returned.emit(result)
+        self.finished.emit()
+
+
+class CifarTab(QWidget):
+    """Data source picker and browser, training controls, live curves, confusion matrix."""
+
+    def __init__(self, app: AppState) -> None:
+        super().__init__()
+        self.app = app
+        self.data_info: dict[str, Any] | None = None
+        self.last_result: dict[str, Any] | None = None
+        self.selected_cell: tuple[int, int] | None = None
+        self._steps: list[float] = []
+        self._losses: list[float] = []
+        self._epochs: list[float] = []
+        self._train_acc: list[float] = []
+        self._test_epochs: list[float] = []
+        self._test_acc: list[float] = []
+        self._confusion_labels: list[pg.TextItem] = []
+        self._class_checks: dict[str, QListWidgetItem] = {}
+
+        self.data_runner = JobRunner(self)
+        self.data_runner.progress.connect(self._on_data_progress)
+        self.data_runner.returned.connect(self._on_data_loaded)
+        self.data_runner.errored.connect(lambda msg: self._on_error("CIFAR-10 data", msg))
+        self.data_runner.finished.connect(self._update_buttons)
+        self.train_runner = JobRunner(self)
+        self.torchrun = TorchrunProcess(self)
+        for runner in (self.train_runner, self.torchrun):
+            runner.progress.connect(self._on_train_progress)
+            runner.returned.connect(self._on_train_returned)
+            runner.errored.connect(lambda msg: self._on_error("CIFAR-10 training", msg))
+            runner.finished.connect(self._update_buttons)
+
+        self._build_ui()
+        self._restore_settings()
+        self._on_model_changed()
+        self._update_buttons()
+
+    # ---- layout ---------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        controls = QWidget()
+        form_box = QVBoxLayout(controls)
+        form_box.addWidget(self._build_data_group())
+        form_box.addWidget(self._build_model_group())
+        form_box.addWidget(self._build_run_group())
+        form_box.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(controls)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(330)
+
+        self.pages = QTabWidget()
+        self.pages.addTab(self._build_training_page(), "Training")
+        self.pages.addTab(self._build_data_page(), "Data")
+
+        splitter = QSplitter()
+        splitter.addWidget(scroll)
+        splitter.addWidget(self.pages)
+        splitter.setStretchFactor(1, 1)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+
+    def _build_data_group(self) -> QGroupBox:
+        box = QGroupBox("Data")
+        layout = QVBoxLayout(box)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("folder, .tar.gz, or torchvision folder")
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit, 1)
+        self.browse_folder_button = QPushButton("Folder…")
+        self.browse_folder_button.clicked.connect(self._choose_folder)
+        self.browse_archive_button = QPushButton("Archive…")
+        self.browse_archive_button.clicked.connect(self._choose_archive)
+        row.addWidget(self.browse_folder_button)
+        row.addWidget(self.browse_archive_button)
+        layout.addLayout(row)
+        buttons = QHBoxLayout()
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(lambda: self.load_data())
+        self.download_button = QPushButton("Download CIFAR-10…")
+        self.download_button.setToolTip("torchvision CIFAR-10 (170 MB, MD5-checked)")
+        self.download_button.clicked.connect(self._choose_download_folder)
+        self.cancel_load_button = QPushButton("Cancel")
+        self.cancel_load_button.clicked.connect(self.data_runner.stop)
+        for button in (self.load_button, self.download_button, self.cancel_load_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+        self.data_progress = QProgressBar()
+        self.data_progress.setTextVisible(True)
+        self.data_progress.setFormat("")
+        layout.addWidget(self.data_progress)
+        self.class_list = QListWidget()
+        self.class_list.setMaximumHeight(150)
+        self.class_list.itemChanged.connect(lambda _item: self._on_classes_changed())
+        layout.addWidget(self.class_list)
+        presets = QHBoxLayout()
+        self.all_classes_button = QPushButton("All classes")
+        self.all_classes_button.clicked.connect(lambda: self.set_classes(None))
+        self.cifar2_button = QPushButton("CIFAR-2 (airplane, bird)")
+        self.cifar2_button.clicked.connect(lambda: self.set_classes(list(CIFAR2)))
+        presets.addWidget(self.all_classes_button)
+        presets.addWidget(self.cifar2_button)
+        layout.addLayout(presets)
+        self.stats_label = QLabel("No data loaded.")
+        self.stats_label.setWordWrap(True)
+        layout.addWidget(self.stats_label)
+        return box
+
+    def _build_model_group(self) -> QGroupBox:
+        box = QGroupBox("Model and recipe")
+        form = QFormLayout(box)
+        self.model_combo = QComboBox()
+        for name, label in MODEL_LABELS.items():
+            self.model_combo.addItem(label, name)
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._on_model_changed())
+        form.addRow("Model", self.model_combo)
+        self.params_label = QLabel("")
+        form.addRow("Parameters", self.params_label)
+        self.optimizer_combo = self._combo(OPTIMIZER_LABELS)
+        form.addRow("Optimizer", self.optimizer_combo)
+        self.lr_spin = self._double(1e-5, 10.0, 5, 0.01)
+        form.addRow("Learning rate", self.lr_spin)
+        self.momentum_spin = self._double(0.0, 0.999, 3, 0.9)
+        form.addRow("Momentum", self.momentum_spin)
+        self.weight_decay_spin = self._double(0.0, 1.0, 6, 0.0)
+        form.addRow("Weight decay", self.weight_decay_spin)
+        self.smoothing_spin = self._double(0.0, 0.5, 2, 0.0)
+        form.addRow("Label smoothing", self.smoothing_spin)
+        self.schedule_combo = self._combo(SCHEDULE_LABELS)
+        form.addRow("Schedule", self.schedule_combo)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(2, 8192)
+        form.addRow("Batch size", self.batch_spin)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        form.addRow("Epochs", self.epochs_spin)
+        aug = QHBoxLayout()
+        self.flip_check = QCheckBox("Flip")
+        self.translate_spin = QSpinBox()
+        self.translate_spin.setRange(0, 8)
+        self.translate_spin.setSuffix(" px shift")
+        aug.addWidget(self.flip_check)
+        aug.addWidget(self.translate_spin)
+        form.addRow("Augment", aug)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        form.addRow("Seed", self.seed_spin)
+        self.precision_combo = self._combo(PRECISION_LABELS)
+        form.addRow("Precision", self.precision_combo)
+        self.compile_check = QCheckBox("torch.compile")
+        form.addRow("", self.compile_check)
+        self.max_train_spin = QSpinBox()
+        self.max_train_spin.setRange(0, 1_000_000)
+        self.max_train_spin.setSpecialValueText("all")
+        self.max_train_spin.setSingleStep(1000)
+        form.addRow("Train images", self.max_train_spin)
+        return box
+
+    def _build_run_group(self) -> QGroupBox:
+        box = QGroupBox("Run")
+        layout = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setToolTip("Written every epoch and when you stop")
+        row.addWidget(QLabel("Checkpoint"))
+        row.addWidget(self.checkpoint_edit, 1)
+        layout.addLayout(row)
+        buttons = QGridLayout()
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(lambda: self.start_training())
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_training)
+        self.resume_button = QPushButton("Resume…")
+        self.resume_button.clicked.connect(self._choose_resume)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._choose_export)
+        self.classify_button = QPushButton("Use in Classify")
+        self.classify_button.clicked.connect(self.use_in_classify)
+        buttons.addWidget(self.train_button, 0, 0)
+        buttons.addWidget(self.stop_button, 0, 1)
+        buttons.addWidget(self.resume_button, 1, 0)
+        buttons.addWidget(self.export_button, 1, 1)
+        buttons.addWidget(self.classify_button, 2, 0, 1, 2)
+        layout.addLayout(buttons)
+        return box
+
+    def _build_training_page(self) -> QWidget:
+        page = QWidget()
+        layout = QGridLayout(page)
+        self.epoch_progress = QProgressBar()
+        self.epoch_progress.setFormat("epoch progress")
+        self.speed_label = QLabel("—")
+        status = QHBoxLayout()
+        status.addWidget(self.epoch_progress, 1)
+        status.addWidget(self.speed_label)
+        layout.addLayout(status, 0, 0, 1, 2)
+
+        self.loss_plot = pg.PlotWidget(title="Training loss (smoothed)")
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#3b82f6", width=2))
+        self.acc_plot = pg.PlotWidget(title="Accuracy")
+        self.acc_plot.setLabel("bottom", "epoch")
+        self.acc_plot.setYRange(0, 1)
+        self.acc_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.acc_plot.addLegend(offset=(-10, -10))
+        self.train_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#f97316", width=2),
+                                                  symbol="o", symbolSize=6, name="train")
+        self.test_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#16a34a", width=2),
+                                                 symbol="s", symbolSize=6, name="test")
+        layout.addWidget(self.loss_plot, 1, 0)
+        layout.addWidget(self.acc_plot, 1, 1)
+
+        self.confusion_plot = pg.PlotWidget(title="Confusion matrix (click a cell)")
+        self.confusion_plot.setLabel("left", "true class")
+        self.confusion_plot.setLabel("bottom", "predicted class")
+        self.confusion_plot.setMouseEnabled(x=False, y=False)
+        self.confusion_plot.hideButtons()
+        self.confusion_plot.getViewBox().invertY(True)
+        self.confusion_plot.getViewBox().setAspectLocked(True)
+        self.confusion_image = pg.ImageItem(axisOrder="row-major")
+        self.confusion_image.setColorMap(pg.colormap.get("viridis"))
+        self.confusion_plot.addItem(self.confusion_image)
+        self.confusion_plot.scene().sigMouseClicked.connect(self._on_confusion_clicked)
+        layout.addWidget(self.confusion_plot, 2, 0)
+
+        mistakes = QWidget()
+        mistakes_layout = QVBoxLayout(mistakes)
+        mistakes_layout.setContentsMargins(0, 0, 0, 0)
+        self.result_label = QLabel("Train a model to see its confusion matrix.")
+        self.result_label.setWordWrap(True)
+        self.mistakes_label = QLabel("")
+        self.mistakes_list = QListWidget()
+        self.mistakes_list.setViewMode(QListWidget.ViewMode.IconMode)
+        self.mistakes_list.setIconSize(QSize(48, 48))
+        self.mistakes_list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.mistakes_list.setMovement(QListWidget.Movement.Static)
+        mistakes_layout.addWidget(self.result_label)
+        mistakes_layout.addWidget(self.mistakes_label)
+        mistakes_layout.addWidget(self.mistakes_list, 1)
+        layout.addWidget(mistakes, 2, 1)
+        layout.setRowStretch(1, 1)
+        layout.setRowStretch(2, 1)
+        return page
+
+    def _build_data_page(self) -> QWidget:
+        self.grid_widget = QWidget()
+        self.grid_layout = QGridLayout(self.grid_widget)
+        self.grid_layout.setSpacing(2)
+        self.grid_layout.addWidget(QLabel("Load a dataset to browse it."), 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidget(self.grid_widget)
+        scroll.setWidgetResizable(True)
+        return scroll
+
+    @staticmethod
+    def _combo(labels: dict[str, str]) -> QComboBox:
+        combo = QComboBox()
+        for key, label in labels.items():
+            combo.addItem(label, key)
+        return combo
+
+    @staticmethod
+    def _double(low: float, high: float, decimals: int, value: float) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(low, high)
+        spin.setDecimals(decimals)
+        spin.setSingleStep(10 ** -max(1, decimals - 2))
+        spin.setValue(value)
+        return spin
+
+    @staticmethod
+    def _select(combo: QComboBox, key: str) -> None:
+        index = combo.findData(key)
+        if index >= 0:
+            combo.setCurrentIndex(index)
+
+    # ---- settings -------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        settings = self.app.settings
+        self.path_edit.setText(str(settings.value("cifar/data", "")))
+        self._select(self.model_combo, str(settings.value("cifar/model", "fast")))
+        default_checkpoint = self._default_checkpoint_path()
+        self.checkpoint_edit.setText(str(settings.value("cifar/checkpoint", default_checkpoint)))
+
+    def _save_settings(self) -> None:
+        settings = self.app.settings
+        settings.setValue("cifar/data", self.path_edit.text())
+        settings.setValue("cifar/model", self.model_combo.currentData())
+        settings.setValue("cifar/checkpoint", self.checkpoint_edit.text())
+
+    @staticmethod
+    def _default_checkpoint_path() -> str:
+        import platformdirs
+
+        folder = Path(platformdirs.user_data_dir("torchdesk", appauthor=False)) / "cifar"
+        return str(folder / "last.pt")
+
+    # ---- data -----------------------------------------------------------------------------
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "CIFAR data folder", self.path_edit.text())
+        if folder:
+            self.path_edit.setText(folder)
+            self.load_data()
+
+    def _choose_archive(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "CIFAR archive", self.path_edit.text(),
+                                              "Archives (*.tar.gz *.tgz *.tar)")
+        if path:
+            self.path_edit.setText(path)
+            self.load_data()
+
+    def _choose_download_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Download CIFAR-10 into")
+        if folder:
+            self.path_edit.setText(folder)
+            self.load_data(download=True)
+
+    def load_data(self, download: bool = False) -> None:
+        """Load (or download, then load) the dataset at the path field, on the worker thread."""
+        if self.data_runner.is_running():
+            return
+        path = self.path_edit.text().strip()
+        if not path:
+            self.app.show_error("CIFAR-10 data", "Choose a dataset folder or archive first.")
+            return
+        from engine.cifar.data import browse_job
+
+        self._save_settings()
+        self.data_progress.setRange(0, 0)
+        self.data_progress.setFormat("loading…")
+        self.data_runner.start(browse_job, {"path": path, "download": download},
+                               self.app.single_device)
+        self._update_buttons()
+
+    def _on_data_progress(self, updates: list[dict]) -> None:
+        update = updates[-1]
+        total, done = int(update.get("total") or 0), int(update.get("done") or 0)
+        what = {"decode": "decoding images (first time only)", "download": "downloading",
+                "cache": "reading cache", "extract": "unpacking"}.get(update.get("step_name"),
+                                                                       "loading")
+        if total:
+            self.data_progress.setRange(0, total)
+            self.data_progress.setValue(done)
+            if update.get("step_name") == "download":
+                self.data_progress.setFormat(f"{what} {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+            else:
+                self.data_progress.setFormat(f"{what} {done}/{total}")
+
+    def _on_data_loaded(self, info: dict) -> None:
+        if info.get("status") == "stopped":
+            self.data_progress.setRange(0, 1)
+            self.data_progress.setValue(0)
+            self.data_progress.setFormat("cancelled")
+            return
+        self.data_info = info
+        self.data_progress.setRange(0, 1)
+        self.data_progress.setValue(1)
+        self.data_progress.setFormat("loaded")
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        self._class_checks = {}
+        for name in info["class_names"]:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.class_list.addItem(item)
+            self._class_checks[name] = item
+        self.class_list.blockSignals(False)
+        self._fill_grid(info)
+        self._on_classes_changed()
+        self.app.show_status(f"CIFAR data: {sum(info['counts']['train'].values())} training and "
+                             f"{sum(info['counts']['test'].values())} test images", 5000)
+
+    def _fill_grid(self, info: dict) -> None:
+        while self.grid_layout.count():
+            item = self.grid_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        for row, (name, samples) in enumerate(zip(info["class_names"], info["samples"],
+                                                  strict=True)):
+            counts = f"{name}\ntrain {info['counts']['train'][name]}\n" \
+                     f"test {info['counts']['test'][name]}"
+            self.grid_layout.addWidget(QLabel(counts), row, 0)
+            for col, image in enumerate(samples):
+                label = QLabel()
+                label.setPixmap(rgb_pixmap(image, 64))
+                self.grid_layout.addWidget(label, row, col + 1)
+        self.grid_layout.setColumnStretch(len(info["samples"][0]) + 1 if info["samples"] else 1, 1)
+
+    def selected_classes(self) -> list[str] | None:
+        """Checked class names, or None when all are checked (or nothing is loaded)."""
+        if not self._class_checks:
+            return None
+        names = [name for name, item in self._class_checks.items()
+                 if item.checkState() == Qt.CheckState.Checked]
+        return None if len(names) == len(self._class_checks) else names
+
+    def set_classes(self, names: list[str] | None) -> None:
+        """Check exactly ``names`` (None: all classes)."""
+        if names is not None:
+            missing = [n for n in names if n not in self._class_checks]
+            if missing:
+                self.app.show_error("CIFAR-10 data",
+                                    f"This dataset has no class {', '.join(missing)}.")
+                return
+        self.class_list.blockSignals(True)
+        for name, item in self._class_checks.items():
+            checked = names is None or name in names
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        self.class_list.blockSignals(False)
+        self._on_classes_changed()
+
+    def _num_classes(self) -> int:
+        chosen = self.selected_classes()
+        if chosen is not None:
+            return len(chosen)
+        return len(self._class_checks) or 10
+
+    def _on_classes_changed(self) -> None:
+        self._update_parameter_count()
+        if self.data_info is None:
+            return
+        chosen = self.selected_classes() or self.data_info["class_names"]
+        counts = self.data_info["counts"]
+        n_train = sum(counts["train"][c] for c in chosen)
+        n_test = sum(counts["test"][c] for c in chosen)
+        text = (f"{len(chosen)} classes, {n_train} train / {n_test} test images.\n"
+                f"Mean {self._fmt(self.data_info['mean'])}  std {self._fmt(self.data_info['std'])}"
+                " (all classes' training images; training uses the chosen classes').")
+        self.stats_label.setText(text)
+
+    @staticmethod
+    def _fmt(values) -> str:
+        return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+    # ---- model controls -------------------------------------------------------------------
+    def _on_model_changed(self) -> None:
+        from engine.cifar.trainer import model_defaults
+
+        model = self.model_combo.currentData()
+        try:
+            defaults = model_defaults(model)
+        except ImportError:
+            self.params_label.setText("the Fast recipe is not installed")
+            return
+        self._select(self.optimizer_combo, defaults["optimizer"])
+        self.lr_spin.setValue(float(defaults["lr"]))
+        self.momentum_spin.setValue(float(defaults["momentum"]))
+        self.weight_decay_spin.setValue(float(defaults["weight_decay"]))
+        self.smoothing_spin.setValue(float(defaults["label_smoothing"]))
+        self._select(self.schedule_combo, defaults["schedule"])
+        self.batch_spin.setValue(int(defaults["batch_size"]))
+        self.epochs_spin.setValue(int(defaults["epochs"]))
+        self.flip_check.setChecked(bool(defaults["flip"]))
+        self.translate_spin.setValue(int(defaults["translate"]))
+        self._tta_level = int(defaults["tta_level"])
+        self._eval_every = int(defaults["eval_every"])
+        self._warmup = float(defaults["warmup"])
+        self._update_parameter_count()
+
+    def _update_parameter_count(self) -> None:
+        from engine.cifar.models import parameter_count
+
+        try:
+            counts = parameter_count(self.model_combo.currentData(), self._num_classes())
+        except Exception as exc:  # a model that cannot be built says why, here
+            self.params_label.setText(f"unavailable ({exc})")
+            return
+        text = f"{counts['trainable']:,}"
+        if counts["total"] != counts["trainable"]:
+            text += f" trainable ({counts['total']:,} in all)"
+        self.params_label.setText(text)
+
+    def training_config(self) -> dict[str, Any]:
+        """The trainer config the controls describe (see engine.cifar.trainer)."""
+        return {
+            "data": self.path_edit.text().strip(),
+            "classes": self.selected_classes(),
+            "model": self.model_combo.currentData(),
+            "epochs": self.epochs_spin.value(),
+            "batch_size": self.batch_spin.value(),
+            "lr": self.lr_spin.value(),
+            "optimizer": self.optimizer_combo.currentData(),
+            "momentum": self.momentum_spin.value(),
+            "weight_decay": self.weight_decay_spin.value(),
+            "label_smoothing": self.smoothing_spin.value(),
+            "schedule": self.schedule_combo.currentData(),
+            "warmup": getattr(self, "_warmup", None),
+            "flip": self.flip_check.isChecked(),
+            "translate": self.translate_spin.value(),
+            "tta_level": getattr(self, "_tta_level", None),
+            "eval_every": getattr(self, "_eval_every", None),
+            "seed": self.seed_spin.value(),
+            "precision": self.precision_combo.currentData(),
+            "compile": self.compile_check.isChecked(),
+            "max_train": self.max_train_spin.value() or None,
+            "checkpoint": self.checkpoint_edit.text().strip() or None,
+        }
+
+    # ---- training -------------------------------------------------------------------------
+    def is_training(self) -> bool:
+        return self.train_runner.is_running() or self.torchrun.is_running()
+
+    def start_training(self, resume: str | None = None,
+                       overrides: dict[str, Any] | None = None) -> None:
+        """Start training from the controls (``resume``: continue that checkpoint instead)."""
+        if self.is_training():
+            return
+        config = self.training_config()
+        if resume:
+            # the checkpoint knows its model, classes and recipe; keep only the run settings
+            keep = ("data", "epochs", "checkpoint", "compile", "precision")
+            config = {key: config[key] for key in keep}
+            config["resume"] = resume
+            config["checkpoint"] = config["checkpoint"] or resume
+        config.update(overrides or {})
+        if not config.get("data"):
+            self.app.show_error("CIFAR-10 training", "Choose and load a dataset first.")
+            return
+        self._save_settings()
+        self._reset_live_view()
+        self.pages.setCurrentIndex(0)
+        if self.app.device == ALL_GPUS:
+            import torch
+
+            self.torchrun.start({**config, "device": "cuda"}, torch.cuda.device_count())
+        else:
+            from engine.cifar.trainer import train_job
+
+            self.train_runner.start(train_job, config, self.app.device)
+        self._update_buttons()
+
+    def stop_training(self) -> None:
+        self.train_runner.stop()
+        self.torchrun.stop()
+        self.speed_label.setText("stopping…")
+
+    def _reset_live_view(self) -> None:
+        for values in (self._steps, self._losses, self._epochs, self._train_acc,
+                       self._test_epochs, self._test_acc):
+            values.clear()
+        self.loss_curve.setData([], [])
+        self.train_acc_curve.setData([], [])
+        self.test_acc_curve.setData([], [])
+        self.epoch_progress.setValue(0)
+        self.speed_label.setText("starting…")
+
+    def _on_train_progress(self, updates: list[dict]) -> None:
+        """Handle a batch of trainer updates; curves are redrawn once per batch."""
+        curves_changed = acc_changed = False
+        latest_train = None
+        for update in updates:
+            phase = update.get("phase")
+            if phase == "train":
+                self._steps.append(update["global_step"] / update["steps_per_epoch"])
+                self._losses.append(update["loss"])
+                latest_train = update
+                curves_changed = True
+            elif phase == "epoch":
+                self._epochs.append(update["epoch"])
+                self._train_acc.append(update["train_acc"])
+                if "test_acc" in update:
+                    self._test_epochs.append(update["epoch"])
+                    self._test_acc.append(update["test_acc"])
+                acc_changed = True
+            elif phase == "load":
+                self.speed_label.setText("loading data…")
+            elif phase == "start":
+                self.speed_label.setText(
+                    f"{update['model']}: {update['params']['trainable']:,} parameters on "
+                    f"{update['device']} ×{update['world_size']} ({update['precision']})")
+            elif phase == "evaluate":
+                self.speed_label.setText("evaluating on the test set…")
+        if curves_changed:
+            self.loss_curve.setData(self._steps, self._losses)
+        if acc_changed:
+            self.train_acc_curve.setData(self._epochs, self._train_acc)
+            self.test_acc_curve.setData(self._test_epochs, self._test_acc)
+        if latest_train is not None:
+            u = latest_train
+            self.epoch_progress.setMaximum(1000)
+            self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
+            self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
+                                          f"step {u['step']}/{u['steps_per_epoch']}")
+            eta = int(u["eta_s"])
+            self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
+                                     f"{eta // 60}:{eta % 60:02d} · loss {u['loss']:.3f}")
+
+    def _on_train_returned(self, result: dict) -> None:
+        if not result or "test_acc" not in result:
+            self.speed_label.setText("stopped")
+            return
+        self.last_result = result
+        history = result.get("history") or []
+        self._epochs[:] = [row["epoch"] for row in history]
+        self._train_acc[:] = [row["train_acc"] for row in history]
+        self._test_epochs[:] = [row["epoch"] for row in history if "test_acc" in row]
+        self._test_acc[:] = [row["test_acc"] for row in history if "test_acc" in row]
+        self.train_acc_curve.setData(self._epochs, self._train_acc)
+        self.test_acc_curve.setData(self._test_epochs, self._test_acc)
+        self._show_confusion(result)
+        per_class = ", ".join(f"{name} {acc:.0%}" for name, acc in result["per_class_acc"].items())
+        status = "Stopped early; " if result["status"] == "stopped" else ""
+        self.result_label.setText(
+            f"{status}test accuracy {result['test_acc']:.2%} after {result['epochs']} epochs "
+            f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")
+        self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
+        if result["status"] == "stopped" and result.get("checkpoint"):
+            self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
+
+    def _on_error(self, title: str, message: str) -> None:
+        self.data_progress.setRange(0, 1)
+        self.data_progress.setFormat("")
+        self.speed_label.setText("error")
+        self.app.show_error(title, message)
+
+    # ---- confusion matrix -----------------------------------------------------------------
+    def _show_confusion(self, result: dict) -> None:
+        matrix = np.asarray(result["confusion"], dtype=np.float64)
+        names = result["class_names"]
+        k = len(names)
+        rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        self.confusion_image.setImage(rates, levels=(0.0, 1.0))
+        self.confusion_image.setRect(0, 0, k, k)
+        for label in self._confusion_labels:
+            self.confusion_plot.removeItem(label)
+        self._confusion_labels = []
+        for i in range(k):
+            for j in range(k):
+                color = "k" if rates[i, j] > 0.6 else "w"
+                text = pg.TextItem(str(int(matrix[i, j])), color=color, anchor=(0.5, 0.5))
+                text.setPos(j + 0.5, i + 0.5)
+                self.confusion_plot.addItem(text)
+                self._confusion_labels.append(text)
+        ticks = [[(i + 0.5, name) for i, name in enumerate(names)]]
+        self.confusion_plot.getAxis("left").setTicks(ticks)
+        self.confusion_plot.getAxis("bottom").setTicks(ticks)
+        self.confusion_plot.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
+        worst = max(((i, j) for i in range(k) for j in range(k) if i != j),
+                    key=lambda c: matrix[c], default=None)
+        if worst is not None and matrix[worst] > 0:
+            self.show_misclassified(*worst)
+        else:
+            self.mistakes_list.clear()
+            self.mistakes_label.setText("No misclassified test images.")
+
+    def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:
+        """(true, predicted) class of the heatmap cell under a scene position, if any."""
+        if self.last_result is None:
+            return None
+        point = self.confusion_plot.getViewBox().mapSceneToView(scene_pos)
+        k = len(self.last_result["class_names"])
+        col, row = int(np.floor(point.x())), int(np.floor(point.y()))
+        if 0 <= row < k and 0 <= col < k:
+            return row, col
+        return None
+
+    def _on_confusion_clicked(self, event) -> None:
+        cell = self.confusion_cell_at(event.scenePos())
+        if cell is not None:
+            self.show_misclassified(*cell)
+
+    def show_misclassified(self, true_index: int, predicted_index: int) -> None:
+        """List the test images of class ``true_index`` predicted as ``predicted_index``."""
+        if self.last_result is None:
+            return
+        self.selected_cell = (true_index, predicted_index)
+        names = self.last_result["class_names"]
+        true_name, predicted_name = names[true_index], names[predicted_index]
+        indices = self.last_result["misclassified"].get(f"{true_index},{predicted_index}", [])
+        self.mistakes_list.clear()
+        if true_index == predicted_index:
+            count = int(self.last_result["confusion"][true_index][true_index])
+            self.mistakes_label.setText(f"{count} {true_name} images classified correctly.")
+            return
+        images = self.data_info.get("test_images") if self.data_info else None
+        self.mistakes_label.setText(
+            f"{len(indices)} {true_name} images predicted as {predicted_name}"
+            + (f" (first {MAX_SHOWN_MISTAKES})" if len(indices) > MAX_SHOWN_MISTAKES else ""))
+        if images is None:
+            self.mistakes_label.setText(self.mistakes_label.text() +
+                                        " — load the dataset to see them.")
+            return
+        for index in indices[:MAX_SHOWN_MISTAKES]:
+            if 0 <= index < len(images):
+                item = QListWidgetItem(QIcon(rgb_pixmap(images[index], 48)), "")
+                item.setToolTip(f"test image #{index}: {true_name}, predicted {predicted_name}")
+                self.mistakes_list.addItem(item)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def _choose_resume(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint",
+                                              self.checkpoint_edit.text(),
+                                              "Checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self.resume_from(path)
+
+    def resume_from(self, path: str) -> None:
+        """Show a checkpoint's settings in the controls and continue training it."""
+        from engine.cifar.checkpoint import describe, load_checkpoint
+        from engine.jobs import JobError
+
+        try:
+            info = describe(load_checkpoint(path))
+        except JobError as exc:
+            self.app.show_error("Resume", str(exc))
+            return
+        self._select(self.model_combo, info["model"])
+        if info["epoch"] >= self.epochs_spin.value():
+            self.epochs_spin.setValue(max(info["epochs"], info["epoch"] + 1))
+        self.set_classes(info["class_names"] if self._class_checks else None)
+        self.start_training(resume=path)
+
+    def _choose_export(self) -> None:
+        source = self._finished_checkpoint()
+        if source is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export model", str(Path(source).with_suffix(
+            ".torchscript.pt")), "TorchScript (*.pt);;ONNX (*.onnx)")
+        if path:
+            self.export_to(path)
+
+    def _finished_checkpoint(self) -> str | None:
+        path = (self.last_result or {}).get("checkpoint") or self.checkpoint_edit.text().strip()
+        if not path or not Path(path).is_file():
+            self.app.show_error("Export", "Train a model (with a checkpoint file) first.")
+            return None
+        return path
+
+    def export_to(self, out_path: str) -> dict[str, Any] | None:
+        """Export the current checkpoint; returns the export's description (None on error)."""
+        from engine.cifar.checkpoint import export_model
+        from engine.jobs import JobError
+
+        source = self._finished_checkpoint()
+        if source is None:
+            return None
+        try:
+            meta = export_model(source, out_path)
+        except JobError as exc:
+            self.app.show_error("Export", str(exc))
+            return None
+        self.app.show_status(f"Exported {meta['format']} model to {meta['path']}", 6000)
+        return meta
+
+    def classify_description(self) -> dict[str, Any] | None:
+        """A plain description of the trained model for the Classify tab.
+
+        ``{"format": "torchscript", "path", "model", "class_names", "mean", "std",
+        "input_size": 32, "input"}`` — the TorchScript file takes float RGB in [0, 1],
+        N×3×32×32, and normalizes inside (mean/std are given for display).
+        """
+        source = self._finished_checkpoint()
+        if source is None:
+            return None
+        return self.export_to(str(Path(source).with_suffix(".torchscript.pt")))
+
+    def use_in_classify(self) -> None:
+        description = self.classify_description()
+        if description is not None:
+            self.app.use_in_classify.emit(description)
+
+    # ---- state ----------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        loading = self.data_runner.is_running()
+        training = self.is_training()
+        self.load_button.setEnabled(not loading)
+        self.download_button.setEnabled(not loading)
+        self.cancel_load_button.setEnabled(loading)
+        self.train_button.setEnabled(not training)
+        self.resume_button.setEnabled(not training)
+        self.stop_button.setEnabled(training)
+        have_model = self.last_result is not None and not training
+        self.export_button.setEnabled(have_model)
+        self.classify_button.setEnabled(have_model)
+
+    def shutdown(self) -> None:
+        """Stop and join the data and training jobs (window closing)."""
+        self.data_runner.shutdown(5000)
+        self.train_runner.shutdown(10000)
+        self.torchrun.shutdown(10000)
+
+    def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
+        """Load CIFAR-10 and train a small real run so curves and the confusion matrix show."""
+        if not self.path_edit.text().strip() and SHARED_TARBALL.is_file():
+            self.path_edit.setText(str(SHARED_TARBALL))
+        if not self.path_edit.text().strip():
+            return
+        self.load_data()
+        wait(lambda: not self.data_runner.is_running(), 300)
+        if self.data_info is None:
+            return
+        self._select(self.model_combo, "netbatchnorm")
+        self.epochs_spin.setValue(4)
+        self.batch_spin.setValue(64)
+        self.lr_spin.setValue(0.05)
+        self.flip_check.setChecked(True)
+        self.max_train_spin.setValue(5000)
+        self.start_training(overrides={"max_test": 2000})
+        wait(lambda: not self.is_training(), 300)
+        self.pages.setCurrentIndex(0)

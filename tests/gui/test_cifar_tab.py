@@ -1,0 +1,137 @@
+"""The CIFAR-10 tab driven like a user: load data, train with live curves, stop, resume,
+click the confusion matrix, hand the model to Classify."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPointF, Qt
+
+from tests.engine.cifar_helpers import write_image_folder
+
+pytest.importorskip("pyqtgraph")
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=12, n_test=4)
+    # two green "cats" in the test set: some test images are surely misclassified
+    for i, src in enumerate(sorted((root / "test" / "dog").iterdir())[:2]):
+        shutil.copy(src, root / "test" / "cat" / f"green-{i}.png")
+    return root
+
+
+@pytest.fixture
+def tab(qtbot, app_state, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    from gui.tabs.cifar import CifarTab
+
+    widget = CifarTab(app_state)
+    qtbot.addWidget(widget)
+    widget.resize(1300, 850)
+    widget.show()
+    qtbot.waitExposed(widget)
+    yield widget
+    widget.shutdown()
+
+
+def curve_points(curve) -> int:
+    xs, _ = curve.getData()
+    return 0 if xs is None else len(xs)
+
+
+def click_cell(qtbot, tab, true_index, predicted_index):
+    view_box = tab.confusion_plot.getViewBox()
+    scene = view_box.mapViewToScene(QPointF(predicted_index + 0.5, true_index + 0.5))
+    pos = tab.confusion_plot.mapFromScene(scene)
+    qtbot.mouseClick(tab.confusion_plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app_state):
+    tab.path_edit.setText(str(tiny_data))
+    qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    assert tab.class_list.count() == 3
+    assert "3 classes, 36 train / 14 test" in tab.stats_label.text()
+    assert tab.grid_layout.count() == 3 * (1 + 8)  # name + up to 8 samples (12 per class)
+
+    tab.set_classes(["cat", "dog"])
+    assert tab.selected_classes() == ["cat", "dog"]
+    tab.set_classes(None)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    assert tab.params_label.text() == "18,123"  # the book's Net with 3 outputs
+    tab.epochs_spin.setValue(500)
+    tab.batch_spin.setValue(4)
+    tab.lr_spin.setValue(0.02)
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("fp32"))
+    checkpoint = tmp_path / "run" / "cifar.pt"
+    tab.checkpoint_edit.setText(str(checkpoint))
+
+    qtbot.mouseClick(tab.train_button, Qt.MouseButton.LeftButton)
+    assert tab.is_training() and tab.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: curve_points(tab.loss_curve) >= 3, timeout=60_000)
+    first = curve_points(tab.loss_curve)
+    qtbot.waitUntil(lambda: curve_points(tab.train_acc_curve) >= 2, timeout=60_000)
+    assert curve_points(tab.loss_curve) > first  # the loss curve keeps growing
+    assert curve_points(tab.test_acc_curve) >= 1
+    assert "images/s" in tab.speed_label.text()
+
+    qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
+    assert tab.last_result["status"] == "stopped"
+    assert checkpoint.is_file()
+    assert "Stopped early" in tab.result_label.text()
+
+    # resume the kept checkpoint for one more epoch
+    from engine.cifar.checkpoint import describe, load_checkpoint
+
+    saved = describe(load_checkpoint(checkpoint))
+    tab.epochs_spin.setValue(saved["epoch"] + 1)
+    tab.resume_from(str(checkpoint))
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error is None
+    assert tab.last_result["status"] == "completed"
+    assert tab.last_result["epochs"] == saved["epoch"] + 1
+
+    # clicking a heatmap cell lists exactly that cell's misclassified test images
+    result = tab.last_result
+    click_cell(qtbot, tab, 1, 1)
+    assert tab.selected_cell == (1, 1)
+    assert tab.mistakes_list.count() == 0
+    errors = {cell: idx for cell, idx in result["misclassified"].items() if idx}
+    assert errors, "the green cats should be misclassified"
+    cell, indices = next(iter(errors.items()))
+    true_index, predicted_index = map(int, cell.split(","))
+    click_cell(qtbot, tab, true_index, predicted_index)
+    assert tab.selected_cell == (true_index, predicted_index)
+    assert tab.mistakes_list.count() == len(indices)
+
+    with qtbot.waitSignal(app_state.use_in_classify, timeout=30_000) as handed_over:
+        qtbot.mouseClick(tab.classify_button, Qt.MouseButton.LeftButton)
+    description = handed_over.args[0]
+    assert description["class_names"] == ["cat", "dog", "ship"]
+    assert description["format"] == "torchscript" and Path(description["path"]).is_file()
+    assert len(description["mean"]) == 3
+
+
+def test_bad_data_path_shows_a_message(qtbot, tab, tmp_path, app_state):
+    tab.path_edit.setText(str(tmp_path / "missing"))
+    tab.load_data()
+    qtbot.waitUntil(lambda: app_state.last_error is not None, timeout=30_000)
+    title, text = app_state.last_error
+    assert "does not exist" in text
+    assert tab.load_button.isEnabled()
+
+
+def test_torchrun_command_mirrors_the_cli(tmp_path):
+    from gui.tabs.cifar import TorchrunProcess
+
+    args = TorchrunProcess.command({"data": "/d", "model": "fast", "epochs": 3,
+                                    "classes": ["cat", "dog"], "flip": True, "lr": None,
+                                    "device": "cuda"}, nproc=4)
+    assert args[:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
+    joined = " ".join(args)
+    assert "--data /d" in joined and "--classes cat,dog" in joined and "--flip" in args
+    assert "--lr" not in args and "--progress-json" in args
