@@ -83,14 +83,16 @@ def _count(value) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.fit.data import book_data, load_csv
+
+    data = load_csv(args.data) if args.data else book_data()  # bad input fails before torch loads
+
     from engine.cli import StderrProgress, print_json
     from engine.devices import resolve_device
-    from engine.fit.data import book_data, load_csv
     from engine.fit.surface import race_job
     from engine.fit.trainer import fit_job
     from engine.jobs import JobContext, JobError
 
-    data = load_csv(args.data) if args.data else book_data()
     device = resolve_device(args.device)
     config = {
         "data": data, "model": args.model, "hidden": args.hidden, "activation": args.activation,

@@ -1,0 +1,252 @@
+"""Linear-fit engine: the book's numbers, CSV errors, divergence, stop, split, MLP, race."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.fit.data import FitData, book_data, load_csv, parse_csv_text, split_indices
+from engine.fit.surface import RaceSession, loss_surface, race_job, session_surface
+from engine.fit.trainer import FitConfig, FitSession, fit_job
+from engine.jobs import JobContext, JobError
+
+BOOK_GD = {"model": "linear", "optimizer": "gd", "lr": 1e-2, "epochs": 5000, "input_scale": 0.1}
+BOOK_ADAM = {"model": "linear", "optimizer": "adam", "lr": 1e-1, "epochs": 2000, "input_scale": 1}
+
+
+def test_book_gradient_descent_reproduces_chapter_5() -> None:
+    updates = []
+    result = fit_job(BOOK_GD, JobContext(progress=updates.append))
+    assert result["status"] == "done"
+    assert result["epochs"] == 5000
+    assert round(result["params"]["w"], 4) == 5.3671
+    assert round(result["params"]["b"], 4) == -17.3012
+    assert result["train_loss"] == pytest.approx(2.927648, abs=2e-6)
+    assert result["val_loss"] is None and result["n_train"] == 11
+    # one live update per epoch, plain floats, ending at the returned parameters
+    epochs = [u for u in updates if u["kind"] == "epoch"]
+    assert [u["epoch"] for u in epochs] == list(range(1, 5001))
+    assert epochs[0]["train_loss"] == pytest.approx(80.364342, rel=1e-6)  # the book's epoch 1
+    assert all(type(epochs[-1][k]) is float for k in ("train_loss", "w", "b", "grad_w", "grad_b"))
+    assert epochs[-1]["w"] == result["params"]["w"]
+
+
+def test_book_adam_on_unscaled_inputs() -> None:
+    result = fit_job(BOOK_ADAM, JobContext())
+    assert result["status"] == "done"
+    assert round(result["params"]["w"], 4) == 0.5367
+    assert round(result["params"]["b"], 4) == -17.3021
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_every_optimizer_lowers_the_loss(optimizer: str) -> None:
+    lr = 0.1 if optimizer == "adam" else 1e-2
+    result = fit_job({**BOOK_GD, "optimizer": optimizer, "lr": lr, "epochs": 300}, JobContext())
+    assert result["status"] == "done"
+    assert result["train_loss"] < 80.364342 / 5
+
+
+def test_sgd_is_the_book_gd_through_torch_optim() -> None:
+    gd = fit_job({**BOOK_GD, "epochs": 200}, JobContext())
+    sgd = fit_job({**BOOK_GD, "epochs": 200, "optimizer": "sgd"}, JobContext())
+    assert sgd["params"]["w"] == pytest.approx(gd["params"]["w"], rel=1e-6)
+
+
+def test_stepping_matches_one_long_run() -> None:
+    session = FitSession(FitConfig(epochs=100))
+    for _ in range(40):
+        session.step(1)
+    assert session.status == "paused"
+    session.step(60)
+    assert session.status == "done" and session.epoch == 100
+    whole = fit_job({**BOOK_GD, "epochs": 100}, JobContext())
+    assert session.param_dict() == whole["params"]
+
+
+def test_divergence_on_unscaled_inputs_explains_and_suggests() -> None:
+    updates = []
+    result = fit_job({**BOOK_GD, "input_scale": 1.0}, JobContext(progress=updates.append))
+    assert result["status"] == "diverged"
+    assert result["epochs"] < 10
+    message = result["message"]
+    assert "diverged at epoch" in message and "learning rate" in message
+    assert "input scale" in message and "\n" not in message
+    assert updates[-1]["kind"] == "diverged"
+
+
+def test_nan_loss_is_divergence() -> None:
+    # a learning rate so large that the first update overflows to inf, then NaN
+    result = fit_job({**BOOK_GD, "lr": 1e38, "input_scale": 1.0}, JobContext())
+    assert result["status"] == "diverged"
+    assert result["params"]["w"] is None or math.isfinite(result["params"]["w"])
+
+
+def test_stop_request_returns_what_it_has() -> None:
+    ctx = JobContext()
+
+    def stop_after_50(update: dict) -> None:
+        if update.get("epoch") == 50:
+            ctx.request_stop()
+
+    ctx._progress = stop_after_50
+    result = fit_job(BOOK_GD, ctx)
+    assert result["status"] == "stopped"
+    assert result["epochs"] == 50
+    assert result["params"]["w"] is not None
+
+
+def test_validation_split_is_seeded_and_book_sized() -> None:
+    train, val = split_indices(11, 0.2, seed=3)
+    assert len(train) == 9 and len(val) == 2  # the book: n_val = int(0.2 * n_samples)
+    assert sorted(train + val) == list(range(11))
+    assert split_indices(11, 0.2, seed=3) == (train, val)
+    assert split_indices(11, 0.2, seed=4) != (train, val)
+    assert split_indices(11, 0.0, seed=3) == (list(range(11)), [])
+    with pytest.raises(JobError, match="train"):
+        split_indices(3, 0.7, seed=0)
+
+
+def test_mlp_overfits_with_validation() -> None:
+    config = {"model": "mlp", "hidden": 13, "optimizer": "adam", "lr": 1e-2, "epochs": 600,
+              "input_scale": 0.1, "val_fraction": 0.3, "seed": 0}
+    updates = []
+    result = fit_job(config, JobContext(progress=updates.append))
+    assert result["status"] == "done"
+    assert result["val_loss"] is not None and result["n_val"] == 3
+    assert result["train_loss"] < 3.0
+    # the overfitting story: validation bottoms out while training keeps improving
+    assert result["best_val_epoch"] < 600
+    assert result["val_loss"] > result["best_val_loss"]
+    snapshots = [u for u in updates if u["kind"] == "snapshot"]
+    assert snapshots and len(snapshots[-1]["curve_y"]) == len(snapshots[-1]["curve_x"])
+    assert sum(len(v) if isinstance(v, list) else 1 for v in result["params"].values()) >= 4
+
+
+def test_mlp_activation_and_seed_are_used() -> None:
+    a = FitSession(FitConfig(model="mlp", activation="relu", seed=1))
+    b = FitSession(FitConfig(model="mlp", activation="relu", seed=1))
+    c = FitSession(FitConfig(model="mlp", activation="relu", seed=2))
+    assert type(a.model[1]).__name__ == "ReLU"
+    assert a.param_dict() == b.param_dict() != c.param_dict()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"optimizer": "lbfgs"}, "unknown optimizer"),
+    ({"lr": -1}, "learning rate"),
+    ({"input_scale": 0}, "input scale"),
+    ({"val_fraction": 1.5}, "validation fraction"),
+    ({"model": "mlp", "activation": "swish"}, "unknown activation"),
+    ({"epochs": "many"}, "bad fit settings"),
+])
+def test_bad_settings_are_job_errors(bad: dict, match: str) -> None:
+    with pytest.raises(JobError, match=match):
+        fit_job({**BOOK_GD, **bad}, JobContext())
+
+
+def test_custom_data_fits_exactly() -> None:
+    data = FitData((0.0, 1.0, 2.0, 3.0), (1.0, 3.0, 5.0, 7.0), "line")
+    result = fit_job({"data": data, "optimizer": "adam", "lr": 0.1, "epochs": 2000,
+                      "input_scale": 1.0}, JobContext())
+    assert result["params"]["w"] == pytest.approx(2.0, abs=1e-3)
+    assert result["params"]["b"] == pytest.approx(1.0, abs=1e-3)
+
+
+# --- CSV loading -----------------------------------------------------------------------------
+
+def test_csv_with_and_without_header(tmp_path) -> None:
+    with_header = tmp_path / "a.csv"
+    with_header.write_text("t_u,t_c\n35.7,0.5\n55.9, 14\n\n# comment\n58.2,15\n")
+    data = load_csv(with_header)
+    assert data.x == (35.7, 55.9, 58.2) and data.y == (0.5, 14.0, 15.0)
+    assert parse_csv_text("1;2\n3;4\n").x == (1.0, 3.0)
+    assert parse_csv_text("1\t2\n3\t4\n").y == (2.0, 4.0)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("x,y\n1,2\n3,abc\n", r"line 3: 'abc' is not a number"),
+    ("1,2\n3\n", r"line 2: expected 2 columns x,y but found 1"),
+    ("1\n2\n3\n", r"line 1: expected 2 columns x,y but found 1"),
+    ("1,2\n3,nan\n", r"line 2: 'nan' is not a finite number"),
+    ("1,2\ninf,4\n", r"line 2: 'inf' is not a finite number"),
+    ("", r"is empty"),
+    ("x,y\n\n", r"is empty"),
+    ("1,2\n", r"at least 2"),
+])
+def test_bad_csv_names_the_line(tmp_path, text: str, match: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(JobError, match=match):
+        load_csv(path)
+
+
+def test_binary_file_is_refused(tmp_path) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"1,2\n3,4\n\x89PNG\x00\x01\x02")
+    with pytest.raises(JobError, match=r"photo.csv line 3: binary data"):
+        load_csv(path)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"1,2\n\xe9\xe8,4\n")
+    with pytest.raises(JobError, match=r"line 2: not UTF-8"):
+        load_csv(latin)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(JobError, match="no such file"):
+        load_csv(tmp_path / "nope.csv")
+
+
+def test_point_editing_keeps_data_immutable() -> None:
+    data = book_data()
+    added = data.with_point(40.0, 2.0)
+    assert len(added) == 12 and len(data) == 11
+    assert added.without_point(11) == data
+
+
+# --- loss surface and race -------------------------------------------------------------------
+
+def test_loss_surface_has_its_minimum_at_the_least_squares_fit() -> None:
+    session = FitSession(FitConfig())
+    surface = session_surface(session, resolution=81)
+    loss = surface["loss"]
+    assert loss.shape == (81, 81)
+    opt = surface["optimum"]
+    assert opt["w"] == pytest.approx(5.3677, abs=1e-3) and opt["b"] == pytest.approx(-17.305, 1e-3)
+    assert loss.min() >= opt["loss"] - 1e-9
+    w, b = surface["w"], surface["b"]
+    assert w[0] < 1.0 < w[-1] and b[0] < 0.0 < b[-1]  # the start (1, 0) is on the map
+    assert w[0] < opt["w"] < w[-1] and b[0] < opt["b"] < b[-1]
+
+
+def test_loss_surface_values() -> None:
+    import numpy as np
+
+    x, y = np.array([0.0, 1.0]), np.array([0.0, 2.0])
+    surface = loss_surface(x, y, (0.0, 2.0, -1.0, 1.0), resolution=3)
+    assert surface["loss"][2, 1] == pytest.approx(0.0)  # w = 2, b = 0 fits exactly
+    assert surface["loss"][0, 1] == pytest.approx(2.0)  # w = 0, b = 0: mean(0, 4)
+
+
+def test_race_from_the_same_start() -> None:
+    updates = []
+    result = race_job({"lr": 1e-2, "epochs": 400, "input_scale": 0.1},
+                      JobContext(progress=updates.append))
+    assert result["status"] == "done" and result["epochs"] == 400
+    assert set(result["racers"]) == {"gd", "momentum", "adam"}
+    assert result["leader"] == "momentum"
+    first = updates[0]["racers"]
+    assert first["gd"]["train_loss"] == first["momentum"]["train_loss"] \
+        == first["adam"]["train_loss"]  # same start, same data
+    assert len(updates) == 400
+
+
+def test_race_drops_diverged_racers_and_continues() -> None:
+    session = RaceSession(FitConfig(lr=1e-2, epochs=50, input_scale=1.0))
+    updates = []
+    session.step(50, on_epoch=updates.append)
+    result = session.result()
+    assert result["racers"]["gd"]["status"] == "diverged"
+    assert result["racers"]["adam"]["status"] == "done"
+    assert result["leader"] == "adam"
+    assert any("gd" in u.get("diverged", {}) for u in updates)
+    assert set(updates[-1]["racers"]) == {"adam"}

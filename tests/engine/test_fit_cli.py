@@ -1,0 +1,58 @@
+"""``python -m engine fit`` as a user runs it: real subprocesses, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_fit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "fit", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_book_run_json() -> None:
+    proc = run_fit("--model", "linear", "--optimizer", "gd", "--lr", "0.01", "--epochs", "5000",
+                   "--input-scale", "0.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "done" and result["epochs"] == 5000
+    assert f"{result['params']['w']:.4f}" == "5.3671"
+    assert f"{result['params']['b']:.4f}" == "-17.3012"
+    assert result["train_loss"] == pytest.approx(2.927648, abs=2e-6)
+    assert result["val_loss"] is None
+
+
+def test_diverged_run_exits_non_zero_with_one_line() -> None:
+    proc = run_fit("--input-scale", "1", "--json", "--quiet")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["status"] == "diverged"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Training diverged at epoch")
+
+
+def test_bad_csv_exits_1_naming_the_line(tmp_path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,oops\n")
+    proc = run_fit("--data", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: bad.csv line 3: 'oops' is not a number"
+    assert "Traceback" not in proc.stderr
+
+
+def test_csv_mlp_validation_json(tmp_path) -> None:
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(10)))
+    proc = run_fit("--data", str(data), "--model", "mlp", "--hidden", "8", "--optimizer",
+                   "adam", "--lr", "0.01", "--epochs", "50", "--input-scale", "0.1",
+                   "--val-fraction", "0.2", "--seed", "1", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["val_loss"] is not None and result["n_val"] == 2
+    assert result["config"]["hidden"] == 8 and "0.weight" in result["params"]
