@@ -244,7 +244,8 @@ class CifarTab(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(350)
 
         self.pages = QTabWidget()
         self.pages.addTab(self._build_training_page(), "Training")
@@ -831,9 +832,11 @@ class CifarTab(QWidget):
                 text.setPos(j + 0.5, i + 0.5)
                 self.confusion_plot.addItem(text)
                 self._confusion_labels.append(text)
-        ticks = [[(i + 0.5, name) for i, name in enumerate(names)]]
-        self.confusion_plot.getAxis("left").setTicks(ticks)
-        self.confusion_plot.getAxis("bottom").setTicks(ticks)
+        self.confusion_plot.getAxis("left").setTicks(
+            [[(i + 0.5, name) for i, name in enumerate(names)]])
+        short = [name if k <= 5 else name[:4] for name in names]  # room under narrow columns
+        self.confusion_plot.getAxis("bottom").setTicks(
+            [[(i + 0.5, name) for i, name in enumerate(short)]])
         self.confusion_plot.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
         worst = max(((i, j) for i in range(k) for j in range(k) if i != j),
                     key=lambda c: matrix[c], default=None)
@@ -990,11 +993,11 @@ class CifarTab(QWidget):
         if self.data_info is None:
             return
         self._select(self.model_combo, "netbatchnorm")
-        self.epochs_spin.setValue(4)
+        self.epochs_spin.setValue(3)
         self.batch_spin.setValue(64)
         self.lr_spin.setValue(0.05)
         self.flip_check.setChecked(True)
-        self.max_train_spin.setValue(5000)
+        self.max_train_spin.setValue(4000)
         self.start_training(overrides={"max_test": 2000})
         wait(lambda: not self.is_training(), 300)
         self.pages.setCurrentIndex(0)
