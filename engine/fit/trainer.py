@@ -134,6 +134,7 @@ class FitSession:
         self.last_update: Update = {}
         self.best_val_epoch: int | None = None
         self.best_val_loss: float | None = None
+        self.last_grad_norm: float | None = None
         lo, hi = min(self.data.x), max(self.data.x)
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
         self.curve_x = torch.linspace(lo - pad, hi + pad, CURVE_POINTS).tolist()
@@ -155,6 +156,10 @@ class FitSession:
     @property
     def remaining_epochs(self) -> int:
         return max(self.config.epochs - self.epoch, 0)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.params)
 
     def step(
         self,
@@ -298,7 +303,9 @@ class FitSession:
             prediction = self.predict(self.curve_x)
             param_norm = float(torch.sqrt(sum((p * p).sum() for p in self.params)))
             grads = [p.grad for p in self.params if p.grad is not None]
-            grad_norm = float(torch.sqrt(sum((g * g).sum() for g in grads))) if grads else None
+            if grads:
+                self.last_grad_norm = float(torch.sqrt(sum((g * g).sum() for g in grads)))
+            grad_norm = self.last_grad_norm  # after a run the gradients are already cleared
         return {
             "kind": "snapshot", "epoch": self.epoch if epoch is None else epoch,
             "curve_x": self.curve_x, "curve_y": prediction,

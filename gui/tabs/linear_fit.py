@@ -1,0 +1,812 @@
+"""The Linear-fit tab: fit the book's thermometer data (or your points) live, epoch by epoch.
+
+The engine's :class:`~engine.fit.trainer.FitSession` (or :class:`~engine.fit.surface.RaceSession`)
+holds the model and optimizer state; Play, Step and resume hand it to a job on the
+:class:`gui.bridge.JobRunner`, so training never runs on the GUI thread and the tab only touches
+the session while no job is running. Every curve is one persistent ``PlotDataItem`` updated from
+the batched progress handler.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.fit.data import FitData, book_data, load_csv
+from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN
+from engine.fit.surface import RACERS, RaceSession, log_loss, race_job, session_surface
+from engine.fit.trainer import FitConfig, FitSession, fit_job
+from engine.jobs import JobError
+from gui.app_state import AppState
+from gui.bridge import JobRunner
+
+OPTIMIZER_LABELS = {
+    "gd": "Gradient descent (book)",
+    "sgd": "SGD (torch.optim)",
+    "momentum": "SGD + momentum 0.9",
+    "adam": "Adam",
+}
+RACER_PENS = {"gd": (230, 80, 80), "momentum": (80, 200, 120), "adam": (90, 160, 255)}
+TRAIN_COLOR, VAL_COLOR = (70, 140, 255), (255, 150, 40)
+CLICK_RADIUS_PX = 8
+CONTOUR_LEVELS = 10
+SETTINGS_PREFIX = "linear_fit/"
+# An epoch's validation loss this much above the best one marks the run as overfitting.
+OVERFIT_MARGIN = 1.05
+
+
+class LinearFitTab(QWidget):
+    """Controls on the left; data + fit, loss curves and the loss surface on the right."""
+
+    def __init__(self, app: AppState) -> None:
+        super().__init__()
+        self.app = app
+        self.runner = JobRunner(self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.returned.connect(self._on_returned)
+        self.runner.errored.connect(self._on_errored)
+        self.runner.finished.connect(self._update_buttons)
+
+        self.data: FitData = book_data()
+        self.session: FitSession | RaceSession | None = None
+        self.last_result: dict[str, Any] | None = None
+        self._stop_means_end = False  # Stop ends the run; Pause keeps it for Play to resume
+        self._reset_when_idle = False
+        self._restoring = False
+        self._clear_history()
+
+        self._build_controls()
+        self._build_plots()
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.controls_panel)
+        layout.addWidget(self.plots, 1)
+        self._restore_settings()
+        self.reset()
+
+    # ---- building ----------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self.controls_panel = QWidget()
+        self.controls_panel.setMaximumWidth(330)
+        panel = QVBoxLayout(self.controls_panel)
+        panel.setContentsMargins(0, 0, 0, 0)
+
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        self.data_label = QLabel()
+        self.data_label.setWordWrap(True)
+        row = QHBoxLayout()
+        self.load_button = QPushButton("Load CSV…")
+        self.load_button.clicked.connect(self._choose_csv)
+        self.book_button = QPushButton("Book data")
+        self.book_button.setToolTip("Go back to the book's 11 thermometer readings")
+        self.book_button.clicked.connect(lambda: self.set_data(book_data()))
+        row.addWidget(self.load_button)
+        row.addWidget(self.book_button)
+        data_layout.addWidget(self.data_label)
+        data_layout.addLayout(row)
+        hint = QLabel("Click the plot to add a point, click a point to remove it.")
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: gray")
+        data_layout.addWidget(hint)
+        panel.addWidget(data_box)
+
+        settings_box = QGroupBox("Model and training")
+        form = QFormLayout(settings_box)
+        self.model_combo = QComboBox()
+        self.model_combo.addItem("Linear  w·x + b", "linear")
+        self.model_combo.addItem("MLP  Linear(1,H) → act → Linear(H,1)", "mlp")
+        self.hidden_spin = QSpinBox()
+        self.hidden_spin.setRange(1, 4096)
+        self.hidden_spin.setValue(DEFAULT_HIDDEN)
+        self.activation_combo = QComboBox()
+        for name in ACTIVATIONS:
+            self.activation_combo.addItem(name, name)
+        self.optimizer_combo = QComboBox()
+        for key, label in OPTIMIZER_LABELS.items():
+            self.optimizer_combo.addItem(label, key)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 100.0)
+        self.lr_spin.setValue(1e-2)
+        self.lr_spin.setSingleStep(1e-3)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10_000_000)
+        self.epochs_spin.setValue(5000)
+        self.epochs_spin.setSingleStep(500)
+        self.scale_spin = QDoubleSpinBox()
+        self.scale_spin.setDecimals(4)
+        self.scale_spin.setRange(1e-4, 1000.0)
+        self.scale_spin.setValue(0.1)
+        self.scale_spin.setToolTip("The model sees input_scale * x (the book's t_un = 0.1 * t_u)")
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setDecimals(2)
+        self.val_spin.setRange(0.0, 0.9)
+        self.val_spin.setSingleStep(0.05)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Hidden units", self.hidden_spin)
+        form.addRow("Activation", self.activation_combo)
+        form.addRow("Optimizer", self.optimizer_combo)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Input scale", self.scale_spin)
+        form.addRow("Validation fraction", self.val_spin)
+        form.addRow("Seed", self.seed_spin)
+        self.race_check = QCheckBox("Race: gradient descent vs momentum vs Adam")
+        self.race_check.setToolTip("Same start, same learning rate, same loss surface")
+        form.addRow(self.race_check)
+        panel.addWidget(settings_box)
+        self.setting_widgets = {
+            "model": self.model_combo, "hidden": self.hidden_spin,
+            "activation": self.activation_combo, "optimizer": self.optimizer_combo,
+            "lr": self.lr_spin, "epochs": self.epochs_spin, "input_scale": self.scale_spin,
+            "val_fraction": self.val_spin, "seed": self.seed_spin, "race": self.race_check,
+        }
+        for widget in self.setting_widgets.values():
+            signal = (widget.currentIndexChanged if isinstance(widget, QComboBox)
+                      else widget.toggled if isinstance(widget, QCheckBox)
+                      else widget.valueChanged)
+            signal.connect(self._on_setting_changed)
+
+        buttons = QGridLayout()
+        self.play_button = QPushButton("▶ Play")
+        self.pause_button = QPushButton("⏸ Pause")
+        self.step_button = QPushButton("Step")
+        self.step_button.setToolTip("Run one epoch")
+        self.reset_button = QPushButton("Reset")
+        self.stop_button = QPushButton("■ Stop")
+        self.play_button.clicked.connect(self.play)
+        self.pause_button.clicked.connect(self.pause)
+        self.step_button.clicked.connect(self.step)
+        self.reset_button.clicked.connect(self.request_reset)
+        self.stop_button.clicked.connect(self.stop)
+        buttons.addWidget(self.play_button, 0, 0)
+        buttons.addWidget(self.pause_button, 0, 1)
+        buttons.addWidget(self.step_button, 0, 2)
+        buttons.addWidget(self.reset_button, 1, 0)
+        buttons.addWidget(self.stop_button, 1, 1)
+        self.log_check = QCheckBox("Log loss")
+        self.log_check.toggled.connect(self._apply_log_scale)
+        buttons.addWidget(self.log_check, 1, 2)
+        panel.addLayout(buttons)
+
+        readout_box = QGroupBox("Now")
+        readout = QFormLayout(readout_box)
+        self.epoch_label = QLabel("0")
+        self.loss_label = QLabel("–")
+        self.val_label = QLabel("–")
+        self.params_label = QLabel("–")
+        self.grads_label = QLabel("–")
+        for label in (self.loss_label, self.params_label, self.grads_label):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        readout.addRow("Epoch", self.epoch_label)
+        readout.addRow("Train loss", self.loss_label)
+        readout.addRow("Val loss", self.val_label)
+        readout.addRow("Parameters", self.params_label)
+        readout.addRow("Gradients", self.grads_label)
+        panel.addWidget(readout_box)
+
+        self.message_label = QLabel()
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        panel.addWidget(self.message_label)
+        panel.addStretch(1)
+
+    def _build_plots(self) -> None:
+        self.plots = pg.GraphicsLayoutWidget()
+        self.data_plot = self.plots.addPlot(row=0, col=0, title="Data and the model's prediction")
+        self.data_plot.setLabel("bottom", "x")
+        self.data_plot.setLabel("left", "y")
+        self.data_plot.addLegend(offset=(5, 5))  # fixed items: names given at creation
+        self.train_points = pg.ScatterPlotItem(size=9, brush=pg.mkBrush(*TRAIN_COLOR),
+                                               pen=pg.mkPen("w"), name="train")
+        self.val_points = pg.ScatterPlotItem(size=11, symbol="s", brush=pg.mkBrush(*VAL_COLOR),
+                                             pen=pg.mkPen("w"), name="validation")
+        self.prediction_curve = pg.PlotDataItem(pen=pg.mkPen((240, 240, 90), width=2),
+                                                name="prediction")
+        for item in (self.train_points, self.val_points, self.prediction_curve):
+            self.data_plot.addItem(item)
+        self.data_plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
+
+        self.loss_plot = self.plots.addPlot(row=0, col=1, title="Loss per epoch")
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.loss_plot.setLabel("left", "mean squared error")
+        self.loss_legend = self.loss_plot.addLegend(offset=(-5, 5))
+        self.train_curve = self.loss_plot.plot(pen=pg.mkPen(TRAIN_COLOR, width=2))
+        self.val_curve = self.loss_plot.plot(pen=pg.mkPen(VAL_COLOR, width=2))
+        self.race_curves = {
+            name: self.loss_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2)) for name in RACERS
+        }
+        for curve in (self.train_curve, self.val_curve, *self.race_curves.values()):
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+        self.best_val_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(VAL_COLOR, style=Qt.DashLine),
+                                             label="lowest val loss", labelOpts={"position": 0.9})
+        self.overfit_region = pg.LinearRegionItem(brush=pg.mkBrush(255, 80, 80, 45),
+                                                  movable=False)
+        self.loss_plot.addItem(self.best_val_line)
+        self.loss_plot.addItem(self.overfit_region)
+
+        self.surface_plot = self.plots.addPlot(row=1, col=0, colspan=2,
+                                               title="Loss surface over (w, b) and the path taken")
+        self.surface_plot.setLabel("bottom", "w")
+        self.surface_plot.setLabel("left", "b")
+        self.surface_legend = self.surface_plot.addLegend(offset=(-5, 5))
+        self.surface_image = pg.ImageItem()
+        self.surface_image.setColorMap(pg.colormap.get("viridis"))
+        self.surface_plot.addItem(self.surface_image)
+        self.isocurves = []
+        for _ in range(CONTOUR_LEVELS):
+            iso = pg.IsocurveItem(level=0.0, pen=pg.mkPen(255, 255, 255, 110))
+            iso.setParentItem(self.surface_image)
+            self.isocurves.append(iso)
+        self.path_curve = self.surface_plot.plot(pen=pg.mkPen((240, 240, 90), width=2))
+        self.race_paths = {
+            name: self.surface_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2))
+            for name in RACERS
+        }
+        self.optimum_marker = pg.ScatterPlotItem(size=14, symbol="star", brush=pg.mkBrush("w"))
+        self.start_marker = pg.ScatterPlotItem(size=10, symbol="o", brush=pg.mkBrush("r"))
+        self.surface_plot.addItem(self.optimum_marker)
+        self.surface_plot.addItem(self.start_marker)
+        self.plots.ci.layout.setRowStretchFactor(0, 3)
+        self.plots.ci.layout.setRowStretchFactor(1, 3)
+
+    # ---- settings ------------------------------------------------------------------------------
+    def config(self) -> FitConfig:
+        """The settings in the controls as an engine config."""
+        return FitConfig(
+            model="linear" if self.race_check.isChecked() else self.model_combo.currentData(),
+            hidden=self.hidden_spin.value(), activation=self.activation_combo.currentData(),
+            optimizer=self.optimizer_combo.currentData(), lr=self.lr_spin.value(),
+            epochs=self.epochs_spin.value(), input_scale=self.scale_spin.value(),
+            val_fraction=self.val_spin.value(), seed=self.seed_spin.value(),
+        )
+
+    def _restore_settings(self) -> None:
+        settings = self.app.settings
+        self._restoring = True
+        try:
+            for name, widget in self.setting_widgets.items():
+                value = settings.value(SETTINGS_PREFIX + name)
+                if value is None:
+                    continue
+                try:
+                    if isinstance(widget, QComboBox):
+                        index = widget.findData(str(value))
+                        if index >= 0:
+                            widget.setCurrentIndex(index)
+                    elif isinstance(widget, QCheckBox):
+                        widget.setChecked(str(value).lower() in ("true", "1"))
+                    elif isinstance(widget, QSpinBox):
+                        widget.setValue(int(value))
+                    else:
+                        widget.setValue(float(value))
+                except (TypeError, ValueError):
+                    continue  # a hand-edited or stale value: keep the default
+            self.log_check.setChecked(
+                str(settings.value(SETTINGS_PREFIX + "log_scale", "false")).lower() == "true")
+        finally:
+            self._restoring = False
+
+    def _save_settings(self) -> None:
+        settings = self.app.settings
+        for name, widget in self.setting_widgets.items():
+            if isinstance(widget, QComboBox):
+                value = widget.currentData()
+            elif isinstance(widget, QCheckBox):
+                value = widget.isChecked()
+            else:
+                value = widget.value()
+            settings.setValue(SETTINGS_PREFIX + name, value)
+        settings.setValue(SETTINGS_PREFIX + "log_scale", self.log_check.isChecked())
+
+    def _on_setting_changed(self, *_: Any) -> None:
+        if self._restoring:
+            return
+        self._save_settings()
+        self._update_visibility()
+        if not self.runner.is_running():
+            self.reset()  # new settings mean a new run
+
+    # ---- data -------------------------------------------------------------------------------
+    def set_data(self, data: FitData) -> None:
+        """Replace the points (only while idle) and start over."""
+        if self.runner.is_running():
+            self.app.show_status("Pause or stop training to change the data.", 4000)
+            return
+        self.data = data
+        self.reset()
+
+    def _choose_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load x,y points", "",
+                                              "CSV files (*.csv *.txt);;All files (*)")
+        if path:
+            self.load_csv_file(path)
+
+    def load_csv_file(self, path: str) -> bool:
+        """Load a CSV of x,y; on a bad file show why (naming the line) and keep the current data."""
+        try:
+            data = load_csv(path)
+        except JobError as exc:
+            self._show_message(f"Could not load the CSV: {exc}", error=True)
+            self.app.show_error("Could not load the CSV", str(exc))
+            return False
+        self.set_data(data)
+        self.app.show_status(f"Loaded {len(data)} points from {data.source}.", 5000)
+        return True
+
+    def add_point(self, x: float, y: float) -> None:
+        self.set_data(self.data.with_point(x, y))
+
+    def remove_point(self, index: int) -> None:
+        if len(self.data) <= 2:
+            self.app.show_status("A fit needs at least 2 points.", 4000)
+            return
+        self.set_data(self.data.without_point(index))
+
+    def _on_scene_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or event.double():
+            return
+        view = self.data_plot.vb
+        if not view.sceneBoundingRect().contains(event.scenePos()):
+            return
+        event.accept()
+        self.click_at_scene(event.scenePos())
+
+    def click_at_scene(self, scene_pos: QPointF) -> None:
+        """A click on the data plot: remove the point under it, or add one there."""
+        if self.runner.is_running():
+            self.app.show_status("Pause or stop training to edit the points.", 4000)
+            return
+        view = self.data_plot.vb
+        nearest, nearest_distance = None, float("inf")
+        for i, (x, y) in enumerate(zip(self.data.x, self.data.y, strict=True)):
+            p = view.mapViewToScene(QPointF(x, y))
+            distance = math.hypot(p.x() - scene_pos.x(), p.y() - scene_pos.y())
+            if distance < nearest_distance:
+                nearest, nearest_distance = i, distance
+        if nearest is not None and nearest_distance <= CLICK_RADIUS_PX:
+            self.remove_point(nearest)
+        else:
+            point = view.mapSceneToView(scene_pos)
+            self.add_point(point.x(), point.y())
+
+    # ---- run control --------------------------------------------------------------------------
+    def is_race(self) -> bool:
+        return self.race_check.isChecked()
+
+    def _new_session(self) -> bool:
+        """A fresh session from the controls; False (with the reason shown) if they are invalid."""
+        try:
+            config = self.config()
+            config.validate()
+            if self.is_race():
+                self.session = RaceSession(config, self.data, self.app.single_device)
+            else:
+                self.session = FitSession(config, self.data, self.app.single_device)
+        except (JobError, RuntimeError) as exc:
+            self.session = None
+            self._show_message(str(exc), error=True)
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Forget the run: fresh model and optimizer, empty curves, the surface for the settings."""
+        if self.runner.is_running():
+            self.request_reset()
+            return
+        self.last_result = None
+        self._clear_history()
+        self._show_message("")
+        ok = self._new_session()
+        self._draw_data()
+        self._draw_surface()
+        self._redraw_curves()
+        self._update_readout()
+        self._update_visibility()
+        self._update_buttons()
+        if ok:
+            self.epoch_label.setText("0")
+
+    def request_reset(self) -> None:
+        if self.runner.is_running():
+            self._reset_when_idle = True
+            self._stop_means_end = True
+            self.runner.stop()
+        else:
+            self.reset()
+
+    def _session_can_continue(self) -> bool:
+        s = self.session
+        return s is not None and s.status in ("ready", "paused", "stopped") and \
+            not self._stop_means_end and s.remaining_epochs > 0
+
+    def play(self) -> None:
+        """Run to the configured number of epochs, resuming a paused run."""
+        if self.runner.is_running():
+            return
+        if not self._session_can_continue():
+            self.reset()
+            if self.session is None:
+                return
+        self._start(run_epochs=None)
+
+    def step(self) -> None:
+        """Run exactly one epoch."""
+        if self.runner.is_running():
+            return
+        if self.session is None or self.session.status == "diverged" or self._stop_means_end:
+            self.reset()
+            if self.session is None:
+                return
+        self._start(run_epochs=1)
+
+    def pause(self) -> None:
+        if self.runner.is_running():
+            self._stop_means_end = False
+            self.runner.stop()
+
+    def stop(self) -> None:
+        """End the run; the next Play starts over from the initial parameters."""
+        if self.runner.is_running():
+            self._stop_means_end = True
+            self.runner.stop()
+
+    def _start(self, run_epochs: int | None) -> None:
+        self._stop_means_end = False
+        self._show_message("")
+        job = race_job if isinstance(self.session, RaceSession) else fit_job
+        self.runner.start(job, {"session": self.session, "run_epochs": run_epochs},
+                          self.app.single_device)
+        self._update_buttons()
+
+    def is_running(self) -> bool:
+        return self.runner.is_running()
+
+    # ---- job news -----------------------------------------------------------------------------
+    def _clear_history(self) -> None:
+        self.epochs: list[int] = []
+        self.train_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.path_w: list[float] = []
+        self.path_b: list[float] = []
+        self.race_history: dict[str, dict[str, list[float]]] = {
+            name: {"epoch": [], "loss": [], "w": [], "b": []} for name in RACERS
+        }
+        self.last_update: dict[str, Any] = {}
+        self.last_snapshot: dict[str, Any] | None = None
+        self.best_val: tuple[int, float] | None = None
+
+    def _on_progress(self, batch: list[dict]) -> None:
+        epochs, train, val = self.epochs, self.train_losses, self.val_losses
+        path_w, path_b = self.path_w, self.path_b
+        for update in batch:
+            kind = update.get("kind")
+            if kind == "epoch":
+                epochs.append(update["epoch"])
+                train.append(update["train_loss"])
+                if update["val_loss"] is not None:
+                    val.append(update["val_loss"])
+                    if self.best_val is None or update["val_loss"] < self.best_val[1]:
+                        self.best_val = (update["epoch"], update["val_loss"])
+                if "w" in update:
+                    path_w.append(update["w"])
+                    path_b.append(update["b"])
+                self.last_update = update
+            elif kind == "race":
+                for name, racer in update["racers"].items():
+                    history = self.race_history[name]
+                    history["epoch"].append(update["epoch"])
+                    history["loss"].append(racer["train_loss"])
+                    history["w"].append(racer["w"])
+                    history["b"].append(racer["b"])
+                for name, message in update.get("diverged", {}).items():
+                    self._show_message(f"{name} dropped out. {message}", error=True)
+                self.last_update = update
+            elif kind == "snapshot":
+                self.last_snapshot = update
+        self._redraw_curves()
+        self._update_readout()
+
+    def _on_returned(self, result: dict) -> None:
+        self.last_result = result
+        status = result.get("status")
+        epoch = result.get("epochs", 0)
+        if status == "diverged":
+            message = result.get("message") or \
+                "Every optimizer diverged: lower the learning rate or the input scale."
+            self._show_message(message, error=True)
+            self.app.show_status("Training diverged — see the Linear fit tab for what to try.",
+                                 10000)
+        elif status == "stopped" and self._stop_means_end:
+            self.app.show_status(f"Linear fit stopped at epoch {epoch}.", 5000)
+        elif status == "stopped":
+            self.app.show_status(f"Linear fit paused at epoch {epoch}; Play resumes.", 5000)
+        elif status == "done":
+            summary = self._result_summary(result)
+            self._show_message(summary)
+            self.app.show_status(summary, 8000)
+        if self._reset_when_idle:
+            self._reset_when_idle = False
+            # the runner is still finishing: reset once it reports finished
+            self.runner.finished.connect(self._reset_once)
+
+    def _reset_once(self) -> None:
+        self.runner.finished.disconnect(self._reset_once)
+        self._stop_means_end = False
+        self.reset()
+
+    def _on_errored(self, message: str) -> None:
+        self._show_message(message, error=True)
+        self.app.show_error("Linear fit", message)
+
+    def _result_summary(self, result: dict) -> str:
+        if "racers" in result:
+            parts = []
+            for name, r in result["racers"].items():
+                if r["status"] == "diverged":
+                    parts.append(f"{name}: diverged")
+                else:
+                    parts.append(f"{name}: loss {r['train_loss']:.4g}")
+            return f"Race over after {result['epochs']} epochs — " + ", ".join(parts) + \
+                (f". Leader: {result['leader']}." if result.get("leader") else ".")
+        text = f"Done: {result['epochs']} epochs, train loss {result['train_loss']:.6f}"
+        params = result["params"]
+        if "w" in params:
+            text += f", w = {params['w']:.4f}, b = {params['b']:.4f}"
+        if result.get("val_loss") is not None:
+            text += f", val loss {result['val_loss']:.4f} (lowest at epoch " \
+                    f"{result['best_val_epoch']})"
+        return text + "."
+
+    # ---- drawing ------------------------------------------------------------------------------
+    def _show_message(self, text: str, error: bool = False) -> None:
+        self.message_label.setText(text)
+        self.message_label.setStyleSheet("color: #e05050; font-weight: bold" if error else "")
+
+    def _draw_data(self) -> None:
+        x, y = np.asarray(self.data.x), np.asarray(self.data.y)
+        session = self.session
+        if session is not None:
+            train_idx = session_train_indices(session)
+            val_idx = session_val_indices(session)
+        else:
+            train_idx, val_idx = list(range(len(x))), []
+        self.train_points.setData(x[train_idx], y[train_idx])
+        self.val_points.setData(x[val_idx], y[val_idx])
+        self.data_label.setText(
+            f"{len(self.data)} points — {self.data.source}"
+            + (f" ({len(val_idx)} held out for validation)" if len(val_idx) else "")
+        )
+
+    def _draw_surface(self) -> None:
+        session = self.session
+        linear = session is not None and (isinstance(session, RaceSession) or session.is_linear)
+        if not linear:
+            self.surface_image.clear()
+            for iso in self.isocurves:
+                iso.setData(None)
+            return
+        surface = session.surface() if isinstance(session, RaceSession) \
+            else session_surface(session)
+        levels = log_loss(surface["loss"])
+        w, b = surface["w"], surface["b"]
+        dw, db = w[1] - w[0], b[1] - b[0]
+        self.surface_image.setImage(levels, autoLevels=True)
+        self.surface_image.setRect(QRectF(w[0] - dw / 2, b[0] - db / 2,
+                                          w[-1] - w[0] + dw, b[-1] - b[0] + db))
+        for iso, level in zip(self.isocurves,
+                              np.linspace(levels.min(), levels.max(), CONTOUR_LEVELS + 2)[1:-1],
+                              strict=True):
+            iso.setData(levels, level)
+        optimum = surface["optimum"]
+        self.optimum_marker.setData([optimum["w"]], [optimum["b"]])
+        self.start_marker.setData([1.0], [0.0])
+        self.surface_plot.setRange(xRange=(w[0], w[-1]), yRange=(b[0], b[-1]), padding=0)
+
+    def _redraw_curves(self) -> None:
+        """Push the history into the persistent plot items (once per progress batch)."""
+        race = isinstance(self.session, RaceSession)
+        self.train_curve.setData(self.epochs, self.train_losses)
+        if self.val_losses:
+            self.val_curve.setData(self.epochs[-len(self.val_losses):], self.val_losses)
+        else:
+            self.val_curve.setData([], [])
+        for name, curve in self.race_curves.items():
+            history = self.race_history[name]
+            curve.setData(history["epoch"], history["loss"])
+            self.race_paths[name].setData([1.0, *history["w"]], [0.0, *history["b"]])
+        if race or not self.path_w:
+            self.path_curve.setData([], [])
+        else:
+            self.path_curve.setData([1.0, *self.path_w], [0.0, *self.path_b])
+        self._draw_prediction()
+        self._draw_overfitting()
+
+    def _draw_prediction(self) -> None:
+        session = self.session
+        if session is None:
+            self.prediction_curve.setData([], [])
+            return
+        scale = self.scale_spin.value()
+        lo, hi = min(self.data.x), max(self.data.x)
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        xs = np.array([lo - pad, hi + pad])
+        if isinstance(session, RaceSession):
+            leader = self._race_leader()
+            if leader is None:
+                self.prediction_curve.setData([], [])
+                return
+            history = self.race_history[leader]
+            w, b = history["w"][-1], history["b"][-1]
+        elif session.is_linear:
+            w = self.last_update.get("w", 1.0)
+            b = self.last_update.get("b", 0.0)
+        else:
+            if self.last_snapshot is None:
+                self.prediction_curve.setData([], [])
+                return
+            self.prediction_curve.setData(self.last_snapshot["curve_x"],
+                                          self.last_snapshot["curve_y"])
+            return
+        if math.isfinite(w) and math.isfinite(b):
+            self.prediction_curve.setData(xs, w * scale * xs + b)
+
+    def _race_leader(self) -> str | None:
+        losses = {n: h["loss"][-1] for n, h in self.race_history.items() if h["loss"]}
+        finite = {n: v for n, v in losses.items() if math.isfinite(v)}
+        return min(finite, key=finite.get) if finite else None
+
+    def _draw_overfitting(self) -> None:
+        """Mark the epoch of lowest validation loss and shade the epochs after it where
+        validation loss has risen while training loss kept falling."""
+        mlp = isinstance(self.session, FitSession) and not self.session.is_linear
+        if self.best_val is None or not mlp:
+            self.best_val_line.hide()
+            self.overfit_region.hide()
+            return
+        best_epoch, best_loss = self.best_val
+        self.best_val_line.setValue(best_epoch)
+        self.best_val_line.show()
+        current_epoch, current_val = self.epochs[-1], self.val_losses[-1]
+        if current_val > OVERFIT_MARGIN * best_loss and current_epoch > best_epoch:
+            self.overfit_region.setRegion((best_epoch, current_epoch))
+            self.overfit_region.show()
+        else:
+            self.overfit_region.hide()
+
+    def is_overfitting(self) -> bool:
+        return self.overfit_region.isVisible()
+
+    def _update_readout(self) -> None:
+        update = self.last_update
+        if not update:
+            self.epoch_label.setText("0")
+            for label in (self.loss_label, self.val_label, self.params_label, self.grads_label):
+                label.setText("–")
+            return
+        self.epoch_label.setText(f"{update['epoch']:,}")
+        if update.get("kind") == "race":
+            self.loss_label.setText(", ".join(
+                f"{n} {h['loss'][-1]:.4g}" for n, h in self.race_history.items() if h["loss"]))
+            self.val_label.setText("–")
+            self.params_label.setText("\n".join(
+                f"{n}: w {h['w'][-1]:.4f}, b {h['b'][-1]:.4f}"
+                for n, h in self.race_history.items() if h["w"]))
+            self.grads_label.setText("–")
+            return
+        self.loss_label.setText(f"{update['train_loss']:.6g}")
+        self.val_label.setText("–" if update.get("val_loss") is None
+                               else f"{update['val_loss']:.6g}")
+        if "w" in update:
+            self.params_label.setText(f"w = {update['w']:.5g}, b = {update['b']:.5g}")
+            self.grads_label.setText(f"∂L/∂w = {update['grad_w']:.4g}, "
+                                     f"∂L/∂b = {update['grad_b']:.4g}")
+        elif self.last_snapshot is not None:
+            snap = self.last_snapshot
+            count = self.session.param_count if isinstance(self.session, FitSession) else 0
+            self.params_label.setText(f"{count} parameters, ‖θ‖ = {snap['param_norm']:.4g}")
+            self.grads_label.setText("–" if snap["grad_norm"] is None
+                                     else f"‖∇θ‖ = {snap['grad_norm']:.4g}")
+
+    def _apply_log_scale(self, on: bool) -> None:
+        self.loss_plot.setLogMode(y=on)
+        if not self._restoring:
+            self.app.settings.setValue(SETTINGS_PREFIX + "log_scale", on)
+
+    def _update_visibility(self) -> None:
+        race = self.is_race()
+        mlp = not race and self.model_combo.currentData() == "mlp"
+        self.model_combo.setEnabled(not race)
+        self.hidden_spin.setEnabled(mlp)
+        self.activation_combo.setEnabled(mlp)
+        self.optimizer_combo.setEnabled(not race)
+        self.surface_plot.setVisible(not mlp)
+        self.train_curve.setVisible(not race)
+        self.val_curve.setVisible(not race)
+        self.path_curve.setVisible(not race)
+        for name in RACERS:
+            self.race_curves[name].setVisible(race)
+            self.race_paths[name].setVisible(race)
+        self.loss_legend.clear()
+        self.surface_legend.clear()
+        if race:
+            for name in RACERS:
+                self.loss_legend.addItem(self.race_curves[name], name)
+                self.surface_legend.addItem(self.race_paths[name], name)
+        else:
+            self.loss_legend.addItem(self.train_curve, "train")
+            self.loss_legend.addItem(self.val_curve, "validation")
+            self.surface_legend.addItem(self.path_curve, "path")
+        self.surface_legend.addItem(self.start_marker, "start (1, 0)")
+        self.surface_legend.addItem(self.optimum_marker, "minimum")
+
+    def _update_buttons(self) -> None:
+        running = self.runner.is_running()
+        self.play_button.setEnabled(not running)
+        self.step_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        self.load_button.setEnabled(not running)
+        self.book_button.setEnabled(not running)
+        for widget in self.setting_widgets.values():
+            widget.setEnabled(not running)
+        if not running:
+            self._update_visibility()
+
+    # ---- contract -----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop and join the training thread (window closing)."""
+        self.runner.shutdown(5000)
+
+    def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
+        """Run the book's chapter-5 fit (5000 epochs of gradient descent on t_un = 0.1 * t_u)."""
+        self._restoring = True  # the screenshot's settings are not the user's
+        try:
+            self.data = book_data()
+            self.race_check.setChecked(False)
+            self.model_combo.setCurrentIndex(self.model_combo.findData("linear"))
+            self.optimizer_combo.setCurrentIndex(self.optimizer_combo.findData("gd"))
+            self.lr_spin.setValue(1e-2)
+            self.epochs_spin.setValue(5000)
+            self.scale_spin.setValue(0.1)
+            self.val_spin.setValue(0.0)
+            self.seed_spin.setValue(0)
+            self.log_check.setChecked(True)
+        finally:
+            self._restoring = False
+        self.reset()
+        self.play()
+        wait(lambda: not self.runner.is_running(), 120)
+
+
+def session_train_indices(session: FitSession | RaceSession) -> list[int]:
+    first = next(iter(session.sessions.values())) if isinstance(session, RaceSession) else session
+    return first.train_indices
+
+
+def session_val_indices(session: FitSession | RaceSession) -> list[int]:
+    first = next(iter(session.sessions.values())) if isinstance(session, RaceSession) else session
+    return first.val_indices
