@@ -41,12 +41,13 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> tuple[nn.Modul
     finally:
         for h in hooks:
             h.remove()
-    for module, shape in reversed(finished):
-        if len(shape) == 4 and shape[2] > 1 and shape[3] > 1 and shape[1] >= shape[3]:
-            return module, False
+    attention = [i for i, (m, _) in enumerate(finished) if isinstance(m, nn.MultiheadAttention)]
+    maps = [i for i, (_, shape) in enumerate(finished)
+            if len(shape) == 4 and shape[2] > 1 and shape[3] > 1 and shape[1] >= shape[3]]
+    if maps and (not attention or maps[-1] > attention[-1]):
+        return finished[maps[-1]][0], False
     # Vision transformers classify from the class token, so take the tokens entering the last
     # attention layer (its LayerNorm): their gradients flow through attention to every patch.
-    attention = [i for i, (m, _) in enumerate(finished) if isinstance(m, nn.MultiheadAttention)]
     last = attention[-1] if attention else len(finished)
     for module, shape in reversed(finished[:last]):
         if len(shape) == 3 and _token_grid(torch.empty(1, shape[1], 1)) is not None:

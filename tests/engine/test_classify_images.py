@@ -1,0 +1,156 @@
+"""Opening every kind of image the Classify tab accepts, and the plain reasons for bad files."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.classify.images import (
+    ImageProblem,
+    Preprocess,
+    collect_image_paths,
+    open_image,
+    prepare_image,
+    preprocess_image,
+)
+from tests.conftest import BOOK_IMAGES
+
+
+def _save(img: Image.Image, path, **kwargs):
+    img.save(path, **kwargs)
+    return path
+
+
+def test_rgba_transparency_goes_over_white(tmp_path):
+    img = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red
+    img.paste((0, 0, 255, 255), (0, 0, 20, 30))  # opaque blue left half
+    rgb = open_image(_save(img, tmp_path / "a.png"))
+    assert rgb.mode == "RGB"
+    assert rgb.getpixel((5, 5)) == (0, 0, 255)
+    assert rgb.getpixel((35, 5)) == (255, 255, 255)
+
+
+def test_grayscale_palette_and_cmyk_convert_to_rgb(tmp_path):
+    gray = open_image(_save(Image.new("L", (8, 8), 77), tmp_path / "g.png"))
+    assert gray.getpixel((0, 0)) == (77, 77, 77)
+    palette = Image.new("RGB", (8, 8), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    assert open_image(_save(palette, tmp_path / "p.png")).getpixel((1, 1)) == (10, 200, 30)
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    r, g, b = open_image(_save(cmyk, tmp_path / "c.jpg", quality=95)).getpixel((4, 4))
+    assert r > 240 and g < 15 and b < 15
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    values = np.full((6, 6), 32768, dtype=np.uint16)  # half of the 16-bit range
+    img = Image.fromarray(values)
+    path = _save(img, tmp_path / "deep.png")
+    assert Image.open(path).mode.startswith("I")
+    r, g, b = open_image(path).getpixel((0, 0))
+    assert r == g == b and abs(r - 128) <= 1
+
+
+def test_gif_first_frame_webp_bmp_tiff(tmp_path):
+    red = Image.new("RGB", (16, 16), (255, 0, 0))
+    blue = Image.new("RGB", (16, 16), (0, 0, 255))
+    gif = tmp_path / "anim.gif"
+    red.save(gif, save_all=True, append_images=[blue], duration=100)
+    r, g, b = open_image(gif).getpixel((8, 8))
+    assert r > 200 and b < 50
+    for suffix in ("webp", "bmp", "tiff"):
+        path = _save(blue, tmp_path / f"x.{suffix}", **({"lossless": True} if suffix == "webp"
+                                                         else {}))
+        assert open_image(path).getpixel((8, 8)) == (0, 0, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (60, 20), (0, 255, 0))
+    img.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = _save(img, tmp_path / "rotated.jpg", exif=exif, quality=95)
+    upright = open_image(path)
+    assert upright.size == (20, 60)
+    r, g, _ = upright.getpixel((10, 3))  # the red strip is now on top
+    assert r > 200 and g < 60
+    prepared = prepare_image(path, Preprocess(), thumbnail_size=32)
+    assert prepared.original_size == (20, 60)
+
+
+def _png_header_only(path, width, height):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda d: (d / "notes.jpg").write_text("hello, not a photo") and d / "notes.jpg",
+         "not an image"),
+        (lambda d: (d / "empty.png").write_bytes(b"") or d / "empty.png", "empty"),
+        (lambda d: d / "missing.jpg", "not found"),
+        (lambda d: _png_header_only(d / "bomb.png", 60000, 60000), "decompression bomb"),
+        (lambda d: (d / "folder.jpg").mkdir() or d / "folder.jpg", "folder"),
+    ],
+)
+def test_bad_files_get_plain_reasons(tmp_path, make, reason):
+    path = make(tmp_path)
+    with pytest.raises(ImageProblem, match=reason):
+        open_image(path)
+
+
+def test_truncated_jpeg_is_reported(tmp_path):
+    data = (BOOK_IMAGES / "bobby.jpg").read_bytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageProblem, match="truncated"):
+        open_image(path)
+
+
+def test_pillow_pixel_limit_is_respected(tmp_path, monkeypatch):
+    path = _save(Image.new("RGB", (100, 100)), tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(ImageProblem, match="safety limit"):
+        open_image(path)
+
+
+def test_preprocess_matches_torchvision_preset_exactly():
+    from torchvision.models import ResNet50_Weights
+
+    preset = ResNet50_Weights.IMAGENET1K_V2.transforms()  # resize 232, crop 224, bilinear
+    spec = Preprocess(232, 224, tuple(preset.mean), tuple(preset.std), "bilinear")
+    for name in ("bobby.jpg", "horse.jpg", "cat1.png"):
+        img = open_image(BOOK_IMAGES / name)
+        crop, box = preprocess_image(img, spec)
+        expected = preset(img)  # float, normalized
+        ours = (np.asarray(crop, np.float32).transpose(2, 0, 1) / 255 - np.array(
+            preset.mean, np.float32)[:, None, None]) / np.array(preset.std, np.float32)[:, None,
+                                                                                        None]
+        assert np.abs(ours - expected.numpy()).max() < 1e-5
+        left, top, right, bottom = box
+        assert 0 <= left < right <= img.size[0] and 0 <= top < bottom <= img.size[1]
+
+
+def test_small_images_are_padded_like_torchvision():
+    img = Image.new("RGB", (50, 100), (200, 10, 10))
+    crop, _ = preprocess_image(img, Preprocess(20, 24))  # crop larger than the resized image
+    assert crop.shape == (24, 24, 3)
+    assert tuple(crop[12, 0]) == (0, 0, 0) and tuple(crop[12, 12]) == (200, 10, 10)
+
+
+def test_collect_image_paths_expands_folders_sorted(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.PNG", "sub/c.webp", "readme.txt", ".hidden.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = collect_image_paths([tmp_path, tmp_path / "readme.txt"])
+    names = [p.replace(str(tmp_path) + "/", "") for p in found]
+    assert names == ["a.PNG", "b.jpg", "sub/c.webp", "readme.txt"]
