@@ -64,6 +64,9 @@ RUN_DEFAULTS: dict[str, Any] = {
     "report_interval_s": 1 / 30,
 }
 
+# Run settings the Fast recipe may also choose (its FAST_DEFAULTS wins over RUN_DEFAULTS).
+RECIPE_RUN_KEYS = ("precision", "channels_last", "eval_batch_size")
+
 # Keys whose checkpoint value must match what the user asks for when resuming.
 RESUME_MUST_MATCH = ("model", "classes")
 
@@ -75,7 +78,7 @@ def model_defaults(model: str) -> dict[str, Any]:
         from engine.cifar.fast import FAST_DEFAULTS
 
         for key, value in FAST_DEFAULTS.items():
-            if key in defaults:
+            if key in defaults or key in RECIPE_RUN_KEYS:
                 defaults[key] = value
         if FAST_DEFAULTS.get("nesterov") and "optimizer" not in FAST_DEFAULTS:
             defaults["optimizer"] = "nesterov"
