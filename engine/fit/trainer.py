@@ -171,8 +171,10 @@ class FitSession:
         """Run up to ``n_epochs`` epochs and return the last epoch's update.
 
         ``on_epoch`` gets one dict of plain floats per epoch: ``epoch``, ``train_loss`` (at the
-        parameters the epoch started from, as the book prints it), ``val_loss`` (or None) and for
-        the linear model ``w``, ``b`` (after the update) and ``grad_w``, ``grad_b``.
+        parameters the epoch started from, as the book prints it), ``val_loss`` (only with a
+        validation split) and for the linear model ``w``, ``b`` (after the update) and
+        ``grad_w``, ``grad_b``. Updates hold no None or bools: PySide6 6.12's ``Signal(list)``
+        drops a reference to those singletons each time it carries one, which crashes Python.
         ``on_snapshot`` (MLP) gets the prediction curve at most 30 times a second and at the end.
         ``should_stop`` is polled every epoch. Afterwards :attr:`status` is "done", "paused"
         (epochs remain), "stopped" (asked to stop) or "diverged" (see :attr:`message`).
@@ -206,7 +208,6 @@ class FitSession:
                     stopped = True
                     break
                 loss = mse(forward(x_train), y_train)
-                val_loss = None
                 if has_val:
                     with no_grad():
                         val_loss = float(mse(forward(x_val), y_val))
@@ -222,12 +223,13 @@ class FitSession:
                 if is_linear:
                     update = {
                         "kind": "epoch", "epoch": epoch, "train_loss": loss_value,
-                        "val_loss": val_loss, "w": float(w_view), "b": float(b_view),
+                        "w": float(w_view), "b": float(b_view),
                         "grad_w": float(w.grad), "grad_b": float(b.grad),
                     }
                 else:
-                    update = {"kind": "epoch", "epoch": epoch, "train_loss": loss_value,
-                              "val_loss": val_loss}
+                    update = {"kind": "epoch", "epoch": epoch, "train_loss": loss_value}
+                if has_val:
+                    update["val_loss"] = val_loss
                 if limit is None:
                     self.initial_loss = loss_value
                     limit = self._explode_limit()
@@ -306,11 +308,13 @@ class FitSession:
             if grads:
                 self.last_grad_norm = float(torch.sqrt(sum((g * g).sum() for g in grads)))
             grad_norm = self.last_grad_norm  # after a run the gradients are already cleared
-        return {
+        snapshot = {
             "kind": "snapshot", "epoch": self.epoch if epoch is None else epoch,
-            "curve_x": self.curve_x, "curve_y": prediction,
-            "param_norm": param_norm, "grad_norm": grad_norm,
+            "curve_x": self.curve_x, "curve_y": prediction, "param_norm": param_norm,
         }
+        if grad_norm is not None:
+            snapshot["grad_norm"] = grad_norm
+        return snapshot
 
     def predict(self, xs: list[float]) -> list[float]:
         """The model's outputs for raw (unscaled) inputs ``xs``."""

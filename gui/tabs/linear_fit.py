@@ -507,7 +507,7 @@ class LinearFitTab(QWidget):
             if kind == "epoch":
                 epochs.append(update["epoch"])
                 train.append(update["train_loss"])
-                if update["val_loss"] is not None:
+                if "val_loss" in update:
                     val.append(update["val_loss"])
                     if self.best_val is None or update["val_loss"] < self.best_val[1]:
                         self.best_val = (update["epoch"], update["val_loss"])
@@ -728,8 +728,8 @@ class LinearFitTab(QWidget):
             snap = self.last_snapshot
             count = self.session.param_count if isinstance(self.session, FitSession) else 0
             self.params_label.setText(f"{count} parameters, ‖θ‖ = {snap['param_norm']:.4g}")
-            self.grads_label.setText("–" if snap["grad_norm"] is None
-                                     else f"‖∇θ‖ = {snap['grad_norm']:.4g}")
+            self.grads_label.setText(f"‖∇θ‖ = {snap['grad_norm']:.4g}" if "grad_norm" in snap
+                                     else "–")
 
     def _apply_log_scale(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)

@@ -250,3 +250,26 @@ def test_race_drops_diverged_racers_and_continues() -> None:
     assert result["leader"] == "adam"
     assert any("gd" in u.get("diverged", {}) for u in updates)
     assert set(updates[-1]["racers"]) == {"adam"}
+
+
+def _singletons(value) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, dict):
+        return any(_singletons(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_singletons(v) for v in value)
+    return False
+
+
+@pytest.mark.parametrize("config", [
+    {**BOOK_GD, "epochs": 20},
+    {**BOOK_GD, "epochs": 20, "input_scale": 1.0},  # diverges
+    {"model": "mlp", "epochs": 20, "val_fraction": 0.2, "optimizer": "adam", "lr": 0.01},
+])
+def test_progress_updates_hold_no_none_or_bools(config: dict) -> None:
+    # PySide6 6.12's Signal(list) loses a reference to None/True/False each time it carries one
+    updates = []
+    fit_job(config, JobContext(progress=updates.append))
+    race_job({**config, "epochs": 20}, JobContext(progress=updates.append))
+    assert updates and not any(_singletons(u) for u in updates)

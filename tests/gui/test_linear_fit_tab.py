@@ -1,0 +1,210 @@
+"""The Linear-fit tab driven like a user: play, watch the curves grow, pause/step/stop, diverge,
+edit points, load a bad CSV, race, overfit an MLP, close mid-run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import QPointF, Qt  # noqa: E402
+
+pytest.importorskip("pyqtgraph")
+
+RUN_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def tab(qtbot, app_state):
+    from gui.tabs.linear_fit import LinearFitTab
+
+    widget = LinearFitTab(app_state)
+    qtbot.addWidget(widget)
+    widget.resize(1300, 850)
+    widget.show()
+    qtbot.waitExposed(widget)
+    yield widget
+    widget.shutdown()
+
+
+def points(item) -> int:
+    xs, _ = item.getData()
+    return 0 if xs is None else len(xs)
+
+
+def click(qtbot, button) -> None:
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def wait_idle(qtbot, tab) -> None:
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
+
+
+def test_book_run_draws_live_and_matches_the_book(qtbot, tab) -> None:
+    assert points(tab.train_points) == 11 and points(tab.train_curve) == 0
+    assert tab.surface_plot.isVisible()  # linear model: the loss surface is shown
+    assert tab.surface_image.image is not None
+    click(qtbot, tab.play_button)
+    assert tab.is_running() and not tab.play_button.isEnabled()
+    assert not tab.lr_spin.isEnabled()  # settings are locked during a run
+    qtbot.waitUntil(lambda: points(tab.train_curve) > 0, timeout=RUN_TIMEOUT_MS)
+    wait_idle(qtbot, tab)
+    assert points(tab.train_curve) == 5000
+    assert points(tab.path_curve) == 5001  # the start plus one point per epoch
+    assert tab.last_result["status"] == "done"
+    assert "w = 5.3671, b = -17.3012" in tab.message_label.text()
+    assert tab.epoch_label.text() == "5,000"
+    assert "w = 5.367" in tab.params_label.text() and "∂L/∂w" in tab.grads_label.text()
+    xs, ys = tab.prediction_curve.getData()
+    assert len(xs) == 2 and ys[1] > ys[0]  # the fitted line rises with x
+    assert tab.play_button.isEnabled() and not tab.stop_button.isEnabled()
+
+
+def test_pause_resume_step_and_stop(qtbot, tab) -> None:
+    tab.epochs_spin.setValue(1_000_000)
+    click(qtbot, tab.play_button)
+    qtbot.waitUntil(lambda: points(tab.train_curve) > 50, timeout=RUN_TIMEOUT_MS)
+    click(qtbot, tab.pause_button)
+    wait_idle(qtbot, tab)
+    paused_at = tab.session.epoch
+    assert tab.last_result["status"] == "stopped" and points(tab.train_curve) == paused_at
+
+    click(qtbot, tab.step_button)
+    wait_idle(qtbot, tab)
+    assert tab.session.epoch == paused_at + 1 and points(tab.train_curve) == paused_at + 1
+
+    click(qtbot, tab.play_button)  # resumes: the curve continues rather than restarting
+    qtbot.waitUntil(lambda: points(tab.train_curve) > paused_at + 20, timeout=RUN_TIMEOUT_MS)
+    click(qtbot, tab.stop_button)
+    wait_idle(qtbot, tab)
+    stopped_at = tab.session.epoch
+    assert stopped_at > paused_at + 1
+    assert points(tab.train_curve) == stopped_at
+
+    click(qtbot, tab.step_button)  # after Stop, a new run starts from the beginning
+    wait_idle(qtbot, tab)
+    assert tab.session.epoch == 1 and points(tab.train_curve) == 1
+
+    click(qtbot, tab.reset_button)
+    assert points(tab.train_curve) == 0 and tab.session.epoch == 0
+    assert tab.epoch_label.text() == "0"
+
+
+def test_divergence_is_explained_and_nothing_breaks(qtbot, tab, app_state) -> None:
+    tab.scale_spin.setValue(1.0)  # the book's unscaled inputs with lr 1e-2
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "diverged"
+    text = tab.message_label.text()
+    assert "diverged at epoch" in text and "input scale" in text and "learning rate" in text
+    assert app_state.last_error is None  # shown in the tab and status bar, no dialog
+    # the fix it suggests works
+    tab.scale_spin.setValue(0.1)
+    tab.epochs_spin.setValue(300)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "done" and "Done" in tab.message_label.text()
+
+
+def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_state) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,hot\n")
+    assert not tab.load_csv_file(str(bad))
+    assert len(tab.data) == 11 and points(tab.train_points) == 11
+    assert app_state.last_error[1] == "bad.csv line 3: 'hot' is not a number"
+    assert "line 3" in tab.message_label.text()
+
+    good = tmp_path / "good.csv"
+    good.write_text("0,1\n1,3\n2,5\n3,7\n")
+    assert tab.load_csv_file(str(good))
+    assert points(tab.train_points) == 4 and "good.csv" in tab.data_label.text()
+
+
+def test_clicking_the_plot_adds_and_removes_points(qtbot, tab) -> None:
+    view = tab.data_plot.vb
+    widget = tab.plots
+
+    def click_at(x: float, y: float) -> None:
+        scene = view.mapViewToScene(QPointF(x, y))
+        qtbot.mouseClick(widget.viewport(), Qt.MouseButton.LeftButton,
+                         pos=widget.mapFromScene(scene))
+
+    click_at(70.0, 0.0)  # empty space: a new point
+    qtbot.waitUntil(lambda: len(tab.data) == 12, timeout=5000)
+    assert tab.data.x[-1] == pytest.approx(70.0, abs=1.0)
+    assert points(tab.train_points) == 12
+    click_at(tab.data.x[0], tab.data.y[0])  # on a point: removes it
+    qtbot.waitUntil(lambda: len(tab.data) == 11, timeout=5000)
+    assert 35.7 not in tab.data.x
+
+
+def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
+    tab.race_check.setChecked(True)
+    tab.epochs_spin.setValue(300)
+    assert not tab.optimizer_combo.isEnabled()
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    result = tab.last_result
+    assert set(result["racers"]) == {"gd", "momentum", "adam"}
+    for name in ("gd", "momentum", "adam"):
+        assert points(tab.race_curves[name]) == 300
+        assert points(tab.race_paths[name]) == 301
+        xs, ys = tab.race_paths[name].getData()
+        assert (xs[0], ys[0]) == (1.0, 0.0)  # all from the same start
+    assert "Leader: momentum" in tab.message_label.text()
+    assert not tab.train_curve.isVisible()
+
+
+def test_mlp_shows_overfitting(qtbot, tab) -> None:
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
+    tab.val_spin.setValue(0.3)
+    tab.epochs_spin.setValue(600)
+    assert not tab.surface_plot.isVisible()
+    assert points(tab.val_points) == 3 and points(tab.train_points) == 8
+    tab.log_check.setChecked(True)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert points(tab.val_curve) == 600
+    assert tab.is_overfitting()
+    best_epoch = tab.last_result["best_val_epoch"]
+    assert tab.best_val_line.value() == best_epoch
+    assert tab.overfit_region.getRegion() == (best_epoch, 600)
+    assert points(tab.prediction_curve) > 2  # the MLP's curve, not a straight line
+    assert "40 parameters" in tab.params_label.text()
+
+
+def test_settings_are_remembered(qtbot, app_state, tab) -> None:
+    from gui.tabs.linear_fit import LinearFitTab
+
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("momentum"))
+    tab.lr_spin.setValue(0.005)
+    tab.val_spin.setValue(0.2)
+    again = LinearFitTab(app_state)
+    qtbot.addWidget(again)
+    assert again.optimizer_combo.currentData() == "momentum"
+    assert again.lr_spin.value() == pytest.approx(0.005)
+    assert again.val_spin.value() == pytest.approx(0.2)
+
+
+def test_close_mid_run_stops_and_joins(qtbot, app_state) -> None:
+    from gui.tabs.linear_fit import LinearFitTab
+
+    widget = LinearFitTab(app_state)
+    qtbot.addWidget(widget)
+    widget.epochs_spin.setValue(10_000_000)
+    widget.play()
+    qtbot.waitUntil(lambda: points(widget.train_curve) > 0, timeout=RUN_TIMEOUT_MS)
+    widget.shutdown()
+    assert not widget.is_running()
+    widget.close()
+
+
+def test_screenshot_shows_the_book_fit(qtbot, tab) -> None:
+    def wait(predicate, seconds):
+        qtbot.waitUntil(predicate, timeout=int(seconds * 1000))
+
+    tab.prepare_screenshot(wait)
+    assert tab.last_result["status"] == "done"
+    assert points(tab.train_curve) == 5000 and points(tab.path_curve) == 5001
