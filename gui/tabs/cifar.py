@@ -107,7 +107,8 @@ class TorchrunProcess(QObject):
                  "checkpoint": "--checkpoint", "resume": "--resume", "optimizer": "--optimizer",
                  "momentum": "--momentum", "weight_decay": "--weight-decay",
                  "label_smoothing": "--label-smoothing", "schedule": "--schedule",
-                 "translate": "--translate", "precision": "--precision",
+                 "translate": "--translate", "precision": "--precision", "warmup": "--warmup",
+                 "tta_level": "--tta", "eval_every": "--eval-every",
                  "max_train": "--max-train", "max_test": "--max-test",
                  "cache_dir": "--cache-dir"}
         for key, flag in flags.items():

@@ -135,3 +135,24 @@ def test_torchrun_command_mirrors_the_cli(tmp_path):
     joined = " ".join(args)
     assert "--data /d" in joined and "--classes cat,dog" in joined and "--flip" in args
     assert "--lr" not in args and "--progress-json" in args
+
+
+def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch):
+    """The "All GPUs" launcher, exercised with two CPU ranks (gloo) instead of GPUs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from gui.tabs.cifar import TorchrunProcess
+
+    root = write_image_folder(tmp_path / "imgs", n_train=8, n_test=2)
+    process = TorchrunProcess()
+    batches = []
+    process.progress.connect(batches.append)
+    config = {"data": str(root), "model": "net", "epochs": 2, "batch_size": 4, "device": "cpu",
+              "precision": "fp32", "cache_dir": str(tmp_path / "cache")}
+    with qtbot.waitSignal(process.finished, timeout=180_000):
+        with qtbot.waitSignal(process.returned, timeout=180_000) as returned:
+            process.start(config, nproc=2)
+    result = returned.args[0]
+    assert result["world_size"] == 2 and result["status"] == "completed"
+    phases = [u["phase"] for batch in batches for u in batch]
+    assert "train" in phases and phases.count("epoch") == 2  # rank 0 only
+    assert not process.is_running()
