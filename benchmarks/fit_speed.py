@@ -4,7 +4,7 @@ Both run the book's 5000 epochs of gradient descent (lr 1e-2, t_un = 0.1 * t_u) 
 interleaved, several times; the best time of each is compared (the fairest figure on a busy CPU).
 The engine's progress callback does what the GUI bridge does: append each update under a lock.
 
-    python benchmarks/fit_speed.py [--repeats 5] [--epochs 5000]
+    python benchmarks/fit_speed.py [--repeats 7] [--epochs 5000]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def time_engine(epochs: int) -> tuple[float, list[float], int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=5000)
     args = parser.parse_args()
 
