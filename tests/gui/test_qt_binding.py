@@ -18,10 +18,10 @@ def test_signal_emit_keeps_bool_and_none_references_balanced(qapp):
     emitter.ping.connect(lambda: None)
     emitter.batch.connect(received.append)
     before = sys.getrefcount(True), sys.getrefcount(None)
-    for _ in range(200):
+    for _ in range(1000):
         emitter.ping.emit()
         emitter.batch.emit([{"ok": True, "val_loss": None}])
     received.clear()
     after = sys.getrefcount(True), sys.getrefcount(None)
-    assert abs(after[0] - before[0]) <= 5
-    assert abs(after[1] - before[1]) <= 5
+    assert abs(after[0] - before[0]) <= 100
+    assert abs(after[1] - before[1]) <= 100
