@@ -1,0 +1,713 @@
+"""The Classify tab: drop photos in, see what a pretrained ImageNet network thinks they are.
+
+All work runs as engine jobs (``engine.classify.jobs``) on one :class:`gui.bridge.JobRunner`; the
+engine keeps the loaded model between jobs, so a dropped photo only costs decode + one forward.
+Requests that arrive while a job runs (a second drop, a model change) wait in a short queue.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.classify import jobs as classify_jobs
+from engine.classify.images import IMAGE_SUFFIXES
+from gui.app_state import AppState
+from gui.bridge import JobRunner
+from gui.widgets.classify_views import (
+    ClassifyImagePane,
+    ClassifyTopBars,
+    heatmap_rgba,
+    rgb_to_qimage,
+)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+BOOK_PHOTO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "images" / "bobby.jpg"
+DETAIL_THUMBNAIL = 640
+COLUMNS = ("File", "Top-1", "Probability", "Top-5", "Time (ms)")
+PROB_COLUMN = 2
+
+
+class _NumberItem(QTableWidgetItem):
+    """A table cell that sorts by its number, not its text."""
+
+    def __init__(self, value: float | None, text: str) -> None:
+        super().__init__(text)
+        self.value = value if value is not None else float("-inf")
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, _NumberItem):
+            return self.value < other.value
+        return super().__lt__(other)
+
+
+class HubDialog(QDialog):
+    """Ask for a Torch Hub repository and entry point (the book's pytorch/vision, resnet18)."""
+
+    def __init__(self, parent: QWidget | None, repo: str, entry: str) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Load from Torch Hub")
+        form = QFormLayout(self)
+        self.repo_edit = QLineEdit(repo)
+        self.repo_edit.setPlaceholderText("owner/name[:ref] or a local folder")
+        self.entry_edit = QLineEdit(entry)
+        form.addRow("Repository:", self.repo_edit)
+        form.addRow("Entry point:", self.entry_edit)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class ClassifyTab(QWidget):
+    """Model picker, drop zone, per-image results with Grad-CAM, and a results table for folders."""
+
+    def __init__(self, app: AppState) -> None:
+        super().__init__()
+        self.app = app
+        self.setAcceptDrops(True)
+        self.runner = JobRunner(self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.returned.connect(self._on_returned)
+        self.runner.errored.connect(self._on_errored)
+        self.runner.finished.connect(self._start_next)
+        self._queue: list[tuple[str, Callable, dict]] = []
+        self._job_kind: str | None = None
+        self._catalog: dict[str, dict] = {}
+        self.model_config: dict[str, Any] = {"model": DEFAULT_MODEL}
+        self.loaded_model: dict | None = None  # info of the model the engine holds now
+        self._loaded_config: dict[str, Any] = dict(self.model_config)
+        self._running_config: dict[str, Any] = dict(self.model_config)
+        self.results: dict[str, dict] = {}  # path → JSON result (top, error) for the table
+        self.current: dict | None = None  # the result in the detail view (with images)
+        self.current_cam: dict | None = None  # {"class_index", "cam"} shown over it
+        self._download_started = 0.0
+        self._build()
+        self._fill_models()
+        self.app.device_changed.connect(self._on_device_changed)
+        paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
+        paste.activated.connect(self.paste)
+        self._request("load", classify_jobs.load_model_job, {})  # ready before the first drop
+
+    # ---- building ----------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(QLabel("Model:"))
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumWidth(320)
+        self.model_combo.activated.connect(self._on_model_chosen)
+        model_row.addWidget(self.model_combo, 1)
+        self.import_button = QPushButton("Import weights…")
+        self.import_button.setToolTip("Load a local .pth file into the chosen architecture")
+        self.import_button.clicked.connect(self._choose_weights_file)
+        self.hub_button = QPushButton("Load from Torch Hub…")
+        self.hub_button.clicked.connect(self._choose_hub_model)
+        self.open_button = QPushButton("Open…")
+        self.open_button.clicked.connect(self._choose_files)
+        self.folder_button = QPushButton("Open folder…")
+        self.folder_button.clicked.connect(self._choose_folder)
+        for button in (self.import_button, self.hub_button, self.open_button, self.folder_button):
+            model_row.addWidget(button)
+        root.addLayout(model_row)
+        self.model_info_label = QLabel()
+        self.model_info_label.setStyleSheet("color: gray")
+        root.addWidget(self.model_info_label)
+
+        self.download_panel = QWidget()
+        download_row = QHBoxLayout(self.download_panel)
+        download_row.setContentsMargins(0, 0, 0, 0)
+        self.download_label = QLabel()
+        self.download_bar = QProgressBar()
+        self.download_bar.setRange(0, 1000)
+        self.download_cancel = QPushButton("Cancel")
+        self.download_cancel.clicked.connect(self.cancel_download)
+        download_row.addWidget(self.download_label)
+        download_row.addWidget(self.download_bar, 1)
+        download_row.addWidget(self.download_cancel)
+        self.download_panel.hide()
+        root.addWidget(self.download_panel)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.drop_zone = QLabel("Drop photos or folders here\n(or Open…, or paste with Ctrl+V)")
+        self.drop_zone.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.drop_zone.setMinimumHeight(70)
+        self.drop_zone.setFrameShape(QFrame.Shape.StyledPanel)
+        self.drop_zone.setStyleSheet("border: 2px dashed gray; border-radius: 8px; color: gray;")
+        left_layout.addWidget(self.drop_zone)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._on_row_selected)
+        left_layout.addWidget(self.table, 1)
+        progress_row = QHBoxLayout()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m images")
+        self.progress_bar.setValue(0)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.clicked.connect(self._choose_csv)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear_results)
+        progress_row.addWidget(self.progress_bar, 1)
+        for button in (self.stop_button, self.export_button, self.clear_button):
+            progress_row.addWidget(button)
+        left_layout.addLayout(progress_row)
+        splitter.addWidget(left)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        panes = QHBoxLayout()
+        self.original_pane = ClassifyImagePane("Original")
+        self.net_view_pane = ClassifyImagePane("What the net sees")
+        panes.addWidget(self.original_pane, 3)
+        panes.addWidget(self.net_view_pane, 2)
+        right_layout.addLayout(panes, 1)
+        captions = QHBoxLayout()
+        self.original_caption = QLabel("Original")
+        self.net_view_caption = QLabel("What the net sees (after resize, crop)")
+        captions.addWidget(self.original_caption, 3)
+        captions.addWidget(self.net_view_caption, 2)
+        right_layout.addLayout(captions)
+        self.result_label = QLabel("Drop a photo to classify it.")
+        self.result_label.setWordWrap(True)
+        right_layout.addWidget(self.result_label)
+        self.bars = ClassifyTopBars(5)
+        self.bars.class_clicked.connect(self.show_grad_cam)
+        right_layout.addWidget(self.bars)
+        cam_row = QHBoxLayout()
+        self.cam_check = QCheckBox("Grad-CAM heatmap (click a class to see where it was found)")
+        self.cam_check.setChecked(True)
+        self.cam_check.toggled.connect(lambda _on: self._update_overlay())
+        cam_row.addWidget(self.cam_check)
+        cam_row.addStretch(1)
+        right_layout.addLayout(cam_row)
+        splitter.addWidget(right)
+        splitter.setSizes([520, 760])
+        root.addWidget(splitter, 1)
+        self._update_buttons()
+
+    # ---- the model ----------
+    def _fill_models(self) -> None:
+        """Fill the picker from the engine's catalogue (torchvision's metadata, on-disk state)."""
+        try:
+            models = classify_jobs.catalog_job(None, None)["models"]
+        except Exception as exc:  # torchvision missing or broken: the offline default still works
+            from engine.classify.zoo import default_model_info
+
+            models = [default_model_info().to_dict()]
+            self.app.show_status(f"Only the offline model is available ({exc}).", 8000)
+        self._catalog = {m["id"]: m for m in models}
+        self.model_combo.clear()
+        for info in models:
+            self._add_model_item(info)
+        self._select_model_item(DEFAULT_MODEL)
+        self._show_model_info(self._catalog[DEFAULT_MODEL])
+
+    def _add_model_item(self, info: dict) -> None:
+        self.model_combo.addItem(_model_item_text(info), info["id"])
+        self.model_combo.setItemData(self.model_combo.count() - 1, _model_summary(info),
+                                     Qt.ItemDataRole.ToolTipRole)
+
+    def _select_model_item(self, model_id: str) -> None:
+        index = self.model_combo.findData(model_id)
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+
+    def _show_model_info(self, info: dict, note: str = "") -> None:
+        self.model_info_label.setText(_model_summary(info) + (f" — {note}" if note else ""))
+
+    def available_models(self) -> list[str]:
+        return [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
+
+    def set_model(self, model_id: str) -> None:
+        """Choose a catalogue model (downloads its weights if needed) and load it."""
+        self._select_model_item(model_id)
+        self.model_config = {"model": model_id}
+        self._show_model_info(self._catalog.get(model_id, {"title": model_id}), "loading…")
+        self._request("load", classify_jobs.load_model_job, {})
+
+    def _on_model_chosen(self, index: int) -> None:
+        model_id = self.model_combo.itemData(index)
+        if model_id and model_id != self.model_config.get("model") or (
+            model_id and (self.model_config.get("weights_file") or self.model_config.get("hub"))
+        ):
+            self.set_model(model_id)
+
+    def load_weights_file(self, path: str) -> None:
+        """Import weights…: ``path`` (.pth) into the architecture chosen in the picker."""
+        arch = self.model_combo.currentData() or DEFAULT_MODEL
+        self.model_config = {"model": arch, "weights_file": path}
+        self._show_model_info(self._catalog.get(arch, {"title": arch}),
+                              f"loading {os.path.basename(path)}…")
+        self._request("load", classify_jobs.load_model_job, {})
+
+    def load_hub_model(self, repo: str, entry: str) -> None:
+        """Load from Torch Hub (``repo`` on GitHub or a local folder with hubconf.py)."""
+        self.model_config = {"hub": {"repo": repo, "entry": entry}}
+        self._show_model_info({"title": f"{entry} from {repo}"}, "loading…")
+        self._request("load", classify_jobs.load_model_job, {})
+
+    def _choose_weights_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import weights", str(Path.home()), "PyTorch weights (*.pth *.pt *.bin);;All (*)")
+        if path:
+            self.load_weights_file(path)
+
+    def _choose_hub_model(self) -> None:
+        settings = self.app.settings
+        dialog = HubDialog(self, str(settings.value("classify/hub_repo", "pytorch/vision")),
+                           str(settings.value("classify/hub_entry", "resnet18")))
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            repo, entry = dialog.repo_edit.text().strip(), dialog.entry_edit.text().strip()
+            settings.setValue("classify/hub_repo", repo)
+            settings.setValue("classify/hub_entry", entry)
+            self.load_hub_model(repo, entry)
+
+    def _on_device_changed(self, _device: str) -> None:
+        """Move the model to the new device now, then redo the photo on show."""
+        if self.runner.is_running() and self._job_kind == "folder":
+            self.runner.stop()
+        self._request("load", classify_jobs.load_model_job, {})
+        if self.current is not None:
+            self._request("single", classify_jobs.classify_job, self._single_config(
+                self.current["path"]))
+
+    # ---- input ----------
+    def add_paths(self, paths: list[str]) -> None:
+        """Classify image files and folders (drops, Open…, paste, the command line)."""
+        paths = [str(p) for p in paths if str(p)]
+        if not paths:
+            return
+        if len(paths) == 1 and not os.path.isdir(paths[0]):
+            self._request("single", classify_jobs.classify_job, self._single_config(paths[0]))
+        else:
+            self._request("folder", classify_jobs.classify_job, {
+                "paths": paths, "top_k": 5, "batch_size": 16, "views": False})
+
+    def _single_config(self, path: str) -> dict:
+        return {"paths": [path], "top_k": 5, "views": True, "thumbnail_size": DETAIL_THUMBNAIL,
+                "gradcam_limit": 1}
+
+    def _choose_files(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open photos", str(Path.home()),
+                                                f"Images ({patterns});;All files (*)")
+        if paths:
+            self.add_paths(paths)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of photos", str(Path.home()))
+        if folder:
+            self.add_paths([folder])
+
+    def paste(self) -> None:
+        """Paste files (copied in a file manager), an image (a screenshot) or a path as text."""
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime is None:
+            return
+        if mime.hasUrls():
+            paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            if paths:
+                self.add_paths(paths)
+                return
+        if mime.hasImage():
+            image = QGuiApplication.clipboard().image()
+            if not image.isNull():
+                folder = Path(tempfile.gettempdir()) / "torchdesk-pasted"
+                folder.mkdir(exist_ok=True)
+                path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
+                image.save(str(path))
+                self.add_paths([str(path)])
+                return
+        text = mime.text().strip() if mime.hasText() else ""
+        candidates = [line.strip().removeprefix("file://") for line in text.splitlines()]
+        existing = [p for p in candidates if p and os.path.exists(p)]
+        if existing:
+            self.add_paths(existing)
+        else:
+            self.app.show_status("The clipboard holds no image or image path.", 4000)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+            self.drop_zone.setStyleSheet(
+                "border: 2px dashed #3b82f6; border-radius: 8px; color: #3b82f6;")
+
+    def dragLeaveEvent(self, event) -> None:  # noqa: N802
+        self.drop_zone.setStyleSheet("border: 2px dashed gray; border-radius: 8px; color: gray;")
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        self.dragLeaveEvent(event)
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.add_paths(paths)
+
+    # ---- jobs ----------
+    def _request(self, kind: str, job: Callable, config: dict) -> None:
+        """Run ``job`` now, or after the current one (a newer photo replaces a queued photo)."""
+        if kind in ("single", "gradcam"):
+            self._queue = [q for q in self._queue if q[0] not in ("single", "gradcam")]
+        if kind == "load":
+            self._queue = [q for q in self._queue if q[0] != "load"]
+        self._queue.append((kind, job, config))
+        if not self.runner.is_running():
+            self._start_next()
+
+    def _start_next(self) -> None:
+        self._update_buttons()
+        if self.runner.is_running() or not self._queue:
+            if not self.runner.is_running():
+                self._job_kind = None
+            return
+        kind, job, config = self._queue.pop(0)
+        self._job_kind = kind
+        full_config = {**config, **self.model_config}
+        self._running_config = dict(self.model_config)
+        if kind == "folder":
+            self.progress_bar.setRange(0, 0)
+            self.app.show_status("Classifying…")
+        self.runner.start(job, full_config, self.app.single_device)
+        self._update_buttons()
+
+    def is_busy(self) -> bool:
+        return self.runner.is_running() or bool(self._queue)
+
+    def stop(self) -> None:
+        """Stop the folder run (results so far stay in the table)."""
+        self._queue = [q for q in self._queue if q[0] != "folder"]
+        self.runner.stop()
+
+    def cancel_download(self) -> None:
+        self.runner.stop()
+        self.download_label.setText("Cancelling…")
+
+    def _on_progress(self, batch: list[dict]) -> None:
+        for update in batch:
+            event = update.get("event")
+            if event == "download":
+                self._show_download(update)
+            elif event == "model":
+                self.download_panel.hide()
+                self.loaded_model = update["model"]
+                self._loaded_config = dict(self._running_config)
+                self._remember_model(update["model"])
+                seconds = update.get("load_seconds", 0.0)
+                note = f"loaded on {self.app.single_device}" + (
+                    f" in {seconds:.1f} s" if seconds > 0.05 else "")
+                self._show_model_info(update["model"], note)
+            elif event == "result":
+                self._on_result(update)
+            elif event == "gradcam":
+                self._on_grad_cam(update)
+
+    def _on_returned(self, outcome: dict) -> None:
+        self.download_panel.hide()
+        kind = self._job_kind
+        if outcome.get("status") == "stopped":
+            if kind == "load" or not outcome.get("results"):
+                self._restore_loaded_model("not loaded (cancelled)")
+            self.app.show_status("Stopped.", 4000)
+        elif kind == "folder":
+            rate = outcome.get("images_per_second", 0.0)
+            self.app.show_status(
+                f"{outcome['classified']} images classified, {outcome['failed']} could not be "
+                f"read, in {outcome['seconds']:.1f} s ({rate:.0f} images/s).", 10000)
+            if self.table.rowCount() and not self.table.selectedItems():
+                self.table.selectRow(0)
+        self._finish_progress()
+
+    def _on_errored(self, message: str) -> None:
+        self.download_panel.hide()
+        self._finish_progress()
+        if self._job_kind == "load" or self.loaded_model is None or (
+            self._running_config != self._loaded_config
+        ):
+            self._restore_loaded_model("not loaded")
+        self.app.show_error("Classify", message)
+
+    def _restore_loaded_model(self, note: str) -> None:
+        """After a failed or cancelled load, go back to the model the engine still holds."""
+        failed = self.model_config
+        self._show_model_info(self._catalog.get(failed.get("model"), {"title": "model"}), note)
+        if failed != self._loaded_config:
+            self.model_config = dict(self._loaded_config)
+            if "model" in self.model_config and not self.model_config.get("weights_file"):
+                self._select_model_item(self.model_config["model"])
+
+    def _finish_progress(self) -> None:
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1 if self.table.rowCount() else 0)
+
+    def _remember_model(self, info: dict) -> None:
+        if info["id"] in self._catalog or info.get("source") == "torchvision":
+            self._catalog[info["id"]] = info
+            index = self.model_combo.findData(info["id"])
+            if index >= 0:
+                self.model_combo.setItemText(index, _model_item_text(info))
+                self.model_combo.setItemData(index, _model_summary(info),
+                                             Qt.ItemDataRole.ToolTipRole)
+
+    def _show_download(self, update: dict) -> None:
+        self.download_panel.show()
+        total, done = update.get("total"), update["bytes"]
+        if total:
+            self.download_bar.setRange(0, 1000)
+            self.download_bar.setValue(round(1000 * done / total))
+        else:
+            self.download_bar.setRange(0, 0)
+        eta = update.get("eta")
+        text = f"Downloading {update['file']}: {_megabytes(done)}"
+        if total:
+            text += f" of {_megabytes(total)}"
+        text += f" · {update['speed'] / 1e6:.1f} MB/s"
+        if eta is not None:
+            text += f" · {eta:.0f} s left"
+        self.download_label.setText(text)
+
+    # ---- results ----------
+    def _on_result(self, update: dict) -> None:
+        result = update["result"]
+        total = update.get("total", 1)
+        if self._job_kind == "folder":
+            if self.progress_bar.maximum() != total:
+                self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(update["index"] + 1)
+        self._add_row(result)
+        if result.get("net_view") is not None or (self._job_kind == "single" and result["error"]):
+            self._show_detail(result)
+
+    def _add_row(self, result: dict) -> None:
+        path = result["path"]
+        self.results[path] = {k: result.get(k) for k in ("path", "top", "error", "seconds")}
+        self.table.setSortingEnabled(False)
+        row = self._row_of(path)
+        if row is None:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+        top = result.get("top") or []
+        name = QTableWidgetItem(os.path.basename(path))
+        name.setData(Qt.ItemDataRole.UserRole, path)
+        name.setToolTip(path)
+        if result.get("error"):
+            cells = [name, QTableWidgetItem("—"), _NumberItem(None, ""),
+                     QTableWidgetItem(f"error: {result['error']}"), _NumberItem(None, "")]
+            cells[3].setForeground(Qt.GlobalColor.red)
+        else:
+            best = top[0]
+            cells = [name, QTableWidgetItem(best["label"]),
+                     _NumberItem(best["prob"], f"{best['prob']:.1%}"),
+                     QTableWidgetItem(", ".join(f"{t['label']} {t['prob']:.0%}" for t in top)),
+                     _NumberItem(result.get("seconds"),
+                                 f"{1000 * (result.get('seconds') or 0):.0f}")]
+        for column, item in enumerate(cells):
+            self.table.setItem(row, column, item)
+        self.table.setSortingEnabled(True)
+
+    def _row_of(self, path: str) -> int | None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == path:
+                return row
+        return None
+
+    def _on_row_selected(self) -> None:
+        items = self.table.selectedItems()
+        if not items:
+            return
+        path = self.table.item(items[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        if self.current is not None and self.current["path"] == path:
+            return
+        result = self.results.get(path)
+        if result and result.get("error"):
+            self._show_detail(result)
+        else:  # runs now, or right after a folder in progress
+            self._request("single", classify_jobs.classify_job, self._single_config(path))
+
+    def _show_detail(self, result: dict) -> None:
+        self.current = result
+        self.current_cam = None
+        name = os.path.basename(result["path"])
+        if result.get("error"):
+            self.original_pane.set_image(None)
+            self.net_view_pane.set_image(None)
+            self.bars.set_predictions([])
+            self.result_label.setText(f"{name}: could not be classified — {result['error']}")
+            return
+        thumb = result.get("thumbnail")
+        original = rgb_to_qimage(thumb) if thumb is not None else None
+        box = None
+        if original is not None and result.get("crop_box") and result.get("original_size"):
+            scale = original.width() / result["original_size"][0]
+            left, top, right, bottom = (v * scale for v in result["crop_box"])
+            box = QRectF(left, top, right - left, bottom - top)
+        self.original_pane.set_image(original, box)
+        self.net_view_pane.set_image(rgb_to_qimage(result["net_view"]))
+        width, height = result.get("original_size") or (0, 0)
+        crop = result["net_view"].shape
+        self.original_caption.setText(f"Original {width}×{height} (dashed: the net's crop)")
+        self.net_view_caption.setText(f"What the net sees: {crop[1]}×{crop[0]}")
+        self.bars.set_predictions(result["top"], selected=result["top"][0]["index"])
+        best = result["top"][0]
+        model = (self.loaded_model or {}).get("title", "")
+        self.result_label.setText(
+            f"<b>{name}</b>: {best['label']} ({best['prob']:.1%}) — "
+            f"{1000 * result.get('seconds', 0):.0f} ms on {self.app.single_device}"
+            + (f" with {model}" if model else ""))
+
+    def show_grad_cam(self, class_index: int) -> None:
+        """Grad-CAM for ``class_index`` over the photo in the detail view."""
+        if self.current is None or self.current.get("error"):
+            return
+        self.cam_check.setChecked(True)
+        self._request("gradcam", classify_jobs.gradcam_job,
+                      {"path": self.current["path"], "class_index": int(class_index)})
+
+    def _on_grad_cam(self, update: dict) -> None:
+        if self.current is None or update["path"] != self.current["path"]:
+            return
+        self.current_cam = {"class_index": update["class_index"], "cam": update["cam"],
+                            "label": update["label"]}
+        self.bars.select(update["class_index"])
+        self._update_overlay()
+
+    def _update_overlay(self) -> None:
+        if self.current_cam is None or not self.cam_check.isChecked():
+            self.net_view_pane.set_overlay(None)
+            self.original_pane.set_overlay(None)
+            return
+        overlay = rgb_to_qimage(heatmap_rgba(self.current_cam["cam"]))
+        self.net_view_pane.set_overlay(overlay)
+        self.original_pane.set_overlay(overlay)
+
+    def clear_results(self) -> None:
+        self.results.clear()
+        self.table.setRowCount(0)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+
+    # ---- CSV ----------
+    def _choose_csv(self) -> None:
+        if not self.results:
+            self.app.show_status("Nothing to export yet.", 4000)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export results", str(Path.home() /
+                                              "classify-results.csv"), "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def export_csv(self, path: str) -> int:
+        """Write the table (in its current sort order) to ``path``; returns the row count."""
+        rows = []
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            result = self.results.get(item.data(Qt.ItemDataRole.UserRole)) if item else None
+            if result is not None:
+                rows.append(result)
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "top1_label", "top1_index", "top1_prob", "top5", "error"])
+                for result in rows:
+                    top = result.get("top") or []
+                    best = top[0] if top else {"label": "", "index": "", "prob": ""}
+                    writer.writerow([
+                        result["path"], best["label"], best["index"],
+                        f"{best['prob']:.6f}" if top else "",
+                        "; ".join(f"{t['label']}:{t['prob']:.4f}" for t in top),
+                        result.get("error") or "",
+                    ])
+        except OSError as exc:
+            self.app.show_error("Export CSV", f"Cannot write {path}: {exc.strerror or exc}")
+            return 0
+        self.app.show_status(f"Exported {len(rows)} results to {path}.", 6000)
+        return len(rows)
+
+    # ---- state, closing, screenshots ----------
+    def _update_buttons(self) -> None:
+        running = self.runner.is_running()
+        self.stop_button.setEnabled(running and self._job_kind == "folder")
+        self.export_button.setEnabled(bool(self.results))
+
+    def shutdown(self) -> None:
+        """Stop and join the worker (window closing)."""
+        self._queue.clear()
+        self.runner.shutdown(5000)
+
+    def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
+        """Classify the book's bobby.jpg with the offline default and show its Grad-CAM."""
+        if self.model_config != {"model": DEFAULT_MODEL}:
+            self.set_model(DEFAULT_MODEL)
+        if BOOK_PHOTO.exists():
+            self.add_paths([str(BOOK_PHOTO)])
+            wait(lambda: not self.is_busy() and self.current_cam is not None, 180)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _model_item_text(info: dict) -> str:
+    mark = "✓ " if info.get("on_disk") else "↓ "
+    top1 = f" — {info['top1']:.1f}%" if info.get("top1") is not None else ""
+    return mark + info.get("title", info.get("id", "")) + top1
+
+
+def _model_summary(info: dict) -> str:
+    parts = [info.get("title", info.get("id", "model"))]
+    if info.get("top1") is not None:
+        parts.append(f"ImageNet top-1 {info['top1']:.1f}%")
+    if info.get("params"):
+        parts.append(f"{info['params'] / 1e6:.1f} M params")
+    if info.get("gflops") is not None:
+        parts.append(f"{info['gflops']:.2f} GFLOPS")
+    if info.get("file_mb") is not None:
+        parts.append(f"{info['file_mb']:.1f} MB")
+    if "on_disk" in info:
+        parts.append("on disk" if info["on_disk"] else "not downloaded yet")
+    return " · ".join(parts)

@@ -1,0 +1,1 @@
+"""Reusable widgets; each file is owned by the tab named in its prefix."""

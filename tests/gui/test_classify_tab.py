@@ -1,0 +1,209 @@
+"""Classify tab: synthetic drops, the results view with Grad-CAM, the folder table and CSV export,
+cancelling a download from a local server, switching model and device."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import os
+import shutil
+import threading
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage  # noqa: E402
+
+from tests.conftest import BOOK_IMAGES  # noqa: E402
+
+WAIT_MS = 240_000  # generous: a shared 2-core machine
+
+
+@pytest.fixture
+def tab(qtbot, app_state):
+    from gui.tabs.classify import ClassifyTab
+
+    widget = ClassifyTab(app_state)
+    qtbot.addWidget(widget)
+    widget.resize(1200, 800)
+    widget.show()
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)  # the default model loads
+    yield widget
+    widget.shutdown()
+
+
+def _drop(widget, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(20, 20), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    widget.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
+                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    widget.dropEvent(drop)
+    assert drop.isAccepted()
+
+
+def test_model_picker_lists_torchvision_models_with_metadata(tab):
+    models = tab.available_models()
+    assert models[0] == "efficientnet_lite0" and "resnet50" in models and "vit_b_16" in models
+    index = tab.model_combo.findData("resnet50")
+    assert "80.9%" in tab.model_combo.itemText(index)
+    tooltip = tab.model_combo.itemData(index, Qt.ItemDataRole.ToolTipRole)
+    assert "25.6 M params" in tooltip and "GFLOPS" in tooltip and "MB" in tooltip
+    assert "not downloaded yet" in tooltip
+    assert "on disk" in tab.model_info_label.text()
+
+
+def test_dropped_photo_shows_top5_views_and_gradcam(tab, qtbot):
+    _drop(tab, [BOOK_IMAGES / "bobby.jpg"])
+    qtbot.waitUntil(lambda: tab.current_cam is not None and not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.bars.labels()[0] == "golden retriever"
+    assert len(tab.bars.labels()) == 5
+    assert "golden retriever" in tab.result_label.text() and " ms " in tab.result_label.text()
+    assert not tab.net_view_pane.pixmap().isNull() and not tab.original_pane.pixmap().isNull()
+    assert tab.net_view_pane.has_overlay() and tab.original_pane.has_overlay()
+    assert tab.current["net_view"].shape == (224, 224, 3)
+    assert tab.current_cam["class_index"] == 207
+    assert tab.table.rowCount() == 1 and tab.table.item(0, 1).text() == "golden retriever"
+
+    second = tab.bars.buttons[1]
+    qtbot.mouseClick(second, Qt.MouseButton.LeftButton)  # Grad-CAM for another class
+    wanted = tab.current["top"][1]["index"]
+    qtbot.waitUntil(lambda: tab.current_cam["class_index"] == wanted and not tab.is_busy(),
+                    timeout=WAIT_MS)
+    assert second.isChecked() and not tab.bars.buttons[0].isChecked()
+    tab.cam_check.setChecked(False)
+    assert not tab.net_view_pane.has_overlay()
+
+
+def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("bobby.jpg", "horse.jpg", "cat1.png", "cat2.png", "cat3.png"):
+        shutil.copy(BOOK_IMAGES / name, folder / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == 6, timeout=WAIT_MS)
+    assert tab.progress_bar.value() == tab.progress_bar.maximum() == 6
+    labels = {tab.table.item(r, 0).text(): tab.table.item(r, 1).text() for r in range(6)}
+    assert labels["bobby.jpg"] == "golden retriever" and labels["horse.jpg"] == "sorrel"
+    assert labels["broken.jpg"] == "—"
+    broken_row = next(r for r in range(6) if tab.table.item(r, 0).text() == "broken.jpg")
+    assert "error:" in tab.table.item(broken_row, 3).text()
+
+    tab.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+    probs = [tab.results[tab.table.item(r, 0).data(Qt.ItemDataRole.UserRole)]["top"]
+             for r in range(6)]
+    values = [t[0]["prob"] for t in probs if t]
+    assert values == sorted(values, reverse=True) and len(values) == 5
+
+    out = tmp_path / "results.csv"
+    assert tab.export_csv(str(out)) == 6
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["top1_prob"] for r in rows[:5]] == [f"{v:.6f}" for v in values]
+    by_file = {os.path.basename(r["path"]): r for r in rows}
+    assert by_file["bobby.jpg"]["top1_label"] == "golden retriever"
+    assert by_file["bobby.jpg"]["top5"].count(";") == 4
+    assert by_file["broken.jpg"]["error"] and by_file["broken.jpg"]["top1_label"] == ""
+
+
+def test_stop_keeps_results_so_far(tab, qtbot, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(64):
+        os.symlink(BOOK_IMAGES / "cat1.png", folder / f"cat_{i:02d}.png")
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
+    assert tab.stop_button.isEnabled()
+    qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert 0 < tab.table.rowCount() < 64
+
+
+class _SlowWeights(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        size = 8 * 1024 * 1024
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b"\0" * 32768
+        for _ in range(size // len(chunk)):
+            try:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.02)
+
+
+def test_cancel_download_leaves_no_file(tab, qtbot, monkeypatch):
+    from engine.classify.weights import MIRROR_ENV, checkpoint_dir
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowWeights)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        tab.set_model("squeezenet1_1")
+        qtbot.waitUntil(lambda: tab.download_panel.isVisible()
+                        and "Downloading squeezenet1_1" in tab.download_label.text()
+                        and tab.download_bar.value() > 0, timeout=WAIT_MS)
+        assert "MB/s" in tab.download_label.text() and "s left" in tab.download_label.text()
+        qtbot.mouseClick(tab.download_cancel, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not tab.is_busy(), timeout=30_000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not tab.download_panel.isVisible()
+    assert "cancelled" in tab.model_info_label.text()
+    folder = checkpoint_dir()
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
+    from torchvision.models import resnet18
+
+    weights = tmp_path / "my-resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), weights)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("resnet18"))
+    tab.load_weights_file(str(weights))
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.loaded_model["source"] == "file" and "my-resnet18.pth" in tab.loaded_model["title"]
+    tab.add_paths([str(BOOK_IMAGES / "horse.jpg")])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    assert "my-resnet18.pth" in tab.result_label.text()
+
+    tab.load_weights_file(str(tmp_path / "missing.pth"))  # a bad file: a message, no crash
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert app_state.last_error and "weights file not found" in app_state.last_error[1]
+
+    app_state.set_device("cuda:0" if not torch.cuda.is_available() else "meta")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert "cannot put the model on" in app_state.last_error[1]
+    app_state.set_device("cpu")
+    tab.set_model("efficientnet_lite0")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.loaded_model["id"] == "efficientnet_lite0"
+    assert "loaded on cpu" in tab.model_info_label.text()
+    tab.add_paths([str(BOOK_IMAGES / "bobby.jpg")])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current_cam is not None, timeout=WAIT_MS)
+    assert tab.bars.labels()[0] == "golden retriever"
+
+
+def test_paste_an_image_from_the_clipboard(tab, qtbot):
+    image = QImage(str(BOOK_IMAGES / "bobby.jpg"))
+    QGuiApplication.clipboard().setImage(image)
+    tab.paste()
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    assert tab.current["path"].endswith(".png") and "pasted" in tab.current["path"]
+    assert tab.bars.labels()[0] == "golden retriever"
