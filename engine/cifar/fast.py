@@ -1,0 +1,254 @@
+"""The Fast net: our residual CIFAR net and its training recipe, built for time-to-accuracy.
+
+Design (published ideas, our code):
+
+* a frozen 2×2 patch-whitening first conv initialised from the training data: the eigenvectors of
+  the patch covariance scaled to unit variance, plus their negatives so the activation keeps both
+  signs; only its bias trains;
+* three blocks ``conv3×3 → max-pool 2 → BatchNorm → act → conv3×3 → BatchNorm → act`` with a skip
+  connection around the second conv; identity ("dirac") init of every 3×3 conv; BatchNorm with a
+  fixed scale of 1 (only the shift trains);
+* a global max-pool and a bias-free linear head with scaled-down logits.
+
+Recipe: Nesterov SGD, label smoothing, flip + 2-pixel translate, a short warm-up then linear decay,
+64× the learning rate on BatchNorm biases; flip/translate averaging at test time.
+
+Two sizes of the same design (``VARIANTS``): ``"gpu"`` (widths 64/256/256, whitening at full
+resolution, GELU; airbench94-sized) and ``"cpu"`` (narrower, stride-2 whitening so every later layer
+runs at a quarter of the pixels, ReLU): a GPU does the big net's ten epochs in about two seconds,
+a 2-core CPU would need an hour, so the CPU net trades width and resolution for more epochs.
+
+Input contract: ``forward`` takes float N×3×32×32, normalized per channel with the training set's
+mean and std (``(x / 255 - mean) / std``), in any memory format and under any autocast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "gpu": {"widths": (64, 256, 256), "stem_stride": 1, "activation": "gelu"},
+    "cpu": {"widths": (48, 96, 192), "stem_stride": 2, "activation": "relu"},
+}
+
+WHITEN_KERNEL = 2
+WHITEN_EPS = 5e-4  # added to the patch-covariance eigenvalues: keeps noise directions small
+WHITEN_SAMPLES = 5000  # training images used for the patch covariance
+BN_MOMENTUM = 0.4  # PyTorch convention: running stats follow recent batches closely
+LOGIT_SCALE = 1 / 9
+NORM_BIAS_LR_SCALE = 64.0
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def default_variant(device_type: str) -> str:
+    """``"gpu"`` for CUDA/ROCm/MPS devices, ``"cpu"`` for the CPU."""
+    return "cpu" if device_type == "cpu" else "gpu"
+
+
+def _recipe(batch_size: int, epochs: int, warmup: float, tta_level: int,
+            channels_last: bool, eval_every: int) -> dict[str, Any]:
+    # Learning rate grows with the batch (airbench's 1.5 per 1024 images for a mean loss);
+    # the per-step decay lr * weight_decay then grows with it too, i.e. is constant per image.
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": 1.5 * batch_size / 1024,
+        "momentum": 0.85,
+        "nesterov": True,
+        "optimizer": "nesterov",
+        "weight_decay": 1.33e-3,
+        "label_smoothing": 0.2,
+        "schedule": "warmup_linear",
+        "warmup": warmup,
+        "flip": True,
+        "translate": 2,
+        "tta_level": tta_level,
+        "eval_every": eval_every,
+        "precision": "auto",
+        "channels_last": channels_last,
+    }
+
+
+_DEFAULTS_BY_DEVICE: dict[str, dict[str, Any]] = {
+    # ~300 s of training on a 2-core AVX2 CPU. fp32 + channels_last: bf16 autocast without
+    # hardware bf16 runs several times slower there.
+    "cpu": _recipe(batch_size=256, epochs=8, warmup=0.2, tta_level=2, channels_last=True,
+                   eval_every=1),
+    # One GPU (airbench94-style): ~10 epochs of 1024-image batches.
+    "gpu": _recipe(batch_size=1024, epochs=10, warmup=0.23, tta_level=2, channels_last=True,
+                   eval_every=0),
+}
+
+
+def fast_defaults(device_type: str) -> dict[str, Any]:
+    """The Fast recipe for ``device_type`` ("cpu", "cuda", "mps"): a fresh dict of the keys listed
+    in ``FAST_DEFAULTS``, plus ``variant`` (the net size to build)."""
+    variant = default_variant(device_type)
+    return {**_DEFAULTS_BY_DEVICE[variant], "variant": variant}
+
+
+# The CPU recipe: what a plain ``python -m engine cifar train`` on this machine runs. Keys:
+# epochs, batch_size, lr (mean loss; BatchNorm biases get NORM_BIAS_LR_SCALE times more),
+# momentum, nesterov/optimizer, weight_decay (PyTorch's coupled form), label_smoothing,
+# schedule ("warmup_linear") + warmup (fraction of steps), flip, translate (pixels),
+# tta_level (0 none, 1 flip, 2 flip + 1-pixel translates), eval_every (epochs), precision,
+# channels_last, variant.
+FAST_DEFAULTS: dict[str, Any] = fast_defaults("cpu")
+
+
+class FastBlock(nn.Module):
+    """conv → max-pool 2 → BN → act → conv → BN → act, with a skip around the second conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv1 = _identity_conv(in_channels, out_channels)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = _batch_norm(out_channels)
+        self.conv2 = _identity_conv(out_channels, out_channels)
+        self.norm2 = _batch_norm(out_channels)
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return x + self.act(self.norm2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+    """See the module docstring. ``whiten`` is frozen except for its bias."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (64, 256, 256),
+                 stem_stride: int = 1, activation: str = "gelu") -> None:
+        super().__init__()
+        act = _ACTIVATIONS[activation]
+        stem_channels = 2 * 3 * WHITEN_KERNEL**2
+        self.whiten = nn.Conv2d(3, stem_channels, WHITEN_KERNEL, stride=stem_stride, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.stem_act = act()
+        blocks, in_channels = [], stem_channels
+        for width in widths:
+            blocks.append(FastBlock(in_channels, width, act))
+            in_channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.config = {"widths": tuple(widths), "stem_stride": stem_stride,
+                       "activation": activation}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem_act(self.whiten(x)))
+        x = F.adaptive_max_pool2d(x, 1).flatten(1)
+        return self.head(x) * LOGIT_SCALE
+
+    @torch.no_grad()
+    def init_whitening(self, train_images: torch.Tensor) -> None:
+        """Set the whitening conv from ``train_images`` (uint8 N×3×H×W): its filters are the
+        eigenvectors of the 2×2 patch covariance of the normalized images, scaled to unit variance,
+        and their negatives; its bias centres the outputs."""
+        images = train_images[:WHITEN_SAMPLES]
+        device = self.whiten.weight.device
+        as_float = images.to(device, torch.float32) / 255
+        mean = as_float.mean(dim=(0, 2, 3), keepdim=True)
+        std = as_float.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        k = WHITEN_KERNEL
+        dim = 3 * k * k
+        total = torch.zeros(dim, dtype=torch.float64, device=device)
+        outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        count = 0
+        for chunk in as_float.split(500):
+            x = (chunk - mean) / std
+            patches = x.unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
+            patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, dim).double()
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += len(patches)
+        patch_mean = total / count
+        covariance = outer / count - torch.outer(patch_mean, patch_mean)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = (eigenvectors / (eigenvalues + WHITEN_EPS).sqrt()).T  # one filter per row
+        filters = torch.cat([filters, -filters])
+        self.whiten.weight.copy_(filters.view(-1, 3, k, k).float())
+        self.whiten.bias.copy_(-(filters @ patch_mean).float())
+
+    def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """The trainer's optimizer hook; see :func:`fast_param_groups`."""
+        return fast_param_groups(self, lr, weight_decay)
+
+
+def _identity_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    with torch.no_grad():
+        # The first min(in, out) filters pass their input channel through: every block starts
+        # close to an identity map, which trains faster than a random start.
+        nn.init.dirac_(conv.weight[: min(in_channels, out_channels)])
+    return conv
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
+    norm.weight.requires_grad_(False)  # scale fixed at 1: only the bias (shift) is learned
+    return norm
+
+
+def build_fast_net(num_classes: int, train_images: torch.Tensor | None = None,
+                   variant: str | None = None) -> FastNet:
+    """Build the Fast net, its whitening layer initialised from ``train_images`` (uint8
+    N×3×32×32 on the training device; None leaves a random, still frozen, whitening layer).
+
+    ``variant`` ("cpu" or "gpu", see ``VARIANTS``) defaults to the one for ``train_images``'
+    device, or to "cpu" without images. Pass it explicitly when the net must match a checkpoint.
+    """
+    if variant is None:
+        variant = default_variant(train_images.device.type) if train_images is not None else "cpu"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Fast variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    model = FastNet(num_classes, **VARIANTS[variant])
+    if train_images is not None:
+        model = model.to(train_images.device)
+        model.init_whitening(train_images)
+    return model
+
+
+def fast_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: BatchNorm biases get ``NORM_BIAS_LR_SCALE``× the learning rate with the
+    weight decay divided by the same factor (so their decay per step is unchanged); all other
+    trainable parameters use ``lr`` and ``weight_decay``. Frozen parameters are left out."""
+    norm_biases, others = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            is_norm_bias = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
+            (norm_biases if is_norm_bias else others).append(param)
+    groups = [{"params": others, "lr": lr, "weight_decay": weight_decay}]
+    if norm_biases:
+        groups.append({"params": norm_biases, "lr": lr * NORM_BIAS_LR_SCALE,
+                       "weight_decay": weight_decay / NORM_BIAS_LR_SCALE})
+    return groups
+
+
+def predict_with_tta(model: nn.Module, images: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits for normalized ``images`` averaged over test-time views.
+
+    level 0: the images as they are; 1: also mirrored left-right; 2: level 1 averaged (half
+    weight) with level 1 on copies shifted one pixel up-left and down-right (reflect padding).
+    Call it with the model in eval mode, under ``torch.no_grad()``.
+    """
+    if level <= 0:
+        return model(images)
+
+    def mirrored(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(x) + model(x.flip(-1)))
+
+    logits = mirrored(images)
+    if level == 1:
+        return logits
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    up_left = padded[..., :h, :w]
+    down_right = padded[..., 2:, 2:]
+    shifted = 0.5 * (mirrored(up_left) + mirrored(down_right))
+    return 0.5 * (logits + shifted)
