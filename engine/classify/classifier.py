@@ -133,6 +133,11 @@ class Classifier:
             for row_p, row_i in zip(values, indices, strict=True)
         ]
 
+    def warm_up(self) -> None:
+        """One forward on a blank crop, so the first real photo does not pay for kernel setup."""
+        size = self.spec.crop_size
+        self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
+
     # ---- one image ----------------------------------------------------------------------------
     def prepare(self, path: str, fast_decode: bool = False,
                 thumbnail_size: int | None = None) -> PreparedImage:
@@ -246,6 +251,8 @@ class Classifier:
 
         if not 0 <= class_index < len(self.categories):
             raise JobError(f"class index {class_index} is outside 0..{len(self.categories) - 1}")
+        if isinstance(self.model, torch.jit.ScriptModule):
+            raise JobError("Grad-CAM needs a Python model; TorchScript files have no hooks")
         if self._gradcam is None:
             self._gradcam = GradCam(self.model)
         return self._gradcam(self.to_batch([crop]), int(class_index))

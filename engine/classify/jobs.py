@@ -11,7 +11,11 @@ precision), so the GUI loads a model once and every later drop only decodes and 
 Reports (plain data): ``{"event": "download", "file", "bytes", "total", "speed", "eta"}``,
 ``{"event": "model", "model": info dict, "load_seconds"}``,
 ``{"event": "result", "index", "total", "result": ImageResult.to_dict()}``,
-``{"event": "gradcam", "path", "class_index", "label", "cam": float32 HxW}``.
+``{"event": "gradcam", "path", "class_index", "label", "cam": float32 HxW}``,
+``{"event": "note", "text"}`` (e.g. Grad-CAM not available for this model).
+
+Model config keys (any job): ``model`` (zoo id), ``weights_file``, ``hub`` ({"repo", "entry"}),
+``torchscript`` ({"path", "class_names", "input_size", "title"}), ``precision``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ _cached: tuple[tuple, Any] | None = None  # (key, Classifier)
 
 def _model_key(config: dict, device: str) -> tuple:
     hub = config.get("hub")
+    script = config.get("torchscript")
     return (
         config.get("model") or "efficientnet_lite0",
         config.get("weights_file") or None,
-        (hub.get("repo"), hub.get("entry")) if hub else None,
+        (hub.get("repo"), hub.get("entry")) if hub else (
+            ("torchscript", script.get("path")) if script else None),
         device,
         config.get("precision", "fp32"),
     )
@@ -44,7 +50,7 @@ def get_classifier(config: dict, ctx: JobContext):
     """
     global _cached
     from engine.classify.classifier import Classifier
-    from engine.classify.zoo import load_hub_model, load_model
+    from engine.classify.zoo import load_hub_model, load_model, load_torchscript_model
 
     key = _model_key(config, ctx.device)
     with _cache_lock:
@@ -55,13 +61,19 @@ def get_classifier(config: dict, ctx: JobContext):
             return classifier
         _cached = None  # free the previous model before loading the next one
         hub = config.get("hub")
-        if hub:
+        script = config.get("torchscript")
+        if script:
+            loaded = load_torchscript_model(
+                script.get("path", ""), ctx.device, class_names=script.get("class_names"),
+                input_size=int(script.get("input_size", 224)), title=script.get("title"))
+        elif hub:
             loaded = load_hub_model(hub.get("repo", ""), hub.get("entry", ""), ctx.device,
                                     progress=ctx.report, should_stop=ctx.stopped)
         else:
             loaded = load_model(key[0], ctx.device, weights_file=key[1],
                                 progress=ctx.report, should_stop=ctx.stopped)
         classifier = Classifier(loaded, precision=key[4])
+        classifier.warm_up()
         _cached = (key, classifier)
     ctx.report({"event": "model", "model": loaded.info.to_dict(),
                 "load_seconds": loaded.load_seconds, "cached": False})
@@ -127,9 +139,13 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
                     "result": result.to_dict() if views else result.to_json()})
         if gradcam_limit and result.net_view is not None and result.top and index < gradcam_limit:
             cls = result.top[0]["index"]
-            ctx.report({"event": "gradcam", "path": result.path, "class_index": cls,
-                        "label": result.top[0]["label"],
-                        "cam": classifier.grad_cam(result.net_view, cls)})
+            try:
+                cam = classifier.grad_cam(result.net_view, cls)
+            except JobError as exc:
+                ctx.report({"event": "note", "text": str(exc)})
+            else:
+                ctx.report({"event": "gradcam", "path": result.path, "class_index": cls,
+                            "label": result.top[0]["label"], "cam": cam})
         if ctx.stopped():
             break
     seconds = time.perf_counter() - started

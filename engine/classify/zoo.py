@@ -448,3 +448,57 @@ def load_hub_model(
     module = _to_device(module.eval(), device)
     return LoadedModel(info, module, preprocess, categories, device,
                        time.perf_counter() - started)
+
+
+# ---- TorchScript models (e.g. trained in the CIFAR-10 tab) --------------------------------------
+def load_torchscript_model(
+    path: str,
+    device: str = "cpu",
+    class_names: list[str] | None = None,
+    input_size: int = 224,
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    title: str | None = None,
+) -> LoadedModel:
+    """A TorchScript classifier file. The default mean/std of 0/1 feed it RGB in [0, 1]
+    (the CIFAR-10 tab's exports normalize inside); photos are resized and center-cropped to
+    ``input_size``. Grad-CAM is not available for these (TorchScript has no hooks).
+    """
+    import time
+    import warnings
+
+    import torch
+
+    started = time.perf_counter()
+    if not os.path.isfile(path):
+        raise JobError(f"model file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
+            module = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"{path} is not a TorchScript model ({first})") from None
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, input_size, input_size))
+    except Exception as exc:
+        raise JobError(f"{os.path.basename(path)} does not take 3×{input_size}×{input_size} "
+                       f"images: {str(exc).strip().splitlines()[0]}") from None
+    classes = int(out.shape[-1])
+    names = list(class_names) if class_names else numbered_categories(classes)
+    if len(names) != classes:
+        raise JobError(f"{os.path.basename(path)} gives {classes} scores but {len(names)} class "
+                       "names were given")
+    preprocess = Preprocess(input_size, input_size, tuple(mean), tuple(std), "bilinear")
+    params = sum(p.numel() for p in module.parameters())
+    info = ModelInfo(id=f"torchscript:{path}", title=title or os.path.basename(path),
+                     source="file", params=params, on_disk=True, file=path,
+                     file_mb=os.path.getsize(path) / 1024 / 1024,
+                     preprocess=preprocess.to_dict())
+    try:
+        module = module.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise JobError(f"cannot put the model on {device}: {exc}") from None
+    return LoadedModel(info, module, preprocess, names, device, time.perf_counter() - started)

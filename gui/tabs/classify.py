@@ -183,8 +183,9 @@ class ClassifyTab(QWidget):
         left_layout.addWidget(self.table, 1)
         progress_row = QHBoxLayout()
         self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("%v / %m images")
+        self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
         self.export_button = QPushButton("Export CSV…")
@@ -290,6 +291,24 @@ class ClassifyTab(QWidget):
         self.model_config = {"hub": {"repo": repo, "entry": entry}}
         self._show_model_info({"title": f"{entry} from {repo}"}, "loading…")
         self._request("load", classify_jobs.load_model_job, {})
+
+    def use_trained_model(self, description: dict) -> None:
+        """Classify with a model handed over by the CIFAR-10 tab (a TorchScript export)."""
+        if description.get("format") != "torchscript" or not description.get("path"):
+            self.app.show_error("Use in Classify", "Only TorchScript exports can be used here "
+                                f"(got {description.get('format', 'nothing')}).")
+            return
+        name = description.get("model", "model")
+        classes = description.get("class_names") or []
+        self.model_config = {"torchscript": {
+            "path": description["path"], "class_names": classes,
+            "input_size": int(description.get("input_size", 32)),
+            "title": f"{name} trained in TorchDesk ({len(classes)} classes)"}}
+        self._show_model_info({"title": self.model_config["torchscript"]["title"]}, "loading…")
+        self._request("load", classify_jobs.load_model_job, {})
+        if self.current is not None and not self.current.get("error"):
+            self._request("single", classify_jobs.classify_job,
+                          self._single_config(self.current["path"]))
 
     def _choose_weights_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -409,6 +428,7 @@ class ClassifyTab(QWidget):
         full_config = {**config, **self.model_config}
         self._running_config = dict(self.model_config)
         if kind == "folder":
+            self.progress_bar.setFormat("%v / %m images")
             self.progress_bar.setRange(0, 0)
             self.app.show_status("Classifying…")
         self.runner.start(job, full_config, self.app.single_device)
@@ -444,6 +464,8 @@ class ClassifyTab(QWidget):
                 self._on_result(update)
             elif event == "gradcam":
                 self._on_grad_cam(update)
+            elif event == "note":
+                self.app.show_status(update["text"], 6000)
 
     def _on_returned(self, outcome: dict) -> None:
         self.download_panel.hide()
@@ -604,6 +626,10 @@ class ClassifyTab(QWidget):
         """Grad-CAM for ``class_index`` over the photo in the detail view."""
         if self.current is None or self.current.get("error"):
             return
+        if str((self.loaded_model or {}).get("id", "")).startswith("torchscript:"):
+            self.app.show_status("Grad-CAM needs a Python model; TorchScript files have no hooks.",
+                                 6000)
+            return
         self.cam_check.setChecked(True)
         self._request("gradcam", classify_jobs.gradcam_job,
                       {"path": self.current["path"], "class_index": int(class_index)})
@@ -630,6 +656,7 @@ class ClassifyTab(QWidget):
         self.table.setRowCount(0)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
 
     # ---- CSV ----------
     def _choose_csv(self) -> None:

@@ -282,3 +282,38 @@ def test_cli_offline_missing_weights_fails_within_seconds(tmp_path):
     assert line.startswith("error: cannot download resnet18-f37072fd.pth")
     assert str(tmp_path / "th" / "hub" / "checkpoints") in line
     assert time.monotonic() - started < 60  # process start + imports on a busy 2-core box
+
+
+def _tiny_torchscript(path, classes=10, size=32):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, classes)).eval()
+    torch.jit.save(torch.jit.trace(net, torch.rand(2, 3, size, size)), str(path))
+    return net
+
+
+def test_torchscript_model_from_the_cifar_tab(tmp_path):
+    from engine.classify.zoo import load_torchscript_model
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    net = _tiny_torchscript(tmp_path / "net.torchscript.pt")
+    loaded = load_torchscript_model(str(tmp_path / "net.torchscript.pt"), class_names=names,
+                                    input_size=32)
+    classifier = Classifier(loaded)
+    result = classifier.classify_file(_book_paths()[1], top_k=10, keep_probs=True)
+    assert {t["label"] for t in result.top} == set(names)
+    assert result.net_view.shape == (32, 32, 3)
+    with torch.no_grad():  # RGB in [0, 1] straight into the network
+        x = torch.from_numpy(result.net_view.copy()).permute(2, 0, 1)[None].float() / 255
+        expected = torch.softmax(net(x), 1)[0].numpy()
+    assert np.abs(result.probs - expected).max() < 1e-5
+    with pytest.raises(JobError, match="TorchScript"):
+        classifier.grad_cam(result.net_view, 0)
+    with pytest.raises(JobError, match="gives 10 scores but 3 class names"):
+        load_torchscript_model(str(tmp_path / "net.torchscript.pt"), class_names=["a", "b", "c"],
+                               input_size=32)
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(JobError, match="is not a TorchScript model"):
+        load_torchscript_model(str(tmp_path / "junk.pt"))

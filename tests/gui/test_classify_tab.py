@@ -207,3 +207,21 @@ def test_paste_an_image_from_the_clipboard(tab, qtbot):
     qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
     assert tab.current["path"].endswith(".png") and "pasted" in tab.current["path"]
     assert tab.bars.labels()[0] == "golden retriever"
+
+
+def test_model_handed_over_from_the_cifar_tab(tab, qtbot, tmp_path, app_state):
+    from tests.engine.test_classify import _tiny_torchscript
+
+    path = tmp_path / "net.torchscript.pt"
+    _tiny_torchscript(path)
+    names = [f"thing {i}" for i in range(10)]
+    tab.use_trained_model({"format": "torchscript", "path": str(path), "model": "net",
+                           "class_names": names, "input_size": 32})
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.loaded_model["title"] == "net trained in TorchDesk (10 classes)"
+    tab.add_paths([str(BOOK_IMAGES / "cat1.png")])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    assert set(tab.bars.labels()) <= set(names) and len(tab.bars.labels()) == 5
+    assert tab.current["net_view"].shape == (32, 32, 3) and tab.current_cam is None
+    tab.use_trained_model({"format": "onnx", "path": "x.onnx"})
+    assert "Only TorchScript" in app_state.last_error[1]
