@@ -221,10 +221,11 @@ def run_train(args) -> int:
 
 def _print_summary(result: dict[str, Any]) -> None:
     print(f"status      {result['status']}")
-    print(f"test acc    {result['test_acc']:.2%}")
+    if result.get("test_acc") is not None:
+        print(f"test acc    {result['test_acc']:.2%}")
     print(f"train time  {result['train_time_s']:.1f} s ({result['epochs']} epochs, "
           f"world size {result['world_size']})")
-    for name, acc in result["per_class_acc"].items():
+    for name, acc in result.get("per_class_acc", {}).items():
         print(f"  {name:<12} {acc:.2%}")
     if result.get("checkpoint"):
         print(f"checkpoint  {result['checkpoint']}")

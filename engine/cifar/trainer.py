@@ -584,8 +584,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         last = epoch + 1 == cfg["epochs"]
         if cfg["eval_every"] > 0 and ((epoch + 1) % cfg["eval_every"] == 0) and not last:
             if is_main:
-                row["test_acc"] = _accuracy(raw_model, test_x, test_y, normalize, autocast,
-                                            cfg["eval_batch_size"])
+                acc = _accuracy(raw_model, test_x, test_y, normalize, autocast,
+                                cfg["eval_batch_size"], ctx.stopped)
+                if acc is not None:  # None: a stop arrived mid-evaluation
+                    row["test_acc"] = acc
             if distributed:
                 dist.barrier()
         history.append(row)
@@ -596,18 +598,22 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     else:
         epoch = cfg["epochs"]
 
-    # ---- final evaluation (rank 0), with test-time augmentation when asked
+    # ---- final evaluation (rank 0, completed runs only: a stop returns at once), with
+    # test-time augmentation when asked
     result: dict[str, Any] = {"status": status}
     eval_start = time.perf_counter()
-    if is_main:
+    if is_main and status == "completed":
+        write_checkpoint(cfg["epochs"], 0)  # the weights are safe before evaluating
         report({"phase": "evaluate"})
         final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast)
         result.update(final)
-        if history and status == "completed":
+        if history:
             history[-1]["test_acc"] = final["test_acc"]
             report({"phase": "epoch", **history[-1]})
-        if status == "completed":
             write_checkpoint(cfg["epochs"], 0)
+    elif is_main:
+        tested = [row["test_acc"] for row in history if "test_acc" in row]
+        result["test_acc"] = tested[-1] if tested else None
     if distributed:
         dist.barrier()
     eval_time = time.perf_counter() - eval_start
@@ -659,12 +665,16 @@ def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tup
 
 
 @torch.no_grad()
-def _predict(model, images, normalize, autocast, batch_size, tta_level=0) -> torch.Tensor:
+def _predict(model, images, normalize, autocast, batch_size, tta_level=0,
+             stopped=None) -> torch.Tensor | None:
+    """Predicted classes for uint8 ``images``; None when ``stopped()`` turns true midway."""
     was_training = model.training
     model.eval()
     preds = []
     try:
         for chunk in images.split(batch_size):
+            if stopped is not None and stopped():
+                return None
             x = normalize(chunk)
             with autocast():
                 if tta_level > 0:
@@ -679,9 +689,10 @@ def _predict(model, images, normalize, autocast, batch_size, tta_level=0) -> tor
     return torch.cat(preds)
 
 
-def _accuracy(model, images, labels, normalize, autocast, batch_size) -> float:
-    preds = _predict(model, images, normalize, autocast, batch_size)
-    return float((preds == labels).float().mean().item())
+def _accuracy(model, images, labels, normalize, autocast, batch_size, stopped=None
+              ) -> float | None:
+    preds = _predict(model, images, normalize, autocast, batch_size, stopped=stopped)
+    return None if preds is None else float((preds == labels).float().mean().item())
 
 
 def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, autocast):

@@ -205,7 +205,8 @@ class CifarTab(QWidget):
         super().__init__()
         self.app = app
         self.data_info: dict[str, Any] | None = None
-        self.last_result: dict[str, Any] | None = None
+        self.last_result: dict[str, Any] | None = None  # the last completed run
+        self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
         self._steps: list[float] = []
         self._losses: list[float] = []
@@ -788,8 +789,13 @@ class CifarTab(QWidget):
                                      f"{eta // 60}:{eta % 60:02d} · loss {u['loss']:.3f}")
 
     def _on_train_returned(self, result: dict) -> None:
-        if not result or "test_acc" not in result:
+        if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
+            self.stopped_result = result
             self.speed_label.setText("stopped")
+            if result and result.get("checkpoint"):
+                self.result_label.setText(f"Stopped after {result.get('epochs', 0)} full epochs; "
+                                          f"checkpoint kept in {result['checkpoint']}.")
+                self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
             return
         self.last_result = result
         history = result.get("history") or []
@@ -801,13 +807,10 @@ class CifarTab(QWidget):
         self.test_acc_curve.setData(self._test_epochs, self._test_acc)
         self._show_confusion(result)
         per_class = ", ".join(f"{name} {acc:.0%}" for name, acc in result["per_class_acc"].items())
-        status = "Stopped early; " if result["status"] == "stopped" else ""
         self.result_label.setText(
-            f"{status}test accuracy {result['test_acc']:.2%} after {result['epochs']} epochs "
+            f"Test accuracy {result['test_acc']:.2%} after {result['epochs']} epochs "
             f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")
         self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
-        if result["status"] == "stopped" and result.get("checkpoint"):
-            self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
 
     def _on_error(self, title: str, message: str) -> None:
         self.data_progress.setRange(0, 1)
@@ -924,7 +927,7 @@ class CifarTab(QWidget):
             self.export_to(path)
 
     def _finished_checkpoint(self) -> str | None:
-        path = (self.last_result or {}).get("checkpoint") or self.checkpoint_edit.text().strip()
+        path = self.checkpoint_edit.text().strip()
         if not path or not Path(path).is_file():
             self.app.show_error("Export", "Train a model (with a checkpoint file) first.")
             return None
@@ -973,7 +976,8 @@ class CifarTab(QWidget):
         self.train_button.setEnabled(not training)
         self.resume_button.setEnabled(not training)
         self.stop_button.setEnabled(training)
-        have_model = self.last_result is not None and not training
+        checkpoint = self.checkpoint_edit.text().strip()
+        have_model = not training and bool(checkpoint) and Path(checkpoint).is_file()
         self.export_button.setEnabled(have_model)
         self.classify_button.setEnabled(have_model)
 

@@ -80,9 +80,9 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
 
     qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
-    assert tab.last_result["status"] == "stopped"
+    assert tab.stopped_result["status"] == "stopped" and tab.last_result is None
     assert checkpoint.is_file()
-    assert "Stopped early" in tab.result_label.text()
+    assert "checkpoint kept" in tab.result_label.text()
 
     # resume the kept checkpoint for one more epoch
     from engine.cifar.checkpoint import describe, load_checkpoint
