@@ -91,7 +91,8 @@ def model_from_checkpoint(blob: dict, source: str = "checkpoint") -> torch.nn.Mo
     """Rebuild the trained model (eval mode, CPU, float32) from a loaded checkpoint."""
     from engine.cifar.models import build_model
 
-    model = build_model(blob["model_name"], len(blob["class_names"]))
+    options = dict(blob["config"].get("model_options") or {})
+    model = build_model(blob["model_name"], len(blob["class_names"]), **options)
     load_model_state(model, blob["model_state"], source)
     return model.eval()
 

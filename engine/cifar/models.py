@@ -172,17 +172,18 @@ class NetResDeep(nn.Module):
         return self.fc2(torch.relu(self.fc1(out)))
 
 
-def _build_fast(num_classes: int, train_images: torch.Tensor | None) -> nn.Module:
+def _build_fast(num_classes: int, train_images: torch.Tensor | None,
+                variant: str | None = None) -> nn.Module:
     from engine.cifar.fast import build_fast_net
 
-    return build_fast_net(num_classes, train_images)
+    return build_fast_net(num_classes, train_images, variant=variant)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     label: str
     description: str
-    build: Callable[[int, torch.Tensor | None], nn.Module]
+    build: Callable[..., nn.Module]  # (num_classes, train_images, **model_options)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -210,13 +211,27 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
-def build_model(name: str, num_classes: int,
-                train_images: torch.Tensor | None = None) -> nn.Module:
-    """Build model ``name`` with ``num_classes`` outputs (``train_images`` initialises Fast)."""
+def model_options(name: str, device_type: str = "cpu") -> dict:
+    """Build options a model needs beyond its class count, for a device type.
+
+    Fast comes in sizes ("cpu"/"gpu" variant); the trainer stores the options in the checkpoint's
+    config so that resuming and exporting rebuild the same net.
+    """
+    if name.lower() == "fast":
+        from engine.cifar.fast import fast_defaults
+
+        return {"variant": fast_defaults(device_type)["variant"]}
+    return {}
+
+
+def build_model(name: str, num_classes: int, train_images: torch.Tensor | None = None,
+                **options) -> nn.Module:
+    """Build model ``name`` with ``num_classes`` outputs (``train_images`` initialises Fast;
+    ``options`` come from :func:`model_options`)."""
     spec = MODELS.get(name.lower())
     if spec is None:
         raise JobError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
-    return spec.build(num_classes, train_images)
+    return spec.build(num_classes, train_images, **options)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -228,9 +243,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
-def parameter_count(name: str, num_classes: int) -> dict[str, int]:
-    """Parameter counts of model ``name`` without training data (random init)."""
-    return count_parameters(build_model(name, num_classes))
+def parameter_count(name: str, num_classes: int, device_type: str = "cpu") -> dict[str, int]:
+    """Parameter counts of model ``name`` as it would be built for ``device_type``."""
+    return count_parameters(build_model(name, num_classes, **model_options(name, device_type)))
 
 
 class NormalizedClassifier(nn.Module):

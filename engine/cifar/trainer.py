@@ -22,7 +22,7 @@ from torch import nn
 
 from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
-from engine.cifar.models import build_model, count_parameters
+from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.jobs import JobContext, JobError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -71,23 +71,30 @@ RECIPE_RUN_KEYS = ("precision", "channels_last", "eval_batch_size")
 RESUME_MUST_MATCH = ("model", "classes")
 
 
-def model_defaults(model: str) -> dict[str, Any]:
-    """Hyperparameter defaults for ``model``: the Fast recipe's own, else the generic ones."""
-    defaults = dict(GENERIC_DEFAULTS)
-    if model == "fast":
-        from engine.cifar.fast import FAST_DEFAULTS
+def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
+    """Hyperparameter defaults for ``model`` on ``device_type``: the Fast recipe's own (its CPU or
+    GPU recipe), else the generic ones. Includes ``model_options`` (e.g. Fast's variant)."""
+    from engine.cifar.models import model_options
 
-        for key, value in FAST_DEFAULTS.items():
+    defaults = dict(GENERIC_DEFAULTS)
+    defaults["model_options"] = model_options(model, device_type) if model in MODELS else {}
+    if model == "fast":
+        from engine.cifar import fast
+
+        recipe = getattr(fast, "fast_defaults", None)
+        fast_defaults = recipe(device_type) if recipe else fast.FAST_DEFAULTS
+        for key, value in fast_defaults.items():
             if key in defaults or key in RECIPE_RUN_KEYS:
                 defaults[key] = value
-        if FAST_DEFAULTS.get("nesterov") and "optimizer" not in FAST_DEFAULTS:
+        if fast_defaults.get("nesterov") and "optimizer" not in fast_defaults:
             defaults["optimizer"] = "nesterov"
     return defaults
 
 
-def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
+                   device_type: str = "cpu") -> dict[str, Any]:
     """Fill unset (None/missing) keys: from ``base`` (a checkpoint's config) when resuming, else
-    from the model's defaults; then check every value and raise JobError for bad ones."""
+    from the model's defaults for ``device_type``; then check every value (JobError if bad)."""
     user = {k: v for k, v in config.items() if v is not None and k != "dataset"}
     if base is not None:
         for key in RESUME_MUST_MATCH:
@@ -99,7 +106,9 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None) -
         resolved = {**RUN_DEFAULTS, **base, **user}
     else:
         model = str(user.get("model", RUN_DEFAULTS["model"])).lower()
-        resolved = {**RUN_DEFAULTS, **model_defaults(model), **user, "model": model}
+        if model not in MODELS:
+            raise JobError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+        resolved = {**RUN_DEFAULTS, **model_defaults(model, device_type), **user, "model": model}
     resolved["resume"] = config.get("resume")
     _validate(resolved, has_dataset=config.get("dataset") is not None)
     return resolved
@@ -334,7 +343,8 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Train a CIFAR model; see the module docstring. Returns results as plain data."""
     wall_start = time.perf_counter()
     resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
-    cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None)
+    cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None,
+                         device_type=str(ctx.device).split(":")[0])
     if resume_blob is not None and not cfg.get("checkpoint"):
         cfg["checkpoint"] = str(config["resume"])
     world, rank, device_id = _init_distributed(ctx.device)
@@ -389,7 +399,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     normalize = _Normalizer(mean, std, device, channels_last)
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg["model"], data.num_classes,
-                        train_x if resume_blob is None else None).to(device)
+                        train_x if resume_blob is None else None,
+                        **(cfg.get("model_options") or {})).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     raw_model = model

@@ -231,6 +231,7 @@ class CifarTab(QWidget):
             runner.finished.connect(self._update_buttons)
 
         self._build_ui()
+        self.app.device_changed.connect(lambda _device: self._on_model_changed())
         self._restore_settings()
         self._on_model_changed()
         self._update_buttons()
@@ -641,7 +642,7 @@ class CifarTab(QWidget):
 
         model = self.model_combo.currentData()
         try:
-            defaults = model_defaults(model)
+            defaults = model_defaults(model, self._device_type())
         except ImportError:
             self.params_label.setText("the Fast recipe is not installed")
             return
@@ -660,11 +661,17 @@ class CifarTab(QWidget):
         self._warmup = float(defaults["warmup"])
         self._update_parameter_count()
 
+    def _device_type(self) -> str:
+        """"cpu", "cuda" or "mps": which recipe and model size the current device gets."""
+        device = self.app.device
+        return "cuda" if device == ALL_GPUS else device.split(":")[0]
+
     def _update_parameter_count(self) -> None:
         from engine.cifar.models import parameter_count
 
         try:
-            counts = parameter_count(self.model_combo.currentData(), self._num_classes())
+            counts = parameter_count(self.model_combo.currentData(), self._num_classes(),
+                                     self._device_type())
         except Exception as exc:  # a model that cannot be built says why, here
             self.params_label.setText(f"unavailable ({exc})")
             return

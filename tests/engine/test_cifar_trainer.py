@@ -199,3 +199,24 @@ def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "onnx" else real(name, *a))
     with pytest.raises(JobError, match="pip install onnx"):
         ckpt.export_model(good, tmp_path / "m.onnx")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_fast_recipe_defaults_variant_resume_and_export(tmp_path):
+    fast = pytest.importorskip("engine.cifar.fast")
+    checkpoint = tmp_path / "fast.pt"
+    small = synthetic_dataset(n_train=24, n_test=6)
+    config = {"dataset": small, "model": "fast", "epochs": 1, "batch_size": 12,
+              "precision": "fp32", "checkpoint": checkpoint,
+              "model_options": {"variant": "cpu"}}  # what resume and export rebuild
+    result, _ = run(config)
+    recipe = fast.fast_defaults("cpu")
+    assert result["config"]["optimizer"] == "nesterov"
+    assert result["config"]["label_smoothing"] == recipe["label_smoothing"]
+    assert result["config"]["batch_size"] == 12  # the user's value wins over the recipe's
+    assert result["tta_level"] == recipe["tta_level"]
+    resumed, _ = run({"dataset": small, "resume": checkpoint, "epochs": 2})
+    assert resumed["epochs"] == 2 and resumed["config"]["model_options"] == {"variant": "cpu"}
+    meta = ckpt.export_model(checkpoint, tmp_path / "fast.torchscript.pt")
+    scripted = torch.jit.load(meta["path"])
+    assert scripted(torch.rand(2, 3, 32, 32)).shape == (2, 3)
