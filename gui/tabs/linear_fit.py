@@ -39,6 +39,7 @@ from engine.fit.trainer import FitConfig, FitSession, fit_job
 from engine.jobs import JobError
 from gui.app_state import AppState
 from gui.bridge import JobRunner
+from gui.plotting import GrowingArray, make_fast, thin_path
 
 OPTIMIZER_LABELS = {
     "gd": "Gradient descent (book)",
@@ -239,8 +240,7 @@ class LinearFitTab(QWidget):
             name: self.loss_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2)) for name in RACERS
         }
         for curve in (self.train_curve, self.val_curve, *self.race_curves.values()):
-            curve.setDownsampling(auto=True, method="peak")
-            curve.setClipToView(True)
+            make_fast(curve)
         self.best_val_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(VAL_COLOR, style=Qt.DashLine),
                                              label="lowest val loss", labelOpts={"position": 0.9})
         self.overfit_region = pg.LinearRegionItem(brush=pg.mkBrush(255, 80, 80, 45),
@@ -487,21 +487,21 @@ class LinearFitTab(QWidget):
 
     # ---- job news -----------------------------------------------------------------------------
     def _clear_history(self) -> None:
-        self.epochs: list[int] = []
-        self.train_losses: list[float] = []
-        self.val_losses: list[float] = []
-        self.path_w: list[float] = []
-        self.path_b: list[float] = []
-        self.race_history: dict[str, dict[str, list[float]]] = {
-            name: {"epoch": [], "loss": [], "w": [], "b": []} for name in RACERS
+        self.epochs = GrowingArray()
+        self.train_losses = GrowingArray()
+        self.val_losses = GrowingArray()
+        self.path_w = GrowingArray()
+        self.path_b = GrowingArray()
+        self.race_history: dict[str, dict[str, GrowingArray]] = {
+            name: {key: GrowingArray() for key in ("epoch", "loss", "w", "b")} for name in RACERS
         }
         self.last_update: dict[str, Any] = {}
         self.last_snapshot: dict[str, Any] | None = None
         self.best_val: tuple[int, float] | None = None
 
     def _on_progress(self, batch: list[dict]) -> None:
-        epochs, train, val = self.epochs, self.train_losses, self.val_losses
-        path_w, path_b = self.path_w, self.path_b
+        # Collect the batch in lists, then grow the history arrays once per batch.
+        epochs, train, val, path_w, path_b = [], [], [], [], []
         for update in batch:
             kind = update.get("kind")
             if kind == "epoch":
@@ -527,6 +527,11 @@ class LinearFitTab(QWidget):
                 self.last_update = update
             elif kind == "snapshot":
                 self.last_snapshot = update
+        for history, values in ((self.epochs, epochs), (self.train_losses, train),
+                                (self.val_losses, val), (self.path_w, path_w),
+                                (self.path_b, path_b)):
+            if values:
+                history.extend(values)
         self._redraw_curves()
         self._update_readout()
 
@@ -629,21 +634,27 @@ class LinearFitTab(QWidget):
     def _redraw_curves(self) -> None:
         """Push the history into the persistent plot items (once per progress batch)."""
         race = isinstance(self.session, RaceSession)
-        self.train_curve.setData(self.epochs, self.train_losses)
-        if self.val_losses:
-            self.val_curve.setData(self.epochs[-len(self.val_losses):], self.val_losses)
+        epochs = self.epochs.values
+        self.train_curve.setData(epochs, self.train_losses.values)
+        if len(self.val_losses):
+            self.val_curve.setData(epochs[-len(self.val_losses):], self.val_losses.values)
         else:
             self.val_curve.setData([], [])
         for name, curve in self.race_curves.items():
             history = self.race_history[name]
-            curve.setData(history["epoch"], history["loss"])
-            self.race_paths[name].setData([1.0, *history["w"]], [0.0, *history["b"]])
-        if race or not self.path_w:
+            curve.setData(history["epoch"].values, history["loss"].values)
+            self.race_paths[name].setData(*self._display_path(history["w"], history["b"]))
+        if race or not len(self.path_w):
             self.path_curve.setData([], [])
         else:
-            self.path_curve.setData([1.0, *self.path_w], [0.0, *self.path_b])
+            self.path_curve.setData(*self._display_path(self.path_w, self.path_b))
         self._draw_prediction()
         self._draw_overfitting()
+
+    @staticmethod
+    def _display_path(w: GrowingArray, b: GrowingArray) -> tuple[np.ndarray, np.ndarray]:
+        """The optimizer's path from the start (1, 0), thinned to what a plot can show."""
+        return thin_path(np.concatenate(([1.0], w.values)), np.concatenate(([0.0], b.values)))
 
     def _draw_prediction(self) -> None:
         session = self.session

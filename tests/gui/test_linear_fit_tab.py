@@ -51,7 +51,11 @@ def test_book_run_draws_live_and_matches_the_book(qtbot, tab) -> None:
     qtbot.waitUntil(lambda: points(tab.train_curve) > 0, timeout=RUN_TIMEOUT_MS)
     wait_idle(qtbot, tab)
     assert points(tab.train_curve) == 5000
-    assert points(tab.path_curve) == 5001  # the start plus one point per epoch
+    assert len(tab.path_w) == 5000  # one recorded point per epoch
+    path_w, path_b = tab.path_curve.getData()  # drawn: thinned, from the start to the end
+    assert 100 < len(path_w) <= 2000
+    assert (path_w[0], path_b[0]) == (1.0, 0.0)
+    assert (path_w[-1], path_b[-1]) == (tab.path_w[-1], tab.path_b[-1])
     assert tab.last_result["status"] == "done"
     assert "w = 5.3671, b = -17.3012" in tab.message_label.text()
     assert tab.epoch_label.text() == "5,000"
@@ -207,4 +211,4 @@ def test_screenshot_shows_the_book_fit(qtbot, tab) -> None:
 
     tab.prepare_screenshot(wait)
     assert tab.last_result["status"] == "done"
-    assert points(tab.train_curve) == 5000 and points(tab.path_curve) == 5001
+    assert points(tab.train_curve) == 5000 and len(tab.path_w) == 5000 and points(tab.path_curve) > 100
