@@ -449,6 +449,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     aug_gen = torch.Generator(device=device)
 
     def autocast():
@@ -527,7 +528,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             if first_step == 0:
                 partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
         correct = torch.tensor(partial["correct"], device=device)
-        loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=torch.float64)
+        loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=sum_dtype)
         seen = partial["seen"]
         model.train()
         epoch_start = time.perf_counter()
@@ -540,9 +541,15 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             idx = shard[step]
             x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"], aug_gen))
             y = train_y[idx]
-            with autocast():
-                logits = model(x)
-                loss = criterion(logits.float(), y)
+            try:
+                with autocast():
+                    logits = model(x)
+                    loss = criterion(logits.float(), y)
+            except Exception as exc:
+                if cfg["compile"] and steps_done == 0:  # compilation happens on the first call
+                    raise JobError(f"torch.compile failed here ({type(exc).__name__}: "
+                                   f"{str(exc).strip()[:200]}); train without compile") from None
+                raise
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -550,7 +557,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             scheduler.step()
             with torch.no_grad():
                 detached = loss.detach()
-                loss_sum += detached.double() * len(y)
+                loss_sum += detached.to(sum_dtype) * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 loss_ema.mul_(beta).add_(detached, alpha=1 - beta)
             ema_weight = ema_weight * beta + (1 - beta)
@@ -666,7 +673,7 @@ def _plain_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:
     totals = torch.tensor([partial["loss_sum"], partial["correct"], partial["seen"]],
-                          dtype=torch.float64, device=device)
+                          dtype=torch.float64, device=device if distributed else "cpu")
     if distributed:
         import torch.distributed as dist
 
