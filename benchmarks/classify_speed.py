@@ -5,7 +5,9 @@ from the book's 5 images (random crops, flips, long side 500-2000 px; see classi
 the same machine, in the same run, one after the other.
 
 * plain loop: PIL open → Resize(256) → CenterCrop(224) → ToTensor → Normalize → model(x[None]),
-  timed over the loop only (its imports and model load are not counted: the strict comparison);
+  timed over the loop only (its imports and model load are not counted: the strict comparison),
+  with as many torch threads as the CLI would pick (the cores the load average leaves idle), so
+  a busy machine's thread oversubscription does not flatter the CLI;
 * CLI: the whole process (interpreter start, imports, model load, all images, JSON output), with
   default settings (exact decoding) and with ``--decode fast``.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,8 +38,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision import transforms
+from engine.classify.classifier import idle_cpu_threads
 from engine.classify.lite0 import load_lite0
 
+torch.set_num_threads(idle_cpu_threads())  # same thread policy as the CLI: a fair comparison
 paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
 model = load_lite0()
 preprocess = transforms.Compose([
@@ -44,26 +50,36 @@ preprocess = transforms.Compose([
 ])
 top1 = []
 start = time.perf_counter()
+cpu_start = time.process_time()
 with torch.no_grad():
     for path in paths:
         x = preprocess(Image.open(path).convert("RGB"))
         top1.append(int(model(x.unsqueeze(0)).argmax()))
 loop_seconds = time.perf_counter() - start
-print(json.dumps({"loop_seconds": loop_seconds, "count": len(paths), "top1": top1}))
+loop_cpu = time.process_time() - cpu_start
+print(json.dumps({"loop_seconds": loop_seconds, "loop_cpu": loop_cpu, "count": len(paths),
+                  "top1": top1,
+                  "threads": torch.get_num_threads()}))
 """
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_plain_loop(folder: Path) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     out = subprocess.run([sys.executable, "-c", PLAIN_LOOP, str(folder)], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     result["process_seconds"] = time.perf_counter() - started
+    result["process_cpu"] = _children_cpu() - cpu
     return result
 
 
 def run_cli(folder: Path, extra: list[str]) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     out = subprocess.run([sys.executable, "-m", "engine", "classify", str(folder), "--json",
                           "--top", "1", *extra], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -71,7 +87,8 @@ def run_cli(folder: Path, extra: list[str]) -> dict:
         raise SystemExit(f"CLI failed: {out.stderr.strip()}")
     entries = json.loads(out.stdout)
     top1 = [e["top"][0]["index"] for e in entries if e["top"]]
-    return {"process_seconds": seconds, "count": len(entries), "top1": top1}
+    return {"process_seconds": seconds, "process_cpu": _children_cpu() - cpu,
+            "count": len(entries), "top1": top1}
 
 
 def main() -> None:
@@ -84,7 +101,8 @@ def main() -> None:
     photos = make_photos(args.dir, args.count)
     sizes = sorted(p.stat().st_size for p in photos)
     print(f"{len(photos)} JPEG photos in {args.dir} (derived from the book's 5 images; "
-          f"median file {sizes[len(sizes) // 2] / 1e3:.0f} KB)")
+          f"median file {sizes[len(sizes) // 2] / 1e3:.0f} KB); {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} before the run")
     for round_index in range(args.rounds):
         plain = run_plain_loop(args.dir)
         cli = run_cli(args.dir, [])
@@ -93,12 +111,16 @@ def main() -> None:
         plain_rate = n / plain["loop_seconds"]
         print(f"round {round_index + 1}:")
         print(f"  plain loop        {plain_rate:6.1f} img/s  (loop only "
-              f"{plain['loop_seconds']:.1f} s; whole process {plain['process_seconds']:.1f} s)")
+              f"{plain['loop_seconds']:.1f} s, {plain['loop_cpu']:.1f} s CPU; whole process "
+              f"{plain['process_seconds']:.1f} s, {plain['process_cpu']:.1f} s CPU; "
+              f"{plain['threads']} torch threads)")
         for name, res in (("CLI (default)", cli), ("CLI --decode fast", fast)):
             rate = res["count"] / res["process_seconds"]
             agree = sum(a == b for a, b in zip(plain["top1"], res["top1"], strict=False)) / n
-            print(f"  {name:18s}{rate:6.1f} img/s  (whole process {res['process_seconds']:.1f} s)"
-                  f"  → {plain['loop_seconds'] / res['process_seconds']:.2f}x the plain loop;"
+            print(f"  {name:18s}{rate:6.1f} img/s  (whole process {res['process_seconds']:.1f} s, "
+                  f"{res['process_cpu']:.1f} s CPU)  → "
+                  f"{plain['loop_seconds'] / res['process_seconds']:.2f}x the plain loop alone, "
+                  f"{plain['process_seconds'] / res['process_seconds']:.2f}x its whole process;"
                   f" same top-1 as the loop on {agree:.1%}")
 
 

@@ -23,6 +23,7 @@ from engine.classify.zoo import LoadedModel
 from engine.jobs import JobError
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")
+CPU_CHUNK = 4  # images per forward when each CPU core classifies its own chunks
 
 
 @dataclass
@@ -178,16 +179,30 @@ class Classifier:
         thumbnail_size: int | None = None,
         with_views: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        prefetched: dict[str, Future] | None = None,
     ) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per path, in order, as batches finish.
 
-        Decoding runs ``workers`` files ahead on a thread pool; a full batch (or the last one) is
-        classified at once. Bad files are yielded with ``error`` straight away. Stops between
-        batches when ``should_stop()`` is true.
+        On a GPU (or a CPU whose cores all serve one multi-threaded forward), a thread pool
+        decodes ``workers`` files ahead while this thread runs full batches. On a CPU where torch
+        runs single-threaded, each pool worker decodes *and* classifies its own small chunk, so
+        every core works without intra-op threads waiting on each other (small batches are as
+        fast per image as big ones for these networks on CPUs). Bad files come back with
+        ``error`` in their place. Stops between batches when ``should_stop()`` is true.
+        ``prefetched`` maps paths to futures of :class:`PreparedImage` started earlier (see
+        :func:`engine.classify.images.start_prefetch`); those not started yet are cancelled and
+        decoded here instead.
         """
         paths = list(paths)
         batch_size = max(1, int(batch_size))
-        workers = workers or min(8, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        if self.device.type == "cpu" and torch.get_num_threads() == 1 and (workers or cores) > 1:
+            yield from self._classify_in_chunks(paths, top_k, min(batch_size, CPU_CHUNK),
+                                                workers or cores, fast_decode, thumbnail_size,
+                                                with_views, should_stop or (lambda: False),
+                                                prefetched or {})
+            return
+        workers = workers or min(8, cores)
         window = max(batch_size * 2, workers * 2)
         stop = should_stop or (lambda: False)
         pending: deque[tuple[str, Future]] = deque()
@@ -212,8 +227,13 @@ class Classifier:
             waiting.clear()
             ready = 0
 
+        early_futures = prefetched or {}
+
         def timed_prepare(path: str) -> tuple[PreparedImage, float]:
             started = time.perf_counter()
+            early = early_futures.pop(path, None)
+            if early is not None and not early.cancel():
+                return early.result(), time.perf_counter() - started
             prepared = prepare_image(path, self.spec, fast_decode, thumbnail_size)
             return prepared, time.perf_counter() - started
 
@@ -242,6 +262,56 @@ class Classifier:
                     yield from flush()
             finally:
                 for _, future in pending:
+                    future.cancel()
+
+    def _classify_in_chunks(self, paths, top_k, chunk, workers, fast_decode, thumbnail_size,
+                            with_views, stop, prefetched) -> Iterator[ImageResult]:
+        def prepare(path: str) -> PreparedImage:
+            early = prefetched.pop(path, None)
+            if early is not None and not early.cancel():
+                return early.result()
+            return prepare_image(path, self.spec, fast_decode, thumbnail_size)
+
+        def run_chunk(chunk_paths: list[str]) -> list[ImageResult]:
+            entries: list[tuple[PreparedImage, float] | ImageResult] = []
+            for path in chunk_paths:
+                started = time.perf_counter()
+                try:
+                    item = prepare(path)
+                except ImageProblem as exc:
+                    entries.append(ImageResult(path=str(path), error=str(exc)))
+                else:
+                    entries.append((item, time.perf_counter() - started))
+            good = [e for e in entries if not isinstance(e, ImageResult)]
+            rows = iter(())
+            share = 0.0
+            if good:
+                started = time.perf_counter()
+                rows = iter(self.probabilities([item.crop for item, _ in good]))
+                share = (time.perf_counter() - started) / len(good)
+            return [e if isinstance(e, ImageResult)
+                    else self._result(e[0], next(rows), top_k, e[1] + share, with_views)
+                    for e in entries]
+
+        chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify") as pool:
+            pending: deque[Future] = deque()
+            queue = iter(chunks)
+            for chunk_paths in queue:
+                pending.append(pool.submit(run_chunk, chunk_paths))
+                if len(pending) >= workers * 2:
+                    break
+            try:
+                while pending:
+                    if stop():
+                        return
+                    results = pending.popleft().result()
+                    following = next(queue, None)
+                    if following is not None:
+                        pending.append(pool.submit(run_chunk, following))
+                    yield from results
+            finally:
+                for future in pending:
                     future.cancel()
 
     # ---- Grad-CAM --------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=5, metavar="K", help="predictions per image (5)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (32)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding threads (default: one per core, at most 8)")
+                   help="decoding (CPU: decode+classify) threads (default: one per core)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="PyTorch CPU threads (default: the cores other programs leave idle)")
+                   help="PyTorch intra-op CPU threads (default on the CPU: 1, with one "
+                   "decode+classify stream per core)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
                    help="fp32 (default); auto = fp16 autocast on CUDA GPUs, fp32 elsewhere")
@@ -73,9 +74,7 @@ def _list_models(as_json: bool) -> int:
 
 
 def run(args) -> int:
-    from engine.cli import StderrProgress, print_json
-    from engine.devices import resolve_device
-    from engine.jobs import JobContext, JobError
+    from engine.jobs import JobError
 
     if args.list_models:
         return _list_models(args.json)
@@ -95,15 +94,40 @@ def run(args) -> int:
         if not sep or not repo or not entry:
             raise JobError("--hub takes REPO:ENTRY, e.g. pytorch/vision:resnet18")
         config["hub"] = {"repo": repo, "entry": entry}
+    from engine.classify.images import collect_image_paths, start_prefetch
+    from engine.classify.zoo import DEFAULT_MODEL, LITE0_PREPROCESS
+
+    prefetch_pool = None
+    if args.model == DEFAULT_MODEL and not (args.weights or args.hub) and args.device == "cpu":
+        # decode the first photos on another core while torch imports and the model loads
+        config["paths"] = collect_image_paths(args.paths)
+        if len(config["paths"]) > 1:
+            prefetch_pool, config["prefetched"] = start_prefetch(
+                config["paths"], LITE0_PREPROCESS, config["fast_decode"])
+    try:
+        return _classify(args, config)
+    finally:
+        if prefetch_pool is not None:
+            prefetch_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _classify(args, config: dict) -> int:
     import torch
 
-    from engine.classify.classifier import idle_cpu_threads
     from engine.classify.jobs import classify_job
+    from engine.cli import StderrProgress, print_json
+    from engine.devices import resolve_device
+    from engine.jobs import JobContext
 
-    torch.set_num_threads(args.threads if args.threads and args.threads > 0
-                          else idle_cpu_threads())
+    device = resolve_device(args.device)
+    workers = args.workers
+    if args.threads and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu":  # one single-threaded decode+classify stream per core (see Classifier)
+        torch.set_num_threads(1)
+    config["workers"] = workers
     progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
-    ctx = JobContext(device=resolve_device(args.device), progress=progress)
+    ctx = JobContext(device=device, progress=progress)
     outcome = classify_job(config, ctx)
     results = outcome["results"]
     if args.json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,3 +234,17 @@ def prepare_image(
     box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
     thumb = thumbnail_array(img, thumbnail_size) if thumbnail_size else None
     return PreparedImage(str(path), crop, size, box, thumb)
+
+
+def start_prefetch(paths: list[str], spec: Preprocess, fast_decode: bool = False,
+                   limit: int = 256) -> tuple[ThreadPoolExecutor, dict[str, Future]]:
+    """Start decoding the first ``limit`` paths on one thread, before the model is ready.
+
+    The CLI calls this before importing torch and loading the network (mostly single-threaded
+    work), so another core is already decoding photos meanwhile. Pass the dict to
+    :meth:`Classifier.classify_files`; shut the pool down afterwards.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    futures = {path: pool.submit(prepare_image, path, spec, fast_decode, None)
+               for path in dict.fromkeys(paths[:limit])}
+    return pool, futures

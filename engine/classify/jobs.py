@@ -127,7 +127,7 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
             paths, top_k=top_k, batch_size=int(config.get("batch_size", 32)),
             workers=config.get("workers"), fast_decode=bool(config.get("fast_decode", False)),
             thumbnail_size=int(config.get("thumbnail_size", 256)) if views else None,
-            with_views=views, should_stop=ctx.stopped,
+            with_views=views, should_stop=ctx.stopped, prefetched=config.get("prefetched"),
         )
     for index, result in enumerate(stream):
         if result.error:

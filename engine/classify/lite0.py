@@ -97,6 +97,34 @@ class EfficientNetLite0(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 
+    @torch.no_grad()
+    def fold_batchnorm(self) -> EfficientNetLite0:
+        """Fold every BatchNorm into the convolution before it (inference only, eval mode).
+
+        Same outputs up to float rounding; one memory pass less per layer, which is what a
+        depthwise-heavy network is bound by on CPUs. The state dict changes shape, so fold a model
+        only after its weights are loaded.
+        """
+        def fold(conv: nn.Conv2d, bn: BatchNormAct2d) -> nn.Module:
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            bias = bn.bias - bn.running_mean * scale
+            conv.bias = nn.Parameter(bias if conv.bias is None else conv.bias * scale + bias)
+            return bn.act
+
+        self.bn1 = fold(self.conv_stem, self.bn1)
+        for stage in self.blocks:
+            for block in stage:
+                block.bn1 = fold(block.conv_dw if isinstance(block, DepthwiseSeparableConv)
+                                 else block.conv_pw, block.bn1)
+                if isinstance(block, DepthwiseSeparableConv):
+                    block.bn2 = fold(block.conv_pw, block.bn2)
+                else:
+                    block.bn2 = fold(block.conv_dw, block.bn2)
+                    block.bn3 = fold(block.conv_pwl, block.bn3)
+        self.bn2 = fold(self.conv_head, self.bn2)
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.conv_stem(x))
         x = self.blocks(x)

@@ -317,3 +317,22 @@ def test_torchscript_model_from_the_cifar_tab(tmp_path):
     (tmp_path / "junk.pt").write_text("junk")
     with pytest.raises(JobError, match="is not a TorchScript model"):
         load_torchscript_model(str(tmp_path / "junk.pt"))
+
+
+def test_single_threaded_cpu_streams_give_the_same_answers(lite0, tmp_path):
+    """With torch on one thread, each core decodes and classifies its own chunks (the CLI's mode):
+    same order, same probabilities, bad files in place."""
+    (tmp_path / "bad.jpg").write_text("nope")
+    paths = _book_paths()[:3] + [str(tmp_path / "bad.jpg")] + _book_paths()[3:]
+    batched = list(lite0.classify_files(paths, top_k=3, batch_size=8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        streamed = list(lite0.classify_files(paths, top_k=3, batch_size=2, workers=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.path for r in streamed] == paths
+    assert "not an image" in streamed[3].error
+    for a, b in zip(batched, streamed, strict=True):
+        assert [t["index"] for t in a.top] == [t["index"] for t in b.top]
+        assert all(abs(x["prob"] - y["prob"]) < 1e-5 for x, y in zip(a.top, b.top, strict=True))
