@@ -74,13 +74,21 @@ def describe(name: str, gaps: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100_000)
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="override sys.setswitchinterval (seconds) after the app sets it")
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
     import torch  # noqa: F401  (loaded before the window, as the app's loader thread does)
 
+    from gui.app import tune_interpreter_for_gui
     from gui.app_state import AppState
     from gui.tabs.linear_fit import LinearFitTab
+
+    tune_interpreter_for_gui()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    print(f"GIL switch interval {sys.getswitchinterval() * 1000:.2f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
         state = AppState(QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat))

@@ -53,6 +53,19 @@ class TorchLoader(QThread):
             self.failed.emit(f"{type(exc).__name__}: {exc}")
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_interpreter_for_gui() -> None:
+    """Hand the GIL over sooner while a worker thread runs Python-heavy code.
+
+    Each Python slot or pyqtgraph paint call in the GUI thread must retake the GIL from a busy
+    worker; with CPython's default 5 ms switch interval a frame that makes twenty such calls
+    waits ~100 ms. At 0.5 ms the window stays fluid and the worker loses little.
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="torchdesk", description="PyTorch in a window.")
     parser.add_argument("paths", nargs="*", help="photos or folders to classify")
@@ -81,6 +94,7 @@ def _install_excepthook(app_state) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tune_interpreter_for_gui()
     qt_app = QApplication.instance() or QApplication([sys.argv[0]])
     qt_app.setApplicationName("TorchDesk")
     qt_app.setOrganizationName("TorchDesk")
