@@ -2,7 +2,8 @@
 
 A 10 ms QTimer heartbeat runs in the GUI thread; we record the gaps between its ticks, first with
 the window idle (the baseline) and then during max-speed training runs (linear model and the MLP,
-each reporting every epoch). Goal: no gap over 50 ms during training. Offscreen unless DISPLAY is set.
+each reporting every epoch). Goal: no gap over 50 ms during training.
+Offscreen unless DISPLAY is set.
 
     python benchmarks/gui_heartbeat.py [--epochs 100000]
 """
