@@ -140,9 +140,16 @@ def title_for(arch: str) -> str:
                 return f"RegNet{kind.upper()} {size.replace('_', '.').upper()}"
             if prefix == "vgg_" or prefix == "vgg":
                 return "VGG-" + rest.replace("_bn", " BN")
-            rest = rest.replace("_", " ").upper() if prefix in (
-                "efficientnet_", "efficientnet_v2_", "mobilenet_", "swin_", "swin_v2_"
-            ) else rest.replace("_", ".")
+            if prefix in ("efficientnet_", "efficientnet_v2_", "mobilenet_", "swin_", "swin_v2_",
+                          "convnext_"):
+                rest = " ".join(t.upper() if len(t) <= 3 else t.capitalize()
+                                for t in rest.split("_"))
+            elif prefix == "wide_resnet":
+                rest = rest.replace("_", "-")
+            elif prefix == "resnext":
+                rest = rest.replace("_", " ")
+            else:
+                rest = rest.replace("_", ".")
             return pretty + rest
     return arch
 
