@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGraphicsItem,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -215,8 +216,17 @@ class LinearFitTab(QWidget):
         panel.addStretch(1)
 
     def _build_plots(self) -> None:
-        self.plots = pg.GraphicsLayoutWidget()
-        self.data_plot = self.plots.addPlot(row=0, col=0, title="Data and the model's prediction")
+        # One view per plot, so a new point on the loss curve repaints only the loss plot.
+        self.data_view = pg.PlotWidget(title="Data and the model's prediction")
+        self.loss_view = pg.PlotWidget(title="Loss per epoch")
+        self.surface_view = pg.PlotWidget(title="Loss surface over (w, b) and the path taken")
+        self.plots = QWidget()
+        grid = QGridLayout(self.plots)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.data_view, 0, 0)
+        grid.addWidget(self.loss_view, 0, 1)
+        grid.addWidget(self.surface_view, 1, 0, 1, 2)
+        self.data_plot = self.data_view.getPlotItem()
         self.data_plot.setLabel("bottom", "x")
         self.data_plot.setLabel("left", "y")
         self.data_plot.addLegend(offset=(5, 5))  # fixed items: names given at creation
@@ -226,11 +236,13 @@ class LinearFitTab(QWidget):
                                              pen=pg.mkPen("w"), name="validation")
         self.prediction_curve = pg.PlotDataItem(pen=pg.mkPen((240, 240, 90), width=2),
                                                 name="prediction")
-        for item in (self.train_points, self.val_points, self.prediction_curve):
-            self.data_plot.addItem(item)
+        self.data_plot.addItem(self.train_points)
+        self.data_plot.addItem(self.val_points)
+        # The view frames the data; a moving prediction must not rescale the axes every frame.
+        self.data_plot.addItem(self.prediction_curve, ignoreBounds=True)
         self.data_plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
 
-        self.loss_plot = self.plots.addPlot(row=0, col=1, title="Loss per epoch")
+        self.loss_plot = self.loss_view.getPlotItem()
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.setLabel("left", "mean squared error")
         self.loss_legend = self.loss_plot.addLegend(offset=(-5, 5))
@@ -248,8 +260,7 @@ class LinearFitTab(QWidget):
         self.loss_plot.addItem(self.best_val_line)
         self.loss_plot.addItem(self.overfit_region)
 
-        self.surface_plot = self.plots.addPlot(row=1, col=0, colspan=2,
-                                               title="Loss surface over (w, b) and the path taken")
+        self.surface_plot = self.surface_view.getPlotItem()
         self.surface_plot.setLabel("bottom", "w")
         self.surface_plot.setLabel("left", "b")
         self.surface_legend = self.surface_plot.addLegend(offset=(-5, 5))
@@ -270,8 +281,10 @@ class LinearFitTab(QWidget):
         self.start_marker = pg.ScatterPlotItem(size=10, symbol="o", brush=pg.mkBrush("r"))
         self.surface_plot.addItem(self.optimum_marker)
         self.surface_plot.addItem(self.start_marker)
-        self.plots.ci.layout.setRowStretchFactor(0, 3)
-        self.plots.ci.layout.setRowStretchFactor(1, 3)
+        # The surface and its contours stay put during a run: paint them from a cached pixmap.
+        self.surface_image.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        for iso in self.isocurves:
+            iso.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # ---- settings ------------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -754,7 +767,7 @@ class LinearFitTab(QWidget):
         self.hidden_spin.setEnabled(mlp)
         self.activation_combo.setEnabled(mlp)
         self.optimizer_combo.setEnabled(not race)
-        self.surface_plot.setVisible(not mlp)
+        self.surface_view.setVisible(not mlp)
         self.train_curve.setVisible(not race)
         self.val_curve.setVisible(not race)
         self.path_curve.setVisible(not race)

@@ -43,7 +43,7 @@ def wait_idle(qtbot, tab) -> None:
 
 def test_book_run_draws_live_and_matches_the_book(qtbot, tab) -> None:
     assert points(tab.train_points) == 11 and points(tab.train_curve) == 0
-    assert tab.surface_plot.isVisible()  # linear model: the loss surface is shown
+    assert tab.surface_view.isVisible()  # linear model: the loss surface is shown
     assert tab.surface_image.image is not None
     click(qtbot, tab.play_button)
     assert tab.is_running() and not tab.play_button.isEnabled()
@@ -127,7 +127,7 @@ def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_sta
 
 def test_clicking_the_plot_adds_and_removes_points(qtbot, tab) -> None:
     view = tab.data_plot.vb
-    widget = tab.plots
+    widget = tab.data_view
 
     def click_at(x: float, y: float) -> None:
         scene = view.mapViewToScene(QPointF(x, y))
@@ -165,7 +165,7 @@ def test_mlp_shows_overfitting(qtbot, tab) -> None:
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
     tab.val_spin.setValue(0.3)
     tab.epochs_spin.setValue(600)
-    assert not tab.surface_plot.isVisible()
+    assert not tab.surface_view.isVisible()
     assert points(tab.val_points) == 3 and points(tab.train_points) == 8
     tab.log_check.setChecked(True)
     click(qtbot, tab.play_button)
@@ -211,4 +211,5 @@ def test_screenshot_shows_the_book_fit(qtbot, tab) -> None:
 
     tab.prepare_screenshot(wait)
     assert tab.last_result["status"] == "done"
-    assert points(tab.train_curve) == 5000 and len(tab.path_w) == 5000 and points(tab.path_curve) > 100
+    assert points(tab.train_curve) == 5000 and len(tab.path_w) == 5000
+    assert points(tab.path_curve) > 100
