@@ -15,8 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import (
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QIcon,
+    QKeySequence,
+    QPixmap,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -53,6 +61,7 @@ from gui.widgets.classify_views import (
 DEFAULT_MODEL = "efficientnet_lite0"
 BOOK_PHOTO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "images" / "bobby.jpg"
 DETAIL_THUMBNAIL = 640
+ROW_THUMBNAIL = 40
 COLUMNS = ("File", "Top-1", "Probability", "Top-5", "Time (ms)")
 PROB_COLUMN = 2
 
@@ -172,10 +181,12 @@ class ClassifyTab(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        self.table.setIconSize(QSize(ROW_THUMBNAIL, ROW_THUMBNAIL))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
@@ -345,7 +356,8 @@ class ClassifyTab(QWidget):
             self._request("single", classify_jobs.classify_job, self._single_config(paths[0]))
         else:
             self._request("folder", classify_jobs.classify_job, {
-                "paths": paths, "top_k": 5, "batch_size": 16, "views": False})
+                "paths": paths, "top_k": 5, "batch_size": 16, "views": True,
+                "thumbnail_size": ROW_THUMBNAIL})
 
     def _single_config(self, path: str) -> dict:
         return {"paths": [path], "top_k": 5, "views": True, "thumbnail_size": DETAIL_THUMBNAIL,
@@ -480,7 +492,7 @@ class ClassifyTab(QWidget):
                 f"{outcome['classified']} images classified, {outcome['failed']} could not be "
                 f"read, in {outcome['seconds']:.1f} s ({rate:.0f} images/s).", 10000)
             if self.table.rowCount() and not self.table.selectedItems():
-                self.table.selectRow(0)
+                self.table.selectRow(self._first_classified_row())
         self._finish_progress()
 
     def _on_errored(self, message: str) -> None:
@@ -541,7 +553,7 @@ class ClassifyTab(QWidget):
                 self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(update["index"] + 1)
         self._add_row(result)
-        if result.get("net_view") is not None or (self._job_kind == "single" and result["error"]):
+        if self._job_kind == "single":
             self._show_detail(result)
 
     def _add_row(self, result: dict) -> None:
@@ -555,6 +567,11 @@ class ClassifyTab(QWidget):
         top = result.get("top") or []
         name = QTableWidgetItem(os.path.basename(path))
         name.setData(Qt.ItemDataRole.UserRole, path)
+        thumb = result.get("thumbnail")
+        if thumb is not None:
+            name.setIcon(QIcon(QPixmap.fromImage(rgb_to_qimage(thumb)).scaled(
+                ROW_THUMBNAIL, ROW_THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation)))
         name.setToolTip(path)
         if result.get("error"):
             cells = [name, QTableWidgetItem("—"), _NumberItem(None, ""),
@@ -570,6 +587,13 @@ class ClassifyTab(QWidget):
         for column, item in enumerate(cells):
             self.table.setItem(row, column, item)
         self.table.setSortingEnabled(True)
+
+    def _first_classified_row(self) -> int:
+        for row in range(self.table.rowCount()):
+            result = self.results.get(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+            if result and not result.get("error"):
+                return row
+        return 0
 
     def _row_of(self, path: str) -> int | None:
         for row in range(self.table.rowCount()):

@@ -93,6 +93,8 @@ def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     labels = {tab.table.item(r, 0).text(): tab.table.item(r, 1).text() for r in range(6)}
     assert labels["bobby.jpg"] == "golden retriever" and labels["horse.jpg"] == "sorrel"
     assert labels["broken.jpg"] == "—"
+    icons = {tab.table.item(r, 0).text(): tab.table.item(r, 0).icon().isNull() for r in range(6)}
+    assert not icons["bobby.jpg"] and icons["broken.jpg"]  # thumbnails for photos that opened
     broken_row = next(r for r in range(6) if tab.table.item(r, 0).text() == "broken.jpg")
     assert "error:" in tab.table.item(broken_row, 3).text()
 
