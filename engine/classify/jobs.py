@@ -39,7 +39,7 @@ def _model_key(config: dict, device: str) -> tuple:
         (hub.get("repo"), hub.get("entry")) if hub else (
             ("torchscript", script.get("path")) if script else None),
         device,
-        config.get("precision", "fp32"),
+        config.get("precision", "auto"),
     )
 
 
@@ -91,7 +91,7 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
     """Classify ``config["paths"]`` (files and folders).
 
     Config: ``paths``, ``model`` ("efficientnet_lite0"), ``weights_file``, ``hub`` ({"repo",
-    "entry"}), ``top_k`` (5), ``batch_size`` (32), ``workers``, ``precision`` ("fp32"),
+    "entry"}), ``top_k`` (5), ``batch_size`` (32), ``workers``, ``precision`` ("auto"),
     ``fast_decode`` (False: JPEG draft decoding), ``views`` (False: include thumbnail and the net's
     view in each result), ``thumbnail_size`` (256), ``gradcam_limit`` (0: Grad-CAM of the top class
     for up to this many images, reported as ``gradcam`` events).
@@ -120,8 +120,8 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
     classified = failed = 0
     total = len(paths)
     if total == 1 and not config.get("fast_decode"):  # a single drop: no pool, no batching
-        stream = iter([classifier.classify_file(paths[0], top_k,
-                                                int(config.get("thumbnail_size", 256)))])
+        thumbnail = int(config.get("thumbnail_size", 256)) if views else None
+        stream = iter([classifier.classify_file(paths[0], top_k, thumbnail)])
     else:
         stream = classifier.classify_files(
             paths, top_k=top_k, batch_size=int(config.get("batch_size", 32)),

@@ -336,3 +336,15 @@ def test_single_threaded_cpu_streams_give_the_same_answers(lite0, tmp_path):
     for a, b in zip(batched, streamed, strict=True):
         assert [t["index"] for t in a.top] == [t["index"] for t in b.top]
         assert all(abs(x["prob"] - y["prob"]) < 1e-5 for x, y in zip(a.top, b.top, strict=True))
+
+
+def test_precision_choices():
+    from engine.classify.classifier import resolve_precision
+
+    assert resolve_precision("auto", "cpu") is None and resolve_precision("fp32", "cuda:0") is None
+    assert resolve_precision("auto", "cuda:0") is torch.float16
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(JobError, match="fp16 is not supported on the CPU"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(JobError, match="unknown precision 'int3'"):
+        resolve_precision("int3", "cpu")
