@@ -16,6 +16,8 @@ import hashlib
 import http.client
 import os
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -118,6 +120,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resolve_host_quickly(host: str, timeout: float = 4.0) -> None:
+    """Raise ``OSError`` unless ``host`` resolves within ``timeout`` seconds.
+
+    ``urlopen``'s timeout does not cover the name lookup, which can hang for many seconds on a
+    machine whose DNS server is unreachable; this bounds it (the lookup runs on a daemon thread).
+    """
+    outcome: dict[str, BaseException | bool] = {}
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, None)
+            outcome["ok"] = True
+        except OSError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=lookup, daemon=True, name="dns-lookup")
+    thread.start()
+    thread.join(timeout)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    if not outcome.get("ok"):
+        raise OSError(f"looking up {host} took longer than {timeout:.0f} s")
+
+
 def _fetch(
     url: str,
     partial: Path,
@@ -129,6 +155,11 @@ def _fetch(
     request = urllib.request.Request(url, headers={"User-Agent": "TorchDesk"})
     received = 0
     total = None
+    try:
+        resolve_host_quickly(urlparse(url).hostname or "", min(timeout, 4.0))
+    except OSError as exc:
+        raise JobError(f"cannot download {name} (no network? {exc}). " + _where_to_put(url)) \
+            from None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")

@@ -387,7 +387,10 @@ def _hub_repo_cached(repo: str) -> bool:
 def _check_reachable(what: str, where: str) -> None:
     import socket
 
+    from engine.classify.weights import resolve_host_quickly
+
     try:
+        resolve_host_quickly(HUB_PROBE_ADDRESS[0], 4.0)
         socket.create_connection(HUB_PROBE_ADDRESS, timeout=4).close()
     except OSError as exc:
         raise JobError(

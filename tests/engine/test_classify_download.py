@@ -166,3 +166,18 @@ def test_torchvision_model_download_goes_through_the_mirror(server, monkeypatch)
     with pytest.raises(JobError, match="squeezenet1_1-b8a52dc0.pth is corrupt"):
         load_model("squeezenet1_1")
     assert _leftovers() == []
+
+
+def test_a_hanging_name_lookup_still_fails_within_seconds(monkeypatch):
+    real_lookup = socket.getaddrinfo
+
+    def hanging_lookup(host, *args, **kwargs):
+        if host == "weights.invalid":
+            time.sleep(8)
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    started = time.monotonic()
+    with pytest.raises(JobError, match="tiny-1234abcd.pth .*longer than"):
+        weights.ensure_weights("http://weights.invalid/tiny-1234abcd.pth", timeout=2)
+    assert time.monotonic() - started < 5
