@@ -124,6 +124,7 @@ def test_http_error_names_the_file(server):
 
 
 def test_offline_fails_fast_and_says_where_to_put_the_file():
+    weights.checkpoint_dir()  # imports torch.hub now, outside the timing
     with socket.socket() as s:  # a port nobody listens on: connection refused, like no network
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -177,6 +178,7 @@ def test_a_hanging_name_lookup_still_fails_within_seconds(monkeypatch):
         return real_lookup(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    weights.checkpoint_dir()  # imports torch.hub now, outside the timing
     started = time.monotonic()
     with pytest.raises(JobError, match="tiny-1234abcd.pth .*longer than"):
         weights.ensure_weights("http://weights.invalid/tiny-1234abcd.pth", timeout=2)
