@@ -361,7 +361,7 @@ class ClassifyTab(QWidget):
 
     def _single_config(self, path: str) -> dict:
         return {"paths": [path], "top_k": 5, "views": True, "thumbnail_size": DETAIL_THUMBNAIL,
-                "gradcam_limit": 1}
+                "gradcam_limit": 1, "threads": "idle"}
 
     def _choose_files(self) -> None:
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
@@ -656,7 +656,8 @@ class ClassifyTab(QWidget):
             return
         self.cam_check.setChecked(True)
         self._request("gradcam", classify_jobs.gradcam_job,
-                      {"path": self.current["path"], "class_index": int(class_index)})
+                      {"path": self.current["path"], "class_index": int(class_index),
+                       "threads": "idle"})
 
     def _on_grad_cam(self, update: dict) -> None:
         if self.current is None or update["path"] != self.current["path"]:

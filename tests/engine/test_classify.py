@@ -348,3 +348,12 @@ def test_precision_choices():
         resolve_precision("fp16", "cpu")
     with pytest.raises(JobError, match="unknown precision 'int3'"):
         resolve_precision("int3", "cpu")
+
+
+def test_per_job_cpu_threads_are_restored():
+    before = torch.get_num_threads()
+    seen = []
+    ctx = JobContext("cpu", progress=lambda u: seen.append(torch.get_num_threads()))
+    out = classify_job({"paths": [str(BOOK_IMAGES / "cat2.png")], "threads": 1}, ctx)
+    assert out["classified"] == 1 and set(seen) == {1}
+    assert torch.get_num_threads() == before
