@@ -3,6 +3,12 @@
 The worker never touches widgets. Progress updates are appended to a locked list (cheap enough for
 jobs that report every step) and a GUI-thread timer hands them over in batches at most ~30 times a
 second, so a fast job cannot flood the event loop and plots redraw at a steady pace.
+
+While the ``progress`` handlers run, the worker pauses at its next report (at most
+``FRAME_YIELD_S``): a Python-heavy job would otherwise take the GIL back after every Qt call the
+GUI thread makes, and a frame of a few hundred such calls would stall for a tenth of a second.
+Handlers that draw with Python (pyqtgraph) should therefore ``repaint()`` their plots right there,
+inside that quiet window, rather than leave the painting for later.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ log = logging.getLogger(__name__)
 Job = Callable[[Any, JobContext], Any]
 
 DELIVERY_INTERVAL_MS = 33
+FRAME_YIELD_S = 0.05
 
 
 class _JobThread(QThread):
@@ -71,6 +78,8 @@ class JobRunner(QObject):
         self._ctx: JobContext | None = None
         self._pending: list[dict] = []
         self._lock = threading.Lock()
+        self._gui_idle = threading.Event()
+        self._gui_idle.set()
         self._timer = QTimer(self)
         self._timer.setInterval(DELIVERY_INTERVAL_MS)
         self._timer.timeout.connect(self._deliver)
@@ -109,6 +118,8 @@ class JobRunner(QObject):
     def _collect(self, update: dict) -> None:
         with self._lock:
             self._pending.append(update)
+        if not self._gui_idle.is_set():
+            self._gui_idle.wait(FRAME_YIELD_S)
 
     def _take_pending(self) -> list[dict]:
         with self._lock:
@@ -118,7 +129,11 @@ class JobRunner(QObject):
     def _deliver(self) -> None:
         batch = self._take_pending()
         if batch:
-            self.progress.emit(batch)
+            self._gui_idle.clear()
+            try:
+                self.progress.emit(batch)
+            finally:
+                self._gui_idle.set()
 
     def _on_outcome(self, result: Any, error: str | None) -> None:
         if self._thread is not None:

@@ -547,6 +547,8 @@ class LinearFitTab(QWidget):
                 history.extend(values)
         self._redraw_curves()
         self._update_readout()
+        if self.isVisible():
+            self.plots.repaint()  # now, while the bridge holds the worker (see gui/bridge.py)
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
