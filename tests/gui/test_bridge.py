@@ -123,3 +123,29 @@ def test_runner_can_run_again_after_finishing(qtbot):
         with qtbot.waitSignal(runner.finished, timeout=10_000):
             runner.start(counting_job, {"n": n})
     assert [r["count"] for r in events["returned"]] == [3, 5]
+
+
+def test_worker_pauses_while_the_gui_handles_a_batch(qtbot):
+    """The worker waits at its next report while a progress handler runs (no GIL tug-of-war)."""
+    counter = {"reports": 0}
+
+    def busy_job(config, ctx):
+        while not ctx.stopped():
+            counter["reports"] += 1
+            ctx.report({"n": counter["reports"]})
+        return {"status": "stopped"}
+
+    advanced_during_handler = []
+
+    def slow_handler(batch):
+        before = counter["reports"]
+        time.sleep(0.02)
+        advanced_during_handler.append(counter["reports"] - before)
+
+    runner = JobRunner()
+    runner.progress.connect(slow_handler)
+    runner.start(busy_job)
+    qtbot.waitUntil(lambda: len(advanced_during_handler) >= 5, timeout=10_000)
+    with qtbot.waitSignal(runner.finished, timeout=5_000):
+        runner.stop()
+    assert max(advanced_during_handler) <= 1
