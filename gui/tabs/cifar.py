@@ -845,7 +845,7 @@ class CifarTab(QWidget):
                 self._confusion_labels.append(text)
         self.confusion_plot.getAxis("left").setTicks(
             [[(i + 0.5, name) for i, name in enumerate(names)]])
-        short = [name if k <= 5 else name[:4] for name in names]  # room under narrow columns
+        short = [name if k <= 5 else name[:3] for name in names]  # room under narrow columns
         self.confusion_plot.getAxis("bottom").setTicks(
             [[(i + 0.5, name) for i, name in enumerate(short)]])
         self.confusion_plot.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -172,12 +173,15 @@ class LinearFitTab(QWidget):
             signal.connect(self._on_setting_changed)
 
         buttons = QGridLayout()
-        self.play_button = QPushButton("▶ Play")
-        self.pause_button = QPushButton("⏸ Pause")
-        self.step_button = QPushButton("Step")
+        def icon(name: str):
+            return self.style().standardIcon(getattr(QStyle.StandardPixmap, name))
+
+        self.play_button = QPushButton(icon("SP_MediaPlay"), "Play")
+        self.pause_button = QPushButton(icon("SP_MediaPause"), "Pause")
+        self.step_button = QPushButton(icon("SP_MediaSeekForward"), "Step")
         self.step_button.setToolTip("Run one epoch")
         self.reset_button = QPushButton("Reset")
-        self.stop_button = QPushButton("■ Stop")
+        self.stop_button = QPushButton(icon("SP_MediaStop"), "Stop")
         self.play_button.clicked.connect(self.play)
         self.pause_button.clicked.connect(self.pause)
         self.step_button.clicked.connect(self.step)
