@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,7 +150,7 @@ class MainWindow(QMainWindow):
             f"Python {platform.python_version()}",
             f"Qt {qVersion()} (PySide6 {pyside_version})",
         ]
-        if "torch" in sys.modules:
+        if self.app.torch_ready:
             import torch
             import torchvision
 
