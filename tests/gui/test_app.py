@@ -1,0 +1,36 @@
+"""The app as a user starts it: `python main.py` (the `torchdesk` script runs the same main)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PySide6.QtGui import QImage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_app(*args, timeout):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_window_shows_before_torch_has_loaded(tmp_path):
+    result = run_app("--startup-report", "--settings", str(tmp_path / "s.ini"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+    assert float(lines["window_shown"]) < float(lines["torch_ready"])
+
+
+def test_screenshots_render_every_tab_with_real_content(tmp_path):
+    out = tmp_path / "shots"
+    result = run_app("--screenshots", str(out), "--settings", str(tmp_path / "s.ini"), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stem in ("classify", "linear-fit", "cifar-10"):
+        image = QImage(str(out / f"{stem}.png"))
+        assert not image.isNull() and image.width() >= 800, stem
+        # a real screen has many colours; a blank or placeholder tab has a handful
+        colours = {image.pixel(x, y) for x in range(0, image.width(), 7)
+                   for y in range(0, image.height(), 7)}
+        assert len(colours) > 200, stem
