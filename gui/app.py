@@ -21,10 +21,16 @@ from PySide6.QtWidgets import QApplication
 WARM_MODULES = (
     "torch",
     "torchvision",
+    "torchvision.models",
+    "pyqtgraph",
     "engine.devices",
     "engine.fit.trainer",
-    "engine.classify",
-    "engine.cifar",
+    "engine.fit.surface",
+    "engine.classify.jobs",
+    "engine.classify.zoo",
+    "engine.classify.classifier",
+    "engine.cifar.trainer",
+    "engine.cifar.data",
 )
 
 _START = time.perf_counter()

@@ -6,9 +6,7 @@ import argparse
 import signal
 import sys
 
-from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS
-
-OPTIMIZER_CHOICES = ("gd", "sgd", "momentum", "adam")  # engine.fit.trainer.OPTIMIZERS, torch-free
+from engine.fit.choices import ACTIVATION_NAMES, DEFAULT_HIDDEN, MODELS, OPTIMIZERS
 
 
 def register(sub) -> None:
@@ -23,9 +21,9 @@ def register(sub) -> None:
     p.add_argument("--model", choices=MODELS, default="linear")
     p.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, metavar="H",
                    help=f"MLP hidden units (default {DEFAULT_HIDDEN})")
-    p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="tanh",
+    p.add_argument("--activation", choices=ACTIVATION_NAMES, default="tanh",
                    help="MLP activation (default tanh)")
-    p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="gd",
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
                    help="gd = the book's hand-written gradient descent (default)")
     p.add_argument("--lr", type=float, default=1e-2, metavar="LR", help="learning rate (1e-2)")
     p.add_argument("--epochs", type=int, default=5000, metavar="N", help="epochs (5000)")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.fit.choices import ACTIVATION_NAMES, DEFAULT_HIDDEN, MODELS
 from engine.jobs import JobError
 
-MODELS = ("linear", "mlp")
+__all__ = ["ACTIVATIONS", "DEFAULT_HIDDEN", "MODELS", "make_model", "make_mlp", "LinearModel"]
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -15,7 +17,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "gelu": nn.GELU,
 }
-DEFAULT_HIDDEN = 13
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 
 class LinearModel(nn.Module):

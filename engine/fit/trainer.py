@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.fit.choices import OPTIMIZERS
 from engine.fit.data import FitData, book_data, split_indices
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
 from engine.jobs import JobContext, JobError
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 MOMENTUM = 0.9
 # A loss this many times the first epoch's loss (and above 1) means the run is exploding.
 EXPLODE_FACTOR = 1e6

@@ -45,3 +45,12 @@ def test_resolve_device_explains_unknown_and_missing_devices():
         resolve_device("toaster")
     with pytest.raises(JobError, match="not available here"):
         resolve_device("cuda:7")
+
+
+def test_help_does_not_import_torch():
+    """Building the parser stays cheap: each command imports torch inside its run()."""
+    code = ("import sys\nfrom engine.cli import build_parser\nbuild_parser()\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
