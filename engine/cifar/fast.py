@@ -78,8 +78,9 @@ def _recipe(batch_size: int, epochs: int, warmup: float, tta_level: int,
 
 
 _DEFAULTS_BY_DEVICE: dict[str, dict[str, Any]] = {
-    # ~270 s of training on an idle 2-core AVX2 CPU (~1300 images/s). fp32 + channels_last:
-    # bf16 autocast without hardware bf16 runs ~5x slower there.
+    # ~270 s of training on an idle 2-core AVX2 CPU (~1300 images/s, estimated); measured 83.4%
+    # test accuracy on the JPEG CIFAR-10 (TTA 2). fp32 + channels_last: bf16 autocast without
+    # hardware bf16 runs ~5x slower there.
     "cpu": _recipe(batch_size=256, epochs=7, warmup=0.2, tta_level=2, channels_last=True,
                    eval_every=1),
     # One GPU (airbench94-style): ~10 epochs of 1024-image batches.
