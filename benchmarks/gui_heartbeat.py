@@ -46,6 +46,7 @@ def spin(app: QApplication, seconds: float) -> None:
 
 
 def measure(app, tab, model: str, epochs: int) -> tuple[list[float], float, int]:
+    """Gaps between heartbeat ticks from Play until the run has finished."""
     tab.model_combo.setCurrentIndex(tab.model_combo.findData(model))
     tab.race_check.setChecked(False)
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
@@ -62,7 +63,11 @@ def measure(app, tab, model: str, epochs: int) -> tuple[list[float], float, int]
         time.sleep(0.0005)
     elapsed = time.perf_counter() - start
     beat.timer.stop()
-    return beat.gaps_ms(), elapsed, len(tab.epochs)
+    gaps = beat.gaps_ms()
+    worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-3:]
+    print("  longest gaps at (s after Play):",
+          ", ".join(f"{beat.ticks[i] - start:.2f}s: {gaps[i]:.0f} ms" for i in worst))
+    return gaps, elapsed, len(tab.epochs)
 
 
 def describe(name: str, gaps: list[float]) -> str:
@@ -75,6 +80,7 @@ def describe(name: str, gaps: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100_000)
+    parser.add_argument("--models", default="linear,mlp", help="comma-separated: linear,mlp")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="override sys.setswitchinterval (seconds) after the app sets it")
     args = parser.parse_args()
@@ -105,7 +111,7 @@ def main() -> None:
         print(describe("idle (baseline)", idle.gaps_ms()))
 
         worst = 0.0
-        for model in ("linear", "mlp"):
+        for model in args.models.split(","):
             gaps, elapsed, drawn = measure(app, tab, model, args.epochs)
             worst = max(worst, max(gaps))
             print(describe(f"training {model}", gaps) +

@@ -8,13 +8,16 @@ While the ``progress`` handlers run, the worker pauses at its next report (at mo
 ``FRAME_YIELD_S``): a Python-heavy job would otherwise take the GIL back after every Qt call the
 GUI thread makes, and a frame of a few hundred such calls would stall for a tenth of a second.
 Handlers that draw with Python (pyqtgraph) should therefore ``repaint()`` their plots right there,
-inside that quiet window, rather than leave the painting for later.
+inside that quiet window, rather than leave the painting for later. The delivery interval adapts
+so that handling batches takes at most ``GUI_SHARE`` of the time: a costly redraw means fewer
+frames, never a starved worker or a frozen window.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 Job = Callable[[Any, JobContext], Any]
 
 DELIVERY_INTERVAL_MS = 33
+MAX_DELIVERY_INTERVAL_MS = 250
+GUI_SHARE = 0.25
 FRAME_YIELD_S = 0.05
 
 
@@ -95,6 +100,7 @@ class JobRunner(QObject):
         self._ctx = JobContext(device=device, progress=self._collect)
         self._thread = _JobThread(job, config, self._ctx)
         self._thread.outcome.connect(self._on_outcome)
+        self._timer.setInterval(DELIVERY_INTERVAL_MS)
         self._timer.start()
         self.started.emit()
         self._thread.start()
@@ -130,10 +136,14 @@ class JobRunner(QObject):
         batch = self._take_pending()
         if batch:
             self._gui_idle.clear()
+            started = time.perf_counter()
             try:
                 self.progress.emit(batch)
             finally:
                 self._gui_idle.set()
+            cost_ms = (time.perf_counter() - started) * 1000
+            self._timer.setInterval(int(min(MAX_DELIVERY_INTERVAL_MS,
+                                            max(DELIVERY_INTERVAL_MS, cost_ms / GUI_SHARE))))
 
     def _on_outcome(self, result: Any, error: str | None) -> None:
         if self._thread is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QStyle,
     QVBoxLayout,
@@ -89,7 +90,7 @@ class LinearFitTab(QWidget):
     # ---- building ----------------------------------------------------------------------------
     def _build_controls(self) -> None:
         self.controls_panel = QWidget()
-        self.controls_panel.setMaximumWidth(330)
+        self.controls_panel.setFixedWidth(330)  # a live readout must never re-lay out the plots
         panel = QVBoxLayout(self.controls_panel)
         panel.setContentsMargins(0, 0, 0, 0)
 
@@ -197,13 +198,16 @@ class LinearFitTab(QWidget):
         buttons.addWidget(self.log_check, 1, 2)
         panel.addLayout(buttons)
 
-        readout_box = QGroupBox("Now")
+        readout_box = self.readout_box = QGroupBox("Now")
         readout = QFormLayout(readout_box)
         self.epoch_label = QLabel("0")
         self.loss_label = QLabel("–")
         self.val_label = QLabel("–")
         self.params_label = QLabel("–")
         self.grads_label = QLabel("–")
+        for label in (self.epoch_label, self.loss_label, self.val_label, self.params_label,
+                      self.grads_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         for label in (self.loss_label, self.params_label, self.grads_label):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         readout.addRow("Epoch", self.epoch_label)
@@ -515,6 +519,7 @@ class LinearFitTab(QWidget):
         self.last_update: dict[str, Any] = {}
         self.last_snapshot: dict[str, Any] | None = None
         self.best_val: tuple[int, float] | None = None
+        self._frame = 0
 
     def _on_progress(self, batch: list[dict]) -> None:
         # Collect the batch in lists, then grow the history arrays once per batch.
@@ -549,13 +554,30 @@ class LinearFitTab(QWidget):
                                 (self.path_b, path_b)):
             if values:
                 history.extend(values)
-        self._redraw_curves()
+        # Alternate between the loss plot and the fit plots so each frame stays short.
+        self._frame += 1
+        loss_turn = self._frame % 2 == 1
+        self._redraw_curves(("loss",) if loss_turn else ("fit",))
         self._update_readout()
         if self.isVisible():
-            self.plots.repaint()  # now, while the bridge holds the worker (see gui/bridge.py)
+            views = [self.loss_view] if loss_turn else [self.data_view, self.surface_view]
+            self._paint_now([*views, self.readout_box])
+
+    def _paint_now(self, views: list) -> None:
+        """Paint ``views`` now, while the bridge holds the worker (see gui/bridge.py).
+
+        A graphics scene reports changed items through a queued call; deliver it first so the
+        repaint draws this batch and leaves nothing to paint later, outside that window.
+        """
+        for view in views:
+            if view.isVisible():
+                if hasattr(view, "scene"):
+                    QCoreApplication.sendPostedEvents(view.scene(), QEvent.Type.MetaCall.value)
+                view.repaint()
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
+        self._redraw_curves()
         status = result.get("status")
         epoch = result.get("epochs", 0)
         if status == "diverged":
@@ -650,9 +672,15 @@ class LinearFitTab(QWidget):
         self.start_marker.setData([1.0], [0.0])
         self.surface_plot.setRange(xRange=(w[0], w[-1]), yRange=(b[0], b[-1]), padding=0)
 
-    def _redraw_curves(self) -> None:
-        """Push the history into the persistent plot items (once per progress batch)."""
-        race = isinstance(self.session, RaceSession)
+    def _redraw_curves(self, parts: tuple[str, ...] = ("loss", "fit")) -> None:
+        """Push the history into the persistent plot items: the loss plot, and/or the fit
+        (prediction over the data and the path over the loss surface)."""
+        if "loss" in parts:
+            self._redraw_loss()
+        if "fit" in parts:
+            self._redraw_fit()
+
+    def _redraw_loss(self) -> None:
         epochs = self.epochs.values
         self.train_curve.setData(epochs, self.train_losses.values)
         if len(self.val_losses):
@@ -662,13 +690,18 @@ class LinearFitTab(QWidget):
         for name, curve in self.race_curves.items():
             history = self.race_history[name]
             curve.setData(history["epoch"].values, history["loss"].values)
-            self.race_paths[name].setData(*self._display_path(history["w"], history["b"]))
+        self._draw_overfitting()
+
+    def _redraw_fit(self) -> None:
+        race = isinstance(self.session, RaceSession)
+        for name, path in self.race_paths.items():
+            history = self.race_history[name]
+            path.setData(*self._display_path(history["w"], history["b"]))
         if race or not len(self.path_w):
             self.path_curve.setData([], [])
         else:
             self.path_curve.setData(*self._display_path(self.path_w, self.path_b))
         self._draw_prediction()
-        self._draw_overfitting()
 
     @staticmethod
     def _display_path(w: GrowingArray, b: GrowingArray) -> tuple[np.ndarray, np.ndarray]:
