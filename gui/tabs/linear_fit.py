@@ -572,6 +572,9 @@ class LinearFitTab(QWidget):
         for view in views:
             if view.isVisible():
                 if hasattr(view, "scene"):
+                    # pyqtgraph applies auto-range when a paint starts; do it before painting,
+                    # or the range change asks for a second paint after the window closes.
+                    view.scene().prepareForPaint()
                     QCoreApplication.sendPostedEvents(view.scene(), QEvent.Type.MetaCall.value)
                 view.repaint()
 
