@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 
 from tests.engine.cifar_helpers import write_image_folder
+from tests.gui.conftest import plot_points
 
 pytest.importorskip("pyqtgraph")
 
@@ -24,22 +25,14 @@ def tiny_data(tmp_path):
 
 
 @pytest.fixture
-def tab(qtbot, app_state, tmp_path, monkeypatch):
+def tab(open_tab, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
     from gui.tabs.cifar import CifarTab
 
-    widget = CifarTab(app_state)
-    qtbot.addWidget(widget)
-    widget.resize(1300, 850)
-    widget.show()
-    qtbot.waitExposed(widget)
-    yield widget
-    widget.shutdown()
+    return open_tab(CifarTab)
 
 
-def curve_points(curve) -> int:
-    xs, _ = curve.getData()
-    return 0 if xs is None else len(xs)
+curve_points = plot_points
 
 
 def click_cell(qtbot, tab, true_index, predicted_index):

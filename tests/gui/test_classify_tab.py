@@ -23,16 +23,12 @@ WAIT_MS = 240_000  # generous: a shared 2-core machine
 
 
 @pytest.fixture
-def tab(qtbot, app_state):
+def tab(qtbot, open_tab):
     from gui.tabs.classify import ClassifyTab
 
-    widget = ClassifyTab(app_state)
-    qtbot.addWidget(widget)
-    widget.resize(1200, 800)
-    widget.show()
+    widget = open_tab(ClassifyTab, size=(1200, 800))
     qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)  # the default model loads
-    yield widget
-    widget.shutdown()
+    return widget
 
 
 def _drop(widget, paths):

@@ -10,27 +10,21 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
+from tests.gui.conftest import plot_points  # noqa: E402
+
 pytest.importorskip("pyqtgraph")
 
 RUN_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
-def tab(qtbot, app_state):
+def tab(open_tab):
     from gui.tabs.linear_fit import LinearFitTab
 
-    widget = LinearFitTab(app_state)
-    qtbot.addWidget(widget)
-    widget.resize(1300, 850)
-    widget.show()
-    qtbot.waitExposed(widget)
-    yield widget
-    widget.shutdown()
+    return open_tab(LinearFitTab)
 
 
-def points(item) -> int:
-    xs, _ = item.getData()
-    return 0 if xs is None else len(xs)
+points = plot_points
 
 
 def click(qtbot, button) -> None:
