@@ -520,6 +520,7 @@ class LinearFitTab(QWidget):
         self.last_snapshot: dict[str, Any] | None = None
         self.best_val: tuple[int, float] | None = None
         self._frame = 0
+        self._loss_range: tuple[float, tuple[float, float] | None] | None = None
 
     def _on_progress(self, batch: list[dict]) -> None:
         # Collect the batch in lists, then grow the history arrays once per batch.
@@ -580,6 +581,8 @@ class LinearFitTab(QWidget):
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
+        self._loss_range = None
+        self.loss_plot.enableAutoRange()
         self._redraw_curves()
         status = result.get("status")
         epoch = result.get("epochs", 0)
@@ -694,6 +697,35 @@ class LinearFitTab(QWidget):
             history = self.race_history[name]
             curve.setData(history["epoch"].values, history["loss"].values)
         self._draw_overfitting()
+        if self.runner.is_running():
+            self._step_loss_range()
+
+    def _step_loss_range(self) -> None:
+        """During a run, move the loss plot's range in steps rather than every frame: new axis
+        ticks are the costliest part of a frame. Auto-range returns when the run ends."""
+        race = isinstance(self.session, RaceSession)
+        series = ([h["loss"].values for h in self.race_history.values()] if race
+                  else [self.train_losses.values, self.val_losses.values])
+        values = np.concatenate(series)
+        if self.log_check.isChecked():
+            values = np.log10(values[values > 0])
+        values = values[np.isfinite(values)]
+        last_epoch = max((float(h["epoch"][-1]) for h in self.race_history.values()
+                          if len(h["epoch"])), default=0.0) if race else \
+            (float(self.epochs[-1]) if len(self.epochs) else 0.0)
+        if not len(values) or last_epoch <= 0:
+            return
+        lo, hi = float(values.min()), float(values.max())
+        span = max(hi - lo, 1e-9)
+        x_max, y_range = self._loss_range or (0.0, None)
+        if last_epoch > x_max:
+            x_max = max(10.0, 1.5 * last_epoch)
+        if y_range is None or lo < y_range[0] or hi > y_range[1] or \
+                span < 0.5 * (y_range[1] - y_range[0]):
+            y_range = (lo - 0.25 * span, hi + 0.05 * span)
+        if (x_max, y_range) != self._loss_range:
+            self._loss_range = (x_max, y_range)
+            self.loss_plot.setRange(xRange=(0, x_max), yRange=y_range, padding=0)
 
     def _redraw_fit(self) -> None:
         race = isinstance(self.session, RaceSession)
