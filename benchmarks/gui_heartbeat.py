@@ -47,8 +47,9 @@ def spin(app: QApplication, seconds: float) -> None:
 
 def measure(app, tab, model: str, epochs: int) -> tuple[list[float], float, int]:
     """Gaps between heartbeat ticks from Play until the run has finished."""
-    tab.model_combo.setCurrentIndex(tab.model_combo.findData(model))
-    tab.race_check.setChecked(False)
+    race = model == "race"
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("linear" if race else model))
+    tab.race_check.setChecked(race)
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
     tab.lr_spin.setValue(0.01)
     tab.scale_spin.setValue(0.1)
@@ -67,7 +68,8 @@ def measure(app, tab, model: str, epochs: int) -> tuple[list[float], float, int]
     worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-3:]
     print("  longest gaps at (s after Play):",
           ", ".join(f"{beat.ticks[i] - start:.2f}s: {gaps[i]:.0f} ms" for i in worst))
-    return gaps, elapsed, len(tab.epochs)
+    drawn = len(tab.race_history['adam']['epoch']) if race else len(tab.epochs)
+    return gaps, elapsed, drawn
 
 
 def describe(name: str, gaps: list[float]) -> str:
@@ -80,7 +82,8 @@ def describe(name: str, gaps: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100_000)
-    parser.add_argument("--models", default="linear,mlp", help="comma-separated: linear,mlp")
+    parser.add_argument("--models", default="linear,mlp",
+                        help="comma-separated: linear, mlp, race")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="override sys.setswitchinterval (seconds) after the app sets it")
     args = parser.parse_args()
