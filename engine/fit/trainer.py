@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.devices import resolve_device
 from engine.fit.choices import OPTIMIZERS
 from engine.fit.data import FitData, book_data, split_indices
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
@@ -105,7 +106,7 @@ class FitSession:
         config.validate()
         self.config = config
         self.data = data if data is not None else book_data()
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         self.train_indices, self.val_indices = split_indices(
             len(self.data), config.val_fraction, config.seed
         )

@@ -86,6 +86,7 @@ class LinearFitTab(QWidget):
         layout.addWidget(self.plots, 1)
         self._restore_settings()
         self.reset()
+        app.device_changed.connect(self._on_device_changed)
 
     # ---- building ----------------------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -417,6 +418,14 @@ class LinearFitTab(QWidget):
     # ---- run control --------------------------------------------------------------------------
     def is_race(self) -> bool:
         return self.race_check.isChecked()
+
+    def _on_device_changed(self, _device: str) -> None:
+        """A run that has not started moves to the new device; a paused one keeps its own."""
+        if self.runner.is_running() or (self.session is not None and
+                                        self.session.status not in ("ready", "done")):
+            self.app.show_status("Linear fit: the new device applies from the next Reset.", 5000)
+        else:
+            self.reset()
 
     def _new_session(self) -> bool:
         """A fresh session from the controls; False (with the reason shown) if they are invalid."""

@@ -207,3 +207,15 @@ def test_screenshot_shows_the_book_fit(qtbot, tab) -> None:
     assert tab.last_result["status"] == "done"
     assert points(tab.train_curve) == 5000 and len(tab.path_w) == 5000
     assert points(tab.path_curve) > 100
+
+
+def test_switching_device_applies_to_the_next_run(qtbot, tab, app_state) -> None:
+    tab.epochs_spin.setValue(200)
+    app_state.set_device("cuda:7")  # a GPU this machine does not have
+    click(qtbot, tab.play_button)
+    assert not tab.is_running()
+    assert "not available here" in tab.message_label.text()
+    app_state.set_device("cpu")
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "done" and tab.last_result["device"] == "cpu"
