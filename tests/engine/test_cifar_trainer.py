@@ -75,8 +75,9 @@ def test_resume_after_two_epochs_equals_three_straight(tmp_path):
 
 
 def test_stop_mid_epoch_keeps_a_checkpoint_that_resumes_exactly(tmp_path):
+    # report_interval_s=0: every step is reported, so the stop lands on step 8 whatever the pace
     config = base_config(epochs=2, model="netdropout", schedule="warmup_linear", flip=True,
-                         translate=1, optimizer="nesterov")
+                         translate=1, optimizer="nesterov", report_interval_s=0)
     straight, _ = run({**config, "checkpoint": tmp_path / "straight.pt"})
     stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
                      stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
