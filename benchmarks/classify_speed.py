@@ -41,7 +41,7 @@ from torchvision import transforms
 from engine.classify.classifier import idle_cpu_threads
 from engine.classify.lite0 import load_lite0
 
-torch.set_num_threads(idle_cpu_threads())  # same thread policy as the CLI: a fair comparison
+pass
 paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
 model = load_lite0()
 preprocess = transforms.Compose([

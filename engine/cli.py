@@ -77,12 +77,27 @@ class StderrProgress:
             print(line, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, process_exit: bool = False) -> int:
+    """Run one command; its exit code.
+
+    ``process_exit`` (only for ``python -m engine``): commands that ask for it end the process
+    right after their output is flushed. Tearing down an interpreter that has imported torch
+    takes about half a second, a tenth of classifying a folder of 300 photos.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    code = _run(args)
+    if process_exit and getattr(args, "skip_teardown", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except JobError as exc:

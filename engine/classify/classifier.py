@@ -9,7 +9,9 @@ and preprocesses (Pillow releases the GIL) while the main thread runs batches un
 from __future__ import annotations
 
 import os
+import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,12 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.classify.images import ImageProblem, PreparedImage, prepare_image
+from engine.classify.images import ImageProblem, Prefetch, PreparedImage, prepare_image
 from engine.classify.zoo import LoadedModel
 from engine.jobs import JobError
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")
 CPU_CHUNK = 4  # images per forward when each CPU core classifies its own chunks
+#: Models up to this many parameters get a frozen, oneDNN-optimized TorchScript copy for CPU
+#: inference (bigger ones would hold their weights twice).
+OPTIMIZE_MAX_PARAMS = 100_000_000
+#: The optimized copy is used only when its logits match the Python model's this closely.
+OPTIMIZE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -95,6 +102,44 @@ class Classifier:
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
         self._gradcam = None
+        self._inference_model: torch.nn.Module | None = None
+        self._optimize_lock = threading.Lock()
+        self.optimized = False  # whether CPU inference runs the TorchScript-optimized copy
+
+    def optimize_for_cpu(self) -> bool:
+        """Build a frozen TorchScript copy with oneDNN fusions for fp32 CPU inference.
+
+        Convolution + bias + activation run as one prepacked oneDNN kernel: about 1.5x faster
+        than eager mode for EfficientNet-Lite0 on one core, same outputs to float rounding
+        (checked here on a random batch; any failure or mismatch keeps the Python model). Takes
+        ~0.5 s for Lite0; Grad-CAM keeps using the Python model, which has hooks.
+        """
+        with self._optimize_lock:
+            if self._inference_model is not None:
+                return self.optimized
+            self._inference_model = self.model
+            eligible = (self.device.type == "cpu" and self.autocast_dtype is None
+                        and isinstance(self.model, torch.nn.Module)
+                        and not isinstance(self.model, torch.jit.ScriptModule)
+                        and sum(p.numel() for p in self.model.parameters()) <= OPTIMIZE_MAX_PARAMS)
+            if not eligible:
+                return False
+            size = self.spec.crop_size
+            probe = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
+            try:
+                with warnings.catch_warnings(), torch.inference_mode():
+                    warnings.simplefilter("ignore")  # TorchScript's deprecation notices
+                    scripted = torch.jit.script(self.model.eval())
+                    optimized = torch.jit.optimize_for_inference(torch.jit.freeze(scripted))
+                    expected, got = self.model(probe), optimized(probe)
+                    if isinstance(expected, tuple | list):
+                        expected, got = expected[0], got[0]
+                    matches = bool((expected - got).abs().max() <= OPTIMIZE_TOLERANCE)
+            except Exception:  # noqa: BLE001 - not scriptable: the Python model is just as right
+                return False
+            if matches:
+                self._inference_model, self.optimized = optimized, True
+            return self.optimized
 
     # ---- tensors ----------------------------------------------------------------------------
     def to_batch(self, crops: list[np.ndarray]) -> torch.Tensor:
@@ -108,12 +153,13 @@ class Classifier:
         return batch.sub_(self._mean).div_(self._std)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        model = self._inference_model or self.model
         with torch.inference_mode():
             if self.autocast_dtype is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    out = self.model(batch)
+                    out = model(batch)
             else:
-                out = self.model(batch)
+                out = model(batch)
         if isinstance(out, tuple | list):  # e.g. GoogLeNet/Inception aux outputs
             out = out[0]
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -135,7 +181,9 @@ class Classifier:
         ]
 
     def warm_up(self) -> None:
-        """One forward on a blank crop, so the first real photo does not pay for kernel setup."""
+        """Optimize for the CPU where that helps, then run one forward on a blank crop, so the
+        first real photo does not pay for kernel setup."""
+        self.optimize_for_cpu()
         size = self.spec.crop_size
         self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
 
@@ -169,6 +217,13 @@ class Classifier:
         )
 
     # ---- many images ---------------------------------------------------------------------------
+    def _prepare(self, path: str, fast_decode: bool, thumbnail_size: int | None,
+                 prefetched: Prefetch | None) -> PreparedImage:
+        early = prefetched.take(path) if prefetched is not None else None
+        if early is not None:
+            return early
+        return prepare_image(path, self.spec, fast_decode, thumbnail_size)
+
     def classify_files(
         self,
         paths: Iterable[str],
@@ -179,7 +234,7 @@ class Classifier:
         thumbnail_size: int | None = None,
         with_views: bool = False,
         should_stop: Callable[[], bool] | None = None,
-        prefetched: dict[str, Future] | None = None,
+        prefetched: Prefetch | None = None,
     ) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per path, in order, as batches finish.
 
@@ -189,9 +244,8 @@ class Classifier:
         every core works without intra-op threads waiting on each other (small batches are as
         fast per image as big ones for these networks on CPUs). Bad files come back with
         ``error`` in their place. Stops between batches when ``should_stop()`` is true.
-        ``prefetched`` maps paths to futures of :class:`PreparedImage` started earlier (see
-        :func:`engine.classify.images.start_prefetch`); those not started yet are cancelled and
-        decoded here instead.
+        ``prefetched`` holds images decoded ahead (see
+        :func:`engine.classify.images.start_prefetch`); those it has not started are decoded here.
         """
         paths = list(paths)
         batch_size = max(1, int(batch_size))
@@ -200,7 +254,7 @@ class Classifier:
             yield from self._classify_in_chunks(paths, top_k, min(batch_size, CPU_CHUNK),
                                                 workers or cores, fast_decode, thumbnail_size,
                                                 with_views, should_stop or (lambda: False),
-                                                prefetched or {})
+                                                prefetched)
             return
         workers = workers or min(8, cores)
         window = max(batch_size * 2, workers * 2)
@@ -227,14 +281,9 @@ class Classifier:
             waiting.clear()
             ready = 0
 
-        early_futures = prefetched or {}
-
         def timed_prepare(path: str) -> tuple[PreparedImage, float]:
             started = time.perf_counter()
-            early = early_futures.pop(path, None)
-            if early is not None and not early.cancel():
-                return early.result(), time.perf_counter() - started
-            prepared = prepare_image(path, self.spec, fast_decode, thumbnail_size)
+            prepared = self._prepare(path, fast_decode, thumbnail_size, prefetched)
             return prepared, time.perf_counter() - started
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -267,10 +316,7 @@ class Classifier:
     def _classify_in_chunks(self, paths, top_k, chunk, workers, fast_decode, thumbnail_size,
                             with_views, stop, prefetched) -> Iterator[ImageResult]:
         def prepare(path: str) -> PreparedImage:
-            early = prefetched.pop(path, None)
-            if early is not None and not early.cancel():
-                return early.result()
-            return prepare_image(path, self.spec, fast_decode, thumbnail_size)
+            return self._prepare(path, fast_decode, thumbnail_size, prefetched)
 
         def run_chunk(chunk_paths: list[str]) -> list[ImageResult]:
             entries: list[tuple[PreparedImage, float] | ImageResult] = []

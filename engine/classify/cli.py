@@ -42,7 +42,7 @@ def register(sub) -> None:
                    help="list the models with accuracy, size and whether they are on disk")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list: {path, top: [{label, index, prob}], error}")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, skip_teardown=True)  # nothing left to clean up at the end
 
 
 def _format_progress(update: dict) -> str | None:
@@ -98,18 +98,18 @@ def run(args) -> int:
     from engine.classify.images import collect_image_paths, start_prefetch
     from engine.classify.zoo import DEFAULT_MODEL, LITE0_PREPROCESS
 
-    prefetch_pool = None
+    prefetch = None
     if args.model == DEFAULT_MODEL and not (args.weights or args.hub) and args.device == "cpu":
         # decode the first photos on another core while torch imports and the model loads
         config["paths"] = collect_image_paths(args.paths)
         if len(config["paths"]) > 1:
-            prefetch_pool, config["prefetched"] = start_prefetch(
+            prefetch = config["prefetched"] = start_prefetch(
                 config["paths"], LITE0_PREPROCESS, config["fast_decode"])
     try:
         return _classify(args, config)
     finally:
-        if prefetch_pool is not None:
-            prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        if prefetch is not None:
+            prefetch.close()
 
 
 def _classify(args, config: dict) -> int:

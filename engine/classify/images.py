@@ -7,7 +7,11 @@ meant for people; callers list it beside the file and carry on with the rest.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
+import sys
+import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,7 +158,8 @@ def open_image_sized(
             img = Image.open(path)
             _check_size(img)
             width, height = img.size
-            if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation in (5, 6, 7, 8):
                 width, height = height, width
             if draft_size and img.format == "JPEG":
                 w, h = img.size
@@ -162,7 +167,8 @@ def open_image_sized(
                 if scale >= 2:
                     img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            if orientation != 1:  # exif_transpose copies even an upright image: 2 ms a photo
+                img = ImageOps.exif_transpose(img)
             return _to_rgb(img), (width, height)
     except ImageProblem:
         raise
@@ -236,15 +242,136 @@ def prepare_image(
     return PreparedImage(str(path), crop, size, box, thumb)
 
 
+class Prefetch:
+    """Photos decoded ahead, on one worker, while the caller does other work (imports torch).
+
+    :meth:`take` hands over one path's result. Paths the worker has not started by then are
+    the caller's to decode (``take`` returns None and the worker never starts them), so nothing
+    is decoded twice and the worker never holds up the caller for long.
+    """
+
+    def __init__(self, paths: list[str], spec: Preprocess, fast_decode: bool = False,
+                 limit: int = 256) -> None:
+        self._futures: dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        for path in dict.fromkeys(paths[:limit]):
+            self._futures[path] = self._pool.submit(prepare_image, path, spec, fast_decode, None)
+
+    def take(self, path: str) -> PreparedImage | None:
+        """The prepared image, its :class:`ImageProblem` raised, or None: decode it yourself."""
+        future = self._futures.pop(path, None)
+        if future is None or future.cancel():
+            return None
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the worker after its current image and wait for it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._futures.clear()
+
+
+class ForkedPrefetch(Prefetch):
+    """:class:`Prefetch` in a forked child process, for when the caller holds the GIL a lot.
+
+    Importing torch holds the GIL so much that a decoding thread gets under half a core; a
+    process gets a whole one. Fork only while this is the process's only thread and torch is
+    not imported yet (see :func:`start_prefetch`). The child takes paths in order; ``take`` of a
+    path it has not started moves the cut-off down, so the child stops before that path.
+    """
+
+    def __init__(self, paths: list[str], spec: Preprocess, fast_decode: bool = False,
+                 limit: int = 256) -> None:
+        context = multiprocessing.get_context("fork")
+        paths = list(dict.fromkeys(paths[:limit]))
+        self._index = {path: i for i, path in enumerate(paths)}
+        self._lock = context.Lock()
+        self._cutoff = context.RawValue("i", len(paths))  # the child starts no index >= this
+        self._started = context.RawValue("i", -1)  # the last index the child started
+        self._queue = context.Queue()
+        self._process = context.Process(
+            target=_prefetch_child, name="torchdesk-prefetch", daemon=True,
+            args=(paths, spec, fast_decode, self._lock, self._cutoff, self._started, self._queue))
+        self._process.start()
+        self._results: dict[int, tuple[PreparedImage | None, str | None]] = {}
+        self._arrived = threading.Condition()
+        self._child_done = False
+        self._reader = threading.Thread(target=self._read, name="prefetch-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._process.is_alive():
+                    continue
+                message = None  # the child died without its last word
+            except (EOFError, OSError):
+                message = None
+            with self._arrived:
+                if message is None:
+                    self._child_done = True
+                else:
+                    index, item, problem = message
+                    self._results[index] = (item, problem)
+                self._arrived.notify_all()
+            if message is None:
+                return
+
+    def take(self, path: str) -> PreparedImage | None:
+        index = self._index.pop(path, None)
+        if index is None:
+            return None
+        with self._lock:
+            if self._started.value < index:  # not begun: it and every later path are ours
+                self._cutoff.value = min(self._cutoff.value, index)
+                return None
+        with self._arrived:
+            self._arrived.wait_for(lambda: index in self._results or self._child_done)
+            item, problem = self._results.pop(index, (None, None))
+        if problem is not None:
+            raise ImageProblem(problem)
+        return item
+
+    def close(self) -> None:
+        with self._lock:
+            self._cutoff.value = 0
+        self._reader.join(timeout=30)
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.terminate()
+        self._results.clear()
+        self._index.clear()
+
+
+def _prefetch_child(paths, spec, fast_decode, lock, cutoff, started, results) -> None:
+    for index, path in enumerate(paths):
+        with lock:
+            if index >= cutoff.value:
+                break
+            started.value = index
+        try:
+            results.put((index, prepare_image(path, spec, fast_decode, None), None))
+        except ImageProblem as exc:
+            results.put((index, None, str(exc)))
+        except Exception:  # noqa: BLE001 - the parent decodes it again and reports properly
+            break
+    results.put(None)
+
+
 def start_prefetch(paths: list[str], spec: Preprocess, fast_decode: bool = False,
-                   limit: int = 256) -> tuple[ThreadPoolExecutor, dict[str, Future]]:
-    """Start decoding the first ``limit`` paths on one thread, before the model is ready.
+                   limit: int = 256) -> Prefetch:
+    """Start decoding the first ``limit`` paths on one worker before the model is ready.
 
     The CLI calls this before importing torch and loading the network (mostly single-threaded
-    work), so another core is already decoding photos meanwhile. Pass the dict to
-    :meth:`Classifier.classify_files`; shut the pool down afterwards.
+    work), so another core is already decoding photos meanwhile. A forked process where that is
+    safe (fork available, no other thread, torch not imported), else a thread. Pass it to
+    :meth:`Classifier.classify_files`; ``close()`` it afterwards.
     """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-    futures = {path: pool.submit(prepare_image, path, spec, fast_decode, None)
-               for path in dict.fromkeys(paths[:limit])}
-    return pool, futures
+    if ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and "torch" not in sys.modules):
+        try:
+            return ForkedPrefetch(paths, spec, fast_decode, limit)
+        except OSError:  # no processes left, say: a thread still helps
+            pass
+    return Prefetch(paths, spec, fast_decode, limit)

@@ -27,7 +27,9 @@ CATS = {"tabby", "tiger cat", "Egyptian cat"}
 
 @pytest.fixture(scope="module")
 def lite0():
-    return Classifier(load_model("efficientnet_lite0", "cpu"))
+    classifier = Classifier(load_model("efficientnet_lite0", "cpu"))
+    classifier.warm_up()  # as every job does: builds the optimized CPU copy
+    return classifier
 
 
 def _book_paths():
@@ -70,6 +72,38 @@ def test_fp32_probabilities_equal_the_model_called_directly(lite0):
     single = lite0.classify_file(paths[0], top_k=3, keep_probs=True)
     assert np.abs(single.probs - expected[0].numpy()).max() < 1e-4
     assert abs(single.top[0]["prob"] - float(expected[0].max())) < 1e-4
+
+
+def test_cpu_inference_runs_an_optimized_copy_with_the_same_answers(lite0):
+    """On the CPU, fp32 inference runs a frozen TorchScript copy with oneDNN fusions; the Python
+    model stays for Grad-CAM, and both give the same probabilities."""
+    assert lite0.optimized
+    crops = [lite0.prepare(p).crop for p in _book_paths()]
+    batch = lite0.to_batch(crops)
+    with torch.inference_mode():
+        eager = torch.softmax(lite0.model(batch), 1)
+    assert torch.max(torch.abs(lite0.probabilities(crops) - eager)).item() < 1e-5
+
+
+def test_models_that_cannot_be_optimized_keep_working():
+    """A model TorchScript cannot compile (or whose copy would disagree) runs as it is."""
+
+    class NotScriptable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.linear(x.mean(dim=(2, 3))) * float(np.float32(1.0))  # numpy: not scriptable
+
+    module = NotScriptable().eval()
+    loaded = load_model("efficientnet_lite0", "cpu")
+    loaded.module, loaded.categories = module, ["a", "b", "c", "d"]
+    classifier = Classifier(loaded)
+    classifier.warm_up()
+    assert not classifier.optimized
+    crop = np.full((224, 224, 3), 128, dtype=np.uint8)
+    assert classifier.probabilities([crop]).shape == (1, 4)
 
 
 def test_bf16_autocast_keeps_top1_on_book_photos(lite0):

@@ -154,3 +154,74 @@ def test_collect_image_paths_expands_folders_sorted(tmp_path):
     found = collect_image_paths([tmp_path, tmp_path / "readme.txt"])
     names = [p.replace(str(tmp_path) + "/", "") for p in found]
     assert names == ["a.PNG", "b.jpg", "sub/c.webp", "readme.txt"]
+
+
+PREFETCH_CHECK = r"""
+import sys
+from engine.classify.images import (ForkedPrefetch, ImageProblem, Preprocess, prepare_image,
+                                    start_prefetch)
+
+paths = sys.argv[1:]
+spec = Preprocess()
+prefetch = start_prefetch(paths, spec)
+assert isinstance(prefetch, ForkedPrefetch), type(prefetch)
+assert "torch" not in sys.modules
+first = prefetch.take(paths[0])  # waits for the child
+assert first is not None and (first.crop == prepare_image(paths[0], spec).crop).all()
+assert first.original_size == prepare_image(paths[0], spec).original_size
+try:
+    prefetch.take(paths[1])
+    raise SystemExit("a bad file must raise its ImageProblem")
+except ImageProblem as exc:
+    print("problem:", exc)
+assert prefetch.take("not/prefetched.jpg") is None
+prefetch.close()
+assert prefetch.take(paths[2]) is None  # after close: the caller decodes it
+
+crashed = start_prefetch(paths, spec)  # a child that dies leaves its paths to the caller
+crashed._process.kill()
+crashed._process.join()
+for path in paths:
+    try:
+        crashed.take(path)
+    except ImageProblem:
+        pass
+crashed.close()
+print("ok")
+"""
+
+
+def test_forked_prefetch_hands_over_decoded_images_and_problems(tmp_path):
+    """The CLI decodes the first photos in a forked process while torch imports; what it hands
+    over equals a direct decode, bad files raise their reason, and after close() nothing hangs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    paths = [str(BOOK_IMAGES / "bobby.jpg"), str(bad)] + [str(BOOK_IMAGES / "horse.jpg")] * 3
+    out = subprocess.run([sys.executable, "-c", PREFETCH_CHECK, *paths], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "problem: not an image" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_prefetch_leaves_unstarted_paths_to_the_caller(tmp_path):
+    """A path the worker has not begun is the caller's: take() gives None and the worker skips
+    it, so no photo is decoded twice; a thread is used where forking is not safe (here: pytest
+    has threads and torch may be imported)."""
+    from engine.classify.images import Prefetch, start_prefetch
+
+    paths = [str(_save(Image.new("RGB", (300, 200), (i, 0, 0)), tmp_path / f"{i}.png"))
+             for i in range(40)]
+    prefetch = start_prefetch(paths, Preprocess())
+    try:
+        assert type(prefetch) is Prefetch
+        late = prefetch.take(paths[-1])
+        early = prefetch.take(paths[0])
+    finally:
+        prefetch.close()
+    assert late is None
+    assert early is not None and early.crop[0, 0, 0] == 0
