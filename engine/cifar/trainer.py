@@ -40,9 +40,11 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "schedule": "constant",
     "warmup": 0.1,
     "flip": False,
+    "alternate_flip": False,
     "translate": 0,
     "tta_level": 0,
     "eval_every": 1,
+    "lookahead": False,
 }
 
 # Settings that are not hyperparameters: defaults here, never taken from FAST_DEFAULTS.
@@ -155,6 +157,8 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     if not 0 <= cfg["translate"] <= 8:
         raise JobError("translate must be between 0 and 8 pixels")
     cfg["flip"] = bool(cfg["flip"])
+    cfg["alternate_flip"] = bool(cfg.get("alternate_flip", False))  # older checkpoints lack it
+    cfg["lookahead"] = bool(cfg.get("lookahead", False))
     cfg["seed"] = int(cfg["seed"])
     cfg["tta_level"] = int(cfg["tta_level"])
     cfg["eval_every"] = int(cfg["eval_every"])
@@ -239,9 +243,11 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 
 
 def augment_batch(images: torch.Tensor, rows_idx: torch.Tensor, flip: bool, translate: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
+                  generator: torch.Generator | None, flips: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """Gather ``images[rows_idx]`` with random horizontal flips and ±``translate`` pixel shifts
-    (reflect padding), all in one batched indexing op on the images' device."""
+    (reflect padding), all in one batched indexing op on the images' device. ``flips`` (bool, one
+    per row) says which rows to mirror instead of drawing it at random."""
     if not flip and translate == 0:
         return images[rows_idx]
     device = images.device
@@ -261,11 +267,67 @@ def augment_batch(images: torch.Tensor, rows_idx: torch.Tensor, flip: bool, tran
         rows = ar.expand(n, size)
         cols = ar.expand(n, size)
     if flip:
-        flips = torch.rand(n, device=device, generator=generator) < 0.5
+        if flips is None:
+            flips = torch.rand(n, device=device, generator=generator) < 0.5
         cols = torch.where(flips[:, None], size - 1 - cols, cols)
     channels = torch.arange(images.shape[1], device=device)
     return images[rows_idx[:, None, None, None], channels[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def alternating_flips(count: int, seed: int, device: torch.device) -> torch.Tensor:
+    """One random bit per training image: epoch ``e`` mirrors image ``i`` when
+    ``bits[i] ^ (e is odd)``, so every image is seen both ways round in any two epochs in a row
+    (less repetition than flipping at random, which helps short runs)."""
+    generator = torch.Generator().manual_seed(_epoch_seed(seed, 0, 0, salt=4))
+    return (torch.rand(count, generator=generator) < 0.5).to(device)
+
+
+class Lookahead:
+    """Weight averaging that pulls the live weights back to the average every few steps.
+
+    Every ``every`` steps the average moves towards the live weights by ``1 - decay`` and the
+    live weights are set to it; ``decay`` grows from 0 to ``0.95**every`` as the cube of training
+    progress, so early training is untouched and the last epochs are smoothed. BatchNorm running
+    statistics are averaged too. At the end the model keeps the average.
+    """
+
+    def __init__(self, model: nn.Module, total_steps: int, every: int = 5) -> None:
+        self.model, self.total_steps, self.every = model, max(1, total_steps), every
+        self.average = {name: value.detach().clone()
+                        for name, value in self._floating_state().items()}
+
+    def _floating_state(self) -> dict[str, torch.Tensor]:
+        return {name: value for name, value in self.model.state_dict().items()
+                if value.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self, global_step: int) -> None:
+        """Call after optimizer step number ``global_step`` (1-based, counted over all epochs)."""
+        if global_step % self.every:
+            return
+        decay = 0.95**self.every * (global_step / self.total_steps) ** 3
+        self._sync(decay)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Give the model the averaged weights (end of training)."""
+        self._sync(1.0)
+
+    def _sync(self, decay: float) -> None:
+        live = self._floating_state()
+        for name, average in self.average.items():
+            average.lerp_(live[name], 1.0 - decay)
+            live[name].copy_(average)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().cpu() for name, value in self.average.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.average):
+            raise JobError("the checkpoint's weight average does not fit this model")
+        for name, value in state.items():
+            self.average[name].copy_(value)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -413,6 +475,9 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     total_steps = steps_per_epoch * cfg["epochs"]
     scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    lookahead = Lookahead(raw_model, total_steps) if cfg["lookahead"] else None
+    flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)
+                 if cfg["flip"] and cfg["alternate_flip"] else None)
 
     start_epoch, start_step = 0, 0
     history: list[dict[str, Any]] = []
@@ -426,6 +491,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             scheduler.load_state_dict(resume_blob["scheduler_state"])
             if resume_blob.get("scaler_state"):
                 scaler.load_state_dict(resume_blob["scaler_state"])
+            if lookahead is not None and resume_blob.get("lookahead_state") is not None:
+                lookahead.load_state_dict(resume_blob["lookahead_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
         start_epoch = int(resume_blob["epoch"])
@@ -468,6 +535,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict(),
             "scaler_state": scaler.state_dict() if scaler.is_enabled() else None,
+            "lookahead_state": lookahead.state_dict() if lookahead is not None else None,
             "epoch": epoch,
             "step": step,
             "rng": rng,
@@ -539,7 +607,9 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 stopped = True
                 break
             idx = shard[step]
-            x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"], aug_gen))
+            flips = None if flip_bits is None else flip_bits[idx] ^ bool(epoch % 2)
+            x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"], aug_gen,
+                                        flips))
             y = train_y[idx]
             try:
                 with autocast():
@@ -555,6 +625,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if lookahead is not None:
+                lookahead.step(epoch * steps_per_epoch + step + 1)
             with torch.no_grad():
                 detached = loss.detach()
                 loss_sum += detached.to(sum_dtype) * len(y)
@@ -615,6 +687,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             report({"phase": "epoch", **row})
     else:
         epoch = cfg["epochs"]
+    if lookahead is not None and status == "completed":
+        lookahead.finish()
 
     # ---- final evaluation (rank 0, completed runs only: a stop returns at once), with
     # test-time augmentation when asked

@@ -77,7 +77,8 @@ def test_resume_after_two_epochs_equals_three_straight(tmp_path):
 def test_stop_mid_epoch_keeps_a_checkpoint_that_resumes_exactly(tmp_path):
     # report_interval_s=0: every step is reported, so the stop lands on step 8 whatever the pace
     config = base_config(epochs=2, model="netdropout", schedule="warmup_linear", flip=True,
-                         translate=1, optimizer="nesterov", report_interval_s=0)
+                         translate=1, optimizer="nesterov", report_interval_s=0,
+                         alternate_flip=True, lookahead=True)
     straight, _ = run({**config, "checkpoint": tmp_path / "straight.pt"})
     stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
                      stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
@@ -221,3 +222,49 @@ def test_fast_recipe_defaults_variant_resume_and_export(tmp_path):
     meta = ckpt.export_model(checkpoint, tmp_path / "fast.torchscript.pt")
     scripted = torch.jit.load(meta["path"])
     assert scripted(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_alternating_flips_show_every_image_both_ways_round():
+    from engine.cifar.trainer import alternating_flips
+
+    bits = alternating_flips(1000, seed=5, device=torch.device("cpu"))
+    assert torch.equal(bits, alternating_flips(1000, seed=5, device=torch.device("cpu")))
+    assert 400 < int(bits.sum()) < 600
+    epoch0, epoch1 = bits ^ False, bits ^ True
+    assert not (epoch0 & epoch1).any() and (epoch0 | epoch1).all()
+
+    images = torch.arange(4 * 3 * 4 * 4, dtype=torch.uint8).view(4, 3, 4, 4)
+    rows = torch.tensor([0, 1, 2, 3])
+    mirror = torch.tensor([True, False, True, False])
+    out = augment_batch(images, rows, flip=True, translate=0, generator=None, flips=mirror)
+    assert torch.equal(out[0], images[0].flip(-1)) and torch.equal(out[1], images[1])
+    assert torch.equal(out[2], images[2].flip(-1)) and torch.equal(out[3], images[3])
+
+
+def test_lookahead_pulls_the_weights_back_to_their_average():
+    from engine.cifar.trainer import Lookahead
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead = Lookahead(model, total_steps=10, every=5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    moved = {k: v.clone() for k, v in model.state_dict().items()}
+    for step in range(1, 5):  # only every 5th step syncs
+        lookahead.step(step)
+    assert all(torch.equal(model.state_dict()[k], moved[k]) for k in moved)
+    lookahead.step(5)
+    decay = 0.95**5 * 0.5**3
+    weight = model.state_dict()["0.weight"]
+    assert torch.allclose(weight, start["0.weight"] + (1 - decay) * 1.0)
+    assert torch.equal(model.state_dict()["1.num_batches_tracked"], moved["1.num_batches_tracked"])
+
+    saved = lookahead.state_dict()
+    with torch.no_grad():
+        model[0].weight.add_(5.0)
+    lookahead.finish()  # the model takes the average
+    assert torch.allclose(model.state_dict()["0.weight"], saved["0.weight"])
+    other = Lookahead(torch.nn.Linear(3, 1), total_steps=10)
+    with pytest.raises(JobError, match="does not fit"):
+        other.load_state_dict(saved)
