@@ -365,11 +365,11 @@ def start_prefetch(paths: list[str], spec: Preprocess, fast_decode: bool = False
 
     The CLI calls this before importing torch and loading the network (mostly single-threaded
     work), so another core is already decoding photos meanwhile. A forked process where that is
-    safe (fork available, no other thread, torch not imported), else a thread. Pass it to
+    safe (Linux, no other thread, torch not imported), else a thread. Pass it to
     :meth:`Classifier.classify_files`; ``close()`` it afterwards.
     """
-    if ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-            and "torch" not in sys.modules):
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and "torch" not in sys.modules):  # macOS frameworks are not fork-safe
         try:
             return ForkedPrefetch(paths, spec, fast_decode, limit)
         except OSError:  # no processes left, say: a thread still helps
