@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import warnings
@@ -345,6 +346,7 @@ class ForkedPrefetch(Prefetch):
 
 
 def _prefetch_child(paths, spec, fast_decode, lock, cutoff, started, results) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (no traceback)
     for index, path in enumerate(paths):
         with lock:
             if index >= cutoff.value:
