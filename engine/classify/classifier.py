@@ -180,10 +180,11 @@ class Classifier:
             for row_p, row_i in zip(values, indices, strict=True)
         ]
 
-    def warm_up(self) -> None:
-        """Optimize for the CPU where that helps, then run one forward on a blank crop, so the
-        first real photo does not pay for kernel setup."""
-        self.optimize_for_cpu()
+    def warm_up(self, optimize: bool = True) -> None:
+        """Optimize for the CPU where that helps (unless ``optimize`` is false), then run one
+        forward on a blank crop, so the first real photo does not pay for kernel setup."""
+        if optimize:
+            self.optimize_for_cpu()
         size = self.spec.crop_size
         self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
 

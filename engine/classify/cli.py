@@ -45,6 +45,9 @@ def register(sub) -> None:
     p.set_defaults(func=run, skip_teardown=True)  # nothing left to clean up at the end
 
 
+OPTIMIZE_FROM_IMAGES = 64
+
+
 def _format_progress(update: dict) -> str | None:
     event = update.get("event")
     if event == "download":
@@ -98,10 +101,12 @@ def run(args) -> int:
     from engine.classify.images import collect_image_paths, start_prefetch
     from engine.classify.zoo import DEFAULT_MODEL, LITE0_PREPROCESS
 
+    config["paths"] = collect_image_paths(args.paths) or args.paths  # none: the job says where
+    # the optimized CPU copy takes ~0.5 s to build and saves ~7 ms a photo
+    config["optimize"] = len(config["paths"]) >= OPTIMIZE_FROM_IMAGES
     prefetch = None
     if args.model == DEFAULT_MODEL and not (args.weights or args.hub) and args.device == "cpu":
         # decode the first photos on another core while torch imports and the model loads
-        config["paths"] = collect_image_paths(args.paths)
         if len(config["paths"]) > 1:
             prefetch = config["prefetched"] = start_prefetch(
                 config["paths"], LITE0_PREPROCESS, config["fast_decode"])

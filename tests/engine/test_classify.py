@@ -391,3 +391,20 @@ def test_per_job_cpu_threads_are_restored():
     out = classify_job({"paths": [str(BOOK_IMAGES / "cat2.png")], "threads": 1}, ctx)
     assert out["classified"] == 1 and set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_small_jobs_skip_building_the_optimized_copy():
+    """The CLI asks for no optimized copy for a few photos (building it costs more than it
+    saves); a later job that wants it builds it on the cached model."""
+    from engine.classify import jobs
+
+    forget_cached_model()
+    try:
+        photo = str(BOOK_IMAGES / "bobby.jpg")
+        out = classify_job({"paths": [photo], "optimize": False}, JobContext("cpu"))
+        assert out["classified"] == 1 and not jobs._cached[1].optimized
+        again = classify_job({"paths": [photo]}, JobContext("cpu"))
+        assert jobs._cached[1].optimized
+        assert again["results"][0]["top"][0]["index"] == out["results"][0]["top"][0]["index"]
+    finally:
+        forget_cached_model()
