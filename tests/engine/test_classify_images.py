@@ -158,6 +158,7 @@ def test_collect_image_paths_expands_folders_sorted(tmp_path):
 
 PREFETCH_CHECK = r"""
 import sys
+import time
 from engine.classify.images import (ForkedPrefetch, ImageProblem, Preprocess, prepare_image,
                                     start_prefetch)
 
@@ -166,7 +167,10 @@ spec = Preprocess()
 prefetch = start_prefetch(paths, spec)
 assert isinstance(prefetch, ForkedPrefetch), type(prefetch)
 assert "torch" not in sys.modules
-first = prefetch.take(paths[0])  # waits for the child
+deadline = time.monotonic() + 30
+while prefetch._started.value < len(set(paths)) - 1 and time.monotonic() < deadline:
+    time.sleep(0.01)  # let the child begin every path (a path it has not begun is ours)
+first = prefetch.take(paths[0])  # waits for the child's result
 assert first is not None and (first.crop == prepare_image(paths[0], spec).crop).all()
 assert first.original_size == prepare_image(paths[0], spec).original_size
 try:
