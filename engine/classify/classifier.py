@@ -218,6 +218,21 @@ class Classifier:
         )
 
     # ---- many images ---------------------------------------------------------------------------
+    def _classify_entries(self, entries: list[tuple[PreparedImage, float] | ImageResult],
+                          top_k: int, with_views: bool) -> list[ImageResult]:
+        """One forward for the prepared entries (with their preparation seconds); problems
+        (``ImageResult`` with ``error``) stay in their place."""
+        good = [entry for entry in entries if not isinstance(entry, ImageResult)]
+        rows = iter(())
+        share = 0.0
+        if good:
+            started = time.perf_counter()
+            rows = iter(self.probabilities([item.crop for item, _ in good]))
+            share = (time.perf_counter() - started) / len(good)
+        return [entry if isinstance(entry, ImageResult)
+                else self._result(entry[0], next(rows), top_k, entry[1] + share, with_views)
+                for entry in entries]
+
     def _prepare(self, path: str, fast_decode: bool, thumbnail_size: int | None,
                  prefetched: Prefetch | None) -> PreparedImage:
         early = prefetched.take(path) if prefetched is not None else None
@@ -266,19 +281,7 @@ class Classifier:
 
         def flush() -> Iterator[ImageResult]:
             nonlocal ready
-            prepared = [entry for entry in waiting if not isinstance(entry, ImageResult)]
-            rows = iter(())
-            share = 0.0
-            if prepared:
-                started = time.perf_counter()
-                rows = iter(self.probabilities([p.crop for p, _ in prepared]))
-                share = (time.perf_counter() - started) / len(prepared)
-            for entry in waiting:
-                if isinstance(entry, ImageResult):
-                    yield entry
-                else:
-                    item, prep_seconds = entry
-                    yield self._result(item, next(rows), top_k, prep_seconds + share, with_views)
+            yield from self._classify_entries(waiting, top_k, with_views)
             waiting.clear()
             ready = 0
 
@@ -329,16 +332,7 @@ class Classifier:
                     entries.append(ImageResult(path=str(path), error=str(exc)))
                 else:
                     entries.append((item, time.perf_counter() - started))
-            good = [e for e in entries if not isinstance(e, ImageResult)]
-            rows = iter(())
-            share = 0.0
-            if good:
-                started = time.perf_counter()
-                rows = iter(self.probabilities([item.crop for item, _ in good]))
-                share = (time.perf_counter() - started) / len(good)
-            return [e if isinstance(e, ImageResult)
-                    else self._result(e[0], next(rows), top_k, e[1] + share, with_views)
-                    for e in entries]
+            return self._classify_entries(entries, top_k, with_views)
 
         chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify") as pool:
