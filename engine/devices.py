@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import asdict, dataclass
 
 from engine.jobs import JobError
@@ -23,6 +25,35 @@ class DeviceInfo:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "label": self.label}
+
+
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Have glibc's malloc keep freed buffers of up to 32 MB for reuse instead of returning them
+    to the system (Linux; elsewhere a no-op returning False).
+
+    CPU training frees and re-allocates the same multi-megabyte activation buffers every step.
+    By default glibc hands such buffers back (munmap, heap trimming) and the next step pays a
+    page fault per 4 KB page to get them again: ~9 ms of kernel time per step of the Fast CPU
+    net, ~5% of its speed. The cost is that the process keeps its peak heap.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        # 32 MB is the largest mmap threshold glibc accepts on 64-bit systems.
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1
+        ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1 and ok
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    _ALLOCATOR_TUNED = ok
+    return ok
 
 
 def _cpu_name() -> str:

@@ -23,6 +23,7 @@ from torch import nn
 from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
 from engine.cifar.models import MODELS, build_model, count_parameters
+from engine.devices import keep_freed_memory_for_reuse
 from engine.jobs import JobContext, JobError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -45,6 +46,7 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "tta_level": 0,
     "eval_every": 1,
     "lookahead": False,
+    "whiten_bias_epochs": 0,
 }
 
 # Settings that are not hyperparameters: defaults here, never taken from FAST_DEFAULTS.
@@ -159,6 +161,9 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     cfg["flip"] = bool(cfg["flip"])
     cfg["alternate_flip"] = bool(cfg.get("alternate_flip", False))  # older checkpoints lack it
     cfg["lookahead"] = bool(cfg.get("lookahead", False))
+    cfg["whiten_bias_epochs"] = int(cfg.get("whiten_bias_epochs") or 0)
+    if cfg["whiten_bias_epochs"] < 0:
+        raise JobError("whiten_bias_epochs must be 0 (always train it) or more")
     cfg["seed"] = int(cfg["seed"])
     cfg["tta_level"] = int(cfg["tta_level"])
     cfg["eval_every"] = int(cfg["eval_every"])
@@ -346,6 +351,17 @@ class _Normalizer:
         return x
 
 
+def _set_whiten_bias_training(model: nn.Module, epochs: int, epoch: int,
+                              distributed: bool) -> None:
+    """Freeze the whitening layer's bias (Fast net) from epoch ``epochs`` on (0: never), as
+    airbench does: after that the first block needs no input gradient, ~6% of a CPU step.
+    Not under DistributedDataParallel, which expects the same trainable parameters throughout."""
+    whiten = getattr(model, "whiten", None)
+    if epochs <= 0 or distributed or whiten is None or whiten.bias is None:
+        return
+    whiten.bias.requires_grad_(epoch < epochs)
+
+
 def _epoch_seed(seed: int, epoch: int, rank: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + salt) % (2**62)
 
@@ -454,6 +470,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "train_images": len(train_y), "test_images": len(test_y)})
 
     # ---- model, optimizer, schedule
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
     amp_dtype = autocast_dtype(device, cfg["precision"])
     channels_last = cfg["channels_last"]
     if channels_last is None:
@@ -584,6 +602,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         shard = perm[: steps_per_epoch * local_batch * world].view(steps_per_epoch, world,
                                                                      local_batch)[:, rank]
         shard = shard.to(device)
+        _set_whiten_bias_training(raw_model, cfg["whiten_bias_epochs"], epoch, distributed)
         first_step = start_step if epoch == start_epoch else 0
         if first_step and rng_state is not None and rank == 0:
             torch.set_rng_state(rng_state["torch"])

@@ -176,3 +176,56 @@ def test_fast_defaults_name_what_the_trainer_reads():
     missing = readable - set(fast.FAST_DEFAULTS)
     assert not missing - {"eval_batch_size"}
     assert fast.FAST_DEFAULTS == fast.fast_defaults("cpu")
+
+
+@pytest.mark.parametrize("in_channels,out_channels", [(5, 7), (16, 16)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv3x3_on_2x2_equals_the_convolution(in_channels, out_channels, channels_last):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, in_channels, 2, 2, generator=g)
+    weight = torch.randn(out_channels, in_channels, 3, 3, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    x_new, w_new = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    grad_out = torch.randn(6, out_channels, 2, 2, generator=g)
+
+    expected = F.conv2d(x_ref, w_ref, padding=1)
+    expected.backward(grad_out)
+    result = fast.conv3x3_on_2x2(x_new, w_new)
+    result.backward(grad_out)
+
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_new.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w_new.grad, w_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_conv3x3_takes_the_matrix_path_only_when_cpu_training_on_2x2(monkeypatch):
+    calls = []
+    real = fast.conv3x3_on_2x2
+    monkeypatch.setattr(fast, "conv3x3_on_2x2", lambda x, w: calls.append(x.shape) or real(x, w))
+    conv = fast.Conv3x3(4, 4)
+    small, large = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 4, 4)
+    expected = F.conv2d(small, conv.weight, padding=1)
+
+    torch.testing.assert_close(conv(small), expected, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1
+    conv(large)  # other map sizes: oneDNN
+    with torch.no_grad():
+        conv(small)  # evaluation: oneDNN
+    conv.weight.requires_grad_(False)
+    conv(small)  # frozen weights: oneDNN
+    assert len(calls) == 1
+
+
+def test_fast_net_scripts_and_traces_like_the_python_model():
+    torch.manual_seed(0)
+    images = _images(4)
+    model = fast.build_fast_net(10, images, variant="cpu").eval()
+    x = _normalized(images)
+    with torch.no_grad():
+        expected = model(x)
+        scripted = torch.jit.script(model)(x)
+        traced = torch.jit.trace(model, x)(x)
+    torch.testing.assert_close(scripted, expected)
+    torch.testing.assert_close(traced, expected)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engine.cifar import checkpoint as ckpt
+from engine.cifar.models import build_model
 from engine.cifar.trainer import augment_batch, resolve_config, train_job
 from engine.jobs import JobContext, JobError
 from tests.engine.cifar_helpers import synthetic_dataset
@@ -268,3 +269,23 @@ def test_lookahead_pulls_the_weights_back_to_their_average():
     other = Lookahead(torch.nn.Linear(3, 1), total_steps=10)
     with pytest.raises(JobError, match="does not fit"):
         other.load_state_dict(saved)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_whitening_bias_trains_only_for_its_first_epochs(tmp_path):
+    small = synthetic_dataset(n_train=24, n_test=6)
+    base = {"dataset": small, "model": "fast", "batch_size": 12, "precision": "fp32",
+            "model_options": {"variant": "cpu"}, "whiten_bias_epochs": 1,
+            "lookahead": False}  # with 2 steps, lookahead would end on the start weights
+    first, second = tmp_path / "one.pt", tmp_path / "two.pt"
+    run({**base, "epochs": 1, "checkpoint": first})
+    run({**base, "epochs": 2, "resume": first, "checkpoint": second})
+    initial = build_model("fast", 3, small.train_images, variant="cpu").whiten.bias.detach()
+
+    def whiten_bias(path):
+        return torch.load(path, weights_only=False)["model_state"]["whiten.bias"]
+
+    assert not torch.equal(whiten_bias(first), initial)  # trained in epoch 1
+    assert torch.equal(whiten_bias(second), whiten_bias(first))  # frozen in epoch 2
+    with pytest.raises(JobError, match="whiten_bias_epochs"):
+        run({**base, "whiten_bias_epochs": -1})
