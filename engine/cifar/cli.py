@@ -107,6 +107,8 @@ def format_update(update: dict[str, Any]) -> str | None:
                 f"train acc {update['train_acc']:.2%}{test}  ({update['time_s']:.1f} s)")
     if phase == "evaluate":
         return "evaluating on the test set"
+    if phase == "warm-up":
+        return "warming up (a few untimed steps; the weights are put back)"
     if phase == "done":
         acc = update.get("test_acc")
         return f"{update['status']}: test acc {acc:.2%}" if acc is not None else update["status"]
@@ -200,6 +202,9 @@ def run_train(args) -> int:
         "max_train": args.max_train,
         "max_test": args.max_test,
         "cache_dir": args.cache_dir,
+        # progress lines print at most once a second; fewer reports also mean fewer GPU syncs
+        # (each reads the loss back). A GUI reading --progress-json keeps the live rate.
+        "report_interval_s": None if args.progress_json else 1.0,
     }
     stop_event = threading.Event()
     main_rank = _is_main_rank()
@@ -223,8 +228,10 @@ def _print_summary(result: dict[str, Any]) -> None:
     print(f"status      {result['status']}")
     if result.get("test_acc") is not None:
         print(f"test acc    {result['test_acc']:.2%}")
+    warm_up = result.get("warmup_time_s") or 0
     print(f"train time  {result['train_time_s']:.1f} s ({result['epochs']} epochs, "
-          f"world size {result['world_size']})")
+          f"world size {result['world_size']}"
+          + (f"; after a {warm_up:.1f} s warm-up)" if warm_up else ")"))
     for name, acc in result.get("per_class_acc", {}).items():
         print(f"  {name:<12} {acc:.2%}")
     if result.get("checkpoint"):

@@ -780,6 +780,8 @@ class CifarTab(QWidget):
                     f"{update['device']} ×{update['world_size']} ({update['precision']})")
             elif phase == "evaluate":
                 self.speed_label.setText("evaluating on the test set…")
+            elif phase == "warm-up":
+                self.speed_label.setText("warming up the device…")
         if curves_changed:
             self.loss_curve.setData(self._steps, self._losses)
         if acc_changed:

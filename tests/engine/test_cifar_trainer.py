@@ -289,3 +289,26 @@ def test_whitening_bias_trains_only_for_its_first_epochs(tmp_path):
     assert torch.equal(whiten_bias(second), whiten_bias(first))  # frozen in epoch 2
     with pytest.raises(JobError, match="whiten_bias_epochs"):
         run({**base, "whiten_bias_epochs": -1})
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_warm_up_leaves_no_trace_in_the_result():
+    small = synthetic_dataset(n_train=24, n_test=6)
+    config = {"dataset": small, "model": "fast", "epochs": 2, "batch_size": 12,
+              "precision": "fp32", "model_options": {"variant": "cpu"}}
+    cold, _ = run({**config, "warm_up": False})
+    warm, updates = run({**config, "warm_up": True})
+    assert cold["warmup_time_s"] == 0 and warm["warmup_time_s"] > 0
+    assert any(u.get("phase") == "warm-up" for u in updates)
+    assert warm["test_acc"] == cold["test_acc"]
+    assert [row["train_loss"] for row in warm["history"]] == \
+        [row["train_loss"] for row in cold["history"]]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_gpu_sized_fast_net_trains_through_the_whole_loop_on_the_cpu():
+    small = synthetic_dataset(n_train=24, n_test=6)
+    result, _ = run({"dataset": small, "model": "fast", "epochs": 1, "batch_size": 12,
+                     "precision": "fp32", "model_options": {"variant": "gpu"},
+                     "whiten_bias_epochs": 3})
+    assert result["status"] == "completed" and result["params"]["trainable"] > 1_000_000
