@@ -197,7 +197,7 @@ class Conv3x3(nn.Conv2d):
     There every output pixel sees every input pixel, so the convolution is one matrix product
     with a weight matrix assembled from the kernel's taps: 2.25× fewer multiply-adds (no padding
     taps) and plain GEMMs forward and backward, where oneDNN falls back to a slow im2col kernel
-    for the weight gradient (~2× faster for that layer, ~15% per training step of the CPU net).
+    for the weight gradient (~2× faster for that layer; 5-15% per training step of the CPU net).
     Same maths: results match the ordinary convolution to float rounding (tested). Everywhere
     else — GPUs, other map sizes, evaluation, autocast, TorchScript — it is a plain ``nn.Conv2d``.
     """
