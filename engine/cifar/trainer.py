@@ -463,10 +463,15 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if resume_blob is not None and not cfg.get("checkpoint"):
         cfg["checkpoint"] = str(config["resume"])
     world, rank, device_id = _init_distributed(ctx.device)
+    # Every training batch has the same shape: let cuDNN time its algorithms once (during the
+    # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).
+    autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = autotune or device_id.startswith("cuda")
     try:
         return _train(cfg, ctx, config.get("dataset"), resume_blob, world, rank, device_id,
                       wall_start)
     finally:
+        torch.backends.cudnn.benchmark = autotune
         if world > 1:
             import torch.distributed as dist
 
@@ -509,10 +514,6 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     # ---- model, optimizer, schedule
     if device.type == "cpu":
         keep_freed_memory_for_reuse()
-    elif device.type == "cuda":
-        # every training batch has the same shape: let cuDNN time its algorithms once (during
-        # the warm-up) and keep the fastest
-        torch.backends.cudnn.benchmark = True
     amp_dtype = autocast_dtype(device, cfg["precision"])
     channels_last = cfg["channels_last"]
     if channels_last is None:
