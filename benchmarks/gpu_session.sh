@@ -17,9 +17,9 @@ torchvision.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cud
     2>&1 | tee -a "$OUT/env.txt"
 nproc | tee -a "$OUT/env.txt"
 timeout "${SWEEP_TIMEOUT:-380}" python3 benchmarks/cifar_fast_gpu.py --data .devdata/cifar10-jpeg.tar.gz \
-    --runs 5 --sweep benchmarks/cifar_gpu_sweep.json --budget-s "${SWEEP_BUDGET:-270}" \
+    --runs "${DEFAULT_RUNS:-5}" --sweep "${SWEEP_FILE:-benchmarks/cifar_gpu_sweep.json}" --budget-s "${SWEEP_BUDGET:-270}" \
     --log "$OUT/cifar_runs.jsonl" --json > "$OUT/cifar_sweep.json" 2> >(tee "$OUT/cifar_sweep.log" >&2)
 echo "sweep exit $?"
 timeout "${CHECKS_TIMEOUT:-150}" python3 benchmarks/gpu_checks.py --data .devdata/cifar10-jpeg.tar.gz \
-    --images .devdata/images --json "$OUT/gpu_checks.json" 2>&1 | tee "$OUT/gpu_checks.log"
+    --images .devdata/images --only "${CHECKS:-step_floor,classify,cifar}" --json "$OUT/gpu_checks.json" 2>&1 | tee "$OUT/gpu_checks.log"
 echo "checks exit $?"

@@ -32,9 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "gpu": {"widths": (64, 256, 256), "stem_stride": 1, "activation": "gelu"},
-    "cpu": {"widths": (48, 96, 192), "stem_stride": 2, "activation": "relu"},
+    "gpu": {"widths": (64, 256, 256), "stem_stride": 1, "activation": "gelu", "residual": True,
+            "norm_eps": 1e-5},
+    "cpu": {"widths": (48, 96, 192), "stem_stride": 2, "activation": "relu", "residual": True,
+            "norm_eps": 1e-5},
 }
+# Keys a variant may be built with beyond its own (model_options overrides, e.g. for experiments).
+NET_OPTIONS = ("widths", "stem_stride", "activation", "residual", "norm_eps")
 
 WHITEN_KERNEL = 2
 WHITEN_EPS = 5e-4  # added to the patch-covariance eigenvalues: keeps noise directions small
@@ -56,7 +60,8 @@ def default_variant(device_type: str | None = None) -> str:
 
 def _recipe(batch_size: int, epochs: int, warmup: float, tta_level: int,
             channels_last: bool, eval_every: int, label_smoothing: float,
-            whiten_bias_epochs: int) -> dict[str, Any]:
+            whiten_bias_epochs: int, lr_start: float = 0.0, lr_end: float = 0.0
+            ) -> dict[str, Any]:
     # Learning rate grows with the batch (airbench's 1.5 per 1024 images for a mean loss);
     # the per-step decay lr * weight_decay then grows with it too, i.e. is constant per image.
     return {
@@ -70,6 +75,8 @@ def _recipe(batch_size: int, epochs: int, warmup: float, tta_level: int,
         "label_smoothing": label_smoothing,
         "schedule": "warmup_linear",
         "warmup": warmup,
+        "lr_start": lr_start,
+        "lr_end": lr_end,
         "flip": True,
         "alternate_flip": True,
         "translate": 2,
@@ -116,25 +123,29 @@ FAST_DEFAULTS: dict[str, Any] = fast_defaults("cpu")
 class FastBlock(nn.Module):
     """conv → max-pool 2 → BN → act → conv → BN → act, with a skip around the second conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, activation: type[nn.Module]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: type[nn.Module],
+                 residual: bool = True, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.conv1 = _identity_conv(in_channels, out_channels)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = _batch_norm(out_channels)
+        self.norm1 = _batch_norm(out_channels, norm_eps)
         self.conv2 = _identity_conv(out_channels, out_channels)
-        self.norm2 = _batch_norm(out_channels)
+        self.norm2 = _batch_norm(out_channels, norm_eps)
         self.act = activation()
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
-        return x + self.act(self.norm2(self.conv2(x)))
+        out = self.act(self.norm2(self.conv2(x)))
+        return x + out if self.residual else out
 
 
 class FastNet(nn.Module):
     """See the module docstring. ``whiten`` is frozen except for its bias."""
 
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (64, 256, 256),
-                 stem_stride: int = 1, activation: str = "gelu") -> None:
+                 stem_stride: int = 1, activation: str = "gelu", residual: bool = True,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         act = _ACTIVATIONS[activation]
         stem_channels = 2 * 3 * WHITEN_KERNEL**2
@@ -143,13 +154,13 @@ class FastNet(nn.Module):
         self.stem_act = act()
         blocks, in_channels = [], stem_channels
         for width in widths:
-            blocks.append(FastBlock(in_channels, width, act))
+            blocks.append(FastBlock(in_channels, width, act, residual, norm_eps))
             in_channels = width
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.logit_scale = LOGIT_SCALE
         self.config = {"widths": tuple(widths), "stem_stride": stem_stride,
-                       "activation": activation}
+                       "activation": activation, "residual": residual, "norm_eps": norm_eps}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem_act(self.whiten(x)))
@@ -246,27 +257,32 @@ def _identity_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def _batch_norm(channels: int) -> nn.BatchNorm2d:
-    norm = nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
+def _batch_norm(channels: int, eps: float = 1e-5) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels, eps=eps, momentum=BN_MOMENTUM)
     norm.weight.requires_grad_(False)  # scale fixed at 1: only the bias (shift) is learned
     return norm
 
 
 def build_fast_net(num_classes: int, train_images: torch.Tensor | None = None,
-                   variant: str | None = None) -> FastNet:
+                   variant: str | None = None, **overrides: Any) -> FastNet:
     """Build the Fast net, its whitening layer initialised from ``train_images`` (uint8
     N×3×32×32 on the training device; None leaves a random, still frozen, whitening layer).
 
     ``variant`` ("cpu" or "gpu", see ``VARIANTS``) defaults to the one for ``train_images``'
     device, or without images to :func:`default_variant` for this machine. Pass it explicitly
     (e.g. stored with a checkpoint) when the net must match weights trained elsewhere.
+    ``overrides`` change single settings of the variant (keys in ``NET_OPTIONS``).
     """
     if variant is None:
         device_type = train_images.device.type if train_images is not None else None
         variant = default_variant(device_type)
     if variant not in VARIANTS:
         raise ValueError(f"unknown Fast variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    model = FastNet(num_classes, **VARIANTS[variant])
+    unknown = sorted(set(overrides) - set(NET_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown Fast net option(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(NET_OPTIONS)}")
+    model = FastNet(num_classes, **{**VARIANTS[variant], **overrides})
     if train_images is not None:
         model = model.to(train_images.device)
         model.init_whitening(train_images)

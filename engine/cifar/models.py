@@ -173,10 +173,13 @@ class NetResDeep(nn.Module):
 
 
 def _build_fast(num_classes: int, train_images: torch.Tensor | None,
-                variant: str | None = None) -> nn.Module:
+                variant: str | None = None, **overrides) -> nn.Module:
     from engine.cifar.fast import build_fast_net
 
-    return build_fast_net(num_classes, train_images, variant=variant)
+    try:
+        return build_fast_net(num_classes, train_images, variant=variant, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"bad Fast net options: {exc}") from None
 
 
 @dataclass(frozen=True)

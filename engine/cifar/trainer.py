@@ -41,6 +41,8 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "schedule": "constant",
     "warmup": 0.1,
+    "lr_start": 0.0,  # warm-up starts at this fraction of the peak lr ...
+    "lr_end": 0.0,  # ... and the decay ends at this one
     "flip": False,
     "alternate_flip": False,
     "translate": 0,
@@ -68,6 +70,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 1000,
     "report_interval_s": 1 / 30,
     "warm_up": None,  # None: on GPUs/MPS, off on the CPU (see _warm_up)
+    "augment_per": None,  # "batch" or "epoch"; None: epoch on GPUs/MPS, batch on the CPU
 }
 
 # Run settings the Fast recipe may also choose (its FAST_DEFAULTS wins over RUN_DEFAULTS).
@@ -152,6 +155,11 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     number("weight_decay", high=10)
     number("label_smoothing", high=0.99)
     number("warmup", high=1.0)
+    for key in ("lr_start", "lr_end"):  # older checkpoints lack them
+        cfg[key] = cfg.get(key) or 0.0
+        number(key, high=1.0)
+    if cfg.get("augment_per") not in (None, "batch", "epoch"):
+        raise JobError(f"augment_per must be 'batch' or 'epoch', not {cfg['augment_per']!r}")
     for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                          ("precision", PRECISIONS)):
         cfg[key] = str(cfg[key]).lower()
@@ -405,19 +413,22 @@ def _epoch_seed(seed: int, epoch: int, rank: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + salt) % (2**62)
 
 
-def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int):
+def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int,
+                   start: float = 0.0, end: float = 0.0):
+    """LambdaLR: ``constant``, or a linear warm-up from ``start`` (fraction of the peak lr) over
+    the first ``warmup`` of the steps, then a linear or cosine decay to ``end``."""
     warmup_steps = int(round(warmup * total_steps)) if schedule != "constant" else 0
 
     def factor(step: int) -> float:
         if schedule == "constant":
             return 1.0
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return start + (1.0 - start) * ((step + 1) / warmup_steps)
         rest = max(1, total_steps - warmup_steps)
         t = min(1.0, (step - warmup_steps) / rest)
         if schedule == "warmup_linear":
-            return 1.0 - t
-        return 0.5 * (1.0 + math.cos(math.pi * t))
+            return end + (1.0 - end) * (1.0 - t)
+        return end + (1.0 - end) * (0.5 * (1.0 + math.cos(math.pi * t)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -529,6 +540,11 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     if channels_last is None:
         channels_last = device.type == "cuda"
     normalize = _Normalizer(mean, std, device, channels_last)
+    # GPUs: augment and normalize a whole epoch in a few large ops, then every step is a slice
+    # (airbench's approach; per batch it is ~20 small kernels a step). Stored in the autocast
+    # dtype, which the first conv casts to anyway. The CPU keeps per-batch augmentation.
+    augment_per = cfg.get("augment_per") or ("batch" if device.type == "cpu" else "epoch")
+    input_dtype = amp_dtype if augment_per == "epoch" and amp_dtype is not None else None
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg["model"], data.num_classes,
                         train_x if resume_blob is None else None,
@@ -543,7 +559,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     local_batch = max(1, global_batch // world)
     steps_per_epoch = max(1, len(train_y) // (local_batch * world))
     total_steps = steps_per_epoch * cfg["epochs"]
-    scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps)
+    scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps,
+                               cfg["lr_start"], cfg["lr_end"])
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     lookahead = Lookahead(raw_model, total_steps) if cfg["lookahead"] else None
     flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)
@@ -562,7 +579,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             kernels = [{k: g[k] for k in ("fused", "foreach") if k in g}
                        for g in optimizer.param_groups]
             optimizer.load_state_dict(resume_blob["optimizer_state"])
-            for group, choice in zip(optimizer.param_groups, kernels):
+            for group, choice in zip(optimizer.param_groups, kernels, strict=True):
                 group.update(choice)
             scheduler.load_state_dict(resume_blob["scheduler_state"])
             if resume_blob.get("scaler_state"):
@@ -646,8 +663,9 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     if warm_up and start_epoch < cfg["epochs"]:
         report({"phase": "warm-up"})
         warm_start = time.perf_counter()
+        warm_x = normalize(train_x[:local_batch])
         _warm_up(model, raw_model, optimizer, scaler, criterion, autocast,
-                 normalize(train_x[:local_batch]), train_y[:local_batch])
+                 warm_x if input_dtype is None else warm_x.to(input_dtype), train_y[:local_batch])
         warmup_time = time.perf_counter() - warm_start
 
     report({"phase": "start", "model": cfg["model"], "params": params,
@@ -666,6 +684,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     status = "completed"
     epoch = start_epoch
     for epoch in range(start_epoch, cfg["epochs"]):
+        epoch_start = time.perf_counter()  # the epoch's shuffling and augmentation count too
         perm_gen = torch.Generator().manual_seed(_epoch_seed(cfg["seed"], epoch, 0, salt=1))
         perm = torch.randperm(len(train_y), generator=perm_gen)
         shard = perm[: steps_per_epoch * local_batch * world].view(steps_per_epoch, world,
@@ -683,11 +702,20 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
             if first_step == 0:
                 partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+        epoch_inputs = None
+        if augment_per == "epoch":
+            # Seeded by epoch alone, so a run resumed mid-epoch sees the same epoch.
+            aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=5))
+            order = shard.reshape(-1)
+            epoch_flips = None if flip_bits is None else flip_bits[order] ^ bool(epoch % 2)
+            epoch_inputs = normalize(augment_batch(train_x, order, cfg["flip"], cfg["translate"],
+                                                   aug_gen, epoch_flips))
+            if input_dtype is not None:
+                epoch_inputs = epoch_inputs.to(input_dtype)
         correct = torch.tensor(partial["correct"], device=device)
         loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=sum_dtype)
         seen = partial["seen"]
         model.train()
-        epoch_start = time.perf_counter()
         step = first_step
         stopped = False
         for step in range(first_step, steps_per_epoch):
@@ -695,9 +723,12 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 stopped = True
                 break
             idx = shard[step]
-            flips = None if flip_bits is None else flip_bits[idx] ^ bool(epoch % 2)
-            x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"], aug_gen,
-                                        flips))
+            if epoch_inputs is not None:
+                x = epoch_inputs[step * local_batch:(step + 1) * local_batch]
+            else:
+                flips = None if flip_bits is None else flip_bits[idx] ^ bool(epoch % 2)
+                x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"],
+                                            aug_gen, flips))
             y = train_y[idx]
             try:
                 with autocast():
