@@ -229,3 +229,19 @@ def test_fast_net_scripts_and_traces_like_the_python_model():
         traced = torch.jit.trace(model, x)(x)
     torch.testing.assert_close(scripted, expected)
     torch.testing.assert_close(traced, expected)
+
+
+def test_net_options_override_the_variant():
+    from engine.cifar.models import build_model
+    from engine.jobs import JobError
+
+    plain = fast.build_fast_net(10, variant="cpu", residual=False, norm_eps=1e-12)
+    assert plain.config["residual"] is False and plain.config["widths"] == (48, 96, 192)
+    assert all(not block.residual for block in plain.blocks)
+    assert plain.blocks[0].norm1.eps == 1e-12
+    assert plain(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    scripted = torch.jit.script(plain.eval())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(scripted(x), plain(x), atol=1e-5)
+    with pytest.raises(JobError, match="depth"):
+        build_model("fast", 10, variant="cpu", depth=3)

@@ -204,6 +204,25 @@ def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
         ckpt.export_model(good, tmp_path / "m.onnx")
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_onnx_export_runs_in_onnxruntime_like_torchscript(tmp_path):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    checkpoint = tmp_path / "fast.pt"
+    small = synthetic_dataset(n_train=24, n_test=6)
+    run({"dataset": small, "model": "fast", "epochs": 1, "batch_size": 12, "precision": "fp32",
+         "checkpoint": checkpoint, "model_options": {"variant": "cpu"}})
+    onnx_meta = ckpt.export_model(checkpoint, tmp_path / "fast.onnx")
+    script_meta = ckpt.export_model(checkpoint, tmp_path / "fast.ts.pt")
+    x = torch.rand(5, 3, 32, 32)  # another batch size than the export's example
+    expected = torch.jit.load(script_meta["path"])(x).detach().numpy()
+    session = onnxruntime.InferenceSession(onnx_meta["path"], providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert got.shape == (5, 3)
+    assert abs(got - expected).max() < 1e-4
+    assert onnx_meta["class_names"] == ["cat", "dog", "ship"]
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_fast_recipe_defaults_variant_resume_and_export(tmp_path):
     fast = pytest.importorskip("engine.cifar.fast")
@@ -312,3 +331,60 @@ def test_gpu_sized_fast_net_trains_through_the_whole_loop_on_the_cpu():
                      "precision": "fp32", "model_options": {"variant": "gpu"},
                      "whiten_bias_epochs": 3})
     assert result["status"] == "completed" and result["params"]["trainable"] > 1_000_000
+
+
+def test_whole_epoch_augmentation_stops_and_resumes_exactly(tmp_path):
+    # GPUs augment a whole epoch at once (seeded by the epoch alone); forced here on the CPU.
+    config = base_config(epochs=2, flip=True, translate=2, alternate_flip=True,
+                         augment_per="epoch", report_interval_s=0)
+    straight, _ = run({**config, "checkpoint": tmp_path / "straight.pt"})
+    again, _ = run(config)
+    assert again["history"] == [{**row, "time_s": again["history"][i]["time_s"],
+                                 "images_per_s": again["history"][i]["images_per_s"]}
+                                for i, row in enumerate(straight["history"])]
+    stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
+                     stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
+    assert stopped["status"] == "stopped"
+    resumed, _ = run({"dataset": DATA, "resume": tmp_path / "stop.pt"})
+    assert resumed["test_acc"] == straight["test_acc"]
+    a, b = model_state(tmp_path / "straight.pt"), model_state(tmp_path / "stop.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_whole_epoch_augmentation_learns_like_per_batch():
+    per_batch, _ = run(base_config(model="netbatchnorm", epochs=3, flip=True, translate=2))
+    per_epoch, _ = run(base_config(model="netbatchnorm", epochs=3, flip=True, translate=2,
+                                   augment_per="epoch"))
+    assert per_batch["test_acc"] > 0.9 and per_epoch["test_acc"] > 0.9
+    assert per_batch["history"][0]["train_loss"] != per_epoch["history"][0]["train_loss"]
+
+
+def test_schedule_starts_and_ends_where_asked():
+    from engine.cifar.trainer import _make_schedule
+
+    def factors(**kwargs):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = _make_schedule(optimizer, "warmup_linear", 0.2, 100, **kwargs)
+        seen = []
+        for _ in range(100):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    plain = factors()
+    assert plain[0] == pytest.approx(1 / 20) and max(plain) == 1.0
+    assert plain[-1] == pytest.approx(1 / 80)  # reaches 0 one step after the last
+    shaped = factors(start=0.2, end=0.07)
+    assert shaped[0] == pytest.approx(0.2 + 0.8 / 20) and max(shaped) == 1.0
+    assert shaped[-1] == pytest.approx(0.07 + 0.93 / 80)
+    assert plain == factors(start=0.0, end=0.0)
+
+
+def test_new_recipe_settings_are_checked():
+    for bad in ({"augment_per": "step"}, {"lr_start": 1.5}, {"lr_end": -0.1}):
+        with pytest.raises(JobError):
+            resolve_config(base_config(**bad))
+    old = resolve_config(base_config(), base={**resolve_config(base_config()),
+                                              "lr_start": None, "lr_end": None})
+    assert old["lr_start"] == old["lr_end"] == 0.0  # checkpoints from before these keys
