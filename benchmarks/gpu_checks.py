@@ -135,8 +135,10 @@ def check_cifar(data: Path, work: Path, report: dict) -> None:
 
 def check_step_floor(report: dict, steps: int = 100, batch: int = 1024, warmup: int = 10) -> None:
     """The Fast GPU net's bare training step (batch 1024, bf16 autocast, channels_last, fused
-    SGD, no augmentation, lookahead or bookkeeping), timed with CUDA events: the floor that the
-    trainer's per-step overhead is measured against."""
+    SGD, no augmentation, lookahead or bookkeeping), timed over ``steps`` steps between two
+    synchronizations: the floor that the trainer's per-step overhead is measured against. On
+    CUDA also the same step captured once as a CUDA graph and replayed (no per-kernel launch
+    cost from Python), and a profile of its kernels."""
     import torch
     import torch.nn.functional as F
 
@@ -160,6 +162,7 @@ def check_step_floor(report: dict, steps: int = 100, batch: int = 1024, warmup: 
 
     for _ in range(warmup):
         step()
+
     def forward():
         with torch.no_grad(), torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
             model(x)
@@ -190,11 +193,50 @@ def check_step_floor(report: dict, steps: int = 100, batch: int = 1024, warmup: 
                                           max_name_column_width=60)
         report["cifar_step_profile"] = table
         print(table, flush=True)
+        try:
+            timings["graphed_train_step"] = _graphed_step_ms(model, optimizer, x, y, steps)
+        except Exception as exc:  # a measurement, not a feature: report why and go on
+            timings["graphed_train_step_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            print(f"CUDA graph capture failed: {timings['graphed_train_step_error']}", flush=True)
     report["cifar_step_floor_ms"] = timings
     print(f"Fast GPU net, batch {batch}: bare train step {timings['train_step']:.2f} ms "
           f"(queued in {timings['train_step_enqueue']:.2f} ms) "
           f"(10 epochs of 48 steps: {timings['train_step'] * 480 / 1000:.2f} s); "
-          f"eval forward {timings['forward_eval']:.2f} ms", flush=True)
+          f"eval forward {timings['forward_eval']:.2f} ms; as a CUDA graph "
+          f"{timings.get('graphed_train_step', float('nan')):.2f} ms", flush=True)
+
+
+def _graphed_step_ms(model, optimizer, x, y, steps: int) -> float:
+    """ms per replay of one training step captured as a CUDA graph (fixed lr; the pattern of
+    PyTorch's whole-network capture: warm up on a side stream, capture, replay)."""
+    import torch
+    import torch.nn.functional as F
+
+    def body():
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.2)
+        loss.backward()
+        optimizer.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        body()
+    for _ in range(5):
+        graph.replay()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        graph.replay()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1000
 
 
 def main() -> int:
