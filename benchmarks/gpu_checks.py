@@ -1,10 +1,13 @@
 """Checks that need a CUDA GPU, headless (no Qt), run as a whole on a lent GPU machine.
 
     python benchmarks/gpu_checks.py --data CIFAR.tar.gz --images DIR [--work DIR] [--json FILE]
+        [--only step_floor,classify,cifar]
 
-* classify: ``python -m engine classify`` on the photos with ``--device cuda`` in fp32, fp16 and
-  bf16, against the CPU in fp32 and against EfficientNet-Lite0 called directly on the GPU with the
-  same preprocessing: top-1 agreement and the largest probability difference;
+* step_floor: the Fast GPU net's bare training step (eager, queued vs. finished, as a CUDA
+  graph) and a profile of its kernels;
+* classify: ``python -m engine classify`` on the photos with ``--device cuda`` in fp32 and auto
+  (fp16), against the CPU in fp32 and against EfficientNet-Lite0 called directly on the GPU with
+  the same preprocessing: top-1 agreement and the largest probability difference;
 * cifar: ``python -m engine cifar train --device cuda`` for 2 epochs with a checkpoint, resumed to
   3, exported to TorchScript and ONNX; the ONNX file run by onnxruntime (when installed) against
   the TorchScript file on the same images.
