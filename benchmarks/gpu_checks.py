@@ -63,7 +63,7 @@ def check_classify(images: Path, report: dict) -> None:
         return {k: {t["index"]: t["prob"] for t in e["top"]} for k, e in entries.items()}
 
     # The same model called directly on the GPU in fp32 with the same preprocessing.
-    from engine.classify.classifier import true_fp32
+    from engine.devices import true_fp32
 
     model = load_lite0().eval().to(DEVICE)
     prep = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),

@@ -433,7 +433,8 @@ def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, cfg: dict[str, Any], device: torch.device
+                    ) -> torch.optim.Optimizer:
     lr, wd = cfg["lr"], cfg["weight_decay"]
     hook = getattr(model, "optimizer_param_groups", None)
     params = hook(lr, wd) if callable(hook) else model.parameters()
@@ -443,18 +444,14 @@ def _make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimi
         if name == "nesterov" and momentum == 0:
             raise JobError("Nesterov SGD needs a momentum above 0")
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd,
-                               nesterov=name == "nesterov", **_fused_option(model))
+                               nesterov=name == "nesterov",
+                               # CUDA: one fused kernel per step; with fp16 GradScaler then hands
+                               # its overflow check to that kernel instead of reading it back
+                               # every step (which would stall the CPU's run-ahead).
+                               **({"fused": True} if device.type == "cuda" else {}))
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-
-
-def _fused_option(model: nn.Module) -> dict[str, bool]:
-    """``fused=True`` for a model on a CUDA GPU: one kernel per step instead of several, and
-    with fp16 the GradScaler hands its overflow check to that kernel instead of reading it
-    back to the host every step (which would stall the CPU's run-ahead)."""
-    first = next(model.parameters(), None)
-    return {"fused": True} if first is not None and first.device.type == "cuda" else {}
 
 
 def prepare_data(cfg: dict[str, Any], ctx: JobContext, dataset: CifarData | None = None
@@ -553,7 +550,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         model = model.to(memory_format=torch.channels_last)
     raw_model = model
     params = count_parameters(raw_model)
-    optimizer = _make_optimizer(raw_model, cfg)
+    optimizer = _make_optimizer(raw_model, cfg, device)
 
     global_batch = min(cfg["batch_size"], len(train_y))
     local_batch = max(1, global_batch // world)

@@ -8,7 +8,6 @@ and preprocesses (Pillow releases the GIL) while the main thread runs batches un
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -23,6 +22,7 @@ import torch
 
 from engine.classify.images import ImageProblem, Prefetch, PreparedImage, prepare_image
 from engine.classify.zoo import LoadedModel
+from engine.devices import true_fp32
 from engine.jobs import JobError
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")
@@ -87,22 +87,6 @@ def idle_cpu_threads() -> int:
     except (AttributeError, OSError):
         return cores
     return max(1, min(cores, round(cores - busy)))
-
-
-@contextlib.contextmanager
-def true_fp32(device: torch.device):
-    """fp32 that is fp32 on CUDA GPUs: cuDNN convolutions default to TF32 (10-bit mantissa),
-    which moves Lite0's probabilities by ~1e-3 (measured on an H100). Process-wide flags, so
-    put back afterwards."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Classifier:

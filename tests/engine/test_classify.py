@@ -409,18 +409,3 @@ def test_small_jobs_skip_building_the_optimized_copy():
     finally:
         forget_cached_model()
 
-
-def test_fp32_on_cuda_turns_tf32_off_and_back_on():
-    from engine.classify.classifier import true_fp32
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-        with true_fp32(torch.device("cpu")):
-            assert torch.backends.cudnn.allow_tf32  # nothing to do off CUDA
-        with true_fp32(torch.device("cuda", 0)):  # the flags exist without a GPU too
-            assert not torch.backends.cudnn.allow_tf32
-            assert not torch.backends.cuda.matmul.allow_tf32
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
