@@ -39,8 +39,11 @@ def register(subparsers) -> None:
     train.add_argument("--resume", help="continue from this checkpoint")
     train.add_argument("--json", action="store_true", help="print the results as one JSON object")
     tuning = train.add_argument_group("recipe (defaults depend on the model)")
-    tuning.add_argument("--optimizer", choices=["sgd", "nesterov", "adam", "adamw"])
+    tuning.add_argument("--optimizer", choices=["sgd", "nesterov", "adam", "adamw", "muon"],
+                        help="muon: Muon for the conv filters, Nesterov SGD for the rest")
     tuning.add_argument("--momentum", type=float)
+    tuning.add_argument("--muon-lr", type=float, help="Muon's learning rate for the filters")
+    tuning.add_argument("--muon-momentum", type=float, help="Muon's momentum for the filters")
     tuning.add_argument("--weight-decay", type=float)
     tuning.add_argument("--label-smoothing", type=float)
     tuning.add_argument("--schedule", choices=["constant", "warmup_linear", "warmup_cosine"])
@@ -188,6 +191,8 @@ def run_train(args) -> int:
         "resume": args.resume,
         "optimizer": args.optimizer,
         "momentum": args.momentum,
+        "muon_lr": args.muon_lr,
+        "muon_momentum": args.muon_momentum,
         "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing,
         "schedule": args.schedule,

@@ -149,6 +149,10 @@ class FastBlock(nn.Module):
 class FastNet(nn.Module):
     """See the module docstring. ``whiten`` is frozen except for its bias."""
 
+    # Every trainable conv feeds a BatchNorm (through max-pooling at most), so its scale does not
+    # change the output: optimizers may renormalize the filters (the trainer's Muon does).
+    scale_invariant_filters = True
+
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (64, 256, 256),
                  stem_stride: int = 1, activation: str = "gelu", residual: bool = True,
                  norm_eps: float = 1e-5) -> None:

@@ -24,10 +24,11 @@ from torch import nn
 from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
 from engine.cifar.models import MODELS, build_model, count_parameters
+from engine.cifar.optim import MuonSGD
 from engine.devices import keep_freed_memory_for_reuse
 from engine.jobs import JobContext, JobError
 
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "warmup_linear", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -50,6 +51,8 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,
     "lookahead": False,
     "whiten_bias_epochs": 0,
+    "muon_lr": 0.24,  # optimizer "muon": the convolution filters' learning rate ...
+    "muon_momentum": 0.6,  # ... and momentum (the other parameters use lr and momentum)
 }
 
 # Settings that are not hyperparameters: defaults here, never taken from FAST_DEFAULTS.
@@ -155,6 +158,10 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     number("weight_decay", high=10)
     number("label_smoothing", high=0.99)
     number("warmup", high=1.0)
+    for key, default in (("muon_lr", 0.24), ("muon_momentum", 0.6)):  # older checkpoints
+        cfg[key] = default if cfg.get(key) is None else cfg[key]
+    number("muon_lr", low_open=True, high=100)
+    number("muon_momentum", low_open=True, high=0.9999)
     for key in ("lr_start", "lr_end"):  # older checkpoints lack them
         cfg[key] = cfg.get(key) or 0.0
         number(key, high=1.0)
@@ -449,9 +456,37 @@ def _make_optimizer(model: nn.Module, cfg: dict[str, Any], device: torch.device
                                # its overflow check to that kernel instead of reading it back
                                # every step (which would stall the CPU's run-ahead).
                                **({"fused": True} if device.type == "cuda" else {}))
+    if name == "muon":
+        return _make_muon(model, params, cfg)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def _make_muon(model: nn.Module, params, cfg: dict[str, Any]) -> MuonSGD:
+    """Muon for every trainable convolution filter bank (4-D weight), Nesterov SGD with ``lr``
+    and ``momentum`` for the rest (keeping the model's own groups, e.g. Fast's bias groups).
+    A model whose filters all feed BatchNorm (``scale_invariant_filters``) gets them rescaled to
+    a fixed norm each step instead of weight decay, as airbench94_muon does."""
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    normalize = bool(getattr(model, "scale_invariant_filters", False))
+    filters: list[torch.Tensor] = []
+    others = []
+    for group in groups:
+        rest = [p for p in group["params"] if p.requires_grad and p.dim() != 4]
+        filters += [p for p in group["params"] if p.requires_grad and p.dim() == 4]
+        if rest:
+            others.append({**group, "params": rest})
+    muon_group = {"params": filters, "lr": cfg["muon_lr"], "momentum": cfg["muon_momentum"],
+                  "orthogonalize": True, "normalize": normalize, "ns_steps": 3,
+                  "weight_decay": 0.0 if normalize else cfg["weight_decay"]}
+    if not 0 < cfg["momentum"] < 1:
+        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
+    # The filters' group goes last: progress reports show the first group's (``lr``) rate.
+    return MuonSGD(others + ([muon_group] if filters else []), lr=cfg["lr"],
+                   momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
 
 def prepare_data(cfg: dict[str, Any], ctx: JobContext, dataset: CifarData | None = None

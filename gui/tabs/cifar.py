@@ -55,7 +55,7 @@ MODEL_LABELS = {
     "netresdeep": "NetResDeep (book)",
 }
 OPTIMIZER_LABELS = {"sgd": "SGD + momentum", "nesterov": "SGD + Nesterov", "adam": "Adam",
-                    "adamw": "AdamW"}
+                    "adamw": "AdamW", "muon": "Muon (filters) + Nesterov SGD"}
 SCHEDULE_LABELS = {"constant": "Constant", "warmup_linear": "Warm-up, then linear decay",
                    "warmup_cosine": "Warm-up, then cosine decay"}
 PRECISION_LABELS = {"auto": "Auto (bf16/fp16 where fast)", "fp32": "float32", "bf16": "bfloat16",

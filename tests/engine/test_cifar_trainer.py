@@ -388,3 +388,37 @@ def test_new_recipe_settings_are_checked():
     old = resolve_config(base_config(), base={**resolve_config(base_config()),
                                               "lr_start": None, "lr_end": None})
     assert old["lr_start"] == old["lr_end"] == 0.0  # checkpoints from before these keys
+
+
+def test_muon_trains_the_fast_net_and_resumes_exactly(tmp_path):
+    small = synthetic_dataset(n_train=48, n_test=12)
+    config = {"dataset": small, "model": "fast", "epochs": 2, "batch_size": 12,
+              "precision": "fp32", "optimizer": "muon", "muon_lr": 0.1, "seed": 1,
+              "report_interval_s": 0, "model_options": {"variant": "cpu"}}
+    straight, events = run({**config, "checkpoint": tmp_path / "straight.pt"})
+    assert straight["config"]["optimizer"] == "muon"
+    lrs = [e["lr"] for e in events if e["phase"] == "train"]
+    # progress shows the SGD part's rate (the recipe's lr), not Muon's
+    assert max(lrs) == pytest.approx(straight["config"]["lr"], rel=0.01)
+    losses = [r["train_loss"] for r in straight["history"]]
+    assert losses[1] < losses[0]
+    stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
+                     stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 6)
+    assert stopped["status"] == "stopped"
+    saved = ckpt.load_checkpoint(tmp_path / "stop.pt")
+    assert any(g.get("orthogonalize") for g in saved["optimizer_state"]["param_groups"])
+    resumed, _ = run({"dataset": small, "resume": tmp_path / "stop.pt"})
+    assert resumed["test_acc"] == straight["test_acc"]
+    a, b = model_state(tmp_path / "straight.pt"), model_state(tmp_path / "stop.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_muon_on_a_book_net_and_its_settings_are_checked():
+    # The book's Net has unnormalized convs: Muon steps them with weight decay, no rescaling.
+    result, _ = run(base_config(epochs=2, optimizer="muon", muon_lr=0.05, weight_decay=1e-4))
+    assert result["test_acc"] > 0.5
+    for bad in ({"muon_lr": 0}, {"muon_momentum": 1.0}, {"muon_lr": "fast"}):
+        with pytest.raises(JobError):
+            resolve_config(base_config(optimizer="muon", **bad))
+    with pytest.raises(JobError, match="momentum"):
+        run(base_config(optimizer="muon", momentum=0.0))
