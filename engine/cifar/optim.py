@@ -12,7 +12,8 @@ weight decay) Nesterov SGD step, identical to ``torch.optim.SGD(nesterov=True)``
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

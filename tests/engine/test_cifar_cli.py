@@ -88,6 +88,7 @@ def test_torchrun_with_two_cpu_processes(tiny_archive, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "engine", "cifar", "train", "--data", str(tiny_archive), "--model", "net",
            "--epochs", "2", "--batch-size", "8", "--seed", "0", "--precision", "fp32",
+           "--optimizer", "muon", "--muon-lr", "0.05",  # Muon steps every rank the same
            "--cache-dir", str(tmp_path / "cache"), "--checkpoint", str(tmp_path / "ddp.pt"),
            "--json"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
@@ -97,7 +98,7 @@ def test_torchrun_with_two_cpu_processes(tiny_archive, tmp_path):
     assert len(documents) == 1  # only rank 0 prints
     result = json.loads(documents[0])
     assert result["world_size"] == 2 and result["epochs"] == 2
-    assert result["status"] == "completed"
+    assert result["status"] == "completed" and result["config"]["optimizer"] == "muon"
     assert sum(map(sum, result["confusion"])) == 18
     assert proc.stderr.count("epoch 1 done") == 1
     assert (tmp_path / "ddp.pt").is_file()

@@ -144,6 +144,13 @@ def test_tta_level_0_is_the_plain_forward_and_levels_average_views():
     torch.testing.assert_close(level1, 0.5 * (plain + model(x.flip(-1))))
     assert level2.shape == (6, 10)
     assert not torch.allclose(level2, level1)
+    with torch.no_grad():
+        level3 = fast.predict_with_tta(model, x, 3)
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        views = [padded[..., dy:dy + 32, dx:dx + 32] for dy in range(3) for dx in range(3)]
+        expected = sum(fast.predict_with_tta(model, v, 1) for v in views) / 9
+    torch.testing.assert_close(level3, expected)
+    assert torch.equal(views[4], x)  # the unshifted view is one of the nine
 
 
 def test_tta_keeps_channels_last_inputs_working():
@@ -160,11 +167,12 @@ def test_defaults_are_sane(device_type):
     assert d["variant"] in fast.VARIANTS
     assert d["epochs"] >= 1 and d["batch_size"] >= 32
     assert 0 < d["lr"] < 10 and 0 < d["momentum"] < 1 and d["nesterov"] is True
-    assert d["optimizer"] == "nesterov"
+    assert d["optimizer"] == ("muon" if device_type == "cpu" else "nesterov")
+    assert 0 < d["muon_lr"] < 1 and 0 < d["muon_momentum"] < 1
     assert 0 <= d["weight_decay"] < 0.1 and 0 <= d["label_smoothing"] < 0.5
     assert d["schedule"] == "warmup_linear" and 0 < d["warmup"] < 1
     assert d["flip"] is True and d["translate"] == 2
-    assert d["tta_level"] in (0, 1, 2)
+    assert d["tta_level"] in (0, 1, 2, 3)
     assert d["precision"] == "auto"
     fast.fast_defaults(device_type)["epochs"] = -1  # a fresh dict each time
     assert fast.fast_defaults(device_type)["epochs"] >= 1

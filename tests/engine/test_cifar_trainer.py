@@ -233,7 +233,8 @@ def test_fast_recipe_defaults_variant_resume_and_export(tmp_path):
               "model_options": {"variant": "cpu"}}  # what resume and export rebuild
     result, _ = run(config)
     recipe = fast.fast_defaults("cpu")
-    assert result["config"]["optimizer"] == "nesterov"
+    assert result["config"]["optimizer"] == recipe["optimizer"] == "muon"
+    assert result["config"]["muon_lr"] == recipe["muon_lr"]
     assert result["config"]["label_smoothing"] == recipe["label_smoothing"]
     assert result["config"]["batch_size"] == 12  # the user's value wins over the recipe's
     assert result["tta_level"] == recipe["tta_level"]
@@ -393,7 +394,7 @@ def test_new_recipe_settings_are_checked():
 def test_muon_trains_the_fast_net_and_resumes_exactly(tmp_path):
     small = synthetic_dataset(n_train=48, n_test=12)
     config = {"dataset": small, "model": "fast", "epochs": 2, "batch_size": 12,
-              "precision": "fp32", "optimizer": "muon", "muon_lr": 0.1, "seed": 1,
+              "precision": "fp32", "optimizer": "muon", "muon_lr": 0.1, "seed": 1, "warmup": 0.5,
               "report_interval_s": 0, "model_options": {"variant": "cpu"}}
     straight, events = run({**config, "checkpoint": tmp_path / "straight.pt"})
     assert straight["config"]["optimizer"] == "muon"
