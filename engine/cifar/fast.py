@@ -96,7 +96,8 @@ def _recipe(batch_size: int, epochs: int, warmup: float, tta_level: int,
 _DEFAULTS_BY_DEVICE: dict[str, dict[str, Any]] = {
     # Muon for the conv filters (Nesterov SGD for biases and head), batch 384, 8 epochs, TTA
     # over flips x nine 1-pixel shifts. Measured on the 2-core AVX2 VM (JPEG CIFAR-10, seeds
-    # 0, 1, 2): 85.14%, 85.15%, 84.92% after 277.6, 282.3, 293.2 s of training. Same machine,
+    # 0-4): 85.14, 85.15, 84.92, 85.17, 85.20% (mean 85.12%) after 277.6, 282.3, 293.2,
+    # 278.5, 275.0 s of training. Same machine,
     # same data: Nesterov SGD alone (the recipe before) 84.0% in 7 epochs / 234-245 s; Muon at
     # batch 256, 7 epochs 84.2-84.9% (3 runs, 251-276 s); batch 512, 8 epochs 84.4-84.6% (2
     # runs, 259-268 s) with TTA level 2, about +0.3 points with level 3 (same weights). Muon's

@@ -111,29 +111,25 @@ class MuonSGD(torch.optim.Optimizer):
             buffers.append(state["momentum_buffer"])
         return buffers
 
-    def _sgd_step(self, group, params) -> None:
-        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+    def _nesterov_updates(self, group, params) -> list[torch.Tensor]:
+        """torch.optim.SGD's Nesterov direction: buf = m * buf + g (g with coupled weight
+        decay); step along g + m * buf."""
+        momentum, decay = group["momentum"], group["weight_decay"]
         grads = [p.grad for p in params]
         if decay:
             grads = torch._foreach_add(grads, params, alpha=decay)
         buffers = self._momentum_buffers(params, grads)
-        # torch.optim.SGD's Nesterov form: buf = m * buf + g; step along g + m * buf.
         torch._foreach_mul_(buffers, momentum)
         torch._foreach_add_(buffers, grads)
-        updates = torch._foreach_add(grads, buffers, alpha=momentum)
-        torch._foreach_add_(params, updates, alpha=-lr)
+        return torch._foreach_add(grads, buffers, alpha=momentum)
+
+    def _sgd_step(self, group, params) -> None:
+        torch._foreach_add_(params, self._nesterov_updates(group, params), alpha=-group["lr"])
 
     def _muon_step(self, group, params) -> None:
-        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-        grads = [p.grad for p in params]
-        if decay:
-            grads = torch._foreach_add(grads, params, alpha=decay)
-        buffers = self._momentum_buffers(params, grads)
-        torch._foreach_mul_(buffers, momentum)
-        torch._foreach_add_(buffers, grads)
-        updates = torch._foreach_add(grads, buffers, alpha=momentum)
+        updates = self._nesterov_updates(group, params)
         for p, update in zip(params, updates, strict=True):
             if group["normalize"]:
                 p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
             rows = update.reshape(len(update), -1)
-            p.add_(orthogonalize(rows, group["ns_steps"]).view_as(p), alpha=-lr)
+            p.add_(orthogonalize(rows, group["ns_steps"]).view_as(p), alpha=-group["lr"])

@@ -51,8 +51,11 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,
     "lookahead": False,
     "whiten_bias_epochs": 0,
-    "muon_lr": 0.24,  # optimizer "muon": the convolution filters' learning rate ...
-    "muon_momentum": 0.6,  # ... and momentum (the other parameters use lr and momentum)
+    # optimizer "muon": the convolution filters' learning rate and momentum (the other
+    # parameters use lr and momentum). 0.02 suits filters that keep their scale (the book's
+    # nets); the Fast recipes, whose filters are renormalized every step, set their own.
+    "muon_lr": 0.02,
+    "muon_momentum": 0.6,
 }
 
 # Settings that are not hyperparameters: defaults here, never taken from FAST_DEFAULTS.
@@ -158,8 +161,8 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     number("weight_decay", high=10)
     number("label_smoothing", high=0.99)
     number("warmup", high=1.0)
-    for key, default in (("muon_lr", 0.24), ("muon_momentum", 0.6)):  # older checkpoints
-        cfg[key] = default if cfg.get(key) is None else cfg[key]
+    for key in ("muon_lr", "muon_momentum"):  # older checkpoints lack them
+        cfg[key] = GENERIC_DEFAULTS[key] if cfg.get(key) is None else cfg[key]
     number("muon_lr", low_open=True, high=100)
     number("muon_momentum", low_open=True, high=0.9999)
     for key in ("lr_start", "lr_end"):  # older checkpoints lack them
