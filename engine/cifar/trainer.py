@@ -471,6 +471,8 @@ def _make_muon(model: nn.Module, params, cfg: dict[str, Any]) -> MuonSGD:
     and ``momentum`` for the rest (keeping the model's own groups, e.g. Fast's bias groups).
     A model whose filters all feed BatchNorm (``scale_invariant_filters``) gets them rescaled to
     a fixed norm each step instead of weight decay, as airbench94_muon does."""
+    if not 0 < cfg["momentum"] < 1:
+        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
@@ -485,8 +487,6 @@ def _make_muon(model: nn.Module, params, cfg: dict[str, Any]) -> MuonSGD:
     muon_group = {"params": filters, "lr": cfg["muon_lr"], "momentum": cfg["muon_momentum"],
                   "orthogonalize": True, "normalize": normalize, "ns_steps": 3,
                   "weight_decay": 0.0 if normalize else cfg["weight_decay"]}
-    if not 0 < cfg["momentum"] < 1:
-        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
     # The filters' group goes last: progress reports show the first group's (``lr``) rate.
     return MuonSGD(others + ([muon_group] if filters else []), lr=cfg["lr"],
                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
