@@ -184,12 +184,9 @@ def sample_grid(data: CifarData, per_class: int = 8, seed: int = 0) -> dict:
 
 def default_cache_dir() -> Path:
     """``$TORCHDESK_CACHE_DIR`` or the platform's user cache folder, plus ``cifar``."""
-    env = os.environ.get("TORCHDESK_CACHE_DIR")
-    if env:
-        return Path(env) / "cifar"
-    import platformdirs
+    from engine.cache import cache_root
 
-    return Path(platformdirs.user_cache_dir("torchdesk", appauthor=False)) / "cifar"
+    return cache_root() / "cifar"
 
 
 def detect_source(path: Path) -> tuple[str, Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.classify import script_cache
 from engine.classify.images import ImageProblem, Prefetch, PreparedImage, prepare_image
 from engine.classify.zoo import LoadedModel
 from engine.devices import true_fp32
@@ -30,8 +30,6 @@ CPU_CHUNK = 4  # images per forward when each CPU core classifies its own chunks
 #: Models up to this many parameters get a frozen, oneDNN-optimized TorchScript copy for CPU
 #: inference (bigger ones would hold their weights twice).
 OPTIMIZE_MAX_PARAMS = 100_000_000
-#: The optimized copy is used only when its logits match the Python model's this closely.
-OPTIMIZE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -89,6 +87,11 @@ def idle_cpu_threads() -> int:
     return max(1, min(cores, round(cores - busy)))
 
 
+def _same_output(model, probe: torch.Tensor, expected: torch.Tensor) -> bool:
+    with torch.inference_mode():
+        return script_cache.matches(expected, script_cache.first_output(model(probe)).float())
+
+
 class Classifier:
     """Classifies images with one loaded model: load once, call often (one thread at a time)."""
 
@@ -106,14 +109,17 @@ class Classifier:
         self._inference_model: torch.nn.Module | None = None
         self._optimize_lock = threading.Lock()
         self.optimized = False  # whether CPU inference runs the TorchScript-optimized copy
+        if loaded.optimized:  # already the optimized copy (from the script cache)
+            self._inference_model, self.optimized = self.model, True
 
     def optimize_for_cpu(self) -> bool:
-        """Build a frozen TorchScript copy with oneDNN fusions for fp32 CPU inference.
+        """Use a frozen TorchScript copy with oneDNN fusions for fp32 CPU inference.
 
         Convolution + bias + activation run as one prepacked oneDNN kernel: about 1.5x faster
         than eager mode for EfficientNet-Lite0 on one core, same outputs to float rounding
-        (checked here on a random batch; any failure or mismatch keeps the Python model). Takes
-        ~0.5 s for Lite0; Grad-CAM keeps using the Python model, which has hooks.
+        (checked on a probe batch; any failure or mismatch keeps the Python model). Scripting
+        takes ~0.5 s for Lite0, so models with a ``cache_key`` keep the script on disk (see
+        :mod:`engine.classify.script_cache`). Grad-CAM keeps using the Python model (hooks).
         """
         with self._optimize_lock:
             if self._inference_model is not None:
@@ -125,22 +131,33 @@ class Classifier:
                         and sum(p.numel() for p in self.model.parameters()) <= OPTIMIZE_MAX_PARAMS)
             if not eligible:
                 return False
-            size = self.spec.crop_size
-            probe = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
+            probe = script_cache.probe_batch(self.spec.crop_size)
             try:
-                with warnings.catch_warnings(), torch.inference_mode():
-                    warnings.simplefilter("ignore")  # TorchScript's deprecation notices
-                    scripted = torch.jit.script(self.model.eval())
-                    optimized = torch.jit.optimize_for_inference(torch.jit.freeze(scripted))
-                    expected, got = self.model(probe), optimized(probe)
-                    if isinstance(expected, tuple | list):
-                        expected, got = expected[0], got[0]
-                    matches = bool((expected - got).abs().max() <= OPTIMIZE_TOLERANCE)
-            except Exception:  # noqa: BLE001 - not scriptable: the Python model is just as right
+                with torch.inference_mode():
+                    expected = script_cache.first_output(self.model(probe)).float()
+            except Exception:  # noqa: BLE001 - the model's own forward reports its problems
                 return False
-            if matches:
+            key = self.loaded.cache_key
+            cached = script_cache.load(key, self.spec.crop_size) if key else None
+            if cached is not None and _same_output(cached, probe, expected):
+                optimized = cached
+            else:  # an entry that disagrees with this model is left alone: not this one's
+                optimized = self._script_and_check(probe, expected, key if cached is None else None)
+            if optimized is not None:
                 self._inference_model, self.optimized = optimized, True
             return self.optimized
+
+    def _script_and_check(self, probe: torch.Tensor, expected: torch.Tensor,
+                          cache_key: str | None) -> torch.nn.Module | None:
+        try:
+            scripted, optimized = script_cache.script_and_optimize(self.model)
+            if not _same_output(optimized, probe, expected):
+                return None
+        except Exception:  # noqa: BLE001 - not scriptable: the Python model is just as right
+            return None
+        if cache_key:
+            script_cache.save(cache_key, scripted, expected)
+        return optimized
 
     # ---- tensors ----------------------------------------------------------------------------
     def to_batch(self, crops: list[np.ndarray]) -> torch.Tensor:

@@ -52,11 +52,18 @@ def get_classifier(config: dict, ctx: JobContext):
     """
     global _cached
     from engine.classify.classifier import Classifier
-    from engine.classify.zoo import load_hub_model, load_model, load_torchscript_model
+    from engine.classify.zoo import (
+        load_cached_default_model,
+        load_hub_model,
+        load_model,
+        load_torchscript_model,
+    )
 
     key = _model_key(config, ctx.device)
     with _cache_lock:
-        if _cached is not None and _cached[0] == key:
+        reusable = _cached is not None and _cached[0] == key and (
+            config.get("inference_only") or not _cached[1].loaded.optimized)  # Grad-CAM: Python
+        if reusable:
             classifier = _cached[1]
             if config.get("optimize", True):
                 classifier.optimize_for_cpu()  # no-op once done
@@ -70,6 +77,9 @@ def get_classifier(config: dict, ctx: JobContext):
             loaded = load_torchscript_model(
                 script.get("path", ""), ctx.device, class_names=script.get("class_names"),
                 input_size=int(script.get("input_size", 224)), title=script.get("title"))
+        elif _cached_copy_will_do(config, key):
+            loaded = load_cached_default_model(ctx.device) or load_model(
+                key[0], ctx.device, progress=ctx.report, should_stop=ctx.stopped)
         elif hub:
             loaded = load_hub_model(hub.get("repo", ""), hub.get("entry", ""), ctx.device,
                                     progress=ctx.report, should_stop=ctx.stopped)
@@ -82,6 +92,18 @@ def get_classifier(config: dict, ctx: JobContext):
     ctx.report({"event": "model", "model": loaded.info.to_dict(),
                 "load_seconds": loaded.load_seconds, "cached": False})
     return classifier
+
+
+def _cached_copy_will_do(config: dict, key: tuple) -> bool:
+    """Whether the default model's cached TorchScript copy can serve ``config``: CPU fp32
+    inference that wants the optimized copy and never asks for Grad-CAM or views."""
+    from engine.classify.classifier import resolve_precision
+    from engine.classify.zoo import DEFAULT_MODEL
+
+    model_id, weights_file, other_source, device, precision = key
+    return (bool(config.get("inference_only")) and config.get("optimize", True)
+            and model_id == DEFAULT_MODEL and not weights_file and other_source is None
+            and device == "cpu" and resolve_precision(precision, device) is None)
 
 
 @contextlib.contextmanager
