@@ -42,6 +42,22 @@ def make_photos(directory: Path, count: int = 300, seed: int = 0) -> list[Path]:
     return written
 
 
+def copy_book_photos(directory: Path, count: int = 300) -> list[Path]:
+    """The book's 5 images themselves, repeated to ``count`` files (0.07-1.8 MP: small photos,
+    where start-up weighs most), named ``*.jpg`` (Pillow reads the PNGs by content)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = sorted(directory.glob("book_*.jpg"))
+    if len(existing) == count:
+        return existing
+    sources = sorted(BOOK_IMAGES.iterdir())
+    written = []
+    for i in range(count):
+        path = directory / f"book_{i:03d}.jpg"
+        path.write_bytes(sources[i % len(sources)].read_bytes())
+        written.append(path)
+    return written
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)

@@ -1,8 +1,9 @@
 """Folder classification speed: ``python -m engine classify`` vs. a plain one-image-at-a-time loop.
 
-Both use EfficientNet-Lite0 (the offline default) on the same folder of ~300 JPEG photos derived
-from the book's 5 images (random crops, flips, long side 500-2000 px; see classify_photos.py), on
-the same machine, in the same run, one after the other.
+Both use EfficientNet-Lite0 (the offline default) on the same folder of ~300 photos, on the same
+machine, in the same run, one after the other. ``--photos derived`` (default): JPEGs derived from
+the book's 5 images (random crops, flips, long side 500-2000 px; see classify_photos.py);
+``--photos book``: the book's 5 images themselves, repeated (small photos: 0.07-1.8 MP).
 
 * plain loop: PIL open → Resize(256) → CenterCrop(224) → ToTensor → Normalize → model(x[None])
   under ``torch.no_grad()`` with torch's default threads (one per core), timed over the loop only
@@ -10,7 +11,7 @@ the same machine, in the same run, one after the other.
 * CLI: the whole process (interpreter start, imports, model load, all images, JSON output), with
   default settings (exact decoding) and with ``--decode fast``.
 
-``python benchmarks/classify_speed.py [--count 300] [--rounds 1] [--dir DIR]``
+``python benchmarks/classify_speed.py [--photos derived|book] [--count N] [--rounds N] [--dir D]``
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from classify_photos import make_photos  # noqa: E402
+from classify_photos import copy_book_photos, make_photos  # noqa: E402
 
 PLAIN_LOOP = r"""
 import json, sys, time
@@ -92,12 +93,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "torchdesk-classify-photos")
+    parser.add_argument("--photos", choices=("derived", "book"), default="derived")
+    parser.add_argument("--dir", type=Path, help="where the photos are made (a temp folder)")
     args = parser.parse_args()
-    photos = make_photos(args.dir, args.count)
+    folder = args.dir or Path(tempfile.gettempdir()) / f"torchdesk-classify-{args.photos}"
+    if args.photos == "book":
+        photos, what = copy_book_photos(folder, args.count), "the book's 5 images, repeated"
+    else:
+        photos, what = make_photos(folder, args.count), "derived from the book's 5 images"
+    args.dir = folder
     sizes = sorted(p.stat().st_size for p in photos)
-    print(f"{len(photos)} JPEG photos in {args.dir} (derived from the book's 5 images; "
+    print(f"{len(photos)} photos in {args.dir} ({what}; "
           f"median file {sizes[len(sizes) // 2] / 1e3:.0f} KB); {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} before the run")
     ratios: dict[str, list[float]] = {}
