@@ -44,13 +44,17 @@ class TorchLoader(QThread):
 
     def run(self) -> None:
         try:
-            for name in WARM_MODULES:
-                try:
-                    importlib.import_module(name)
-                except ModuleNotFoundError as exc:
-                    if name.startswith("engine.") and exc.name and exc.name.startswith("engine"):
-                        continue  # a feature not in this build
-                    raise
+            from engine.imports import heavy_imports
+
+            with heavy_imports():
+                for name in WARM_MODULES:
+                    try:
+                        importlib.import_module(name)
+                    except ModuleNotFoundError as exc:
+                        if name.startswith("engine.") and exc.name and exc.name.startswith(
+                                "engine"):
+                            continue  # a feature not in this build
+                        raise
             from engine.devices import list_devices
 
             self.loaded.emit(list_devices())

@@ -6,7 +6,6 @@ model cannot be loaded (weights missing offline, bad weights file, unknown model
 
 from __future__ import annotations
 
-import gc
 import sys
 
 
@@ -120,19 +119,15 @@ def run(args) -> int:
 
 
 def _classify(args, config: dict) -> int:
-    # torch's import makes ~10^6 objects: pausing the cyclic collector meanwhile saves ~10% of
-    # it (~0.2-0.3 s), and freezing them keeps later collections from walking them again
-    gc.disable()
-    try:
+    from engine.imports import heavy_imports
+
+    with heavy_imports():
         import torch
 
         from engine.classify.jobs import classify_job
         from engine.cli import StderrProgress, print_json
         from engine.devices import resolve_device
         from engine.jobs import JobContext
-    finally:
-        gc.freeze()
-        gc.enable()
 
     device = resolve_device(args.device)
     workers = args.workers
