@@ -9,6 +9,7 @@ loaded from it still gives those logits, so a stale or damaged file is dropped, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -92,6 +93,11 @@ def save(key: str, scripted: torch.jit.ScriptModule, probe_logits: torch.Tensor)
                 os.unlink(tmp)
     except (OSError, RuntimeError):
         return None
+    model_id = key.rsplit("-", 1)[0]
+    for old in folder.glob(f"{model_id}-*.pt"):  # entries of an older torch, code or weights
+        if old != target:
+            with contextlib.suppress(OSError):
+                old.unlink()
     return target
 
 
@@ -114,8 +120,6 @@ def load(key: str, crop_size: int) -> torch.nn.Module | None:
             return optimized
     except Exception:  # noqa: BLE001 - any damage means: rebuild it from the Python model
         pass
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass
     return None

@@ -41,6 +41,9 @@ def _probabilities(classifier: Classifier) -> torch.Tensor:
 def test_optimized_copy_is_written_once_and_loads_without_the_python_model(cache_dir,
                                                                           python_lite0):
     assert load_cached_default_model() is None  # nothing cached yet
+    cache_dir.mkdir(parents=True)
+    stale = cache_dir / "efficientnet_lite0-0123456789abcdef01234567.pt"  # an older torch's
+    stale.write_bytes(b"old")
     first = Classifier(load_model("efficientnet_lite0", "cpu"))
     assert first.optimize_for_cpu()
     entries = list(cache_dir.glob("*.pt"))
