@@ -168,8 +168,11 @@ def _restore_handlers(previous: dict) -> None:
 
 
 def run_train(args) -> int:
-    from engine.cifar.data import parse_classes
-    from engine.cifar.trainer import train_job
+    from engine.imports import heavy_imports
+
+    with heavy_imports():
+        from engine.cifar.data import parse_classes
+        from engine.cifar.trainer import train_job
     from engine.devices import resolve_device
     from engine.jobs import JobContext, JobError
 

@@ -497,6 +497,7 @@ def load_hub_model(
                        time.perf_counter() - started)
 
 
+# ---- TorchScript models (e.g. trained in the CIFAR-10 tab) --------------------------------------
 def load_torchscript_model(
     path: str,
     device: str = "cpu",
