@@ -9,7 +9,8 @@ the book's 5 images (random crops, flips, long side 500-2000 px; see classify_ph
   under ``torch.no_grad()`` with torch's default threads (one per core), timed over the loop only
   (its imports and model load are not counted: the strict comparison) and as a whole process;
 * CLI: the whole process (interpreter start, imports, model load, all images, JSON output), with
-  default settings (exact decoding) and with ``--decode fast``.
+  default settings (exact decoding) and with ``--decode fast``. One untimed CLI run first: the
+  first run on a machine also scripts the model and caches it (~0.6 s more, once).
 
 ``python benchmarks/classify_speed.py [--photos derived|book] [--count N] [--rounds N] [--dir D]``
 """
@@ -106,6 +107,9 @@ def main() -> None:
     print(f"{len(photos)} photos in {args.dir} ({what}; "
           f"median file {sizes[len(sizes) // 2] / 1e3:.0f} KB); {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} before the run")
+    first = run_cli(args.dir, [])
+    print(f"untimed first CLI run (fills the script cache if empty): "
+          f"{first['process_seconds']:.1f} s")
     ratios: dict[str, list[float]] = {}
     for round_index in range(args.rounds):
         plain = run_plain_loop(args.dir)
