@@ -221,9 +221,10 @@ class FastNet(nn.Module):
         self.whiten.weight.copy_(filters.view(-1, 3, k, k))
         self.whiten.bias.copy_(-(filters @ patch_mean))
 
-    def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    def optimizer_param_groups(self, lr: float, weight_decay: float,
+                               whiten_bias_fade: bool = False) -> list[dict[str, Any]]:
         """The trainer's optimizer hook; see :func:`fast_param_groups`."""
-        return fast_param_groups(self, lr, weight_decay)
+        return fast_param_groups(self, lr, weight_decay, whiten_bias_fade)
 
 
 class Conv3x3(nn.Conv2d):
@@ -314,21 +315,31 @@ def build_fast_net(num_classes: int, train_images: torch.Tensor | None = None,
     return model
 
 
-def fast_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+def fast_param_groups(model: nn.Module, lr: float, weight_decay: float,
+                      whiten_bias_fade: bool = False) -> list[dict[str, Any]]:
     """Optimizer groups: BatchNorm biases get ``NORM_BIAS_LR_SCALE``× the learning rate with the
     weight decay divided by the same factor (so their decay per step is unchanged); all other
-    trainable parameters use ``lr`` and ``weight_decay``. Frozen parameters are left out."""
-    norm_biases, others = [], []
+    trainable parameters use ``lr`` and ``weight_decay``. Frozen parameters are left out.
+
+    ``whiten_bias_fade``: the whitening bias gets the BatchNorm biases' rate too, in a last group
+    flagged ``"fade": True`` whose rate the trainer takes linearly to 0 over the epochs the bias
+    trains (airbench94_muon's treatment; by default it learns at ``lr`` like the rest)."""
+    whiten_bias = getattr(getattr(model, "whiten", None), "bias", None)
+    norm_biases, others, faded = [], [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
+            if whiten_bias_fade and param is whiten_bias:
+                faded.append(param)
+                continue
             is_norm_bias = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
             (norm_biases if is_norm_bias else others).append(param)
     groups = [{"params": others, "lr": lr, "weight_decay": weight_decay}]
-    if norm_biases:
-        groups.append({"params": norm_biases, "lr": lr * NORM_BIAS_LR_SCALE,
-                       "weight_decay": weight_decay / NORM_BIAS_LR_SCALE})
+    for params, extra in ((norm_biases, {}), (faded, {"fade": True})):
+        if params:
+            groups.append({"params": params, "lr": lr * NORM_BIAS_LR_SCALE,
+                           "weight_decay": weight_decay / NORM_BIAS_LR_SCALE, **extra})
     return groups
 
 

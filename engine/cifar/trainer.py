@@ -51,6 +51,9 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,
     "lookahead": False,
     "whiten_bias_epochs": 0,
+    # Fast net: the whitening bias learns at the BatchNorm biases' rate, fading linearly to 0
+    # over whiten_bias_epochs (airbench94_muon); False: at lr, under the main schedule.
+    "whiten_bias_fade": False,
     # optimizer "muon": the convolution filters' learning rate and momentum (the other
     # parameters use lr and momentum). 0.02 suits filters that keep their scale (the book's
     # nets); the Fast recipes, whose filters are renormalized every step, set their own.
@@ -184,6 +187,9 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     cfg["whiten_bias_epochs"] = int(cfg.get("whiten_bias_epochs") or 0)
     if cfg["whiten_bias_epochs"] < 0:
         raise JobError("whiten_bias_epochs must be 0 (always train it) or more")
+    cfg["whiten_bias_fade"] = bool(cfg.get("whiten_bias_fade", False))  # older checkpoints lack it
+    if cfg["whiten_bias_fade"] and cfg["whiten_bias_epochs"] == 0:
+        raise JobError("whiten_bias_fade needs whiten_bias_epochs (the epochs to fade over)")
     cfg["seed"] = int(cfg["seed"])
     cfg["tta_level"] = int(cfg["tta_level"])
     cfg["eval_every"] = int(cfg["eval_every"])
@@ -424,10 +430,14 @@ def _epoch_seed(seed: int, epoch: int, rank: int, salt: int = 0) -> int:
 
 
 def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int,
-                   start: float = 0.0, end: float = 0.0):
+                   start: float = 0.0, end: float = 0.0, fade_steps: int = 0):
     """LambdaLR: ``constant``, or a linear warm-up from ``start`` (fraction of the peak lr) over
-    the first ``warmup`` of the steps, then a linear or cosine decay to ``end``."""
+    the first ``warmup`` of the steps, then a linear or cosine decay to ``end``. Groups flagged
+    ``"fade"`` instead go linearly from their lr to 0 over ``fade_steps``."""
     warmup_steps = int(round(warmup * total_steps)) if schedule != "constant" else 0
+
+    def fade(step: int) -> float:
+        return max(0.0, 1.0 - step / max(1, fade_steps))
 
     def factor(step: int) -> float:
         if schedule == "constant":
@@ -440,14 +450,16 @@ def _make_schedule(optimizer, schedule: str, warmup: float, total_steps: int,
             return end + (1.0 - end) * (1.0 - t)
         return end + (1.0 - end) * (0.5 * (1.0 + math.cos(math.pi * t)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [fade if group.get("fade") else factor for group in optimizer.param_groups])
 
 
 def _make_optimizer(model: nn.Module, cfg: dict[str, Any], device: torch.device
                     ) -> torch.optim.Optimizer:
     lr, wd = cfg["lr"], cfg["weight_decay"]
     hook = getattr(model, "optimizer_param_groups", None)
-    params = hook(lr, wd) if callable(hook) else model.parameters()
+    options = {"whiten_bias_fade": True} if cfg.get("whiten_bias_fade") else {}
+    params = hook(lr, wd, **options) if callable(hook) else model.parameters()
     name = cfg["optimizer"]
     if name in ("sgd", "nesterov"):
         momentum = cfg["momentum"]
@@ -595,7 +607,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     steps_per_epoch = max(1, len(train_y) // (local_batch * world))
     total_steps = steps_per_epoch * cfg["epochs"]
     scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps,
-                               cfg["lr_start"], cfg["lr_end"])
+                               cfg["lr_start"], cfg["lr_end"],
+                               fade_steps=cfg["whiten_bias_epochs"] * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     lookahead = Lookahead(raw_model, total_steps) if cfg["lookahead"] else None
     flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)

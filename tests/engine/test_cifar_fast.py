@@ -130,6 +130,19 @@ def test_param_groups_cover_trainable_params_once():
     assert model.optimizer_param_groups(0.2, 1e-3)[1]["lr"] == norm_biases["lr"]
 
 
+def test_whitening_bias_can_join_the_bias_rate_in_its_own_fading_group():
+    model = fast.build_fast_net(10, _images(8))
+    plain = fast.fast_param_groups(model, lr=0.2, weight_decay=1e-3)
+    assert any(p is model.whiten.bias for p in plain[0]["params"])
+    groups = model.optimizer_param_groups(0.2, 1e-3, whiten_bias_fade=True)
+    assert len(groups) == 3
+    others, norm_biases, faded = groups
+    assert faded["params"] == [model.whiten.bias] and faded["fade"] is True
+    assert faded["lr"] == norm_biases["lr"] and faded["weight_decay"] == norm_biases["weight_decay"]
+    assert all(p is not model.whiten.bias for p in others["params"] + norm_biases["params"])
+    assert sum(len(g["params"]) for g in groups) == sum(len(g["params"]) for g in plain)
+
+
 def test_tta_level_0_is_the_plain_forward_and_levels_average_views():
     torch.manual_seed(0)
     images = _images(6)

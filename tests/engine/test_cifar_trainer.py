@@ -382,6 +382,47 @@ def test_schedule_starts_and_ends_where_asked():
     assert plain == factors(start=0.0, end=0.0)
 
 
+def test_fading_groups_go_to_zero_over_their_own_steps():
+    from engine.cifar.trainer import _make_schedule
+
+    main, faded = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [main]}, {"params": [faded], "lr": 4.0, "fade": True}],
+                                lr=1.0)
+    scheduler = _make_schedule(optimizer, "warmup_linear", 0.0, 100, fade_steps=30)
+    seen = []
+    for _ in range(100):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == [1.0, 4.0]
+    assert seen[15][1] == pytest.approx(2.0) and seen[15][0] == pytest.approx(0.85)
+    assert all(lrs[1] == 0.0 for lrs in seen[30:])
+    assert seen[99][0] == pytest.approx(0.01)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_faded_whitening_bias_trains_stops_and_resumes_exactly(tmp_path):
+    small = synthetic_dataset(n_train=48, n_test=12)
+    config = {"dataset": small, "model": "fast", "batch_size": 12, "precision": "fp32",
+              "model_options": {"variant": "cpu"}, "whiten_bias_epochs": 2,
+              "whiten_bias_fade": True, "optimizer": "muon", "lookahead": False}
+    straight, _ = run({**config, "epochs": 3, "checkpoint": tmp_path / "straight.pt"})
+    # stopped mid-fade (step 6 of the 8 the fade lasts), then resumed
+    stopped, _ = run({**config, "epochs": 3, "report_interval_s": 0,
+                      "checkpoint": tmp_path / "resumed.pt"},
+                     stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 6)
+    assert stopped["status"] == "stopped"
+    resumed, _ = run({"dataset": small, "resume": tmp_path / "resumed.pt",
+                      "checkpoint": tmp_path / "resumed.pt"})
+    assert resumed["test_acc"] == straight["test_acc"]
+    for key, value in model_state(tmp_path / "straight.pt").items():
+        assert torch.equal(model_state(tmp_path / "resumed.pt")[key], value), key
+    initial = build_model("fast", 3, small.train_images, variant="cpu").whiten.bias.detach()
+    assert not torch.equal(model_state(tmp_path / "straight.pt")["whiten.bias"], initial)
+    with pytest.raises(JobError, match="whiten_bias_fade needs whiten_bias_epochs"):
+        resolve_config({**config, "whiten_bias_epochs": 0, "epochs": 1})
+
+
 def test_new_recipe_settings_are_checked():
     for bad in ({"augment_per": "step"}, {"lr_start": 1.5}, {"lr_end": -0.1}):
         with pytest.raises(JobError):
