@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -84,7 +85,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--startup-report", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--settings", metavar="FILE", type=Path,
                         help="keep settings in this INI file instead of the user's settings")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.screenshots is not None and args.screenshots.exists() and not args.screenshots.is_dir():
+        parser.error(f"--screenshots needs a folder; {args.screenshots} is a file")
+    return args
 
 
 def _install_excepthook(app_state) -> None:
@@ -112,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     from gui.app_state import AppState
     from gui.main_window import MainWindow
 
-    settings = (QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings
-                else QSettings("TorchDesk", "TorchDesk"))
+    scratch = None
+    if args.screenshots:
+        # Screenshots start from fresh settings and never touch the user's (nor --settings).
+        scratch = tempfile.TemporaryDirectory(prefix="torchdesk-screenshots-")
+        settings = QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat)
+    elif args.settings:
+        settings = QSettings(str(args.settings), QSettings.Format.IniFormat)
+    else:
+        settings = QSettings("TorchDesk", "TorchDesk")
     app_state = AppState(settings)
     _install_excepthook(app_state)
     window = MainWindow(app_state)
@@ -155,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(0, on_shown)
     code = qt_app.exec()
     loader.wait()
+    if scratch is not None:
+        settings.sync()
+        scratch.cleanup()
     return exit_code["code"] or code
 
 

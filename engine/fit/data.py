@@ -19,6 +19,7 @@ BOOK_T_U = (35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4)
 
 MIN_POINTS = 2
 MAX_CSV_BYTES = 50 * 1024 * 1024
+FLOAT32_MAX = 3.4028234663852886e38  # the fit trains in float32
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
 
     Blank lines and lines starting with ``#`` are skipped.
     """
-    delimiter = next((d for d in (",", ";", "\t") if d in text), None)
+    data_lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    delimiter = next((d for d in (",", ";", "\t") if any(d in ln for ln in data_lines)), None)
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
@@ -126,6 +128,9 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
                 raise JobError(
                     f"{source} line {line_no}: {cell!r} is not a finite number (NaN or infinity)"
                 )
+            if abs(number) > FLOAT32_MAX:
+                raise JobError(f"{source} line {line_no}: {cell!r} is too large (the fit works "
+                               f"in float32, up to about 3.4e38)")
         xs.append(numbers[0])
         ys.append(numbers[1])
     if not xs:

@@ -38,11 +38,21 @@ def surface_bounds(x: np.ndarray, y: np.ndarray, start: tuple[float, float] = ST
 def loss_surface(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
                  resolution: int = 121) -> dict[str, Any]:
     """Mean squared error of ``w * x + b`` on a ``resolution``² grid; ``loss[i, j]`` is at
-    ``(w[i], b[j])``. Plain numpy, float64."""
+    ``(w[i], b[j])``. Plain numpy, float64; time and memory grow with the grid, not the data.
+
+    With the data centred (``x = mx + u``, ``y = my + v``) the error is
+    ``mean((w·u - v)²) + (w·mx + b - my)²`` and the first term is
+    ``w²·mean(u²) - 2w·mean(uv) + mean(v²)``: five sums instead of a pass per grid point."""
     w = np.linspace(bounds[0], bounds[1], resolution)
     b = np.linspace(bounds[2], bounds[3], resolution)
-    residual = w[:, None, None] * x[None, None, :] + b[None, :, None] - y[None, None, :]
-    loss = np.mean(residual**2, axis=2)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    mx, my = x.mean(), y.mean()
+    u, v = x - mx, y - my
+    uu, uv, vv = np.mean(u * u), np.mean(u * v), np.mean(v * v)
+    spread = np.maximum(w * w * uu - 2 * w * uv + vv, 0.0)  # rounding must not go below 0
+    offset = w[:, None] * mx + b[None, :] - my
+    loss = spread[:, None] + offset**2
     w_opt, b_opt = least_squares(x, y)
     best = float(np.mean((w_opt * x + b_opt - y) ** 2))
     return {"w": w, "b": b, "loss": loss, "optimum": {"w": w_opt, "b": b_opt, "loss": best}}

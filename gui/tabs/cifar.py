@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1006,6 +1007,9 @@ class CifarTab(QWidget):
         wait(lambda: not self.data_runner.is_running(), 300)
         if self.data_info is None:
             return
+        # A throwaway checkpoint: the user's last run must survive a screenshot run.
+        self._screenshot_scratch = tempfile.TemporaryDirectory(prefix="torchdesk-screenshot-")
+        self.checkpoint_edit.setText(str(Path(self._screenshot_scratch.name) / "screenshot.pt"))
         self._select(self.model_combo, "netbatchnorm")
         self.epochs_spin.setValue(3)
         self.batch_spin.setValue(64)

@@ -161,6 +161,8 @@ def test_csv_with_and_without_header(tmp_path) -> None:
     assert data.x == (35.7, 55.9, 58.2) and data.y == (0.5, 14.0, 15.0)
     assert parse_csv_text("1;2\n3;4\n").x == (1.0, 3.0)
     assert parse_csv_text("1\t2\n3\t4\n").y == (2.0, 4.0)
+    # a comma in a comment does not make a semicolon file comma-separated
+    assert parse_csv_text("# t_u, t_c\n1;2\n3;4\n").y == (2.0, 4.0)
 
 
 @pytest.mark.parametrize("text, match", [
@@ -169,6 +171,7 @@ def test_csv_with_and_without_header(tmp_path) -> None:
     ("1\n2\n3\n", r"line 1: expected 2 columns x,y but found 1"),
     ("1,2\n3,nan\n", r"line 2: 'nan' is not a finite number"),
     ("1,2\ninf,4\n", r"line 2: 'inf' is not a finite number"),
+    ("1,2\n3,1e300\n", r"line 2: '1e300' is too large"),
     ("", r"is empty"),
     ("x,y\n\n", r"is empty"),
     ("1,2\n", r"at least 2"),
@@ -225,6 +228,22 @@ def test_loss_surface_values() -> None:
     surface = loss_surface(x, y, (0.0, 2.0, -1.0, 1.0), resolution=3)
     assert surface["loss"][2, 1] == pytest.approx(0.0)  # w = 2, b = 0 fits exactly
     assert surface["loss"][0, 1] == pytest.approx(2.0)  # w = 0, b = 0: mean(0, 4)
+
+
+def test_loss_surface_matches_the_direct_sum_and_scales_to_large_data() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(50.0, 20.0, 500)
+    y = 0.5 * x - 17.0 + rng.normal(0.0, 3.0, 500)
+    bounds = (-1.0, 2.0, -30.0, 10.0)
+    surface = loss_surface(x, y, bounds, resolution=21)
+    w, b = surface["w"], surface["b"]
+    direct = np.mean((w[:, None, None] * x + b[None, :, None] - y) ** 2, axis=2)
+    np.testing.assert_allclose(surface["loss"], direct, rtol=1e-9)
+    # 400,000 points: a grid's worth of work, not grid x points (that would need ~47 GB)
+    big = np.tile(x, 800)
+    assert loss_surface(big, np.tile(y, 800), bounds, resolution=121)["loss"].shape == (121, 121)
 
 
 def test_race_from_the_same_start() -> None:
