@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -43,9 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=None, allow_nan=False, default=_json_default)
-    sys.stdout.write("\n")
+    """One JSON document on stdout; NaN and infinities (a diverged loss) become null, which
+    strict JSON readers accept. Encoded whole before writing, so a failure prints nothing."""
+    text = json.dumps(_finite(obj), indent=None, allow_nan=False, default=_json_default)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    if hasattr(obj, "tolist") or hasattr(obj, "item"):
+        return _finite(_json_default(obj))
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -54,10 +54,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise JobError(f"checkpoint '{path}' does not exist")
+    if _is_torchscript_archive(path):
+        raise JobError(
+            f"'{path.name}' is a TorchScript export, not a training checkpoint; resuming and "
+            "exporting need the checkpoint file that training wrote"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickles with foreign classes …
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "it holds objects that a TorchDesk checkpoint never contains"
         raise JobError(
             f"'{path.name}' is not a readable checkpoint (corrupt or not a TorchDesk file: "
             f"{reason[:160]})"
@@ -73,6 +80,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise JobError(f"'{path.name}' is incomplete (missing {', '.join(missing)})")
     return blob
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl"))
+                       for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
@@ -124,6 +142,9 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
 
     out = Path(out).expanduser()
     fmt = (fmt or ("onnx" if out.suffix.lower() == ".onnx" else "torchscript")).lower()
+    if out.resolve() == Path(checkpoint).expanduser().resolve():
+        raise JobError("the export would overwrite the checkpoint it is made from; "
+                       "choose another file name")
     blob = load_checkpoint(checkpoint)
     wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
                                    list(blob["mean"]), list(blob["std"])).eval()

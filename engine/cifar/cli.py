@@ -108,6 +108,8 @@ def format_update(update: dict[str, Any]) -> str | None:
         test = f"  test acc {update['test_acc']:.2%}" if "test_acc" in update else ""
         return (f"epoch {update['epoch']} done: loss {update['train_loss']:.4f}  "
                 f"train acc {update['train_acc']:.2%}{test}  ({update['time_s']:.1f} s)")
+    if phase == "resume":
+        return update.get("message")
     if phase == "evaluate":
         return "evaluating on the test set"
     if phase == "warm-up":

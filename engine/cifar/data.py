@@ -103,20 +103,24 @@ def parse_classes(text: str | None) -> list[str] | None:
 
 def select_classes(data: CifarData, names: list[str] | None) -> CifarData:
     """Keep only ``names`` (in that order; labels become 0..k-1). ``None`` keeps everything."""
-    if not names:
+    if names is None:
         return data
+    if len(names) == 0:
+        raise JobError("no classes chosen: choose at least two classes to train a classifier")
     lookup = {name.lower(): i for i, name in enumerate(data.class_names)}
-    unknown = [name for name in names if name.lower() not in lookup]
+    # exact names first: a dataset may have both "Cat" and "cat"
+    lookup.update({name: i for i, name in enumerate(data.class_names)})
+    unknown = [name for name in names if name not in lookup and name.lower() not in lookup]
     if unknown:
         raise JobError(
             f"unknown class {', '.join(repr(n) for n in unknown)}; "
             f"this dataset has: {', '.join(data.class_names)}"
         )
-    if len({n.lower() for n in names}) != len(names):
+    old_ids = [lookup[name] if name in lookup else lookup[name.lower()] for name in names]
+    if len(set(old_ids)) != len(names):
         raise JobError("each class may be chosen only once")
     if len(names) < 2:
         raise JobError("choose at least two classes to train a classifier")
-    old_ids = [lookup[name.lower()] for name in names]
     remap = torch.full((data.num_classes,), -1, dtype=torch.int64)
     remap[old_ids] = torch.arange(len(old_ids))
 

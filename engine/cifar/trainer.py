@@ -190,6 +190,9 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     cfg["whiten_bias_fade"] = bool(cfg.get("whiten_bias_fade", False))  # older checkpoints lack it
     if cfg["whiten_bias_fade"] and cfg["whiten_bias_epochs"] == 0:
         raise JobError("whiten_bias_fade needs whiten_bias_epochs (the epochs to fade over)")
+    for key in ("max_train", "max_test"):
+        if cfg.get(key) is not None:
+            positive_int(key)
     cfg["seed"] = int(cfg["seed"])
     cfg["tta_level"] = int(cfg["tta_level"])
     cfg["eval_every"] = int(cfg["eval_every"])
@@ -644,6 +647,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         rng_state = resume_blob.get("rng")
         if start_epoch >= cfg["epochs"] and start_step == 0:
             report({"phase": "resume", "message": "the checkpoint already finished its epochs"})
+        planned = int(resume_blob["config"].get("epochs") or cfg["epochs"])
+        if planned != cfg["epochs"] and cfg["schedule"] != "constant":
+            report({"phase": "resume", "message": (
+                f"the learning-rate schedule was planned for {planned} epochs and now spans "
+                f"{cfg['epochs']}: the rate jumps to where a {cfg['epochs']}-epoch run would be, "
+                f"so the result differs from {cfg['epochs']} epochs straight (exact with the "
+                "constant schedule)")})
 
     if cfg["compile"]:
         try:

@@ -5,8 +5,9 @@
 * :func:`catalog_job` — the model list for the picker (what is on disk, sizes, accuracy).
 * :func:`load_model_job` — load (download if needed) a model and keep it for the next jobs.
 
-Loaded models are kept in a one-slot cache keyed by (model, weights file, hub entry, device,
-precision), so the GUI loads a model once and every later drop only decodes and runs it.
+Loaded models are kept in a one-slot cache keyed by (model, weights file with its size and
+time, hub entry, device, precision), so the GUI loads a model once and every later drop only
+decodes and runs it.
 
 Reports (plain data): ``{"event": "download", "file", "bytes", "total", "speed", "eta"}``,
 ``{"event": "model", "model": info dict, "load_seconds"}``,
@@ -21,6 +22,7 @@ Model config keys (any job): ``model`` (zoo id), ``weights_file``, ``hub`` ({"re
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,14 +34,26 @@ _cache_lock = threading.Lock()
 _cached: tuple[tuple, Any] | None = None  # (key, Classifier)
 
 
+def _file_stamp(path: str | None) -> tuple | None:
+    """(path, size, mtime) so a file rewritten in place (a retrained export) is a new model."""
+    if not path:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path, None, None)
+    return (path, stat.st_size, stat.st_mtime_ns)
+
+
 def _model_key(config: dict, device: str) -> tuple:
     hub = config.get("hub")
     script = config.get("torchscript")
     return (
         config.get("model") or "efficientnet_lite0",
-        config.get("weights_file") or None,
+        _file_stamp(config.get("weights_file")),
         (hub.get("repo"), hub.get("entry")) if hub else (
-            ("torchscript", script.get("path")) if script else None),
+            ("torchscript", _file_stamp(script.get("path")), tuple(script.get("class_names") or ()),
+             script.get("title")) if script else None),
         device,
         config.get("precision", "auto"),
     )
@@ -84,7 +98,7 @@ def get_classifier(config: dict, ctx: JobContext):
             loaded = load_hub_model(hub.get("repo", ""), hub.get("entry", ""), ctx.device,
                                     progress=ctx.report, should_stop=ctx.stopped)
         else:
-            loaded = load_model(key[0], ctx.device, weights_file=key[1],
+            loaded = load_model(key[0], ctx.device, weights_file=config.get("weights_file") or None,
                                 progress=ctx.report, should_stop=ctx.stopped)
         classifier = Classifier(loaded, precision=key[4])
         classifier.warm_up(optimize=config.get("optimize", True))

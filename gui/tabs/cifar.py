@@ -179,8 +179,15 @@ class TorchrunProcess(QObject):
         self._read_stderr()
         out = bytes(self._process.readAllStandardOutput()).decode(errors="replace")
         documents = [line for line in out.splitlines() if line.startswith("{")]
+        result = None
         if documents:
-            self._finish(json.loads(documents[-1]), None)
+            try:
+                result = json.loads(documents[-1])
+            except ValueError:
+                self._stderr_tail.append("error: torchrun's result could not be read "
+                                         f"({documents[-1][:80]}…)")
+        if isinstance(result, dict):
+            self._finish(result, None)
         else:
             errors = [line for line in self._stderr_tail if line.startswith("error:")]
             message = errors[-1][6:].strip() if errors else "\n".join(self._stderr_tail[-5:])
@@ -206,6 +213,8 @@ class CifarTab(QWidget):
         super().__init__()
         self.app = app
         self.data_info: dict[str, Any] | None = None
+        self._data_path: str | None = None  # where data_info came from
+        self._loading_path: str | None = None
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -232,7 +241,7 @@ class CifarTab(QWidget):
             runner.finished.connect(self._update_buttons)
 
         self._build_ui()
-        self.app.device_changed.connect(lambda _device: self._on_model_changed())
+        self.app.device_changed.connect(self._on_device_changed)
         self._restore_settings()
         self._on_model_changed()
         self._update_buttons()
@@ -365,6 +374,7 @@ class CifarTab(QWidget):
         row = QHBoxLayout()
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setToolTip("Written every epoch and when you stop")
+        self.checkpoint_edit.textChanged.connect(lambda _text: self._update_buttons())
         row.addWidget(QLabel("Checkpoint"))
         row.addWidget(self.checkpoint_edit, 1)
         layout.addLayout(row)
@@ -530,6 +540,7 @@ class CifarTab(QWidget):
         from engine.cifar.data import browse_job
 
         self._save_settings()
+        self._loading_path = path
         self.data_progress.setRange(0, 0)
         self.data_progress.setFormat("loading…")
         self.data_runner.start(browse_job, {"path": path, "download": download},
@@ -557,6 +568,9 @@ class CifarTab(QWidget):
             self.data_progress.setFormat("cancelled")
             return
         self.data_info = info
+        self._data_path = self._loading_path
+        if self.last_result is not None:
+            self._clear_results("New data loaded: train to see results for it.")
         self.data_progress.setRange(0, 1)
         self.data_progress.setValue(1)
         self.data_progress.setFormat("loaded")
@@ -624,7 +638,12 @@ class CifarTab(QWidget):
         self._update_parameter_count()
         if self.data_info is None:
             return
-        chosen = self.selected_classes() or self.data_info["class_names"]
+        chosen = self.selected_classes()
+        if chosen is not None and len(chosen) < 2:
+            self.stats_label.setText(f"{len(chosen)} class chosen: check at least two classes "
+                                     "to train a classifier.")
+            return
+        chosen = chosen or self.data_info["class_names"]
         counts = self.data_info["counts"]
         n_train = sum(counts["train"][c] for c in chosen)
         n_test = sum(counts["test"][c] for c in chosen)
@@ -662,6 +681,15 @@ class CifarTab(QWidget):
         self._warmup = float(defaults["warmup"])
         self._update_parameter_count()
 
+    def _on_device_changed(self, _device: str) -> None:
+        """The Fast recipe and net size depend on the device: re-apply its defaults; the book's
+        nets keep the user's settings."""
+        if self.model_combo.currentData() == "fast":
+            self._on_model_changed()
+            self.app.show_status("The Fast recipe's settings for this device are shown.", 5000)
+        else:
+            self._update_parameter_count()
+
     def _device_type(self) -> str:
         """"cpu", "cuda" or "mps": which recipe and model size the current device gets."""
         device = self.app.device
@@ -670,6 +698,10 @@ class CifarTab(QWidget):
     def _update_parameter_count(self) -> None:
         from engine.cifar.models import parameter_count
 
+        chosen = self.selected_classes()
+        if chosen is not None and len(chosen) < 2:
+            self.params_label.setText("— (choose at least two classes)")
+            return
         try:
             counts = parameter_count(self.model_combo.currentData(), self._num_classes(),
                                      self._device_type())
@@ -684,7 +716,7 @@ class CifarTab(QWidget):
     def training_config(self) -> dict[str, Any]:
         """The trainer config the controls describe (see engine.cifar.trainer)."""
         return {
-            "data": self.path_edit.text().strip(),
+            "data": self.path_edit.text().strip() or None,
             "classes": self.selected_classes(),
             "model": self.model_combo.currentData(),
             "epochs": self.epochs_spin.value(),
@@ -724,10 +756,15 @@ class CifarTab(QWidget):
             config["resume"] = resume
             config["checkpoint"] = config["checkpoint"] or resume
         config.update(overrides or {})
-        if not config.get("data"):
+        if not config.get("data") and not resume:  # a checkpoint knows where its data was
             self.app.show_error("CIFAR-10 training", "Choose and load a dataset first.")
             return
+        if config.get("classes") is not None and len(config["classes"]) < 2:
+            self.app.show_error("CIFAR-10 training",
+                                "Check at least two classes to train a classifier.")
+            return
         self._save_settings()
+        self._clear_results("")
         self._reset_live_view()
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
@@ -781,6 +818,8 @@ class CifarTab(QWidget):
                     f"{update['device']} ×{update['world_size']} ({update['precision']})")
             elif phase == "evaluate":
                 self.speed_label.setText("evaluating on the test set…")
+            elif phase == "resume" and update.get("message"):
+                self.app.show_status(f"Resume: {update['message']}", 12000)
             elif phase == "warm-up":
                 self.speed_label.setText("warming up the device…")
         if curves_changed:
@@ -821,6 +860,18 @@ class CifarTab(QWidget):
             f"Test accuracy {result['test_acc']:.2%} after {result['epochs']} epochs "
             f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")
         self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
+
+    def _clear_results(self, note: str) -> None:
+        """Forget the last run's results (new data, a new run): nothing stale stays clickable."""
+        self.last_result = None
+        self.selected_cell = None
+        self.confusion_image.clear()
+        for label in self._confusion_labels:
+            self.confusion_plot.removeItem(label)
+        self._confusion_labels = []
+        self.mistakes_list.clear()
+        self.mistakes_label.setText("")
+        self.result_label.setText(note)
 
     def _on_error(self, title: str, message: str) -> None:
         self.data_progress.setRange(0, 1)
@@ -889,7 +940,9 @@ class CifarTab(QWidget):
             count = int(self.last_result["confusion"][true_index][true_index])
             self.mistakes_label.setText(f"{count} {true_name} images classified correctly.")
             return
-        images = self.data_info.get("test_images") if self.data_info else None
+        images = None
+        if self.data_info is not None and self._result_data_matches():
+            images = self.data_info.get("test_images")
         self.mistakes_label.setText(
             f"{len(indices)} {true_name} images predicted as {predicted_name}"
             + (f" (first {MAX_SHOWN_MISTAKES})" if len(indices) > MAX_SHOWN_MISTAKES else ""))
@@ -903,6 +956,16 @@ class CifarTab(QWidget):
                 item.setToolTip(f"test image #{index}: {true_name}, predicted {predicted_name}")
                 self.mistakes_list.addItem(item)
 
+    def _result_data_matches(self) -> bool:
+        """Whether the loaded data is the data the last run was trained on (same path, same
+        classes), so its test-image indices point at the right images."""
+        config = (self.last_result or {}).get("config") or {}
+        trained_on = str(config.get("data") or "")
+        same_path = bool(trained_on) and self._data_path is not None and (
+            Path(trained_on).expanduser().resolve() == Path(self._data_path).expanduser().resolve())
+        names = {n.lower() for n in (self.data_info or {}).get("class_names", [])}
+        return same_path and all(n.lower() in names for n in self.last_result["class_names"])
+
     # ---- checkpoints ----------------------------------------------------------------------
     def _choose_resume(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint",
@@ -911,8 +974,10 @@ class CifarTab(QWidget):
         if path:
             self.resume_from(path)
 
-    def resume_from(self, path: str) -> None:
-        """Show a checkpoint's settings in the controls and continue training it."""
+    def resume_from(self, path: str, epochs: int | None = None) -> None:
+        """Show a checkpoint's settings in the controls and continue training it: to ``epochs``,
+        by default to the epochs it was planned for (a finished run: to the Epochs box's
+        value, at least one more epoch)."""
         from engine.cifar.checkpoint import describe, load_checkpoint
         from engine.jobs import JobError
 
@@ -921,9 +986,16 @@ class CifarTab(QWidget):
         except JobError as exc:
             self.app.show_error("Resume", str(exc))
             return
-        self._select(self.model_combo, info["model"])
-        if info["epoch"] >= self.epochs_spin.value():
-            self.epochs_spin.setValue(max(info["epochs"], info["epoch"] + 1))
+        if self._class_checks and any(n not in self._class_checks for n in info["class_names"]):
+            self.app.show_error("Resume", f"The checkpoint was trained on classes "
+                                f"{', '.join(info['class_names'])}, which the loaded data lacks; "
+                                "load its dataset first.")
+            return
+        asked = self.epochs_spin.value()
+        self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
+        if epochs is None:
+            epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
+        self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
         self.set_classes(info["class_names"] if self._class_checks else None)
         self.start_training(resume=path)
 
@@ -980,8 +1052,8 @@ class CifarTab(QWidget):
     def _update_buttons(self) -> None:
         loading = self.data_runner.is_running()
         training = self.is_training()
-        self.load_button.setEnabled(not loading)
-        self.download_button.setEnabled(not loading)
+        self.load_button.setEnabled(not loading and not training)
+        self.download_button.setEnabled(not loading and not training)
         self.cancel_load_button.setEnabled(loading)
         self.train_button.setEnabled(not training)
         self.resume_button.setEnabled(not training)

@@ -192,6 +192,10 @@ def test_class_subsets_relabel_in_the_given_order(tmp_path):
         cd.select_classes(data, ["cat", "horse"])
     with pytest.raises(JobError, match="at least two"):
         cd.select_classes(data, ["cat"])
+    with pytest.raises(JobError, match="no classes chosen"):
+        cd.select_classes(data, [])  # nothing checked is not "everything"
+    with pytest.raises(JobError, match="only once"):
+        cd.select_classes(data, ["cat", "CAT"])
     assert cd.parse_classes("cifar2") == ["airplane", "bird"]
     assert cd.parse_classes(" cat , dog ") == ["cat", "dog"]
     assert cd.parse_classes("") is None

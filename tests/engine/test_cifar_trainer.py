@@ -190,6 +190,31 @@ def test_torchscript_export_carries_classes_and_normalization(tmp_path):
     mean = torch.tensor(result["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(result["std"]).view(1, 3, 1, 1)
     assert torch.allclose(scripted(x), model((x - mean) / std), atol=1e-5)
+    with pytest.raises(JobError, match="would overwrite the checkpoint"):
+        ckpt.export_model(good, good)
+    with pytest.raises(JobError, match="is a TorchScript export, not a training checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "export" / "net.pt")
+    assert ckpt.load_checkpoint(good)["class_names"] == ["cat", "dog", "ship"]  # untouched
+
+
+def test_subset_sizes_must_be_positive():
+    for key in ("max_train", "max_test"):
+        for bad in (0, -5):
+            with pytest.raises(JobError, match=f"{key} must be at least 1"):
+                resolve_config(base_config(**{key: bad}))
+    assert resolve_config(base_config(max_train=None))["max_train"] is None
+
+
+def test_resuming_a_scheduled_run_for_more_epochs_says_it_differs(tmp_path):
+    config = base_config(schedule="warmup_linear", checkpoint=tmp_path / "two.pt")
+    run(config)
+    _, events = run({"dataset": DATA, "resume": tmp_path / "two.pt", "epochs": 3})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert any("planned for 2 epochs and now spans 3" in n for n in notes)
+    constant = base_config(checkpoint=tmp_path / "constant.pt")
+    run(constant)
+    _, events = run({"dataset": DATA, "resume": tmp_path / "constant.pt", "epochs": 3})
+    assert not [u for u in events if u.get("phase") == "resume"]
 
 
 def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):

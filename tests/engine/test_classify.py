@@ -353,6 +353,24 @@ def test_torchscript_model_from_the_cifar_tab(tmp_path):
         load_torchscript_model(str(tmp_path / "junk.pt"))
 
 
+def test_a_retrained_export_at_the_same_path_is_loaded_again(tmp_path):
+    from engine.classify.jobs import classify_job
+
+    path = tmp_path / "last.torchscript.pt"
+    photo = _book_paths()[1]
+
+    def labels(classes):
+        config = {"paths": [photo], "top_k": 2, "torchscript": {
+            "path": str(path), "class_names": classes, "input_size": 32}}
+        result = classify_job(config, JobContext("cpu"))
+        return {t["label"] for t in result["results"][0]["top"]}
+
+    _tiny_torchscript(path, classes=4)
+    assert labels(["airplane", "bird", "cat", "dog"]) <= {"airplane", "bird", "cat", "dog"}
+    _tiny_torchscript(path, classes=2)  # retrained on two classes, exported to the same file
+    assert labels(["cat", "dog"]) == {"cat", "dog"}
+
+
 def test_single_threaded_cpu_streams_give_the_same_answers(lite0, tmp_path):
     """With torch on one thread, each core decodes and classifies its own chunks (the CLI's mode):
     same order, same probabilities, bad files in place."""

@@ -54,3 +54,18 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_json_output_turns_nan_into_null_and_stays_one_document(capsys):
+    import json
+
+    import numpy as np
+
+    from engine.cli import print_json
+
+    print_json({"test_acc": float("nan"), "history": [{"train_loss": float("inf")}],
+                "probs": np.array([0.5, np.nan]), "ok": 1.5})
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert json.loads(out) == {"test_acc": None, "history": [{"train_loss": None}],
+                               "probs": [0.5, None], "ok": 1.5}

@@ -81,8 +81,13 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     from engine.cifar.checkpoint import describe, load_checkpoint
 
     saved = describe(load_checkpoint(checkpoint))
-    tab.epochs_spin.setValue(saved["epoch"] + 1)
-    tab.resume_from(str(checkpoint))
+    tab.epochs_spin.setValue(7)
+    tab.resume_from(str(checkpoint))  # by default: on to the 500 epochs it was planned for
+    assert tab.epochs_spin.value() == 500 and tab.is_training()
+    tab.stop_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
+    saved = describe(load_checkpoint(checkpoint))
+    tab.resume_from(str(checkpoint), epochs=saved["epoch"] + 1)
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     assert app_state.last_error is None
     assert tab.last_result["status"] == "completed"
@@ -107,6 +112,41 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     assert description["class_names"] == ["cat", "dog", "ship"]
     assert description["format"] == "torchscript" and Path(description["path"]).is_file()
     assert len(description["mean"]) == 3
+
+    # other data loaded: the old results go, nothing stale stays clickable
+    other = write_image_folder(tmp_path / "other", n_train=6, n_test=2)
+    tab.path_edit.setText(str(other))
+    tab.load_data()
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running() and tab.last_result is None,
+                    timeout=60_000)
+    assert tab.mistakes_list.count() == 0 and "New data loaded" in tab.result_label.text()
+    tab.show_misclassified(true_index, predicted_index)
+    assert tab.mistakes_list.count() == 0
+
+
+def test_controls_guard_against_slips(qtbot, tab, tiny_data, tmp_path, app_state):
+    tab.path_edit.setText(str(tiny_data))
+    tab.load_data()
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    # no class checked: said at once, and Train refuses instead of training on all classes
+    tab.set_classes([])
+    assert "check at least two" in tab.stats_label.text()
+    tab.start_training()
+    assert not tab.is_training() and "at least two classes" in app_state.last_error[1]
+    tab.set_classes(None)
+    # the book's nets keep the user's settings when the device changes
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.lr_spin.setValue(0.0333)
+    tab.epochs_spin.setValue(2)
+    app_state.device_changed.emit("cpu")
+    assert tab.lr_spin.value() == pytest.approx(0.0333) and tab.epochs_spin.value() == 2
+    # Export and Use in Classify follow the checkpoint field as it is edited
+    tab.checkpoint_edit.setText(str(tmp_path / "none.pt"))
+    assert not tab.export_button.isEnabled()
+    existing = tmp_path / "existing.pt"
+    existing.write_bytes(b"x")
+    tab.checkpoint_edit.setText(str(existing))
+    assert tab.export_button.isEnabled() and tab.classify_button.isEnabled()
 
 
 def test_bad_data_path_shows_a_message(qtbot, tab, tmp_path, app_state):
