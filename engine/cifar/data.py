@@ -217,6 +217,10 @@ def detect_source(path: Path) -> tuple[str, Path]:
             return "folder", candidate
     if (path / "cifar-10-python.tar.gz").is_file():
         return "torchvision-archive", path / "cifar-10-python.tar.gz"
+    for split, other in (("train", "test"), ("test", "train")):
+        if (path / split).is_dir() and not (path / other).is_dir():
+            raise JobError(f"'{path}' has a {split}/ folder but no {other}/ folder; the image "
+                           "layout needs both (train/<class>/*.jpg and test/<class>/*.jpg)")
     raise JobError(
         f"no CIFAR data found in '{path}': expected a torchvision folder "
         f"({TORCHVISION_FOLDER}/) or train/<class>/*.jpg and test/<class>/*.jpg"
@@ -407,7 +411,9 @@ def _decode_image(raw: bytes, name: str) -> np.ndarray:
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise JobError(f"cannot decode image '{name}': not an image Pillow can read") from None
+    except (OSError, ValueError) as exc:
         raise JobError(f"cannot decode image '{name}': {exc}") from None
 
 
@@ -426,7 +432,8 @@ def _split_entries(entries: list[tuple[str, str, object]], where: str):
         only_test = sorted(set(layout["test"]) - set(layout["train"]))
         raise JobError(
             f"train/ and test/ in {where} have different classes "
-            f"(only in train: {only_train or '-'}; only in test: {only_test or '-'})"
+            f"(only in train: {', '.join(only_train) or '-'}; only in test: "
+            f"{', '.join(only_test) or '-'}); a class folder without images counts as missing"
         )
     if len(class_names) < 2:
         raise JobError(f"{where} has only one class; a classifier needs at least two")

@@ -842,7 +842,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                    "loss_sum": float(loss_sum.item())}
         if stopped:
             status = "stopped"
-            write_checkpoint(epoch, step)
+            if steps_done:  # a run stopped before its first step leaves any older file alone
+                write_checkpoint(epoch, step)
             break
         train_loss, train_acc = _reduce_epoch(partial, distributed, device)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
@@ -902,7 +903,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         "class_names": list(data.class_names),
         "mean": mean,
         "std": std,
-        "checkpoint": str(cfg["checkpoint"]) if cfg.get("checkpoint") else None,
+        "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint")
+                       and (status == "completed" or steps_done) else None),
         "config": _plain_config(cfg),
         "train_images": len(train_y),
         "test_images": len(test_y),
@@ -962,7 +964,7 @@ def _predict(model, images, normalize, autocast, batch_size, tta_level=0,
 def _accuracy(model, images, labels, normalize, autocast, batch_size, stopped=None
               ) -> float | None:
     preds = _predict(model, images, normalize, autocast, batch_size, stopped=stopped)
-    return None if preds is None else float((preds == labels).float().mean().item())
+    return None if preds is None else int((preds == labels).sum().item()) / len(labels)
 
 
 def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, autocast):
