@@ -21,6 +21,7 @@ from PySide6.QtGui import (
     QDropEvent,
     QGuiApplication,
     QIcon,
+    QImage,
     QKeySequence,
     QPixmap,
     QShortcut,
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -121,8 +123,15 @@ class ClassifyTab(QWidget):
         self.current: dict | None = None  # the result in the detail view (with images)
         self.current_cam: dict | None = None  # {"class_index", "cam"} shown over it
         self._download_started = 0.0
+        self._folder_config: dict | None = None  # the folder run in progress, to redo it
+        self._failure_note: str | None = None  # why the model in use is not the one asked for
         self._build()
         self._fill_models()
+        remembered = str(self.app.settings.value("classify/model", DEFAULT_MODEL))
+        if remembered != DEFAULT_MODEL and self._catalog.get(remembered, {}).get("on_disk"):
+            self._select_model_item(remembered)  # a downloaded model, used last time
+            self.model_config = {"model": remembered}
+            self._show_model_info(self._catalog[remembered], "loading…")
         self.app.device_changed.connect(self._on_device_changed)
         paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
         paste.activated.connect(self.paste)
@@ -280,7 +289,17 @@ class ClassifyTab(QWidget):
         self._select_model_item(model_id)
         self.model_config = {"model": model_id}
         self._show_model_info(self._catalog.get(model_id, {"title": model_id}), "loading…")
+        self._load_and_refresh()
+
+    def _load_and_refresh(self) -> None:
+        """Load ``model_config``, then classify the photo on show again with it (if the load
+        fails, the model still loaded redoes it: no result is left claiming another model)."""
+        self._failure_note = None
+        self._failure_note = None
         self._request("load", classify_jobs.load_model_job, {})
+        if self.current is not None and not self.current.get("error"):
+            self._request("single", classify_jobs.classify_job,
+                          self._single_config(self.current["path"]))
 
     def _on_model_chosen(self, index: int) -> None:
         model_id = self.model_combo.itemData(index)
@@ -289,19 +308,22 @@ class ClassifyTab(QWidget):
         ):
             self.set_model(model_id)
 
-    def load_weights_file(self, path: str) -> None:
-        """Import weights…: ``path`` (.pth) into the architecture chosen in the picker."""
-        arch = self.model_combo.currentData() or DEFAULT_MODEL
+    def load_weights_file(self, path: str, arch: str | None = None) -> None:
+        """Import weights…: ``path`` (.pth) into ``arch``; by default the architecture its file
+        name starts with (torchvision's names, e.g. ``resnet18-f37072fd.pth``), else the one
+        chosen in the picker."""
+        arch = (arch or guess_architecture(path, self.available_models())
+                or self.model_combo.currentData() or DEFAULT_MODEL)
         self.model_config = {"model": arch, "weights_file": path}
         self._show_model_info(self._catalog.get(arch, {"title": arch}),
                               f"loading {os.path.basename(path)}…")
-        self._request("load", classify_jobs.load_model_job, {})
+        self._load_and_refresh()
 
     def load_hub_model(self, repo: str, entry: str) -> None:
         """Load from Torch Hub (``repo`` on GitHub or a local folder with hubconf.py)."""
         self.model_config = {"hub": {"repo": repo, "entry": entry}}
         self._show_model_info({"title": f"{entry} from {repo}"}, "loading…")
-        self._request("load", classify_jobs.load_model_job, {})
+        self._load_and_refresh()
 
     def use_trained_model(self, description: dict) -> None:
         """Classify with a model handed over by the CIFAR-10 tab (a TorchScript export)."""
@@ -324,8 +346,16 @@ class ClassifyTab(QWidget):
     def _choose_weights_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Import weights", str(Path.home()), "PyTorch weights (*.pth *.pt *.bin);;All (*)")
-        if path:
-            self.load_weights_file(path)
+        if not path:
+            return
+        ids = self.available_models()
+        guess = guess_architecture(path, ids) or self.model_combo.currentData() or DEFAULT_MODEL
+        titles = [self._catalog.get(i, {}).get("title", i) for i in ids]
+        title, ok = QInputDialog.getItem(
+            self, "Import weights", f"Architecture of {os.path.basename(path)}:", titles,
+            ids.index(guess) if guess in ids else 0, False)
+        if ok and title in titles:
+            self.load_weights_file(path, ids[titles.index(title)])
 
     def _choose_hub_model(self) -> None:
         settings = self.app.settings
@@ -338,13 +368,20 @@ class ClassifyTab(QWidget):
             self.load_hub_model(repo, entry)
 
     def _on_device_changed(self, _device: str) -> None:
-        """Move the model to the new device now, then redo the photo on show."""
+        """Move the model to the new device now, then redo the photo on show and any folder
+        run in progress (its rows are replaced as the new results come)."""
+        folder = None
         if self.runner.is_running() and self._job_kind == "folder":
+            folder = self._folder_config
             self.runner.stop()
+        self._failure_note = None
         self._request("load", classify_jobs.load_model_job, {})
-        if self.current is not None:
+        if self.current is not None and not self.current.get("error"):
             self._request("single", classify_jobs.classify_job, self._single_config(
                 self.current["path"]))
+        if folder is not None:
+            self.app.show_status("Device changed: classifying the folder again on it.", 6000)
+            self._request("folder", classify_jobs.classify_job, folder)
 
     # ---- input ----------
     def add_paths(self, paths: list[str]) -> None:
@@ -385,15 +422,8 @@ class ClassifyTab(QWidget):
             if paths:
                 self.add_paths(paths)
                 return
-        if mime.hasImage():
-            image = QGuiApplication.clipboard().image()
-            if not image.isNull():
-                folder = Path(tempfile.gettempdir()) / "torchdesk-pasted"
-                folder.mkdir(exist_ok=True)
-                path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
-                image.save(str(path))
-                self.add_paths([str(path)])
-                return
+        if mime.hasImage() and self._add_image_data(QGuiApplication.clipboard().image()):
+            return
         text = mime.text().strip() if mime.hasText() else ""
         candidates = [line.strip().removeprefix("file://") for line in text.splitlines()]
         existing = [p for p in candidates if p and os.path.exists(p)]
@@ -401,6 +431,19 @@ class ClassifyTab(QWidget):
             self.add_paths(existing)
         else:
             self.app.show_status("The clipboard holds no image or image path.", 4000)
+
+    def _add_image_data(self, image) -> bool:
+        """Classify a pasted or dropped image (not a file): saved to a temporary PNG first."""
+        if not isinstance(image, QImage) or image.isNull():
+            return False
+        folder = Path(tempfile.gettempdir()) / "torchdesk-pasted"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}.png"
+        if not image.save(str(path)):
+            self.app.show_error("Classify", f"Cannot save the image to {path}.")
+            return False
+        self.add_paths([str(path)])
+        return True
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
@@ -413,10 +456,16 @@ class ClassifyTab(QWidget):
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.dragLeaveEvent(event)
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        mime = event.mimeData()
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
             self.add_paths(paths)
+        elif mime.hasImage() and self._add_image_data(mime.imageData()):
+            event.acceptProposedAction()  # an image dragged out of a web browser
+        elif mime.hasUrls():
+            self.app.show_status("Only files on this computer can be dropped: save the image "
+                                 "first, or copy it and paste here.", 6000)
 
     # ---- jobs ----------
     def _request(self, kind: str, job: Callable, config: dict) -> None:
@@ -437,6 +486,8 @@ class ClassifyTab(QWidget):
             return
         kind, job, config = self._queue.pop(0)
         self._job_kind = kind
+        if kind == "folder":
+            self._folder_config = config
         full_config = {**config, **self.model_config}
         self._running_config = dict(self.model_config)
         if kind == "folder":
@@ -465,8 +516,16 @@ class ClassifyTab(QWidget):
                 self._show_download(update)
             elif event == "model":
                 self.download_panel.hide()
+                same = self._running_config == self._loaded_config
+                if same and self._failure_note and self.loaded_model is not None:
+                    # the model in use, reloaded after another failed: keep saying so
+                    self.loaded_model = update["model"]
+                    self._show_model_info(self.loaded_model, self._failure_note)
+                    continue
                 self.loaded_model = update["model"]
                 self._loaded_config = dict(self._running_config)
+                if set(self._loaded_config) == {"model"}:  # a catalogue model: next time too
+                    self.app.settings.setValue("classify/model", self._loaded_config["model"])
                 self._remember_model(update["model"])
                 seconds = update.get("load_seconds", 0.0)
                 note = f"loaded on {self.app.single_device}" + (
@@ -488,9 +547,13 @@ class ClassifyTab(QWidget):
             self.app.show_status("Stopped.", 4000)
         elif kind == "folder":
             rate = outcome.get("images_per_second", 0.0)
-            self.app.show_status(
-                f"{outcome['classified']} images classified, {outcome['failed']} could not be "
-                f"read, in {outcome['seconds']:.1f} s ({rate:.0f} images/s).", 10000)
+            if outcome["classified"] + outcome["failed"] == 0:
+                text = "No images found there."
+            else:
+                text = (f"{outcome['classified']} images classified, {outcome['failed']} could "
+                        f"not be read, in {outcome['seconds']:.1f} s")
+                text += f" ({rate:.0f} images/s)." if outcome["classified"] else "."
+            self.app.show_status(text, 10000)
             if self.table.rowCount() and not self.table.selectedItems():
                 self.table.selectRow(self._first_classified_row())
         self._finish_progress()
@@ -505,18 +568,27 @@ class ClassifyTab(QWidget):
         self.app.show_error("Classify", message)
 
     def _restore_loaded_model(self, note: str) -> None:
-        """After a failed or cancelled load, go back to the model the engine still holds."""
+        """After a failed or cancelled load, go back to the model the engine still holds and
+        say so: the info line describes the model in use, not the one that failed."""
         failed = self.model_config
-        self._show_model_info(self._catalog.get(failed.get("model"), {"title": "model"}), note)
         if failed != self._loaded_config:
             self.model_config = dict(self._loaded_config)
             if "model" in self.model_config and not self.model_config.get("weights_file"):
                 self._select_model_item(self.model_config["model"])
+        if self.loaded_model is not None and failed != self._loaded_config:
+            self._failure_note = (f"{_config_title(failed, self._catalog)} {note}; still using "
+                                  "this model")
+            self._show_model_info(self.loaded_model, self._failure_note)
+        else:
+            self._show_model_info(self._catalog.get(failed.get("model"), {"title": "model"}),
+                                  note)
 
     def _finish_progress(self) -> None:
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1 if self.table.rowCount() else 0)
+            if not self.table.rowCount():
+                self.progress_bar.setFormat("")
 
     def _remember_model(self, info: dict) -> None:
         if info["id"] in self._catalog or info.get("source") == "torchvision":
@@ -677,11 +749,20 @@ class ClassifyTab(QWidget):
         self.original_pane.set_overlay(overlay)
 
     def clear_results(self) -> None:
+        """Empty the table and the detail view."""
         self.results.clear()
         self.table.setRowCount(0)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("")
+        self.current = None
+        self.current_cam = None
+        self.original_pane.set_image(None)
+        self.net_view_pane.set_image(None)
+        self._update_overlay()
+        self.bars.set_predictions([])
+        self.result_label.setText("Drop a photo to classify it.")
+        self._update_buttons()
 
     # ---- CSV ----------
     def _choose_csv(self) -> None:
@@ -738,6 +819,26 @@ class ClassifyTab(QWidget):
         if BOOK_PHOTO.exists():
             self.add_paths([str(BOOK_PHOTO)])
             wait(lambda: not self.is_busy() and self.current_cam is not None, 180)
+
+
+def guess_architecture(path: str, model_ids: list[str]) -> str | None:
+    """The model id a weights file's name starts with (torchvision names its files
+    ``<id>-<hash>.pth``, e.g. ``resnet18-f37072fd.pth``); the longest match wins."""
+    stem = Path(path).name.lower().split(".")[0]
+    matches = [i for i in model_ids if i and (stem == i.lower() or any(
+        stem.startswith(i.lower() + sep) for sep in ("-", "_")))]
+    return max(matches, key=len) if matches else None
+
+
+def _config_title(config: dict, catalog: dict) -> str:
+    """A short name for a model config (for messages)."""
+    if config.get("weights_file"):
+        return os.path.basename(config["weights_file"])
+    if config.get("hub"):
+        return f"{config['hub'].get('entry')} from {config['hub'].get('repo')}"
+    if config.get("torchscript"):
+        return config["torchscript"].get("title") or "the trained model"
+    return catalog.get(config.get("model"), {}).get("title", config.get("model") or "model")
 
 
 def _megabytes(n: int) -> str:

@@ -170,20 +170,33 @@ def test_cancel_download_leaves_no_file(tab, qtbot, monkeypatch):
 def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     from torchvision.models import resnet18
 
-    weights = tmp_path / "my-resnet18.pth"
-    torch.manual_seed(0)
-    torch.save(resnet18().state_dict(), weights)
-    tab.model_combo.setCurrentIndex(tab.model_combo.findData("resnet18"))
-    tab.load_weights_file(str(weights))
-    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
-    assert tab.loaded_model["source"] == "file" and "my-resnet18.pth" in tab.loaded_model["title"]
     tab.add_paths([str(BOOK_IMAGES / "horse.jpg")])
     qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
-    assert "my-resnet18.pth" in tab.result_label.text()
+    assert "EfficientNet-Lite0" in tab.result_label.text()
+    # torchvision's file name says the architecture, whatever the picker shows (offline, a
+    # failed download leaves the picker on the model still loaded)
+    weights = tmp_path / "resnet18-f37072fd.pth"
+    torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), weights)
+    assert tab.model_combo.currentData() == "efficientnet_lite0"
+    tab.load_weights_file(str(weights))
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.loaded_model["source"] == "file"
+    assert "resnet18-f37072fd" in tab.loaded_model["title"]
+    # the photo on show was classified again with the new model
+    assert "resnet18-f37072fd.pth" in tab.result_label.text()
+    renamed = tmp_path / "my-weights.pth"
+    weights.rename(renamed)
+    tab.load_weights_file(str(renamed), "resnet18")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert "my-weights.pth" in tab.result_label.text()
 
     tab.load_weights_file(str(tmp_path / "missing.pth"))  # a bad file: a message, no crash
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
     assert app_state.last_error and "weights file not found" in app_state.last_error[1]
+    info = tab.model_info_label.text()  # describes the model still in use
+    assert "my-weights.pth" in info and "missing.pth not loaded; still using" in info
+    assert "my-weights.pth" in tab.result_label.text()
 
     app_state.set_device("cuda:0" if not torch.cuda.is_available() else "meta")
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
@@ -196,6 +209,26 @@ def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     tab.add_paths([str(BOOK_IMAGES / "bobby.jpg")])
     qtbot.waitUntil(lambda: not tab.is_busy() and tab.current_cam is not None, timeout=WAIT_MS)
     assert tab.bars.labels()[0] == "golden retriever"
+
+
+def test_image_dragged_from_a_browser_and_clear(tab, qtbot, app_state):
+    mime = QMimeData()
+    mime.setImageData(QImage(str(BOOK_IMAGES / "bobby.jpg")))
+    mime.setUrls([QUrl("https://example.com/bobby.jpg")])
+    drop = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
+                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    tab.dropEvent(drop)
+    assert drop.isAccepted()
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    assert tab.bars.labels()[0] == "golden retriever"
+    assert tab.export_button.isEnabled()
+    tab.clear_results()
+    assert tab.current is None and tab.bars.labels() == [] and not tab.export_button.isEnabled()
+    only_url = QMimeData()
+    only_url.setUrls([QUrl("https://example.com/cat.jpg")])
+    tab.dropEvent(QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, only_url,
+                             Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    assert not tab.is_busy()
 
 
 def test_paste_an_image_from_the_clipboard(tab, qtbot):
@@ -223,3 +256,15 @@ def test_model_handed_over_from_the_cifar_tab(tab, qtbot, tmp_path, app_state):
     assert tab.current["net_view"].shape == (32, 32, 3) and tab.current_cam is None
     tab.use_trained_model({"format": "onnx", "path": "x.onnx"})
     assert "Only TorchScript" in app_state.last_error[1]
+
+
+def test_weights_file_names_say_their_architecture():
+    from gui.tabs.classify import guess_architecture
+
+    ids = ["resnet18", "resnet101", "efficientnet_b0", "alexnet", "wide_resnet50_2", "resnet50"]
+    assert guess_architecture("/w/resnet101-cd907fc2.pth", ids) == "resnet101"
+    assert guess_architecture("efficientnet_b0_rwightman-7f5810bc.pth", ids) == "efficientnet_b0"
+    assert guess_architecture("alexnet-owt-7be5be79.pth", ids) == "alexnet"
+    assert guess_architecture("wide_resnet50_2-95faca4d.pth", ids) == "wide_resnet50_2"
+    assert guess_architecture("my-weights.pth", ids) is None
+    assert guess_architecture("resnet1000.pth", ids) is None
