@@ -82,6 +82,15 @@ def _count(value) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from engine.fit.data import book_data, load_csv
+    from engine.jobs import JobError
+
+    if args.race and args.model != "linear":
+        raise JobError("--race compares gd, momentum and Adam on the linear model; "
+                       "leave out --model (or train the MLP without --race)")
+    if args.epochs < 1:
+        raise JobError(f"--epochs must be at least 1, not {args.epochs}")
+    if not 0 <= args.seed < 2**63:
+        raise JobError(f"--seed must be between 0 and 2**63 - 1, not {args.seed}")
 
     data = load_csv(args.data) if args.data else book_data()  # bad input fails before torch loads
 
@@ -89,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.devices import resolve_device
     from engine.fit.surface import race_job
     from engine.fit.trainer import fit_job
-    from engine.jobs import JobContext, JobError
+    from engine.jobs import JobContext
 
     device = resolve_device(args.device)
     config = {

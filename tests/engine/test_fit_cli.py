@@ -56,3 +56,15 @@ def test_csv_mlp_validation_json(tmp_path) -> None:
     result = json.loads(proc.stdout)
     assert result["val_loss"] is not None and result["n_val"] == 2
     assert result["config"]["hidden"] == 8 and "0.weight" in result["params"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--race", "--model", "mlp"), "--race compares gd, momentum and Adam on the linear model"),
+    (("--epochs", "0"), "--epochs must be at least 1"),
+    (("--seed", "99999999999999999999"), "--seed must be between 0 and 2**63 - 1"),
+])
+def test_settings_the_run_cannot_honour_are_refused(args, message) -> None:
+    proc = run_fit(*args, "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
