@@ -79,7 +79,36 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in blob]
     if missing:
         raise JobError(f"'{path.name}' is incomplete (missing {', '.join(missing)})")
+    problem = _inconsistency(blob)
+    if problem:
+        raise JobError(f"'{path.name}' is inconsistent ({problem}); was it edited by hand?")
     return blob
+
+
+def _inconsistency(blob: dict) -> str | None:
+    """What is wrong with a checkpoint's plain fields, if anything."""
+    from engine.cifar.models import MODELS
+
+    def numbers(value, count):
+        return (isinstance(value, (list, tuple)) and len(value) == count
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+    names = blob["class_names"]
+    if not isinstance(names, (list, tuple)) or len(names) < 2 or not all(
+            isinstance(n, str) for n in names):
+        return "class_names must list at least two names"
+    if not numbers(blob["mean"], 3) or not numbers(blob["std"], 3):
+        return "mean and std must be three numbers each"
+    if not isinstance(blob["config"], dict):
+        return "config must be a dictionary"
+    if blob["model_name"] not in MODELS or blob["config"].get("model", blob["model_name"]) != \
+            blob["model_name"]:
+        return f"unknown or mismatched model {blob['model_name']!r}"
+    if not isinstance(blob["epoch"], int) or isinstance(blob["epoch"], bool) or blob["epoch"] < 0:
+        return "epoch must be a whole number"
+    if not isinstance(blob["model_state"], dict):
+        return "model_state must be a state dict"
+    return None
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -109,8 +138,11 @@ def model_from_checkpoint(blob: dict, source: str = "checkpoint") -> torch.nn.Mo
     """Rebuild the trained model (eval mode, CPU, float32) from a loaded checkpoint."""
     from engine.cifar.models import build_model
 
-    options = dict(blob["config"].get("model_options") or {})
-    model = build_model(blob["model_name"], len(blob["class_names"]), **options)
+    try:
+        options = dict(blob["config"].get("model_options") or {})
+        model = build_model(blob["model_name"], len(blob["class_names"]), **options)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise JobError(f"the model described in '{source}' cannot be built ({exc})") from None
     load_model_state(model, blob["model_state"], source)
     return model.eval()
 

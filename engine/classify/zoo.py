@@ -247,6 +247,9 @@ def _read_state_dict(path: str, what: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsupported objects: all user-fixable
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first_line or "Weights only" in first_line:
+            # torch's own advice (load with weights_only=False) would run code from the file
+            first_line = "it holds Python objects, not just tensors; TorchDesk loads only tensors"
         raise JobError(f"{path} is not a PyTorch weights file {what} can read ({first_line})") \
             from None
     for key in ("state_dict", "model_state_dict", "model", "net"):

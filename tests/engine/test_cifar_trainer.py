@@ -169,12 +169,22 @@ def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
     other_classes = synthetic_dataset(n_train=64, n_test=32, classes=("cat", "dog"))
     with pytest.raises(JobError, match="do not match"):
         run({"dataset": other_classes, "resume": good})
-    blob = ckpt.load_checkpoint(good)
-    blob["model_name"] = "netwidth"
-    ckpt.save_checkpoint(tmp_path / "lying.pt", {k: v for k, v in blob.items()
-                                                 if k not in ("format", "version")})
+    def edited(**changes):
+        blob = {k: v for k, v in ckpt.load_checkpoint(good).items()
+                if k not in ("format", "version")}
+        ckpt.save_checkpoint(tmp_path / "edited.pt", {**blob, **changes})
+        return tmp_path / "edited.pt"
+
+    lying = edited(model_name="netwidth", config={**ckpt.load_checkpoint(good)["config"],
+                                                  "model": "netwidth"})
     with pytest.raises(JobError, match="do not fit this model"):
-        ckpt.export_model(tmp_path / "lying.pt", tmp_path / "x.pt")
+        ckpt.export_model(lying, tmp_path / "x.pt")
+    for changes, problem in (({"mean": [0.5]}, "mean and std must be three numbers"),
+                             ({"epoch": "two"}, "epoch must be a whole number"),
+                             ({"model_name": "netwidth"}, "unknown or mismatched model"),
+                             ({"class_names": ["cat"]}, "class_names must list at least two")):
+        with pytest.raises(JobError, match=f"inconsistent \\({problem}"):
+            run({"dataset": DATA, "resume": edited(**changes)})
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated upstream
