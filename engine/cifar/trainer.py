@@ -191,6 +191,8 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     if cfg["whiten_bias_fade"] and cfg["whiten_bias_epochs"] == 0:
         raise JobError("whiten_bias_fade needs whiten_bias_epochs (the epochs to fade over)")
     for key in ("max_train", "max_test"):
+        if cfg.get(key) == 0:  # older checkpoints stored 0 for "all"
+            cfg[key] = None
         if cfg.get(key) is not None:
             positive_int(key)
     cfg["seed"] = int(cfg["seed"])
@@ -198,6 +200,8 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     cfg["eval_every"] = int(cfg["eval_every"])
     if not cfg.get("data") and not has_dataset:
         raise JobError("no data given: pass the dataset folder or archive (--data PATH)")
+    if cfg.get("classes") == [] and cfg.get("resume"):  # older checkpoints: [] meant all
+        cfg["classes"] = None
     if isinstance(cfg.get("classes"), str):
         from engine.cifar.data import parse_classes
 
