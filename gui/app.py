@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     code = qt_app.exec()
     loader.wait()
     if scratch is not None:
-        settings.sync()
         scratch.cleanup()
     return exit_code["code"] or code
 

@@ -101,8 +101,8 @@ def _inconsistency(blob: dict) -> str | None:
         return "mean and std must be three numbers each"
     if not isinstance(blob["config"], dict):
         return "config must be a dictionary"
-    if blob["model_name"] not in MODELS or blob["config"].get("model", blob["model_name"]) != \
-            blob["model_name"]:
+    name = blob["model_name"]
+    if not isinstance(name, str) or name not in MODELS or blob["config"].get("model", name) != name:
         return f"unknown or mismatched model {blob['model_name']!r}"
     if not isinstance(blob["epoch"], int) or isinstance(blob["epoch"], bool) or blob["epoch"] < 0:
         return "epoch must be a whole number"

@@ -215,6 +215,7 @@ class CifarTab(QWidget):
         self.data_info: dict[str, Any] | None = None
         self._data_path: str | None = None  # where data_info came from
         self._loading_path: str | None = None
+        self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -666,6 +667,7 @@ class CifarTab(QWidget):
         except ImportError:
             self.params_label.setText("the Fast recipe is not installed")
             return
+        self._shown_recipe_type = self._device_type()
         self._select(self.optimizer_combo, defaults["optimizer"])
         self.lr_spin.setValue(float(defaults["lr"]))
         self.momentum_spin.setValue(float(defaults["momentum"]))
@@ -683,8 +685,9 @@ class CifarTab(QWidget):
 
     def _on_device_changed(self, _device: str) -> None:
         """The Fast recipe and net size depend on the device: re-apply its defaults; the book's
-        nets keep the user's settings."""
-        if self.model_combo.currentData() == "fast":
+        nets keep the user's settings, and so does Fast between devices of one kind."""
+        fast = self.model_combo.currentData() == "fast"
+        if fast and self._device_type() != self._shown_recipe_type:
             self._on_model_changed()
             self.app.show_status("The Fast recipe's settings for this device are shown.", 5000)
         else:

@@ -294,8 +294,6 @@ class ClassifyTab(QWidget):
     def _load_and_refresh(self) -> None:
         """Load ``model_config``, then classify the photo on show again with it (if the load
         fails, the model still loaded redoes it: no result is left claiming another model)."""
-        self._failure_note = None
-        self._failure_note = None
         self._request("load", classify_jobs.load_model_job, {})
         if self.current is not None and not self.current.get("error"):
             self._request("single", classify_jobs.classify_job,
@@ -338,10 +336,7 @@ class ClassifyTab(QWidget):
             "input_size": int(description.get("input_size", 32)),
             "title": f"{name} trained in TorchDesk ({len(classes)} classes)"}}
         self._show_model_info({"title": self.model_config["torchscript"]["title"]}, "loading…")
-        self._request("load", classify_jobs.load_model_job, {})
-        if self.current is not None and not self.current.get("error"):
-            self._request("single", classify_jobs.classify_job,
-                          self._single_config(self.current["path"]))
+        self._load_and_refresh()
 
     def _choose_weights_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -524,6 +519,7 @@ class ClassifyTab(QWidget):
                     continue
                 self.loaded_model = update["model"]
                 self._loaded_config = dict(self._running_config)
+                self._failure_note = None
                 if set(self._loaded_config) == {"model"}:  # a catalogue model: next time too
                     self.app.settings.setValue("classify/model", self._loaded_config["model"])
                 self._remember_model(update["model"])
@@ -542,9 +538,11 @@ class ClassifyTab(QWidget):
         self.download_panel.hide()
         kind = self._job_kind
         if outcome.get("status") == "stopped":
-            if kind == "load" or not outcome.get("results"):
-                self._restore_loaded_model("not loaded (cancelled)")
-            self.app.show_status("Stopped.", 4000)
+            # a folder stopped by a device change runs again at once: no "Stopped." for it
+            if not (kind == "folder" and any(q[0] == "folder" for q in self._queue)):
+                if kind == "load" or not outcome.get("results"):
+                    self._restore_loaded_model("not loaded (cancelled)")
+                self.app.show_status("Stopped.", 4000)
         elif kind == "folder":
             rate = outcome.get("images_per_second", 0.0)
             if outcome["classified"] + outcome["failed"] == 0:
@@ -580,6 +578,8 @@ class ClassifyTab(QWidget):
                                   "this model")
             self._show_model_info(self.loaded_model, self._failure_note)
         else:
+            if self.loaded_model is None:  # the start-up model failed: not again next time
+                self.app.settings.remove("classify/model")
             self._show_model_info(self._catalog.get(failed.get("model"), {"title": "model"}),
                                   note)
 
