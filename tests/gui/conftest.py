@@ -23,6 +23,11 @@ def open_tab(qtbot, app_state):
 
 
 def plot_points(item) -> int:
-    """How many points a pyqtgraph data item currently draws."""
-    xs, _ = item.getData()
+    """How many points a pyqtgraph data item holds.
+
+    Not ``getData()``: that is what the current view shows (clipped to the view's x range and
+    downsampled), and the view range catches up with the data only at the next paint.
+    """
+    original = getattr(item, "getOriginalDataset", item.getData)  # scatter items: no view clip
+    xs, _ = original()
     return 0 if xs is None else len(xs)
