@@ -263,7 +263,7 @@ def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):
     started = time.monotonic()
     with pytest.raises(JobError, match="cannot reach 127.0.0.1 to fetch Torch Hub repository"):
         load_hub_model("pytorch/vision", "resnet18")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # no retry loop or long wait on a refused port
 
 
 def test_catalog_lists_torchvision_models_with_metadata():
@@ -315,7 +315,7 @@ def test_cli_offline_missing_weights_fails_within_seconds(tmp_path):
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot download resnet18-f37072fd.pth")
     assert str(tmp_path / "th" / "hub" / "checkpoints") in line
-    assert time.monotonic() - started < 60  # process start + imports on a busy 2-core box
+    assert time.monotonic() - started < 120  # process start + imports on a busy 2-core box
 
 
 def _tiny_torchscript(path, classes=10, size=32):

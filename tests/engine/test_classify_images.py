@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -215,20 +216,33 @@ def test_forked_prefetch_hands_over_decoded_images_and_problems(tmp_path):
     assert "problem: not an image" in out.stdout and out.stdout.strip().endswith("ok")
 
 
-def test_prefetch_leaves_unstarted_paths_to_the_caller(tmp_path):
+def test_prefetch_leaves_unstarted_paths_to_the_caller(tmp_path, monkeypatch):
     """A path the worker has not begun is the caller's: take() gives None and the worker skips
-    it, so no photo is decoded twice; a thread is used where forking is not safe (here: pytest
-    has threads and torch may be imported)."""
-    from engine.classify.images import Prefetch, start_prefetch
+    it, so no photo is decoded twice; a thread is used where forking is not safe (here: torch
+    is imported)."""
+    import torch  # noqa: F401  (imported, torch makes forking unsafe, whatever ran before)
+
+    import engine.classify.images as images
 
     paths = [str(_save(Image.new("RGB", (300, 200), (i, 0, 0)), tmp_path / f"{i}.png"))
              for i in range(40)]
-    prefetch = start_prefetch(paths, Preprocess())
+    first_may_finish = threading.Event()
+    decode = images.prepare_image
+
+    def held_on_the_first(path, *args):
+        if path == paths[0]:  # keep the worker on the first photo until the caller has asked
+            first_may_finish.wait(30)
+        return decode(path, *args)
+
+    monkeypatch.setattr(images, "prepare_image", held_on_the_first)
+    prefetch = images.start_prefetch(paths, Preprocess())
     try:
-        assert type(prefetch) is Prefetch
+        assert type(prefetch) is images.Prefetch
         late = prefetch.take(paths[-1])
+        first_may_finish.set()
         early = prefetch.take(paths[0])
     finally:
+        first_may_finish.set()
         prefetch.close()
     assert late is None
     assert early is not None and early.crop[0, 0, 0] == 0

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import gui.bridge
 from engine.jobs import JobError
 from gui.bridge import JobRunner
 
@@ -125,7 +126,10 @@ def test_runner_can_run_again_after_finishing(qtbot):
     assert [r["count"] for r in events["returned"]] == [3, 5]
 
 
-def test_worker_pauses_while_the_gui_handles_a_batch(qtbot):
+def test_worker_pauses_while_the_gui_handles_a_batch(qtbot, monkeypatch):
+    # This checks that the worker waits while a handler runs, not the cap on that wait: a long
+    # cap keeps a stalled machine from letting the worker through.
+    monkeypatch.setattr(gui.bridge, "FRAME_YIELD_S", 5.0)
     """The worker waits at its next report while a progress handler runs (no GIL tug-of-war)."""
     counter = {"reports": 0}
 

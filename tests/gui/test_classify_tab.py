@@ -20,6 +20,8 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage  
 from tests.conftest import BOOK_IMAGES  # noqa: E402
 
 WAIT_MS = 240_000  # generous: a shared 2-core machine
+# a test may chain a few such waits (model loads); the suite's 300 s default would cut it short
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture
