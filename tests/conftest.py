@@ -1,4 +1,4 @@
-"""Shared test setup: Qt runs offscreen, settings never touch the user's, torch uses few threads."""
+"""Shared test setup: Qt runs offscreen and settings never touch the user's."""
 
 import os
 import sys
