@@ -220,7 +220,7 @@ def test_prefetch_leaves_unstarted_paths_to_the_caller(tmp_path, monkeypatch):
     """A path the worker has not begun is the caller's: take() gives None and the worker skips
     it, so no photo is decoded twice; a thread is used where forking is not safe (here: torch
     is imported)."""
-    import torch  # noqa: F401  (imported, torch makes forking unsafe, whatever ran before)
+    import torch  # noqa: F401  (with torch loaded a thread is used, whatever tests ran before)
 
     import engine.classify.images as images
 

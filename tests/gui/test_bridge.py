@@ -127,10 +127,10 @@ def test_runner_can_run_again_after_finishing(qtbot):
 
 
 def test_worker_pauses_while_the_gui_handles_a_batch(qtbot, monkeypatch):
-    # This checks that the worker waits while a handler runs, not the cap on that wait: a long
-    # cap keeps a stalled machine from letting the worker through.
-    monkeypatch.setattr(gui.bridge, "FRAME_YIELD_S", 5.0)
     """The worker waits at its next report while a progress handler runs (no GIL tug-of-war)."""
+    # This checks the wait, not its cap: a long cap keeps a stalled machine from letting the
+    # worker through.
+    monkeypatch.setattr(gui.bridge, "FRAME_YIELD_S", 5.0)
     counter = {"reports": 0}
 
     def busy_job(config, ctx):
