@@ -1,10 +1,10 @@
 """A GPU recipe's accuracy, measured on the CPU (its time needs the GPU).
 
-    python benchmarks/cifar_gpu_recipe_on_cpu.py --sweep benchmarks/cifar_gpu_sweep4.json
-        --label "airbench94_muon replica 8ep" [--seed 0] [--data PATH]
+    python benchmarks/cifar_gpu_recipe_on_cpu.py [--sweep benchmarks/cifar_gpu_sweep4.json
+        --label "airbench94_muon replica 8ep"] [--seed 0] [--data PATH]
 
-Trains the GPU-sized Fast net with the GPU recipe plus one sweep entry's settings, in fp32 on
-the CPU, and prints one JSON line per epoch and one with the result. The GPU runs bf16, so its
+Trains the GPU-sized Fast net with the GPU recipe (plus one sweep entry's settings, if named), in
+fp32 on the CPU, and prints one JSON line per epoch and one with the result. The GPU runs bf16, so its
 accuracy may differ a little; this is for choosing what to time when a GPU is lent. About an
 hour per 8-epoch run on the 2-core VM. Needs no Qt.
 """
@@ -33,12 +33,16 @@ def sweep_entry(path: Path, label: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", type=Path, required=True, help="JSON list of {label, set}")
-    parser.add_argument("--label", required=True)
+    parser.add_argument("--sweep", type=Path, help="JSON list of {label, set}; without it, the "
+                        "GPU default recipe as it is")
+    parser.add_argument("--label", help="the sweep entry to add to the GPU recipe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    settings = sweep_entry(args.sweep, args.label)
+    if (args.sweep is None) != (args.label is None):
+        parser.error("--sweep and --label go together")
+    settings = sweep_entry(args.sweep, args.label) if args.sweep else {}
+    label = args.label or "GPU default"
 
     from engine.imports import heavy_imports
 
@@ -60,7 +64,7 @@ def main() -> None:
                   flush=True)
 
     result = train_job(config, JobContext("cpu", progress=progress))
-    print(json.dumps({"label": args.label, "seed": args.seed, "test_acc": result["test_acc"],
+    print(json.dumps({"label": label, "seed": args.seed, "test_acc": result["test_acc"],
                       "train_time_s": result["train_time_s"], "set": settings}), flush=True)
 
 
