@@ -227,6 +227,17 @@ def test_resuming_a_scheduled_run_for_more_epochs_says_it_differs(tmp_path):
     assert not [u for u in events if u.get("phase") == "resume"]
 
 
+def test_resuming_with_fewer_epochs_than_trained_is_refused_and_leaves_the_file(tmp_path):
+    path = tmp_path / "two.pt"
+    run(base_config(checkpoint=path))
+    before = path.read_bytes()
+    with pytest.raises(JobError, match="already trained 2 epochs; resume it with at least 2"):
+        run({"dataset": DATA, "resume": path, "epochs": 1})
+    assert path.read_bytes() == before
+    result, _ = run({"dataset": DATA, "resume": path, "epochs": 2})
+    assert result["status"] == "completed" and len(result["history"]) == 2
+
+
 def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
     good = tmp_path / "good.pt"
     run(base_config(epochs=1, checkpoint=good))
