@@ -49,6 +49,24 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, with a clear message, if a checkpoint could not be written to ``path`` (so a
+    run does not train first and lose its work at the first save)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"cannot create the checkpoint folder '{path.parent}': {exc}") from None
+    probe = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise JobError(f"cannot write the checkpoint '{path}': {exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a checkpoint; any problem becomes a JobError that names the file."""
     path = Path(path).expanduser()

@@ -537,6 +537,8 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                          device_type=str(ctx.device).split(":")[0])
     if resume_blob is not None and not cfg.get("checkpoint"):
         cfg["checkpoint"] = str(config["resume"])
+    if cfg.get("checkpoint"):
+        ckpt.check_writable(cfg["checkpoint"])
     world, rank, device_id = _init_distributed(ctx.device)
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
     # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).

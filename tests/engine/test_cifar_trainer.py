@@ -238,6 +238,17 @@ def test_resuming_with_fewer_epochs_than_trained_is_refused_and_leaves_the_file(
     assert result["status"] == "completed" and len(result["history"]) == 2
 
 
+def test_an_unwritable_checkpoint_path_fails_before_training(tmp_path):
+    events = []
+    with pytest.raises(JobError, match="it is a folder"):
+        train_job(base_config(checkpoint=tmp_path), JobContext("cpu", progress=events.append))
+    assert not [u for u in events if u.get("phase") == "epoch"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(JobError, match="cannot create the checkpoint folder"):
+        run(base_config(checkpoint=blocker / "run.pt"))
+
+
 def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
     good = tmp_path / "good.pt"
     run(base_config(epochs=1, checkpoint=good))
