@@ -25,6 +25,13 @@ REQUIRED_KEYS = ("model_name", "model_state", "class_names", "mean", "std", "con
 METADATA_FILE = "torchdesk.json"
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"cannot create the checkpoint folder '{folder}': {exc}") from None
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
@@ -32,10 +39,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """
     path = Path(path).expanduser()
     blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JobError(f"cannot create the checkpoint folder '{path.parent}': {exc}") from None
+    _make_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -55,10 +59,7 @@ def check_writable(path: str | os.PathLike) -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JobError(f"cannot create the checkpoint folder '{path.parent}': {exc}") from None
+    _make_folder(path.parent)
     probe = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         probe.touch()
