@@ -537,7 +537,7 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                          device_type=str(ctx.device).split(":")[0])
     if resume_blob is not None and not cfg.get("checkpoint"):
         cfg["checkpoint"] = str(config["resume"])
-    if cfg.get("checkpoint"):
+    if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
         ckpt.check_writable(cfg["checkpoint"])
     world, rank, device_id = _init_distributed(ctx.device)
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
