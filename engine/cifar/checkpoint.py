@@ -32,6 +32,10 @@ def _make_folder(folder: Path) -> None:
         raise JobError(f"cannot create the checkpoint folder '{folder}': {exc}") from None
 
 
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
@@ -40,7 +44,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path).expanduser()
     blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     _make_folder(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(blob, f)
@@ -60,7 +64,7 @@ def check_writable(path: str | os.PathLike) -> None:
     if path.is_dir():
         raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
     _make_folder(path.parent)
-    probe = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    probe = _temporary_name(path)
     try:
         probe.touch()
         probe.unlink()

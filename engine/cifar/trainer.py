@@ -537,6 +537,12 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                          device_type=str(ctx.device).split(":")[0])
     if resume_blob is not None and not cfg.get("checkpoint"):
         cfg["checkpoint"] = str(config["resume"])
+    if resume_blob is not None:  # going on would save later weights under an earlier epoch
+        trained, in_epoch = int(resume_blob["epoch"]), int(resume_blob.get("step", 0)) > 0
+        if trained + in_epoch > cfg["epochs"]:
+            raise JobError(f"the checkpoint has already trained {trained} epochs"
+                           f"{' and part of the next' if in_epoch else ''}; resume it with at "
+                           f"least {trained + in_epoch} epochs (asked for {cfg['epochs']})")
     if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
         ckpt.check_writable(cfg["checkpoint"])
     world, rank, device_id = _init_distributed(ctx.device)
@@ -647,12 +653,6 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
         start_epoch = int(resume_blob["epoch"])
         start_step = int(resume_blob.get("step", 0))
-        if start_epoch > cfg["epochs"] or (start_epoch == cfg["epochs"] and start_step > 0):
-            # Going on would save the later weights under an earlier epoch number.
-            raise JobError(f"the checkpoint has already trained {start_epoch} epochs"
-                           f"{' and part of the next' if start_step else ''}; resume it with "
-                           f"at least {start_epoch + (1 if start_step else 0)} epochs "
-                           f"(asked for {cfg['epochs']})")
         history = list(resume_blob.get("history") or [])
         train_time = float(resume_blob.get("train_time_s", 0.0))
         partial = dict(resume_blob.get("partial") or partial)
