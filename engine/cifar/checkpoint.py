@@ -75,6 +75,8 @@ def check_writable(path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a checkpoint; any problem becomes a JobError that names the file."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise JobError(f"'{path}' is a folder; give the checkpoint file that training wrote")
     if not path.is_file():
         raise JobError(f"checkpoint '{path}' does not exist")
     if _is_torchscript_archive(path):

@@ -313,6 +313,16 @@ def _write_cache(cache_file: Path, data: CifarData) -> None:
         pass  # no writable cache: the data still loads, just slower next time
 
 
+def _archive_error(what: str, exc: BaseException) -> JobError:
+    """One line for a tar problem (tarfile lists every compression it tried, one per line)."""
+    if isinstance(exc, tarfile.ReadError) and "opened successfully" in str(exc):
+        return JobError(f"{what}: it is not a .tar.gz, .tgz or .tar archive, or it is damaged")
+    if isinstance(exc, EOFError):
+        return JobError(f"{what}: the archive ends too early (an incomplete download?)")
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return JobError(f"{what}: {lines[0]}")
+
+
 # -- torchvision format
 
 
@@ -396,7 +406,7 @@ def _load_torchvision_archive(archive: Path) -> CifarData:
 
             return _assemble_torchvision(read)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise JobError(f"cannot read the archive '{archive.name}': {exc}") from None
+        raise _archive_error(f"cannot read the archive '{archive.name}'", exc) from None
 
 
 # -- image folders
@@ -502,7 +512,7 @@ def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> Cifa
 
             return _decode_layout(layout, class_names, read_bytes, report, stopped)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise JobError(f"cannot read the archive '{archive.name}': {exc}") from None
+        raise _archive_error(f"cannot read the archive '{archive.name}'", exc) from None
 
 
 # ----------------------------------------------------------------------------- download
@@ -562,7 +572,7 @@ def download_cifar10(
     try:
         extract_archive(str(archive), str(folder))
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise JobError(f"cannot unpack '{archive}': {exc}") from None
+        raise _archive_error(f"cannot unpack '{archive}'", exc) from None
     report({"phase": "extract", "done": 1, "total": 1})
     return target
 

@@ -31,6 +31,7 @@ from engine.jobs import JobContext, JobError
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "warmup_linear", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_TTA_LEVEL = 3  # see engine.cifar.fast.predict_with_tta
 
 GENERIC_DEFAULTS: dict[str, Any] = {
     "epochs": 10,
@@ -86,7 +87,14 @@ RUN_DEFAULTS: dict[str, Any] = {
 RECIPE_RUN_KEYS = ("precision", "channels_last", "eval_batch_size")
 
 # Keys whose checkpoint value must match what the user asks for when resuming.
-RESUME_MUST_MATCH = ("model", "classes")
+RESUME_MUST_MATCH = ("model", "classes", "optimizer")
+
+# Optimizer hyperparameters a resumed run may change; the checkpoint's optimizer state would
+# otherwise bring back the old values (they live in its param groups).
+RESUME_TUNABLE = ("lr", "momentum", "weight_decay", "muon_lr", "muon_momentum")
+
+# What a mid-epoch checkpoint's remaining steps depend on (see _check_mid_epoch_resume).
+MID_EPOCH_KEYS = ("batch_size", "max_train")
 
 
 def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
@@ -121,7 +129,14 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
                     f"the checkpoint was trained with {key} {base.get(key)!r}, not {user[key]!r}; "
                     f"leave {key} unset to resume it"
                 )
+        base = dict(base)
+        for key in ("max_train", "max_test"):
+            if base.get(key) == 0:  # older checkpoints stored 0 for "all"
+                base[key] = None
         resolved = {**RUN_DEFAULTS, **base, **user}
+        # A resumed run writes to the file it resumes (or the one asked for), never to the
+        # path the first run happened to use.
+        resolved["checkpoint"] = user.get("checkpoint") or config.get("resume")
     else:
         model = str(user.get("model", RUN_DEFAULTS["model"])).lower()
         if model not in MODELS:
@@ -191,13 +206,20 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     if cfg["whiten_bias_fade"] and cfg["whiten_bias_epochs"] == 0:
         raise JobError("whiten_bias_fade needs whiten_bias_epochs (the epochs to fade over)")
     for key in ("max_train", "max_test"):
-        if cfg.get(key) == 0:  # older checkpoints stored 0 for "all"
-            cfg[key] = None
         if cfg.get(key) is not None:
             positive_int(key)
-    cfg["seed"] = int(cfg["seed"])
-    cfg["tta_level"] = int(cfg["tta_level"])
-    cfg["eval_every"] = int(cfg["eval_every"])
+    for key in ("seed", "tta_level", "eval_every"):
+        try:
+            cfg[key] = int(cfg[key])
+        except (TypeError, ValueError):
+            raise JobError(f"{key} must be a whole number, not {cfg[key]!r}") from None
+    if not 0 <= cfg["seed"] < 2**63:
+        raise JobError(f"seed must be between 0 and 2**63 - 1, not {cfg['seed']}")
+    if not 0 <= cfg["tta_level"] <= MAX_TTA_LEVEL:
+        raise JobError(f"tta_level must be between 0 (off) and {MAX_TTA_LEVEL}, "
+                       f"not {cfg['tta_level']}")
+    if cfg["eval_every"] < 0:
+        raise JobError(f"eval_every must be 0 (only at the end) or more, not {cfg['eval_every']}")
     if not cfg.get("data") and not has_dataset:
         raise JobError("no data given: pass the dataset folder or archive (--data PATH)")
     if cfg.get("classes") == [] and cfg.get("resume"):  # older checkpoints: [] meant all
@@ -535,8 +557,8 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
     cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None,
                          device_type=str(ctx.device).split(":")[0])
-    if resume_blob is not None and not cfg.get("checkpoint"):
-        cfg["checkpoint"] = str(config["resume"])
+    _make_paths_absolute(cfg, from_checkpoint=resume_blob is not None and not config.get("data")
+                         and config.get("dataset") is None)
     if resume_blob is not None:  # going on would save later weights under an earlier epoch
         trained, in_epoch = int(resume_blob["epoch"]), int(resume_blob.get("step", 0)) > 0
         if trained + in_epoch > cfg["epochs"]:
@@ -560,6 +582,23 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _make_paths_absolute(cfg: dict[str, Any], from_checkpoint: bool) -> None:
+    """Make ``data`` and ``checkpoint`` absolute (checkpoints store them, and a resume may start
+    in another folder). ``from_checkpoint``: the data path came from the resumed checkpoint."""
+    data = cfg.get("data")
+    if from_checkpoint and isinstance(data, str) and not os.path.isabs(os.path.expanduser(data)):
+        # older checkpoints kept the path as typed; it is often beside the checkpoint
+        beside = Path(cfg["resume"]).expanduser().parent / data
+        if not Path(data).exists() and beside.exists():
+            cfg["data"] = str(beside)
+    for key in ("data", "checkpoint"):
+        if isinstance(cfg.get(key), (str, Path)):
+            cfg[key] = os.path.abspath(os.path.expanduser(cfg[key]))
+    if from_checkpoint and not Path(cfg["data"]).exists():
+        raise JobError(f"the data the checkpoint was trained on ('{cfg['data']}') is not there "
+                       "any more; pass its new place with --data PATH")
 
 
 def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
@@ -629,6 +668,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)
                  if cfg["flip"] and cfg["alternate_flip"] else None)
 
+    position = _epoch_position(steps_per_epoch, local_batch * world, len(train_y))
     start_epoch, start_step = 0, 0
     history: list[dict[str, Any]] = []
     train_time = 0.0
@@ -636,6 +676,14 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     rng_state = None
     if resume_blob is not None:
         ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
+        if int(resume_blob.get("step", 0)) > 0:
+            _check_mid_epoch_resume(resume_blob, cfg, position)
+        asked = {key: (resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key)), cfg[key])
+                 for key in RESUME_TUNABLE
+                 if resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key)) != cfg[key]}
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"}
+                        for g in optimizer.param_groups]
+        fresh_base_lrs = list(scheduler.base_lrs)
         try:
             # A checkpoint from another device carries that device's kernel choice (fused SGD
             # on CUDA): keep this device's.
@@ -651,6 +699,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 lookahead.load_state_dict(resume_blob["lookahead_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
+        if asked:
+            _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
+            report({"phase": "resume", "message": "from here on: " + ", ".join(
+                f"{key.replace('_', ' ')} {old} -> {new}" for key, (old, new) in asked.items())})
         start_epoch = int(resume_blob["epoch"])
         start_step = int(resume_blob.get("step", 0))
         history = list(resume_blob.get("history") or [])
@@ -703,6 +755,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "step": step,
             "rng": rng,
             "partial": dict(partial),
+            "position": position,
             "config": _plain_config(cfg),
             "mean": mean,
             "std": std,
@@ -925,6 +978,47 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         report({"phase": "done", "final": True, "status": status,
                 "test_acc": result.get("test_acc"), "train_time_s": result["train_time_s"]})
     return result
+
+
+def _epoch_position(steps_per_epoch: int, global_batch: int, train_images: int
+                    ) -> dict[str, int]:
+    """What the steps inside an epoch mean: a mid-epoch checkpoint resumes only under the same."""
+    return {"steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
+            "train_images": train_images}
+
+
+def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
+                            position: dict[str, int]) -> None:
+    """Refuse to continue a checkpoint written inside an epoch when this run would cut that
+    epoch into other batches (its remaining steps would be skipped or repeated)."""
+    saved = blob.get("position")
+    if saved is not None:
+        same = all(saved.get(key) == value for key, value in position.items())
+    else:  # older checkpoints: the settings that decide an epoch's batches
+        same = all((blob["config"].get(key) or None) == cfg.get(key) for key in MID_EPOCH_KEYS)
+    if same:
+        return
+    was = blob["config"]
+    limit = was.get("max_train") or "all"
+    of_steps = f" of {saved['steps_per_epoch']}" if saved else ""
+    raise JobError(
+        f"the checkpoint stopped in the middle of epoch {int(blob['epoch']) + 1} (after step "
+        f"{blob['step']}{of_steps}); that epoch can "
+        f"only go on in the same batches: resume with batch size {was.get('batch_size')}, "
+        f"max train {limit} and the same number of processes"
+    )
+
+
+def _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs) -> None:
+    """After loading a checkpoint's optimizer and scheduler state, put back the hyperparameters
+    of the freshly built optimizer (the user changed some), keeping the state (momentum
+    buffers, step counts) and the schedule's position."""
+    for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+        group.update({k: v for k, v in fresh.items() if k != "lr"})
+    scheduler.base_lrs = list(fresh_base_lrs)
+    for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                      scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
 
 
 def _plain_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -163,8 +163,19 @@ def test_undecodable_image_names_the_file(tmp_path):
 def test_corrupt_archive_and_corrupt_batch(tmp_path):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"\x1f\x8b garbage")
-    with pytest.raises(JobError, match="cannot read the archive"):
+    with pytest.raises(JobError, match="cannot read the archive 'bad.tar.gz': it is not a"):
         load(bad, tmp_path)
+    text = tmp_path / "notes.tar.gz"
+    text.write_text("not an archive\n")
+    with pytest.raises(JobError) as caught:
+        load(text, tmp_path)
+    assert str(caught.value) == ("cannot read the archive 'notes.tar.gz': it is not a .tar.gz, "
+                                 ".tgz or .tar archive, or it is damaged")
+    whole = write_image_archive(write_image_folder(tmp_path / "imgs"), tmp_path / "whole.tar.gz")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(JobError, match="'cut.tar.gz': the archive ends too early"):
+        load(cut, tmp_path)
     folder = write_torchvision_folder(tmp_path / "tv")
     (folder / "data_batch_3").write_bytes(pickle.dumps({"data": np.zeros((2, 5))}))
     with pytest.raises(JobError, match="data_batch_3"):

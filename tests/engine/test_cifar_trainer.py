@@ -134,6 +134,12 @@ def test_bad_settings_are_clear_errors():
         resolve_config({"model": "net"})
     with pytest.raises(JobError, match="fp16 is for GPUs"):
         run(base_config(precision="fp16", epochs=1))
+    with pytest.raises(JobError, match="tta_level must be between 0 .off. and 3, not 7"):
+        resolve_config(base_config(tta_level=7))
+    with pytest.raises(JobError, match="eval_every must be 0"):
+        resolve_config(base_config(eval_every=-1))
+    with pytest.raises(JobError, match="seed must be between 0 and"):
+        resolve_config(base_config(seed=-1))
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -159,6 +165,8 @@ def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
         run({"dataset": DATA, "resume": bad})
     with pytest.raises(JobError, match="does not exist"):
         run({"dataset": DATA, "resume": tmp_path / "nope.pt"})
+    with pytest.raises(JobError, match="is a folder; give the checkpoint file"):
+        run({"dataset": DATA, "resume": tmp_path})
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(JobError, match="not a TorchDesk CIFAR checkpoint"):
         ckpt.load_checkpoint(tmp_path / "foreign.pt")
@@ -209,7 +217,7 @@ def test_torchscript_export_carries_classes_and_normalization(tmp_path):
 
 def test_subset_sizes_must_be_positive():
     for key in ("max_train", "max_test"):
-        for bad in (-5,):
+        for bad in (0, -5):
             with pytest.raises(JobError, match=f"{key} must be at least 1"):
                 resolve_config(base_config(**{key: bad}))
     assert resolve_config(base_config(max_train=None))["max_train"] is None
@@ -523,3 +531,91 @@ def test_muon_on_a_book_net_and_its_settings_are_checked():
             resolve_config(base_config(optimizer="muon", **bad))
     with pytest.raises(JobError, match="momentum"):
         run(base_config(optimizer="muon", momentum=0.0))
+
+
+def test_a_resumed_run_writes_to_the_file_it_resumes_and_stores_absolute_paths(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run(base_config(epochs=1, checkpoint="first.pt"))
+    (tmp_path / "copy.pt").write_bytes((tmp_path / "first.pt").read_bytes())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result, _ = run({"dataset": DATA, "resume": "../copy.pt", "epochs": 2})
+    assert result["checkpoint"] == str(tmp_path / "copy.pt")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert ckpt.load_checkpoint(tmp_path / "first.pt")["epoch"] == 1  # the first run's file
+    resumed = ckpt.load_checkpoint(tmp_path / "copy.pt")
+    assert resumed["epoch"] == 2
+    assert os.path.isabs(resumed["config"]["checkpoint"])
+
+
+def test_resuming_without_data_explains_a_dataset_that_moved(tmp_path):
+    blob = _checkpoint_after_one_epoch(tmp_path)
+    blob["config"]["data"] = str(tmp_path / "gone.tar.gz")
+    ckpt.save_checkpoint(tmp_path / "moved.pt", blob)
+    with pytest.raises(JobError, match="is not there any more; pass its new place with --data"):
+        train_job({"resume": tmp_path / "moved.pt", "epochs": 2}, JobContext("cpu"))
+
+
+def _checkpoint_after_one_epoch(tmp_path, **overrides):
+    path = tmp_path / "one.pt"
+    run(base_config(epochs=1, checkpoint=path, momentum=0.9, **overrides))
+    blob = ckpt.load_checkpoint(path)
+    return {k: v for k, v in blob.items() if k not in ("format", "version")}
+
+
+def test_resuming_with_a_new_learning_rate_uses_it_and_keeps_the_momentum(tmp_path):
+    path = tmp_path / "one.pt"
+    _checkpoint_after_one_epoch(tmp_path)
+    before = model_state(path)
+    (tmp_path / "same.pt").write_bytes(path.read_bytes())
+    _, events = run({"dataset": DATA, "resume": path, "epochs": 2, "lr": 1e-9,
+                     "report_interval_s": 0})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert notes == ["from here on: lr 0.05 -> 1e-09"]
+    assert {u["lr"] for u in events if u.get("phase") == "train"} == {1e-9}
+    after = ckpt.load_checkpoint(path)
+    assert [g["lr"] for g in after["optimizer_state"]["param_groups"]] == [1e-9]
+    assert after["config"]["lr"] == 1e-9
+    # at lr 1e-9 the weights stay put (the old rate would have moved them by ~1e-2)
+    assert max((after["model_state"][k] - before[k]).abs().max() for k in before) < 1e-6
+    assert any(len(s["momentum_buffer"]) for s in after["optimizer_state"]["state"].values())
+    run({"dataset": DATA, "resume": tmp_path / "same.pt", "epochs": 2})
+    moved = model_state(tmp_path / "same.pt")
+    assert max((moved[k] - before[k]).abs().max() for k in before) > 1e-3
+
+
+def test_a_changed_learning_rate_follows_the_schedule_from_where_it_was(tmp_path):
+    _checkpoint_after_one_epoch(tmp_path, schedule="warmup_linear", warmup=0.5)
+    _, events = run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2, "lr": 0.5,
+                     "report_interval_s": 0})
+    steps = [u for u in events if u.get("phase") == "train"]
+    # 12 steps, 6 of warm-up: the resumed epoch decays linearly from the peak 0.5 towards 0
+    assert [round(u["lr"], 6) for u in steps] == [round(0.5 * (12 - s) / 6, 6)
+                                                  for s in range(7, 13)]
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path):
+    _checkpoint_after_one_epoch(tmp_path)
+    with pytest.raises(JobError, match="trained with optimizer 'sgd', not 'adam'"):
+        run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2, "optimizer": "adam"})
+
+
+def test_a_mid_epoch_checkpoint_resumes_only_in_the_same_batches(tmp_path):
+    path = tmp_path / "stop.pt"
+    run(base_config(epochs=2, checkpoint=path, report_interval_s=0),
+        stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
+    saved = ckpt.load_checkpoint(path)
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    before = path.read_bytes()
+    for change in ({"batch_size": 32}, {"max_train": 48}):
+        with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2 of 6\).*batch "
+                                           r"size 16, max train all"):
+            run({"dataset": DATA, "resume": path, **change})
+    older = {k: v for k, v in saved.items() if k not in ("format", "version", "position")}
+    ckpt.save_checkpoint(tmp_path / "older.pt", older)  # written before positions were kept
+    with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2\)"):
+        run({"dataset": DATA, "resume": tmp_path / "older.pt", "batch_size": 32})
+    assert path.read_bytes() == before
+    result, _ = run({"dataset": DATA, "resume": path, "batch_size": 16})
+    assert result["status"] == "completed" and len(result["history"]) == 2
