@@ -79,6 +79,21 @@ def true_fp32(device: torch.device):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU does bf16 math in hardware (AVX512-BF16 or AMX)."""
+    import torch
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None:
+            try:
+                if check():
+                    return True
+            except Exception:
+                pass
+    return False
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -25,7 +25,7 @@ from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
-from engine.devices import keep_freed_memory_for_reuse
+from engine.devices import cpu_has_native_bf16, keep_freed_memory_for_reuse
 from engine.jobs import JobContext, JobError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
@@ -89,9 +89,12 @@ RECIPE_RUN_KEYS = ("precision", "channels_last", "eval_batch_size")
 # Keys whose checkpoint value must match what the user asks for when resuming.
 RESUME_MUST_MATCH = ("model", "classes", "optimizer")
 
-# Optimizer hyperparameters a resumed run may change; the checkpoint's optimizer state would
-# otherwise bring back the old values (they live in its param groups).
-RESUME_TUNABLE = ("lr", "momentum", "weight_decay", "muon_lr", "muon_momentum")
+# Each optimizer's hyperparameters, which a resumed run may change (the checkpoint's optimizer
+# state would otherwise bring back the old values: they live in its param groups).
+_SGD_SETTINGS = ("lr", "momentum", "weight_decay")
+OPTIMIZER_SETTINGS = {"sgd": _SGD_SETTINGS, "nesterov": _SGD_SETTINGS,
+                      "adam": ("lr", "weight_decay"), "adamw": ("lr", "weight_decay"),
+                      "muon": (*_SGD_SETTINGS, "muon_lr", "muon_momentum")}
 
 # What a mid-epoch checkpoint's remaining steps depend on (see _check_mid_epoch_resume).
 MID_EPOCH_KEYS = ("batch_size", "max_train")
@@ -251,20 +254,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return None if precision == "auto" else (
             torch.bfloat16 if precision == "bf16" else torch.float16)
     return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU does bf16 math in hardware (AVX512-BF16 or AMX)."""
-    cpu = torch.cpu
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(cpu, probe, None)
-        if check is not None:
-            try:
-                if check():
-                    return True
-            except Exception:
-                pass
-    return False
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -678,9 +667,9 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
         if int(resume_blob.get("step", 0)) > 0:
             _check_mid_epoch_resume(resume_blob, cfg, position)
-        asked = {key: (resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key)), cfg[key])
-                 for key in RESUME_TUNABLE
-                 if resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key)) != cfg[key]}
+        was = {key: resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key))
+               for key in OPTIMIZER_SETTINGS[cfg["optimizer"]]}
+        asked = {key: (old, cfg[key]) for key, old in was.items() if old != cfg[key]}
         fresh_groups = [{k: v for k, v in g.items() if k != "params"}
                         for g in optimizer.param_groups]
         fresh_base_lrs = list(scheduler.base_lrs)

@@ -1000,6 +1000,7 @@ class CifarTab(QWidget):
             epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
         self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
         self.set_classes(info["class_names"] if self._class_checks else None)
+        self.checkpoint_edit.setText(path)  # the run goes on in its own file
         self.start_training(resume=path)
 
     def _choose_export(self) -> None:

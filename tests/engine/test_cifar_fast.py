@@ -191,6 +191,16 @@ def test_defaults_are_sane(device_type):
     assert fast.fast_defaults(device_type)["epochs"] >= 1
 
 
+@pytest.mark.parametrize("native_bf16,epochs", [(False, 8), (True, fast.CPU_BF16_EPOCHS)])
+def test_the_cpu_recipe_trains_longer_where_bf16_is_in_hardware(monkeypatch, native_bf16,
+                                                                 epochs):
+    import engine.devices
+
+    monkeypatch.setattr(engine.devices, "cpu_has_native_bf16", lambda: native_bf16)
+    assert fast.fast_defaults("cpu")["epochs"] == epochs
+    assert fast.fast_defaults("cuda")["epochs"] == fast._DEFAULTS_BY_DEVICE["gpu"]["epochs"]
+
+
 def test_fast_defaults_name_what_the_trainer_reads():
     trainer = pytest.importorskip("engine.cifar.trainer")
     readable = set(trainer.GENERIC_DEFAULTS) | set(trainer.RECIPE_RUN_KEYS)

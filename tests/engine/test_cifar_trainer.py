@@ -518,6 +518,14 @@ def test_muon_trains_the_fast_net_and_resumes_exactly(tmp_path):
     assert resumed["test_acc"] == straight["test_acc"]
     a, b = model_state(tmp_path / "straight.pt"), model_state(tmp_path / "stop.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a new rate for the filters on resume reaches Muon's group; the other groups keep theirs
+    before = saved["optimizer_state"]["param_groups"]
+    _, events = run({"dataset": small, "resume": tmp_path / "straight.pt", "epochs": 3,
+                     "muon_lr": 0.05})
+    assert "from here on: muon lr 0.1 -> 0.05" in [u.get("message") for u in events]
+    after = ckpt.load_checkpoint(tmp_path / "straight.pt")["optimizer_state"]["param_groups"]
+    assert [g["initial_lr"] for g in after] == [
+        0.05 if g.get("orthogonalize") else g["initial_lr"] for g in before]
 
 
 def test_muon_on_a_book_net_and_its_settings_are_checked():

@@ -88,9 +88,13 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
     saved = describe(load_checkpoint(checkpoint))
+    tab.checkpoint_edit.setText(str(tmp_path / "another-run.pt"))
     tab.resume_from(str(checkpoint), epochs=saved["epoch"] + 1)
+    assert tab.checkpoint_edit.text() == str(checkpoint)  # it goes on in its own file
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     assert app_state.last_error is None
+    assert not (tmp_path / "another-run.pt").exists()
+    assert describe(load_checkpoint(checkpoint))["epoch"] == saved["epoch"] + 1
     assert tab.last_result["status"] == "completed"
     assert tab.last_result["epochs"] == saved["epoch"] + 1
 
