@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"'{path.name}' is a TorchScript export, not a training checkpoint; resuming and "
             "exporting need the checkpoint file that training wrote"
         )
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; text, images, …
+        raise JobError(f"'{path.name}' is not a readable checkpoint: not a file that training "
+                       "(PyTorch's torch.save) wrote")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, random bytes, pickles with foreign classes …
+    except Exception as exc:  # truncated zip, pickles with foreign classes …
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in reason or "Weights only" in reason:
             reason = "it holds objects that a TorchDesk checkpoint never contains"
@@ -137,8 +141,6 @@ def _inconsistency(blob: dict) -> str | None:
 
 
 def _is_torchscript_archive(path: Path) -> bool:
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl"))

@@ -784,7 +784,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "device": str(device), "world_size": world,
             "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
             "epochs": cfg["epochs"], "steps_per_epoch": steps_per_epoch,
-            "batch_size": local_batch * world, "start_epoch": start_epoch})
+            "batch_size": local_batch * world, "start_epoch": start_epoch,
+            "history": list(history)})  # a resumed run's earlier epochs
 
     loss_ema = torch.zeros((), device=device)
     ema_weight = 0.0  # bias correction for the EMA

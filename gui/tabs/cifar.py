@@ -66,6 +66,20 @@ MAX_SHOWN_MISTAKES = 240
 SHARED_TARBALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '0 classes'."""
+    suffix = "es" if noun.endswith("s") else "s"
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{suffix}"
+
+
+def format_duration(seconds: float) -> str:
+    """'4:05' under an hour, '1:02:03' from an hour on."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
     """A QPixmap from a uint8 H×W×3 array, scaled (nearest) to ``size`` pixels."""
     image = np.ascontiguousarray(image)
@@ -216,6 +230,7 @@ class CifarTab(QWidget):
         self._data_path: str | None = None  # where data_info came from
         self._loading_path: str | None = None
         self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
+        self._recipe_stale = False  # the device changed during a run: show its recipe after
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -231,15 +246,15 @@ class CifarTab(QWidget):
         self.data_runner = JobRunner(self)
         self.data_runner.progress.connect(self._on_data_progress)
         self.data_runner.returned.connect(self._on_data_loaded)
-        self.data_runner.errored.connect(lambda msg: self._on_error("CIFAR-10 data", msg))
+        self.data_runner.errored.connect(self._on_data_error)
         self.data_runner.finished.connect(self._update_buttons)
         self.train_runner = JobRunner(self)
         self.torchrun = TorchrunProcess(self)
         for runner in (self.train_runner, self.torchrun):
             runner.progress.connect(self._on_train_progress)
             runner.returned.connect(self._on_train_returned)
-            runner.errored.connect(lambda msg: self._on_error("CIFAR-10 training", msg))
-            runner.finished.connect(self._update_buttons)
+            runner.errored.connect(self._on_train_error)
+            runner.finished.connect(self._on_train_finished)
 
         self._build_ui()
         self.app.device_changed.connect(self._on_device_changed)
@@ -252,21 +267,26 @@ class CifarTab(QWidget):
         controls = QWidget()
         form_box = QVBoxLayout(controls)
         form_box.addWidget(self._build_data_group())
-        form_box.addWidget(self._build_model_group())
-        form_box.addWidget(self._build_run_group())
+        self.model_group = self._build_model_group()
+        form_box.addWidget(self.model_group)
         form_box.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(350)
+        left = QWidget()  # the Run group (Train, Stop, …) stays in view below the scrolling
+        left_box = QVBoxLayout(left)
+        left_box.setContentsMargins(0, 0, 0, 0)
+        left_box.addWidget(scroll, 1)
+        left_box.addWidget(self._build_run_group())
+        left.setMinimumWidth(350)
 
         self.pages = QTabWidget()
         self.pages.addTab(self._build_training_page(), "Training")
         self.pages.addTab(self._build_data_page(), "Data")
 
         splitter = QSplitter()
-        splitter.addWidget(scroll)
+        splitter.addWidget(left)
         splitter.addWidget(self.pages)
         splitter.setStretchFactor(1, 1)
         layout = QHBoxLayout(self)
@@ -404,6 +424,10 @@ class CifarTab(QWidget):
         self.epoch_progress = QProgressBar()
         self.epoch_progress.setFormat("epoch progress")
         self.speed_label = QLabel("—")
+        # room for "12,345 images/s · ETA 1:02:03 · loss 1.234": the bar keeps its width
+        self.speed_label.setMinimumWidth(
+            self.speed_label.fontMetrics().horizontalAdvance("0" * 48))
+        self.speed_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         status = QHBoxLayout()
         status.addWidget(self.epoch_progress, 1)
         status.addWidget(self.speed_label)
@@ -436,6 +460,7 @@ class CifarTab(QWidget):
         self.confusion_image.setColorMap(pg.colormap.get("viridis"))
         self.confusion_plot.addItem(self.confusion_image)
         self.confusion_plot.scene().sigMouseClicked.connect(self._on_confusion_clicked)
+        self._reset_confusion_axes()
         layout.addWidget(self.confusion_plot, 2, 0)
 
         mistakes = QWidget()
@@ -532,7 +557,7 @@ class CifarTab(QWidget):
 
     def load_data(self, download: bool = False) -> None:
         """Load (or download, then load) the dataset at the path field, on the worker thread."""
-        if self.data_runner.is_running():
+        if self.data_runner.is_running() or self.is_training():
             return
         path = self.path_edit.text().strip()
         if not path:
@@ -540,7 +565,6 @@ class CifarTab(QWidget):
             return
         from engine.cifar.data import browse_job
 
-        self._save_settings()
         self._loading_path = path
         self.data_progress.setRange(0, 0)
         self.data_progress.setFormat("loading…")
@@ -570,6 +594,7 @@ class CifarTab(QWidget):
             return
         self.data_info = info
         self._data_path = self._loading_path
+        self._save_settings()
         if self.last_result is not None:
             self._clear_results("New data loaded: train to see results for it.")
         self.data_progress.setRange(0, 1)
@@ -616,6 +641,9 @@ class CifarTab(QWidget):
 
     def set_classes(self, names: list[str] | None) -> None:
         """Check exactly ``names`` (None: all classes)."""
+        if names is not None and not self._class_checks:
+            self.app.show_error("CIFAR-10 data", "Load a dataset first, then choose its classes.")
+            return
         if names is not None:
             missing = [n for n in names if n not in self._class_checks]
             if missing:
@@ -641,8 +669,8 @@ class CifarTab(QWidget):
             return
         chosen = self.selected_classes()
         if chosen is not None and len(chosen) < 2:
-            self.stats_label.setText(f"{len(chosen)} class chosen: check at least two classes "
-                                     "to train a classifier.")
+            self.stats_label.setText(f"{plural(len(chosen), 'class')} chosen: check at least two "
+                                     "classes to train a classifier.")
             return
         chosen = chosen or self.data_info["class_names"]
         counts = self.data_info["counts"]
@@ -686,6 +714,9 @@ class CifarTab(QWidget):
     def _on_device_changed(self, _device: str) -> None:
         """The Fast recipe and net size depend on the device: re-apply its defaults; the book's
         nets keep the user's settings, and so does Fast between devices of one kind."""
+        if self.is_training():  # the run keeps its settings; show the new recipe afterwards
+            self._recipe_stale = True
+            return
         fast = self.model_combo.currentData() == "fast"
         if fast and self._device_type() != self._shown_recipe_type:
             self._on_model_changed()
@@ -749,7 +780,7 @@ class CifarTab(QWidget):
     def start_training(self, resume: str | None = None,
                        overrides: dict[str, Any] | None = None) -> None:
         """Start training from the controls (``resume``: continue that checkpoint instead)."""
-        if self.is_training():
+        if self.is_training() or self.data_runner.is_running():
             return
         config = self.training_config()
         if resume:
@@ -816,6 +847,8 @@ class CifarTab(QWidget):
             elif phase == "load":
                 self.speed_label.setText("loading data…")
             elif phase == "start":
+                if update.get("history"):  # a resumed run: the epochs it already trained
+                    self._show_history(update["history"])
                 self.speed_label.setText(
                     f"{update['model']}: {update['params']['trainable']:,} parameters on "
                     f"{update['device']} ×{update['world_size']} ({update['precision']})")
@@ -836,33 +869,44 @@ class CifarTab(QWidget):
             self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
             self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
                                           f"step {u['step']}/{u['steps_per_epoch']}")
-            eta = int(u["eta_s"])
             self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
-                                     f"{eta // 60}:{eta % 60:02d} · loss {u['loss']:.3f}")
+                                     f"{format_duration(u['eta_s'])} · loss {u['loss']:.3f}")
 
     def _on_train_returned(self, result: dict) -> None:
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
             self.stopped_result = result
             self.speed_label.setText("stopped")
+            epochs = plural(int((result or {}).get("epochs", 0)), "full epoch")
             if result and result.get("checkpoint"):
-                self.result_label.setText(f"Stopped after {result.get('epochs', 0)} full epochs; "
-                                          f"checkpoint kept in {result['checkpoint']}.")
+                self.result_label.setText(f"Stopped after {epochs}; checkpoint kept in "
+                                          f"{result['checkpoint']}.")
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
+            else:
+                self.result_label.setText(f"Stopped after {epochs}; nothing was kept (set a "
+                                          "checkpoint file to keep a run you stop).")
             return
         self.last_result = result
-        history = result.get("history") or []
+        self._show_history(result.get("history") or [], losses=False)
+        self._show_confusion(result)
+        per_class = ", ".join(f"{name} {acc:.0%}" for name, acc in result["per_class_acc"].items())
+        self.result_label.setText(
+            f"Test accuracy {result['test_acc']:.2%} after {plural(result['epochs'], 'epoch')} "
+            f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")
+        self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
+
+    def _show_history(self, history: list[dict], losses: bool = True) -> None:
+        """Draw a run's per-epoch rows: accuracies, and (``losses``) each epoch's mean training
+        loss where the live curve has no steps yet (a resumed run's earlier epochs)."""
         self._epochs[:] = [row["epoch"] for row in history]
         self._train_acc[:] = [row["train_acc"] for row in history]
         self._test_epochs[:] = [row["epoch"] for row in history if "test_acc" in row]
         self._test_acc[:] = [row["test_acc"] for row in history if "test_acc" in row]
         self.train_acc_curve.setData(self._epochs, self._train_acc)
         self.test_acc_curve.setData(self._test_epochs, self._test_acc)
-        self._show_confusion(result)
-        per_class = ", ".join(f"{name} {acc:.0%}" for name, acc in result["per_class_acc"].items())
-        self.result_label.setText(
-            f"Test accuracy {result['test_acc']:.2%} after {result['epochs']} epochs "
-            f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")
-        self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
+        if losses and not self._steps:
+            self._steps[:] = [float(row["epoch"]) for row in history]
+            self._losses[:] = [row["train_loss"] for row in history]
+            self.loss_curve.setData(self._steps, self._losses)
 
     def _clear_results(self, note: str) -> None:
         """Forget the last run's results (new data, a new run): nothing stale stays clickable."""
@@ -875,14 +919,31 @@ class CifarTab(QWidget):
         self.mistakes_list.clear()
         self.mistakes_label.setText("")
         self.result_label.setText(note)
+        self._reset_confusion_axes()
 
-    def _on_error(self, title: str, message: str) -> None:
+    def _on_data_error(self, message: str) -> None:
         self.data_progress.setRange(0, 1)
-        self.data_progress.setFormat("")
+        self.data_progress.setValue(0)
+        self.data_progress.setFormat("not loaded")
+        self.app.show_error("CIFAR-10 data", message)
+
+    def _on_train_error(self, message: str) -> None:
         self.speed_label.setText("error")
-        self.app.show_error(title, message)
+        self.app.show_error("CIFAR-10 training", message)
+
+    def _on_train_finished(self) -> None:
+        self._update_buttons()
+        if self._recipe_stale:
+            self._recipe_stale = False
+            self._on_device_changed(self.app.device)
 
     # ---- confusion matrix -----------------------------------------------------------------
+    def _reset_confusion_axes(self) -> None:
+        """No classes on the axes until a run has results."""
+        for axis in ("left", "bottom"):
+            self.confusion_plot.getAxis(axis).setTicks([[]])
+        self.confusion_plot.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+
     def _show_confusion(self, result: dict) -> None:
         matrix = np.asarray(result["confusion"], dtype=np.float64)
         names = result["class_names"]
@@ -941,13 +1002,14 @@ class CifarTab(QWidget):
         self.mistakes_list.clear()
         if true_index == predicted_index:
             count = int(self.last_result["confusion"][true_index][true_index])
-            self.mistakes_label.setText(f"{count} {true_name} images classified correctly.")
+            self.mistakes_label.setText(f"{plural(count, f'{true_name} image')} classified "
+                                        "correctly.")
             return
         images = None
         if self.data_info is not None and self._result_data_matches():
             images = self.data_info.get("test_images")
         self.mistakes_label.setText(
-            f"{len(indices)} {true_name} images predicted as {predicted_name}"
+            f"{plural(len(indices), f'{true_name} image')} predicted as {predicted_name}"
             + (f" (first {MAX_SHOWN_MISTAKES})" if len(indices) > MAX_SHOWN_MISTAKES else ""))
         if images is None:
             self.mistakes_label.setText(self.mistakes_label.text() +
@@ -985,10 +1047,11 @@ class CifarTab(QWidget):
         from engine.jobs import JobError
 
         try:
-            info = describe(load_checkpoint(path))
+            blob = load_checkpoint(path)
         except JobError as exc:
             self.app.show_error("Resume", str(exc))
             return
+        info = describe(blob)
         if self._class_checks and any(n not in self._class_checks for n in info["class_names"]):
             self.app.show_error("Resume", f"The checkpoint was trained on classes "
                                 f"{', '.join(info['class_names'])}, which the loaded data lacks; "
@@ -996,6 +1059,7 @@ class CifarTab(QWidget):
             return
         asked = self.epochs_spin.value()
         self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
+        self._show_recipe(blob["config"])
         if epochs is None:
             epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
         self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
@@ -1003,14 +1067,48 @@ class CifarTab(QWidget):
         self.checkpoint_edit.setText(path)  # the run goes on in its own file
         self.start_training(resume=path)
 
+    def _show_recipe(self, config: dict[str, Any]) -> None:
+        """Show a checkpoint's recipe in the controls (what the resumed run trains with)."""
+        combos = {"optimizer": self.optimizer_combo, "schedule": self.schedule_combo,
+                  "precision": self.precision_combo}
+        spins = {"lr": self.lr_spin, "momentum": self.momentum_spin,
+                 "weight_decay": self.weight_decay_spin, "label_smoothing": self.smoothing_spin,
+                 "batch_size": self.batch_spin, "translate": self.translate_spin,
+                 "seed": self.seed_spin, "max_train": self.max_train_spin}
+        for key, combo in combos.items():
+            if isinstance(config.get(key), str):
+                self._select(combo, config[key])
+        for key, spin in spins.items():
+            value = config.get(key)
+            if key == "max_train" and not value:
+                value = 0  # "all"
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                spin.setValue(int(value) if isinstance(spin, QSpinBox) else float(value))
+        self.flip_check.setChecked(bool(config.get("flip")))
+        self.compile_check.setChecked(bool(config.get("compile")))
+        for key in ("tta_level", "eval_every"):
+            if isinstance(config.get(key), int):
+                setattr(self, f"_{key}", config[key])
+        if isinstance(config.get("warmup"), (int, float)):
+            self._warmup = float(config["warmup"])
+
     def _choose_export(self) -> None:
         source = self._finished_checkpoint()
         if source is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export model", str(Path(source).with_suffix(
-            ".torchscript.pt")), "TorchScript (*.pt);;ONNX (*.onnx)")
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export model", str(Path(source).with_suffix(".torchscript.pt")),
+            "TorchScript (*.pt);;ONNX (*.onnx)")
         if path:
-            self.export_to(path)
+            self.export_to(self.export_path(path, chosen))
+
+    @staticmethod
+    def export_path(path: str, chosen_filter: str) -> str:
+        """``path`` with the suffix of the file type chosen in the dialog, unless it has one of
+        the export suffixes already (its suffix then says the format)."""
+        if Path(path).suffix.lower() in (".pt", ".onnx"):
+            return path
+        return path + (".onnx" if "onnx" in chosen_filter.lower() else ".pt")
 
     def _finished_checkpoint(self) -> str | None:
         path = self.checkpoint_edit.text().strip()
@@ -1056,11 +1154,16 @@ class CifarTab(QWidget):
     def _update_buttons(self) -> None:
         loading = self.data_runner.is_running()
         training = self.is_training()
-        self.load_button.setEnabled(not loading and not training)
-        self.download_button.setEnabled(not loading and not training)
+        idle = not loading and not training
+        # what a run trains on and with stays as it started until it ends
+        for widget in (self.path_edit, self.browse_folder_button, self.browse_archive_button,
+                       self.load_button, self.download_button, self.class_list,
+                       self.all_classes_button, self.cifar2_button, self.train_button,
+                       self.resume_button):
+            widget.setEnabled(idle)
+        self.model_group.setEnabled(not training)
+        self.checkpoint_edit.setEnabled(not training)
         self.cancel_load_button.setEnabled(loading)
-        self.train_button.setEnabled(not training)
-        self.resume_button.setEnabled(not training)
         self.stop_button.setEnabled(training)
         checkpoint = self.checkpoint_edit.text().strip()
         have_model = not training and bool(checkpoint) and Path(checkpoint).is_file()
@@ -1069,9 +1172,11 @@ class CifarTab(QWidget):
 
     def shutdown(self) -> None:
         """Stop and join the data and training jobs (window closing)."""
+        self._save_settings()
         self.data_runner.shutdown(5000)
         self.train_runner.shutdown(10000)
         self.torchrun.shutdown(10000)
+        self._update_buttons()
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Load CIFAR-10 and train a small real run so curves and the confusion matrix show."""

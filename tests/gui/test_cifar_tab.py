@@ -45,6 +45,7 @@ def click_cell(qtbot, tab, true_index, predicted_index):
 def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app_state):
     tab.path_edit.setText(str(tiny_data))
     qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
+    assert not tab.train_button.isEnabled() and not tab.browse_folder_button.isEnabled()
     qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
     assert tab.class_list.count() == 3
     assert "3 classes, 36 train / 14 test" in tab.stats_label.text()
@@ -64,6 +65,11 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
 
     qtbot.mouseClick(tab.train_button, Qt.MouseButton.LeftButton)
     assert tab.is_training() and tab.stop_button.isEnabled()
+    # what the run trains on and with cannot change under it
+    for widget in (tab.path_edit, tab.browse_folder_button, tab.browse_archive_button,
+                   tab.load_button, tab.class_list, tab.model_group, tab.checkpoint_edit,
+                   tab.train_button, tab.resume_button):
+        assert not widget.isEnabled()
     qtbot.waitUntil(lambda: curve_points(tab.loss_curve) >= 3, timeout=60_000)
     first = curve_points(tab.loss_curve)
     # the loss curve keeps growing (one batch may bring both the new loss and the epoch's end)
@@ -83,8 +89,16 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
 
     saved = describe(load_checkpoint(checkpoint))
     tab.epochs_spin.setValue(7)
+    tab.lr_spin.setValue(0.5)
+    tab.batch_spin.setValue(16)
     tab.resume_from(str(checkpoint))  # by default: on to the 500 epochs it was planned for
     assert tab.epochs_spin.value() == 500 and tab.is_training()
+    # the controls show what the resumed run trains with: the checkpoint's recipe
+    assert tab.lr_spin.value() == pytest.approx(0.02) and tab.batch_spin.value() == 4
+    assert tab.precision_combo.currentData() == "fp32"
+    # the epochs it trained before are on the curves from the start
+    qtbot.waitUntil(lambda: curve_points(tab.train_acc_curve) >= saved["epoch"], timeout=30_000)
+    assert tab.loss_curve.xData[0] == 1.0
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
     saved = describe(load_checkpoint(checkpoint))
@@ -95,6 +109,7 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     assert app_state.last_error is None
     assert not (tmp_path / "another-run.pt").exists()
     assert describe(load_checkpoint(checkpoint))["epoch"] == saved["epoch"] + 1
+    assert f"after {saved['epoch'] + 1} epochs" in tab.result_label.text()
     assert tab.last_result["status"] == "completed"
     assert tab.last_result["epochs"] == saved["epoch"] + 1
 
@@ -161,6 +176,43 @@ def test_bad_data_path_shows_a_message(qtbot, tab, tmp_path, app_state):
     title, text = app_state.last_error
     assert "does not exist" in text
     assert tab.load_button.isEnabled()
+    assert tab.data_progress.format() == "not loaded" and tab.speed_label.text() != "error"
+    tab.set_classes(["airplane", "bird"])  # CIFAR-2 with nothing loaded
+    assert "Load a dataset first" in app_state.last_error[1]
+
+
+def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, tmp_path,
+                                                        app_state):
+    tab.path_edit.setText(str(tiny_data))
+    tab.load_data()
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("fast"))
+    tab.epochs_spin.setValue(500)
+    tab.batch_spin.setValue(8)
+    tab.checkpoint_edit.setText("")
+    tab.start_training()
+    assert tab.is_training()
+    tab._shown_recipe_type = "cuda"  # as if the recipe shown were another device kind's
+    app_state.device_changed.emit("cpu")
+    assert tab.epochs_spin.value() == 500 and tab.batch_spin.value() == 8  # left alone
+    tab.stop_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    from engine.cifar.trainer import model_defaults
+
+    # then the device's own recipe is shown
+    assert tab.epochs_spin.value() == model_defaults("fast", "cpu")["epochs"]
+    assert "nothing was kept" in tab.result_label.text()
+
+
+def test_export_takes_the_suffix_of_the_chosen_file_type():
+    from gui.tabs.cifar import CifarTab, format_duration, plural
+
+    assert CifarTab.export_path("/m/model", "ONNX (*.onnx)") == "/m/model.onnx"
+    assert CifarTab.export_path("/m/model", "TorchScript (*.pt)") == "/m/model.pt"
+    assert CifarTab.export_path("/m/model.onnx", "TorchScript (*.pt)") == "/m/model.onnx"
+    assert (plural(1, "epoch"), plural(2, "epoch"), plural(0, "class")) == (
+        "1 epoch", "2 epochs", "0 classes")
+    assert (format_duration(65), format_duration(7325)) == ("1:05", "2:02:05")
 
 
 def test_torchrun_command_mirrors_the_cli(tmp_path):
