@@ -71,6 +71,14 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def format_duration(seconds: float) -> str:
+    """'4:05' under an hour, '1:02:03' from an hour on."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class StderrProgress:
     """Progress callback for the CLI: one line on stderr at most every ``interval`` seconds."""
 

@@ -24,6 +24,7 @@ CHECKPOINT_FORMAT = "torchdesk-cifar"
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_state", "class_names", "mean", "std", "config", "epoch")
 METADATA_FILE = "torchdesk.json"
+EXPORT_SUFFIXES = {".pt": "torchscript", ".pth": "torchscript", ".onnx": "onnx"}
 
 
 def _make_folder(folder: Path) -> None:
@@ -58,12 +59,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def check_writable(path: str | os.PathLike) -> None:
+def check_writable(path: str | os.PathLike, data: str | os.PathLike | None = None) -> None:
     """Fail now, with a clear message, if a checkpoint could not be written to ``path`` (so a
-    run does not train first and lose its work at the first save)."""
+    run does not train first and lose its work at the first save), or would overwrite
+    something that is not a checkpoint (``data``, the dataset, above all)."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
+    if data is not None and path.exists() and path.resolve() == Path(data).expanduser().resolve():
+        raise JobError(f"the checkpoint file '{path}' is the dataset itself; choose another name")
+    if path.is_file() and not is_checkpoint_file(path):
+        raise JobError(f"'{path}' exists and is not a TorchDesk checkpoint, so it is not "
+                       "overwritten; choose another file name for the checkpoint")
     _make_folder(path.parent)
     probe = _temporary_name(path)
     try:
@@ -71,6 +78,17 @@ def check_writable(path: str | os.PathLike) -> None:
         probe.unlink()
     except OSError as exc:
         raise JobError(f"cannot write the checkpoint '{path}': {exc}") from None
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether ``path`` holds a TorchDesk checkpoint (read lazily: tensors are not loaded)."""
+    if not zipfile.is_zipfile(path) or _is_torchscript_archive(path):
+        return False
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -200,9 +218,20 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     from engine.cifar.models import NormalizedClassifier
 
     out = Path(out).expanduser()
-    fmt = (fmt or ("onnx" if out.suffix.lower() == ".onnx" else "torchscript")).lower()
-    if out.resolve() == Path(checkpoint).expanduser().resolve():
+    if out.is_dir():
+        raise JobError(f"'{out}' is a folder; give the export a file name ending in .pt or .onnx")
+    fmt = fmt or EXPORT_SUFFIXES.get(out.suffix.lower())
+    if fmt is None:
+        raise JobError(f"give the export a name ending in .pt (TorchScript) or .onnx (ONNX), "
+                       f"not '{out.name}'")
+    fmt = fmt.lower()
+    sidecar = out.with_suffix(".json")  # ONNX files carry their description beside them
+    source = Path(checkpoint).expanduser().resolve()
+    if out.resolve() == source or (fmt == "onnx" and sidecar.resolve() == source):
         raise JobError("the export would overwrite the checkpoint it is made from; "
+                       "choose another file name")
+    if fmt == "onnx" and sidecar.is_dir():
+        raise JobError(f"the ONNX export's description '{sidecar}' would replace a folder; "
                        "choose another file name")
     blob = load_checkpoint(checkpoint)
     wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
@@ -236,15 +265,18 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     elif fmt == "onnx":
         if importlib.util.find_spec("onnx") is None:
             raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
+        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
         try:
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
                               output_names=["logits"], dynamic_axes={"images": {0: "batch"}},
                               dynamo=False)
+            sidecar_tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
             os.replace(tmp, out)
+            os.replace(sidecar_tmp, sidecar)
         except Exception as exc:
             tmp.unlink(missing_ok=True)
+            sidecar_tmp.unlink(missing_ok=True)
             raise JobError(f"ONNX export failed: {exc}") from None
-        out.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     else:
         raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
     return meta

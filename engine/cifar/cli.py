@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from engine.cli import StderrProgress, print_json
+from engine.cli import StderrProgress, format_duration, print_json
 
 PROGRESS_PREFIX = "@progress "
 
@@ -100,14 +100,15 @@ def format_update(update: dict[str, Any]) -> str | None:
                 f" ×{update['world_size']}, {update['precision']}, "
                 f"{update['epochs']} epochs of {update['steps_per_epoch']} steps")
     if phase == "train":
-        eta = int(update["eta_s"])
         return (f"epoch {update['epoch']}/{update['epochs']} step {update['step']}/"
                 f"{update['steps_per_epoch']}  loss {update['loss']:.4f}  "
-                f"{update['images_per_s']:.0f} img/s  ETA {eta // 60}m{eta % 60:02d}s")
+                f"{update['images_per_s']:.0f} img/s  ETA {format_duration(update['eta_s'])}")
     if phase == "epoch":
         test = f"  test acc {update['test_acc']:.2%}" if "test_acc" in update else ""
+        took = (f"{update['epoch_time_s']:.1f} s, {update['time_s']:.1f} s in all"
+                if "epoch_time_s" in update else f"{update['time_s']:.1f} s in all")
         return (f"epoch {update['epoch']} done: loss {update['train_loss']:.4f}  "
-                f"train acc {update['train_acc']:.2%}{test}  ({update['time_s']:.1f} s)")
+                f"train acc {update['train_acc']:.2%}{test}  ({took})")
     if phase == "resume":
         return update.get("message")
     if phase == "evaluate":
@@ -134,7 +135,10 @@ class _CliProgress:
             sys.stderr.flush()
             return
         if update.get("phase") in ("train", "load"):
-            self._steps(update)
+            total = update.get("total")
+            # the last load update always shows, however soon after the one before
+            self._steps({**update, "final": True} if total and update.get("done") == total
+                        else update)
         elif not self._quiet:
             line = format_update(update)
             if line:
@@ -176,7 +180,7 @@ def run_train(args) -> int:
         from engine.cifar.data import parse_classes
         from engine.cifar.trainer import train_job
     from engine.devices import resolve_device
-    from engine.jobs import JobContext, JobError
+    from engine.jobs import JobContext, JobError, JobStopped
 
     if not args.data and not args.resume:
         raise JobError("pass --data PATH (the dataset folder or .tar.gz), or --resume FILE")
@@ -224,6 +228,14 @@ def run_train(args) -> int:
     previous = _install_stop_handlers(stop_event)
     try:
         result = train_job(config, ctx)
+    except JobStopped:  # stopped before training began (while the data was decoded)
+        result = {"status": "stopped", "test_acc": None, "train_time_s": 0.0, "epochs": 0,
+                  "history": [], "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                  "checkpoint": None}
+    except Exception as exc:
+        if not main_rank and _told_by_rank_0(exc):
+            return 1
+        raise
     finally:
         _restore_handlers(previous)
     if main_rank:
@@ -232,6 +244,23 @@ def run_train(args) -> int:
         else:
             _print_summary(result)
     return 0 if result.get("status") == "completed" else 130
+
+
+def _told_by_rank_0(exc: BaseException) -> bool:
+    """Whether rank 0 reports this problem for every rank under torchrun: a JobError (all
+    ranks check the same settings and data), or the process group breaking because a peer
+    (rank 0, with its own message) has gone."""
+    from engine.jobs import JobError
+
+    if isinstance(exc, JobError):
+        return True
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    distributed_error = getattr(dist, "DistError", ())
+    return isinstance(exc, distributed_error) or (
+        isinstance(exc, RuntimeError) and "peer" in str(exc).lower())
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -243,7 +272,7 @@ def _print_summary(result: dict[str, Any]) -> None:
           f"world size {result['world_size']}"
           + (f"; after a {warm_up:.1f} s warm-up)" if warm_up else ")"))
     for name, acc in result.get("per_class_acc", {}).items():
-        print(f"  {name:<12} {acc:.2%}")
+        print(f"  {name:<12} {'n/a (no test images)' if acc is None else f'{acc:.2%}'}")
     if result.get("checkpoint"):
         print(f"checkpoint  {result['checkpoint']}")
 

@@ -97,7 +97,7 @@ OPTIMIZER_SETTINGS = {"sgd": _SGD_SETTINGS, "nesterov": _SGD_SETTINGS,
                       "muon": (*_SGD_SETTINGS, "muon_lr", "muon_momentum")}
 
 # What a mid-epoch checkpoint's remaining steps depend on (see _check_mid_epoch_resume).
-MID_EPOCH_KEYS = ("batch_size", "max_train")
+MID_EPOCH_KEYS = ("batch_size", "max_train", "seed")
 
 
 def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
@@ -129,8 +129,8 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
         for key in RESUME_MUST_MATCH:
             if key in user and _norm(user[key]) != _norm(base.get(key)):
                 raise JobError(
-                    f"the checkpoint was trained with {key} {base.get(key)!r}, not {user[key]!r}; "
-                    f"leave {key} unset to resume it"
+                    f"the checkpoint was trained with {_shown(key, base.get(key))}, not "
+                    f"{_shown(key, user[key], named=False)}; leave {key} unset to resume it"
                 )
         base = dict(base)
         for key in ("max_train", "max_test"):
@@ -148,6 +148,12 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
     resolved["resume"] = config.get("resume")
     _validate(resolved, has_dataset=config.get("dataset") is not None)
     return resolved
+
+
+def _shown(key: str, value, named: bool = True) -> str:
+    if key == "classes":
+        return "all classes" if not value else "classes " + ", ".join(map(str, value))
+    return f"{key} {value!r}" if named else repr(value)
 
 
 def _norm(value):
@@ -271,8 +277,9 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     import torch.distributed as dist
 
     if device.startswith("cuda"):
-        if local_rank >= torch.cuda.device_count():
-            raise JobError(f"torchrun started rank {local_rank} but only "
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if local_world > torch.cuda.device_count():  # the same message from every rank
+            raise JobError(f"torchrun started {local_world} processes on this machine but only "
                            f"{torch.cuda.device_count()} GPUs are visible")
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
@@ -555,7 +562,7 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                            f"{' and part of the next' if in_epoch else ''}; resume it with at "
                            f"least {trained + in_epoch} epochs (asked for {cfg['epochs']})")
     if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
-        ckpt.check_writable(cfg["checkpoint"])
+        ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
     world, rank, device_id = _init_distributed(ctx.device)
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
     # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).
@@ -657,12 +664,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)
                  if cfg["flip"] and cfg["alternate_flip"] else None)
 
-    position = _epoch_position(steps_per_epoch, local_batch * world, len(train_y))
+    position = _epoch_position(steps_per_epoch, local_batch * world, len(train_y), cfg["seed"])
     start_epoch, start_step = 0, 0
     history: list[dict[str, Any]] = []
     train_time = 0.0
     partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
     rng_state = None
+    rng_ranks = None  # every rank's states, in checkpoints written under torchrun
     if resume_blob is not None:
         ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
         if int(resume_blob.get("step", 0)) > 0:
@@ -696,8 +704,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         start_step = int(resume_blob.get("step", 0))
         history = list(resume_blob.get("history") or [])
         train_time = float(resume_blob.get("train_time_s", 0.0))
-        partial = dict(resume_blob.get("partial") or partial)
+        if rank == 0:  # a checkpoint's partial epoch totals are over all ranks
+            partial = dict(resume_blob.get("partial") or partial)
         rng_state = resume_blob.get("rng")
+        rng_ranks = resume_blob.get("rng_ranks")
         if start_epoch >= cfg["epochs"] and start_step == 0:
             report({"phase": "resume", "message": "the checkpoint already finished its epochs"})
         planned = int(resume_blob["config"].get("epochs") or cfg["epochs"])
@@ -727,12 +737,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         return torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                               enabled=amp_dtype is not None)
 
-    def checkpoint_state(epoch: int, step: int) -> dict[str, Any]:
-        rng = None
-        if step > 0:
-            rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
-            if device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(device)
+    def rng_states() -> dict[str, torch.Tensor]:
+        states = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
+        if device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(device)
+        return states
+
+    def checkpoint_state(epoch: int, step: int, ranks_rng: list | None = None) -> dict[str, Any]:
         return {
             "model_name": cfg["model"],
             "model_state": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
@@ -742,7 +753,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "lookahead_state": lookahead.state_dict() if lookahead is not None else None,
             "epoch": epoch,
             "step": step,
-            "rng": rng,
+            "rng": rng_states() if step > 0 else None,
+            "rng_ranks": ranks_rng,
             "partial": dict(partial),
             "position": position,
             "config": _plain_config(cfg),
@@ -754,9 +766,9 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "torch_version": str(torch.__version__),
         }
 
-    def write_checkpoint(epoch: int, step: int) -> None:
+    def write_checkpoint(epoch: int, step: int, ranks_rng: list | None = None) -> None:
         if is_main and cfg.get("checkpoint"):
-            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step))
+            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
 
     def stop_requested(step: int) -> bool:
         local = ctx.stopped()
@@ -805,11 +817,15 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         shard = shard.to(device)
         _set_whiten_bias_training(raw_model, cfg["whiten_bias_epochs"], epoch, distributed)
         first_step = start_step if epoch == start_epoch else 0
-        if first_step and rng_state is not None and rank == 0:
-            torch.set_rng_state(rng_state["torch"])
-            aug_gen.set_state(rng_state["aug"])
-            if "cuda" in rng_state and device.type == "cuda":
-                torch.cuda.set_rng_state(rng_state["cuda"], device)
+        saved_rng = None
+        if first_step:  # this rank's states where the checkpoint has them
+            saved_rng = (rng_ranks[rank] if rng_ranks and len(rng_ranks) == world
+                         else rng_state if rank == 0 else None)
+        if saved_rng is not None:
+            torch.set_rng_state(saved_rng["torch"])
+            aug_gen.set_state(saved_rng["aug"])
+            if "cuda" in saved_rng and device.type == "cuda":
+                torch.cuda.set_rng_state(saved_rng["cuda"], device)
         else:
             torch.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=2 + first_step))
             aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
@@ -827,7 +843,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 epoch_inputs = epoch_inputs.to(input_dtype)
         correct = torch.tensor(partial["correct"], device=device)
         loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=sum_dtype)
-        seen = partial["seen"]
+        seen = seen_before = partial["seen"]
         model.train()
         step = first_step
         stopped = False
@@ -898,12 +914,18 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         if stopped:
             status = "stopped"
             if steps_done:  # a run stopped before its first step leaves any older file alone
-                write_checkpoint(epoch, step)
+                ranks_rng = None
+                if distributed:  # every rank stops at this step (stop_requested is collective)
+                    partial = _sum_over_ranks(partial, distributed, device)
+                    ranks_rng = [None] * world
+                    dist.all_gather_object(ranks_rng, rng_states())
+                write_checkpoint(epoch, step, ranks_rng)
             break
         train_loss, train_acc = _reduce_epoch(partial, distributed, device)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                "time_s": round(train_time, 3),
-               "images_per_s": seen * world / max(epoch_time, 1e-9)}
+               "epoch_time_s": round(epoch_time, 3),
+               "images_per_s": (seen - seen_before) * world / max(epoch_time, 1e-9)}
         last = epoch + 1 == cfg["epochs"]
         if cfg["eval_every"] > 0 and ((epoch + 1) % cfg["eval_every"] == 0) and not last:
             if is_main:
@@ -963,6 +985,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         "config": _plain_config(cfg),
         "train_images": len(train_y),
         "test_images": len(test_y),
+        "batch_size": local_batch * world,  # as trained: at most the images, a multiple of ranks
     })
     if is_main:
         report({"phase": "done", "final": True, "status": status,
@@ -970,11 +993,12 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     return result
 
 
-def _epoch_position(steps_per_epoch: int, global_batch: int, train_images: int
+def _epoch_position(steps_per_epoch: int, global_batch: int, train_images: int, seed: int
                     ) -> dict[str, int]:
-    """What the steps inside an epoch mean: a mid-epoch checkpoint resumes only under the same."""
+    """What the steps inside an epoch mean (the seed shuffles it): a mid-epoch checkpoint
+    resumes only under the same."""
     return {"steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
-            "train_images": train_images}
+            "train_images": train_images, "seed": seed}
 
 
 def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
@@ -983,7 +1007,7 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
     epoch into other batches (its remaining steps would be skipped or repeated)."""
     saved = blob.get("position")
     if saved is not None:
-        same = all(saved.get(key) == value for key, value in position.items())
+        same = all(saved.get(key, value) == value for key, value in position.items())
     else:  # older checkpoints: the settings that decide an epoch's batches
         same = all((blob["config"].get(key) or None) == cfg.get(key) for key in MID_EPOCH_KEYS)
     if same:
@@ -995,7 +1019,7 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
         f"the checkpoint stopped in the middle of epoch {int(blob['epoch']) + 1} (after step "
         f"{blob['step']}{of_steps}); that epoch can "
         f"only go on in the same batches: resume with batch size {was.get('batch_size')}, "
-        f"max train {limit} and the same number of processes"
+        f"max train {limit}, seed {was.get('seed')} and the same number of processes"
     )
 
 
@@ -1021,7 +1045,8 @@ def _plain_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:
+def _sum_over_ranks(partial: dict, distributed: bool, device: torch.device) -> dict[str, Any]:
+    """An epoch's running totals (loss sum, correct, seen) added up over all ranks."""
     totals = torch.tensor([partial["loss_sum"], partial["correct"], partial["seen"]],
                           dtype=torch.float64, device=device if distributed else "cpu")
     if distributed:
@@ -1029,7 +1054,12 @@ def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tup
 
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+    return {"correct": int(correct), "seen": int(seen), "loss_sum": loss_sum}
+
+
+def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:
+    total = _sum_over_ranks(partial, distributed, device)
+    return total["loss_sum"] / max(total["seen"], 1), total["correct"] / max(total["seen"], 1)
 
 
 @torch.no_grad()
@@ -1070,7 +1100,9 @@ def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, au
     labels = test_y.cpu()
     k = data.num_classes
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
+    per_class = [None if total == 0 else hits / total  # None: no test image of that class
+                 for hits, total in zip(confusion.diag().tolist(), confusion.sum(1).tolist(),
+                                        strict=True)]
     wrong = torch.nonzero(preds != labels).flatten()
     source_index = data.test_index[wrong]
     misclassified: dict[str, list[int]] = {}

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.cli import format_duration
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
 
@@ -70,14 +71,6 @@ def plural(count: int, noun: str) -> str:
     """'1 epoch', '2 epochs', '0 classes'."""
     suffix = "es" if noun.endswith("s") else "s"
     return f"{count} {noun}" if count == 1 else f"{count} {noun}{suffix}"
-
-
-def format_duration(seconds: float) -> str:
-    """'4:05' under an hour, '1:02:03' from an hour on."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
@@ -888,7 +881,8 @@ class CifarTab(QWidget):
         self.last_result = result
         self._show_history(result.get("history") or [], losses=False)
         self._show_confusion(result)
-        per_class = ", ".join(f"{name} {acc:.0%}" for name, acc in result["per_class_acc"].items())
+        per_class = ", ".join(f"{name} {'n/a' if acc is None else f'{acc:.0%}'}"
+                              for name, acc in result["per_class_acc"].items())
         self.result_label.setText(
             f"Test accuracy {result['test_acc']:.2%} after {plural(result['epochs'], 'epoch')} "
             f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}")

@@ -102,3 +102,70 @@ def test_torchrun_with_two_cpu_processes(tiny_archive, tmp_path):
     assert sum(map(sum, result["confusion"])) == 18
     assert proc.stderr.count("epoch 1 done") == 1
     assert (tmp_path / "ddp.pt").is_file()
+
+
+def torchrun_worker(tmp_path, config, stop_after=0, name="result"):
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "tests" / "engine" / "ddp_worker.py"), json.dumps(config), str(stop_after),
+         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_torchrun_stopped_mid_epoch_resumes_exactly(tiny_archive, tmp_path):
+    from engine.cifar.checkpoint import load_checkpoint
+
+    config = {"data": str(tiny_archive), "model": "netdropout", "epochs": 2, "batch_size": 8,
+              "seed": 2, "precision": "fp32", "flip": True, "translate": 2,
+              "cache_dir": str(tmp_path / "cache")}
+    straight = torchrun_worker(tmp_path, {**config, "checkpoint": str(tmp_path / "straight.pt")})
+    # 6 steps an epoch (48 images, 8 per step over 2 ranks): stopped after step 2 of epoch 2
+    stopped = torchrun_worker(tmp_path, {**config, "checkpoint": str(tmp_path / "stop.pt")},
+                              stop_after=8, name="stopped")
+    assert stopped["status"] == "stopped"
+    saved = load_checkpoint(tmp_path / "stop.pt")
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    assert saved["partial"]["seen"] == 2 * 8  # both ranks' images, not rank 0's alone
+    assert len(saved["rng_ranks"]) == 2
+    resumed = torchrun_worker(tmp_path, {"resume": str(tmp_path / "stop.pt"),
+                                         "cache_dir": str(tmp_path / "cache")}, name="resumed")
+    assert [r["train_loss"] for r in resumed["history"]] == \
+        [r["train_loss"] for r in straight["history"]]
+    assert resumed["test_acc"] == straight["test_acc"]
+    a, b = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(tmp_path / "stop.pt")
+    assert all(torch_equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    # the resumed epoch's speed counts only the images trained after the resume
+    assert resumed["history"][1]["images_per_s"] < 4 * straight["history"][1]["images_per_s"]
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_torchrun_errors_print_once(tiny_archive, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "engine", "cifar", "train", "--data", str(tiny_archive), "--model", "net",
+           "--lr", "-1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: lr = -1.0 is out of range") == 1, proc.stderr[-2000:]
+
+
+def test_a_stop_while_the_data_loads_still_prints_json(tiny_archive, capsys, monkeypatch):
+    import engine.cifar.trainer
+    from engine.jobs import JobStopped
+
+    def stopped_while_loading(config, ctx):
+        raise JobStopped()
+
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", stopped_while_loading)
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--json")
+    assert code == 130
+    result = json.loads(out)
+    assert result["status"] == "stopped" and result["epochs"] == 0 and result["test_acc"] is None

@@ -405,9 +405,12 @@ def test_whole_epoch_augmentation_stops_and_resumes_exactly(tmp_path):
                          augment_per="epoch", report_interval_s=0)
     straight, _ = run({**config, "checkpoint": tmp_path / "straight.pt"})
     again, _ = run(config)
-    assert again["history"] == [{**row, "time_s": again["history"][i]["time_s"],
-                                 "images_per_s": again["history"][i]["images_per_s"]}
-                                for i, row in enumerate(straight["history"])]
+    timing = ("time_s", "epoch_time_s", "images_per_s")
+
+    def untimed(history):
+        return [{k: v for k, v in row.items() if k not in timing} for row in history]
+
+    assert untimed(again["history"]) == untimed(straight["history"])
     stopped, _ = run({**config, "checkpoint": tmp_path / "stop.pt"},
                      stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
     assert stopped["status"] == "stopped"
@@ -616,9 +619,9 @@ def test_a_mid_epoch_checkpoint_resumes_only_in_the_same_batches(tmp_path):
     saved = ckpt.load_checkpoint(path)
     assert (saved["epoch"], saved["step"]) == (1, 2)
     before = path.read_bytes()
-    for change in ({"batch_size": 32}, {"max_train": 48}):
+    for change in ({"batch_size": 32}, {"max_train": 48}, {"seed": 4}):
         with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2 of 6\).*batch "
-                                           r"size 16, max train all"):
+                                           r"size 16, max train all, seed 3"):
             run({"dataset": DATA, "resume": path, **change})
     older = {k: v for k, v in saved.items() if k not in ("format", "version", "position")}
     ckpt.save_checkpoint(tmp_path / "older.pt", older)  # written before positions were kept
@@ -627,3 +630,52 @@ def test_a_mid_epoch_checkpoint_resumes_only_in_the_same_batches(tmp_path):
     assert path.read_bytes() == before
     result, _ = run({"dataset": DATA, "resume": path, "batch_size": 16})
     assert result["status"] == "completed" and len(result["history"]) == 2
+
+
+def test_a_checkpoint_never_overwrites_the_data_or_a_file_that_is_no_checkpoint(tmp_path):
+    from tests.engine.cifar_helpers import write_image_archive, write_image_folder
+
+    archive = write_image_archive(write_image_folder(tmp_path / "imgs"), tmp_path / "d.tar.gz")
+    before = archive.read_bytes()
+    with pytest.raises(JobError, match="is the dataset itself"):
+        run({"data": str(archive), "model": "net", "epochs": 1, "checkpoint": str(archive),
+             "cache_dir": str(tmp_path / "cache")})
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    with pytest.raises(JobError, match="exists and is not a TorchDesk checkpoint"):
+        run(base_config(epochs=1, checkpoint=notes))
+    assert archive.read_bytes() == before and notes.read_text() == "my notes"
+    run(base_config(epochs=1, checkpoint=tmp_path / "run.pt"))
+    run(base_config(epochs=1, checkpoint=tmp_path / "run.pt"))  # an older checkpoint: replaced
+
+
+def test_export_names_and_places_are_checked(tmp_path):
+    good = tmp_path / "good.pt"
+    run(base_config(epochs=1, checkpoint=good))
+    with pytest.raises(JobError, match="is a folder; give the export a file name"):
+        ckpt.export_model(good, tmp_path)
+    with pytest.raises(JobError, match=r"ending in .pt \(TorchScript\) or .onnx"):
+        ckpt.export_model(good, tmp_path / "model.json")
+    as_json = tmp_path / "run.json"
+    as_json.write_bytes(good.read_bytes())
+    with pytest.raises(JobError, match="would overwrite the checkpoint it is made from"):
+        ckpt.export_model(as_json, tmp_path / "run.onnx")  # its description is run.json
+    (tmp_path / "m.json").mkdir()
+    with pytest.raises(JobError, match="would replace a folder"):
+        ckpt.export_model(good, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_classes_without_test_images_have_no_accuracy():
+    result, _ = run(base_config(epochs=1, max_test=1))
+    per_class = result["per_class_acc"]
+    assert sum(acc is None for acc in per_class.values()) == 2
+    assert all(acc in (0.0, 1.0) for acc in per_class.values() if acc is not None)
+    assert result["batch_size"] == 16
+
+
+def test_resuming_all_classes_with_a_class_list_says_all_classes(tmp_path):
+    _checkpoint_after_one_epoch(tmp_path)
+    with pytest.raises(JobError, match="trained with all classes, not classes cat, dog"):
+        run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2,
+             "classes": ["cat", "dog"]})

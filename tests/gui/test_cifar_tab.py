@@ -205,7 +205,8 @@ def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, t
 
 
 def test_export_takes_the_suffix_of_the_chosen_file_type():
-    from gui.tabs.cifar import CifarTab, format_duration, plural
+    from engine.cli import format_duration
+    from gui.tabs.cifar import CifarTab, plural
 
     assert CifarTab.export_path("/m/model", "ONNX (*.onnx)") == "/m/model.onnx"
     assert CifarTab.export_path("/m/model", "TorchScript (*.pt)") == "/m/model.pt"
