@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -168,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     loader.wait()
     if scratch is not None:
         scratch.cleanup()
+    if window.jobs_left_running:
+        # A worker thread that would not stop (a long torch.compile, say) would make Qt abort
+        # the process as it tears the thread down; its checkpoints are written atomically.
+        settings.sync()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code["code"] or code)
     return exit_code["code"] or code
 
 

@@ -64,6 +64,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)
+        self.jobs_left_running = False  # set on close: a job did not stop in time
         self.tab_widgets: dict[str, QWidget] = {}
         for title, *_ in TAB_SPECS:
             placeholder = _Placeholder("Loading PyTorch…")
@@ -258,11 +259,13 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.app.settings.setValue("window/geometry", self.saveGeometry())
         self.app.settings.setValue("window/tab", self.tabs.currentIndex())
-        for widget in self.tab_widgets.values():
+        for title, widget in self.tab_widgets.items():
             shutdown = getattr(widget, "shutdown", None)
             if shutdown is not None:
                 try:
-                    shutdown()
+                    if shutdown() is False:
+                        self.jobs_left_running = True
+                        log.warning("the %s tab's job did not stop in time", title)
                 except Exception:
                     log.exception("shutting a tab down failed")
         self.app.settings.sync()

@@ -1164,13 +1164,14 @@ class CifarTab(QWidget):
         self.export_button.setEnabled(have_model)
         self.classify_button.setEnabled(have_model)
 
-    def shutdown(self) -> None:
-        """Stop and join the data and training jobs (window closing)."""
+    def shutdown(self) -> bool:
+        """Stop and join the data and training jobs (window closing); False if a worker thread
+        is still running (a torchrun child that will not stop is killed)."""
         self._save_settings()
-        self.data_runner.shutdown(5000)
-        self.train_runner.shutdown(10000)
+        ended = [self.data_runner.shutdown(5000), self.train_runner.shutdown(10000)]
         self.torchrun.shutdown(10000)
         self._update_buttons()
+        return all(ended)
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Load CIFAR-10 and train a small real run so curves and the confusion matrix show."""

@@ -807,10 +807,10 @@ class ClassifyTab(QWidget):
         self.stop_button.setEnabled(running and self._job_kind == "folder")
         self.export_button.setEnabled(bool(self.results))
 
-    def shutdown(self) -> None:
-        """Stop and join the worker (window closing)."""
+    def shutdown(self) -> bool:
+        """Stop and join the worker (window closing); False if it is still running."""
         self._queue.clear()
-        self.runner.shutdown(5000)
+        return self.runner.shutdown(5000)
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Classify the book's bobby.jpg with the offline default and show its Grad-CAM."""

@@ -884,9 +884,9 @@ class LinearFitTab(QWidget):
             self._update_visibility()
 
     # ---- contract -----------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Stop and join the training thread (window closing)."""
-        self.runner.shutdown(5000)
+    def shutdown(self) -> bool:
+        """Stop and join the training thread (window closing); False if it is still running."""
+        return self.runner.shutdown(5000)
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Run the book's chapter-5 fit (5000 epochs of gradient descent on t_un = 0.1 * t_u)."""

@@ -99,7 +99,7 @@ class _TabWithJob(QWidget):
         self.runner.start(endless)
 
     def shutdown(self):
-        self.runner.shutdown()
+        return self.runner.shutdown()
 
     def add_paths(self, paths):
         self.received_paths.extend(paths)
@@ -112,6 +112,17 @@ def test_closing_mid_job_stops_and_joins_the_worker(window):
     assert tab.runner.is_running()
     window.close()
     assert not tab.runner.is_running()
+    assert window.jobs_left_running is False
+
+
+def test_a_job_that_will_not_stop_is_noted_on_close(window):
+    class Stuck(QWidget):
+        def shutdown(self):
+            return False  # what JobRunner.shutdown says when its thread outlives the wait
+
+    window.tab_widgets["Linear fit"] = Stuck()
+    window.close()
+    assert window.jobs_left_running is True
 
 
 def test_dropped_files_go_to_the_classify_tab(window, tmp_path):
