@@ -1008,8 +1008,9 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
     saved = blob.get("position")
     if saved is not None:
         same = all(saved.get(key, value) == value for key, value in position.items())
-    else:  # older checkpoints: the settings that decide an epoch's batches
-        same = all((blob["config"].get(key) or None) == cfg.get(key) for key in MID_EPOCH_KEYS)
+    else:  # older checkpoints: the settings that decide an epoch's batches (0 images: all)
+        same = all((blob["config"].get(key) or None if key == "max_train"
+                    else blob["config"].get(key)) == cfg.get(key) for key in MID_EPOCH_KEYS)
     if same:
         return
     was = blob["config"]

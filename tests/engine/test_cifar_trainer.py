@@ -614,20 +614,22 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path):
 
 def test_a_mid_epoch_checkpoint_resumes_only_in_the_same_batches(tmp_path):
     path = tmp_path / "stop.pt"
-    run(base_config(epochs=2, checkpoint=path, report_interval_s=0),
+    run(base_config(epochs=2, checkpoint=path, report_interval_s=0, seed=0),
         stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
     saved = ckpt.load_checkpoint(path)
     assert (saved["epoch"], saved["step"]) == (1, 2)
     before = path.read_bytes()
     for change in ({"batch_size": 32}, {"max_train": 48}, {"seed": 4}):
         with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2 of 6\).*batch "
-                                           r"size 16, max train all, seed 3"):
+                                           r"size 16, max train all, seed 0"):
             run({"dataset": DATA, "resume": path, **change})
     older = {k: v for k, v in saved.items() if k not in ("format", "version", "position")}
     ckpt.save_checkpoint(tmp_path / "older.pt", older)  # written before positions were kept
     with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2\)"):
         run({"dataset": DATA, "resume": tmp_path / "older.pt", "batch_size": 32})
     assert path.read_bytes() == before
+    older_result, _ = run({"dataset": DATA, "resume": tmp_path / "older.pt"})
+    assert older_result["status"] == "completed"
     result, _ = run({"dataset": DATA, "resume": path, "batch_size": 16})
     assert result["status"] == "completed" and len(result["history"]) == 2
 
