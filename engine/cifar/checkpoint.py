@@ -68,7 +68,7 @@ def check_writable(path: str | os.PathLike, data: str | os.PathLike | None = Non
         raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
     if data is not None and path.exists() and path.resolve() == Path(data).expanduser().resolve():
         raise JobError(f"the checkpoint file '{path}' is the dataset itself; choose another name")
-    if path.is_file() and not is_checkpoint_file(path):
+    if path.is_file() and path.stat().st_size and not is_checkpoint_file(path):
         raise JobError(f"'{path}' exists and is not a TorchDesk checkpoint, so it is not "
                        "overwritten; choose another file name for the checkpoint")
     _make_folder(path.parent)

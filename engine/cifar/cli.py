@@ -233,7 +233,12 @@ def run_train(args) -> int:
                   "history": [], "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                   "checkpoint": None}
     except Exception as exc:
-        if not main_rank and _told_by_rank_0(exc):
+        if main_rank:
+            raise
+        if _told_by_rank_0(exc):
+            return 1
+        if isinstance(exc, JobError):  # this rank's own problem (its machine's files, say)
+            print(f"error (rank {os.environ.get('RANK')}): {exc}", file=sys.stderr)
             return 1
         raise
     finally:
@@ -247,12 +252,10 @@ def run_train(args) -> int:
 
 
 def _told_by_rank_0(exc: BaseException) -> bool:
-    """Whether rank 0 reports this problem for every rank under torchrun: a JobError (all
-    ranks check the same settings and data), or the process group breaking because a peer
-    (rank 0, with its own message) has gone."""
-    from engine.jobs import JobError
-
-    if isinstance(exc, JobError):
+    """Whether rank 0 reports this problem for every rank under torchrun: a JobError about the
+    settings (every rank checks the same), or the process group breaking because a peer (rank
+    0, with its own message) has gone."""
+    if getattr(exc, "every_rank", False):
         return True
     try:
         import torch.distributed as dist

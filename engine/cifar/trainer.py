@@ -550,19 +550,7 @@ def prepare_data(cfg: dict[str, Any], ctx: JobContext, dataset: CifarData | None
 def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Train a CIFAR model; see the module docstring. Returns results as plain data."""
     wall_start = time.perf_counter()
-    resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
-    cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None,
-                         device_type=str(ctx.device).split(":")[0])
-    _make_paths_absolute(cfg, from_checkpoint=resume_blob is not None and not config.get("data")
-                         and config.get("dataset") is None)
-    if resume_blob is not None:  # going on would save later weights under an earlier epoch
-        trained, in_epoch = int(resume_blob["epoch"]), int(resume_blob.get("step", 0)) > 0
-        if trained + in_epoch > cfg["epochs"]:
-            raise JobError(f"the checkpoint has already trained {trained} epochs"
-                           f"{' and part of the next' if in_epoch else ''}; resume it with at "
-                           f"least {trained + in_epoch} epochs (asked for {cfg['epochs']})")
-    if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
-        ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
+    resume_blob, cfg = _checked_settings(config, ctx)
     world, rank, device_id = _init_distributed(ctx.device)
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
     # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).
@@ -578,6 +566,34 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _checked_settings(config: dict[str, Any], ctx: JobContext
+                      ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The checkpoint to resume (or None) and the resolved, checked config.
+
+    A JobError about the settings themselves carries ``every_rank = True``: under torchrun
+    every rank checks the same ones, so rank 0's message speaks for all (problems with files
+    can differ from machine to machine)."""
+    resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
+    try:
+        cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None,
+                             device_type=str(ctx.device).split(":")[0])
+        if resume_blob is not None:  # going on would save later weights under an earlier epoch
+            trained, in_epoch = int(resume_blob["epoch"]), int(resume_blob.get("step", 0)) > 0
+            if trained + in_epoch > cfg["epochs"]:
+                raise JobError(f"the checkpoint has already trained {trained} epochs"
+                               f"{' and part of the next' if in_epoch else ''}; resume it with "
+                               f"at least {trained + in_epoch} epochs (asked for "
+                               f"{cfg['epochs']})")
+    except JobError as exc:
+        exc.every_rank = True
+        raise
+    _make_paths_absolute(cfg, from_checkpoint=resume_blob is not None and not config.get("data")
+                         and config.get("dataset") is None)
+    if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
+        ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
+    return resume_blob, cfg
 
 
 def _make_paths_absolute(cfg: dict[str, Any], from_checkpoint: bool) -> None:
@@ -696,12 +712,18 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 lookahead.load_state_dict(resume_blob["lookahead_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
+        start_epoch = int(resume_blob["epoch"])
+        start_step = int(resume_blob.get("step", 0))
         if asked:
             _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
             report({"phase": "resume", "message": "from here on: " + ", ".join(
                 f"{key.replace('_', ' ')} {old} -> {new}" for key, (old, new) in asked.items())})
-        start_epoch = int(resume_blob["epoch"])
-        start_step = int(resume_blob.get("step", 0))
+        at = start_epoch * steps_per_epoch + start_step
+        if scheduler.last_epoch != at:  # other batches per epoch (batch size, image count)
+            _set_schedule_position(optimizer, scheduler, at)
+            report({"phase": "resume", "message": (
+                f"an epoch is now {steps_per_epoch} steps: the learning-rate schedule goes on "
+                f"from the start of epoch {start_epoch + 1}")})
         history = list(resume_blob.get("history") or [])
         train_time = float(resume_blob.get("train_time_s", 0.0))
         if rank == 0:  # a checkpoint's partial epoch totals are over all ranks
@@ -1031,9 +1053,15 @@ def _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
     for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
         group.update({k: v for k, v in fresh.items() if k != "lr"})
     scheduler.base_lrs = list(fresh_base_lrs)
+    _set_schedule_position(optimizer, scheduler, scheduler.last_epoch)
+
+
+def _set_schedule_position(optimizer, scheduler, step: int) -> None:
+    """Put the LambdaLR schedule at ``step`` (steps taken) and the groups' rates with it."""
+    scheduler.last_epoch = step
     for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs,
                                       scheduler.lr_lambdas, strict=True):
-        group["lr"] = base_lr * factor(scheduler.last_epoch)
+        group["lr"] = base_lr * factor(step)
 
 
 def _plain_config(cfg: dict[str, Any]) -> dict[str, Any]:

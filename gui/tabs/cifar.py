@@ -874,6 +874,9 @@ class CifarTab(QWidget):
                 self.result_label.setText(f"Stopped after {epochs}; checkpoint kept in "
                                           f"{result['checkpoint']}.")
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
+            elif self.checkpoint_edit.text().strip():
+                self.result_label.setText(f"Stopped after {epochs}, before a new step: the "
+                                          "checkpoint file is as it was.")
             else:
                 self.result_label.setText(f"Stopped after {epochs}; nothing was kept (set a "
                                           "checkpoint file to keep a run you stop).")
@@ -1062,9 +1065,9 @@ class CifarTab(QWidget):
         self.start_training(resume=path)
 
     def _show_recipe(self, config: dict[str, Any]) -> None:
-        """Show a checkpoint's recipe in the controls (what the resumed run trains with)."""
-        combos = {"optimizer": self.optimizer_combo, "schedule": self.schedule_combo,
-                  "precision": self.precision_combo}
+        """Show a checkpoint's recipe in the controls (what the resumed run trains with; the
+        precision and torch.compile boxes stay the user's, as a resumed run takes them)."""
+        combos = {"optimizer": self.optimizer_combo, "schedule": self.schedule_combo}
         spins = {"lr": self.lr_spin, "momentum": self.momentum_spin,
                  "weight_decay": self.weight_decay_spin, "label_smoothing": self.smoothing_spin,
                  "batch_size": self.batch_spin, "translate": self.translate_spin,
@@ -1079,7 +1082,6 @@ class CifarTab(QWidget):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 spin.setValue(int(value) if isinstance(spin, QSpinBox) else float(value))
         self.flip_check.setChecked(bool(config.get("flip")))
-        self.compile_check.setChecked(bool(config.get("compile")))
         for key in ("tta_level", "eval_every"):
             if isinstance(config.get(key), int):
                 setattr(self, f"_{key}", config[key])

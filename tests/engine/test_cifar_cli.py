@@ -169,3 +169,24 @@ def test_a_stop_while_the_data_loads_still_prints_json(tiny_archive, capsys, mon
     assert code == 130
     result = json.loads(out)
     assert result["status"] == "stopped" and result["epochs"] == 0 and result["test_acc"] is None
+
+
+def test_other_ranks_print_only_their_own_problems(tiny_archive, capsys, monkeypatch):
+    import engine.cifar.trainer
+    from engine.jobs import JobError
+
+    def failing(message, every_rank):
+        def job(config, ctx):
+            error = JobError(message)
+            if every_rank:
+                error.every_rank = True
+            raise error
+        return job
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("lr is out of range", True))
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
+    assert (code, out, err) == (1, "", "")  # rank 0 says it for every rank
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("no data here", False))
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
+    assert code == 1 and err.strip() == "error (rank 1): no data here"

@@ -681,3 +681,17 @@ def test_resuming_all_classes_with_a_class_list_says_all_classes(tmp_path):
     with pytest.raises(JobError, match="trained with all classes, not classes cat, dog"):
         run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2,
              "classes": ["cat", "dog"]})
+
+
+def test_other_batches_per_epoch_on_resume_keep_the_schedule_in_step(tmp_path):
+    path = tmp_path / "two.pt"
+    run(base_config(schedule="warmup_linear", warmup=0.5, checkpoint=path))  # 2 x 6 steps
+    _, events = run({"dataset": DATA, "resume": path, "epochs": 4, "batch_size": 8,
+                     "report_interval_s": 0})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert any("an epoch is now 12 steps" in n for n in notes)
+    steps = [u for u in events if u.get("phase") == "train"]
+    # 48 steps, 24 of warm-up; resumed at step 24 (2 epochs of 12): decaying from the peak
+    assert steps[0]["global_step"] == 25
+    assert steps[0]["lr"] == pytest.approx(0.05 * 23 / 24)
+    assert steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -91,11 +91,12 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     tab.epochs_spin.setValue(7)
     tab.lr_spin.setValue(0.5)
     tab.batch_spin.setValue(16)
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("auto"))
     tab.resume_from(str(checkpoint))  # by default: on to the 500 epochs it was planned for
     assert tab.epochs_spin.value() == 500 and tab.is_training()
     # the controls show what the resumed run trains with: the checkpoint's recipe
     assert tab.lr_spin.value() == pytest.approx(0.02) and tab.batch_spin.value() == 4
-    assert tab.precision_combo.currentData() == "fp32"
+    assert tab.precision_combo.currentData() == "auto"  # a run setting: the user's
     # the epochs it trained before are on the curves from the start
     qtbot.waitUntil(lambda: curve_points(tab.train_acc_curve) >= saved["epoch"], timeout=30_000)
     assert tab.loss_curve.xData[0] == 1.0
