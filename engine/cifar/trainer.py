@@ -552,6 +552,14 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     wall_start = time.perf_counter()
     resume_blob, cfg = _checked_settings(config, ctx)
     world, rank, device_id = _init_distributed(ctx.device)
+    # Only rank 0 writes. Checked once the ranks have met, so that when it fails the others
+    # see it go at their next collective call instead of waiting for it to join.
+    if cfg.get("checkpoint") and rank == 0:
+        try:
+            ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
+        except JobError:
+            _leave_process_group(world)
+            raise
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
     # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).
     autotune = torch.backends.cudnn.benchmark
@@ -561,11 +569,15 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                       wall_start)
     finally:
         torch.backends.cudnn.benchmark = autotune
-        if world > 1:
-            import torch.distributed as dist
+        _leave_process_group(world)
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+
+def _leave_process_group(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _checked_settings(config: dict[str, Any], ctx: JobContext
@@ -591,8 +603,6 @@ def _checked_settings(config: dict[str, Any], ctx: JobContext
         raise
     _make_paths_absolute(cfg, from_checkpoint=resume_blob is not None and not config.get("data")
                          and config.get("dataset") is None)
-    if cfg.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
-        ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
     return resume_blob, cfg
 
 
