@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -79,6 +80,7 @@ def true_fp32(device: torch.device):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@functools.cache  # asked whenever the Fast recipe is looked up (the GUI: at every model change)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU does bf16 math in hardware (AVX512-BF16 or AMX)."""
     import torch

@@ -1050,8 +1050,8 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
     of_steps = f" of {saved['steps_per_epoch']}" if saved else ""
     raise JobError(
         f"the checkpoint stopped in the middle of epoch {int(blob['epoch']) + 1} (after step "
-        f"{blob['step']}{of_steps}); that epoch can "
-        f"only go on in the same batches: resume with batch size {was.get('batch_size')}, "
+        f"{blob['step']}{of_steps}); that epoch can only go on in the same batches: resume "
+        f"with batch size {was.get('batch_size')}, "
         f"max train {limit}, seed {was.get('seed')} and the same number of processes"
     )
 
