@@ -147,6 +147,10 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
         resolved = {**RUN_DEFAULTS, **model_defaults(model, device_type), **user, "model": model}
     resolved["resume"] = config.get("resume")
     _validate(resolved, has_dataset=config.get("dataset") is not None)
+    if user.get("warmup") and resolved["schedule"] == "constant":
+        raise JobError("warmup applies to the warm-up schedules (warmup_linear, warmup_cosine); "
+                       "the schedule here is constant: choose one of those, or leave warmup "
+                       "unset")
     return resolved
 
 

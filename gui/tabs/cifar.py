@@ -754,7 +754,8 @@ class CifarTab(QWidget):
             "weight_decay": self.weight_decay_spin.value(),
             "label_smoothing": self.smoothing_spin.value(),
             "schedule": self.schedule_combo.currentData(),
-            "warmup": getattr(self, "_warmup", None),
+            "warmup": (None if self.schedule_combo.currentData() == "constant"
+                       else getattr(self, "_warmup", None)),
             "flip": self.flip_check.isChecked(),
             "translate": self.translate_spin.value(),
             "tta_level": getattr(self, "_tta_level", None),

@@ -140,6 +140,11 @@ def test_bad_settings_are_clear_errors():
         resolve_config(base_config(eval_every=-1))
     with pytest.raises(JobError, match="seed must be between 0 and"):
         resolve_config(base_config(seed=-1))
+    # the book's nets train at a constant rate: a warm-up given for them would do nothing
+    with pytest.raises(JobError, match="warmup applies to the warm-up schedules"):
+        resolve_config(base_config(warmup=0.2))
+    assert resolve_config(base_config(warmup=0.2, schedule="warmup_cosine"))["warmup"] == 0.2
+    assert resolve_config(base_config(warmup=0.0))["schedule"] == "constant"
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -161,6 +161,11 @@ def test_controls_guard_against_slips(qtbot, tab, tiny_data, tmp_path, app_state
     tab.epochs_spin.setValue(2)
     app_state.device_changed.emit("cpu")
     assert tab.lr_spin.value() == pytest.approx(0.0333) and tab.epochs_spin.value() == 2
+    # a constant schedule takes no warm-up (the trainer would refuse one)
+    tab.schedule_combo.setCurrentIndex(tab.schedule_combo.findData("constant"))
+    assert tab.training_config()["warmup"] is None
+    tab.schedule_combo.setCurrentIndex(tab.schedule_combo.findData("warmup_linear"))
+    assert tab.training_config()["warmup"] > 0
     # Export and Use in Classify follow the checkpoint field as it is edited
     tab.checkpoint_edit.setText(str(tmp_path / "none.pt"))
     assert not tab.export_button.isEnabled()
