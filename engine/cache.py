@@ -10,7 +10,7 @@ def cache_root() -> Path:
     """``$TORCHDESK_CACHE_DIR`` if set, else the platform's user cache folder for TorchDesk."""
     env = os.environ.get("TORCHDESK_CACHE_DIR")
     if env:
-        return Path(env)
+        return Path(env).expanduser().absolute()
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("torchdesk", appauthor=False))

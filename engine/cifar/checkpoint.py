@@ -233,6 +233,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     if fmt == "onnx" and sidecar.is_dir():
         raise JobError(f"the ONNX export's description '{sidecar}' would replace a folder; "
                        "choose another file name")
+    _check_export_target(out, fmt, sidecar)
     blob = load_checkpoint(checkpoint)
     wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
                                    list(blob["mean"]), list(blob["std"])).eval()
@@ -280,6 +281,38 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     else:
         raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
     return meta
+
+
+def _check_export_target(out: Path, fmt: str, sidecar: Path) -> None:
+    """Refuse to replace a file that is not an earlier export (a checkpoint, notes, ...)."""
+    def occupied(path: Path) -> bool:
+        return path.is_file() and path.stat().st_size > 0
+
+    if fmt == "onnx":
+        ours = _is_onnx_description(sidecar)
+        for path in (out, sidecar):
+            if occupied(path) and not ours:
+                raise JobError(f"'{path}' exists and is not a TorchDesk export, so it is not "
+                               "overwritten; choose another file name")
+    elif occupied(out) and not _is_torchscript_export(out):
+        raise JobError(f"'{out}' exists and is not a TorchDesk export, so it is not "
+                       "overwritten; choose another file name")
+
+
+def _is_torchscript_export(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"extra/{METADATA_FILE}") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_onnx_description(path: Path) -> bool:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "onnx" and "class_names" in meta
 
 
 def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from engine.cli import StderrProgress, format_duration, print_json
 
 PROGRESS_PREFIX = "@progress "
+EVERY_RANK_GRACE_S = 20.0  # how long a rank waits for rank 0 to report a settings error
 
 
 def register(subparsers) -> None:
@@ -174,6 +175,17 @@ def _restore_handlers(previous: dict) -> None:
 
 
 def run_train(args) -> int:
+    # Ctrl-C from the very start (PyTorch takes a second to import) stops cleanly, so --json
+    # still prints its object.
+    stop_event = threading.Event()
+    previous = _install_stop_handlers(stop_event)
+    try:
+        return _run_train(args, stop_event)
+    finally:
+        _restore_handlers(previous)
+
+
+def _run_train(args, stop_event: threading.Event) -> int:
     from engine.imports import heavy_imports
 
     with heavy_imports():
@@ -220,13 +232,13 @@ def run_train(args) -> int:
         # (each reads the loss back). A GUI reading --progress-json keeps the live rate.
         "report_interval_s": None if args.progress_json else 1.0,
     }
-    stop_event = threading.Event()
     main_rank = _is_main_rank()
     progress = _CliProgress(quiet=args.quiet or not main_rank, as_json=args.progress_json
                             and main_rank)
     ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
-    previous = _install_stop_handlers(stop_event)
     try:
+        if stop_event.is_set():
+            raise JobStopped()
         result = train_job(config, ctx)
     except JobStopped:  # stopped before training began (while the data was decoded)
         result = {"status": "stopped", "test_acc": None, "train_time_s": 0.0, "epochs": 0,
@@ -235,14 +247,19 @@ def run_train(args) -> int:
     except Exception as exc:
         if main_rank:
             raise
-        if _told_by_rank_0(exc):
+        if getattr(exc, "every_rank", False):
+            # Rank 0 checks the same settings and says what is wrong; when it exits, torchrun
+            # ends this rank (SIGTERM sets the stop event). Leaving first would have torchrun
+            # end rank 0 before it can say it. Still here after a while: only this rank met
+            # the problem (a file missing on its machine, say).
+            if stop_event.wait(EVERY_RANK_GRACE_S):
+                return 1
+        elif _peer_failed(exc):
             return 1
         if isinstance(exc, JobError):  # this rank's own problem (its machine's files, say)
             print(f"error (rank {os.environ.get('RANK')}): {exc}", file=sys.stderr)
             return 1
         raise
-    finally:
-        _restore_handlers(previous)
     if main_rank:
         if args.json:
             print_json(result)
@@ -251,12 +268,8 @@ def run_train(args) -> int:
     return 0 if result.get("status") == "completed" else 130
 
 
-def _told_by_rank_0(exc: BaseException) -> bool:
-    """Whether rank 0 reports this problem for every rank under torchrun: a JobError about the
-    settings (every rank checks the same), or the process group breaking because a peer (rank
-    0, with its own message) has gone."""
-    if getattr(exc, "every_rank", False):
-        return True
+def _peer_failed(exc: BaseException) -> bool:
+    """Whether the process group broke because a peer (rank 0, with its own message) has gone."""
     try:
         import torch.distributed as dist
     except ImportError:

@@ -9,9 +9,10 @@ Sources (:func:`load_dataset` tells them apart from the path):
   ``.tar.gz``/``.tgz``/``.tar`` of one (a single wrapping top folder is allowed).
 
 The first load decodes every image into uint8 N×3×32×32 tensors and saves them in the user's cache
-folder (or ``TORCHDESK_CACHE_DIR``), keyed by the source's path, sizes and modification times; later
-loads read that file in about a second. Anything missing, empty or malformed raises
-:class:`~engine.jobs.JobError` with a message that says what to fix.
+folder (or ``TORCHDESK_CACHE_DIR``), keyed by the source's path and the sizes and modification times
+of the files it reads (other files beside them, a checkpoint say, do not count); later loads read
+that file in about a second, and a new cache for a path replaces the old one. Anything missing,
+empty or malformed raises :class:`~engine.jobs.JobError` with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -36,6 +38,7 @@ CACHE_FORMAT = 1
 CIFAR2_CLASSES = ("airplane", "bird")
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm"}
+LEGACY_CACHE_NAME = re.compile(r"(torchvision|torchvision-archive|folder|archive)-[0-9a-f]{24}\.pt")
 TORCHVISION_FOLDER = "cifar-10-batches-py"
 TORCHVISION_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TORCHVISION_TEST_BATCH = "test_batch"
@@ -204,7 +207,7 @@ def detect_source(path: Path) -> tuple[str, Path]:
             raise JobError(
                 f"'{path.name}' is not a folder or a .tar.gz/.tgz/.tar archive of CIFAR data"
             )
-        if name == "cifar-10-python.tar.gz":
+        if name == "cifar-10-python.tar.gz" or _holds_torchvision_batches(path):
             return "torchvision-archive", path
         return "archive", path
     for candidate in (path, path / TORCHVISION_FOLDER):
@@ -212,9 +215,14 @@ def detect_source(path: Path) -> tuple[str, Path]:
             candidate / TORCHVISION_TRAIN_BATCHES[0]
         ).is_file():
             return "torchvision", candidate
-    for candidate in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
-        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
-            return "folder", candidate
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return "folder", path
+    layouts = [p for p in sorted(path.iterdir())
+               if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir()]
+    if len(layouts) > 1:
+        raise JobError(_several_datasets(path.name, [p.name for p in layouts]))
+    if layouts:
+        return "folder", layouts[0]
     if (path / "cifar-10-python.tar.gz").is_file():
         return "torchvision-archive", path / "cifar-10-python.tar.gz"
     for split, other in (("train", "test"), ("test", "train")):
@@ -227,20 +235,62 @@ def detect_source(path: Path) -> tuple[str, Path]:
     )
 
 
-def _fingerprint(kind: str, root: Path) -> str:
-    """A key that changes when the source's files change (path, size, mtime of each file)."""
-    h = hashlib.sha256(f"{CACHE_FORMAT}|{kind}|{root.resolve()}".encode())
+def _several_datasets(where: str, names: list[str], archive: bool = False) -> str:
+    fix = ("unpack it and give the folder of the one to use" if archive
+           else "give the folder of the one to use (with train/ and test/ inside)")
+    return f"'{where}' holds more than one dataset ({', '.join(names)}); {fix}"
+
+
+def _holds_torchvision_batches(archive: Path) -> bool:
+    """Whether an archive (under any name) is torchvision's: its first entries lie in
+    ``cifar-10-batches-py/``. Only the first headers are read."""
+    try:
+        with tarfile.open(archive) as tar:
+            for _ in range(3):
+                member = tar.next()
+                if member is None:
+                    return False
+                if TORCHVISION_FOLDER in Path(member.name).parts:
+                    return True
+                if member.isfile():
+                    return False
+    except (tarfile.TarError, OSError, EOFError):
+        pass  # the loader says what is wrong with it
+    return False
+
+
+def _source_files(kind: str, root: Path) -> list[Path]:
+    """The files a load reads (an archive is one file)."""
     if root.is_file():
-        st = root.stat()
-        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
-    else:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, name))
-                rel = os.path.relpath(os.path.join(dirpath, name), root)
-                h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
+        return [root]
+    if kind == "torchvision":
+        names = (TORCHVISION_META, *TORCHVISION_TRAIN_BATCHES, TORCHVISION_TEST_BATCH)
+        return [root / name for name in names if (root / name).is_file()]
+    return [file for _split, _cls, file in _image_files(root)]
+
+
+def _image_files(root: Path) -> list[tuple[str, str, Path]]:
+    """(split, class, file) for each image in an image-folder layout, sorted."""
+    entries = []
+    for split in ("train", "test"):
+        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                    entries.append((split, class_dir.name, file))
+    return entries
+
+
+def _cache_name(kind: str, root: Path) -> tuple[str, str]:
+    """``(prefix, name)``: the prefix is the same for every cache of this path; the name also
+    changes when a file the load reads changes (path, size, modification time)."""
+    where = hashlib.sha256(f"{CACHE_FORMAT}|{kind}|{root.resolve()}".encode()).hexdigest()[:12]
+    h = hashlib.sha256()
+    for file in _source_files(kind, root):
+        st = file.stat()
+        h.update(f"|{file.relative_to(root) if file != root else ''}|{st.st_size}|"
+                 f"{st.st_mtime_ns}".encode())
+    prefix = f"{kind}-{where}-"
+    return prefix, f"{prefix}{h.hexdigest()[:12]}.pt"
 
 
 def load_dataset(
@@ -261,8 +311,9 @@ def load_dataset(
     kind, root = detect_source(path)
     cache_file = None
     if use_cache:
-        cache_root = Path(cache_dir) / "cifar" if cache_dir else default_cache_dir()
-        cache_file = cache_root / f"{kind}-{_fingerprint(kind, root)}.pt"
+        cache_root = Path(cache_dir).expanduser() / "cifar" if cache_dir else default_cache_dir()
+        prefix, name = _cache_name(kind, root)
+        cache_file = cache_root / name
         cached = _read_cache(cache_file)
         if cached is not None:
             report({"phase": "cache", "done": 1, "total": 1})
@@ -279,7 +330,19 @@ def load_dataset(
     data.source = str(root)
     if cache_file is not None:
         _write_cache(cache_file, data)
+        _remove_stale_caches(cache_file, prefix)
     return data
+
+
+def _remove_stale_caches(cache_file: Path, prefix: str) -> None:
+    """Delete the caches of this path's earlier contents (each as large as the dataset), and
+    those named the way TorchDesk named them before, which nothing reads any more."""
+    if not cache_file.is_file():
+        return
+    for old in cache_file.parent.glob("*.pt"):
+        stale = old.name.startswith(prefix) or LEGACY_CACHE_NAME.fullmatch(old.name)
+        if stale and old != cache_file:
+            old.unlink(missing_ok=True)
 
 
 def _read_cache(cache_file: Path) -> CifarData | None:
@@ -475,13 +538,7 @@ def _decode_layout(layout, class_names, read_bytes, report: Report, stopped: Sto
 
 
 def _load_image_folder(root: Path, report: Report, stopped: Stopped) -> CifarData:
-    entries = []
-    for split in ("train", "test"):
-        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            for file in class_dir.iterdir():
-                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-                    entries.append((split, class_dir.name, file))
-    layout, class_names = _split_entries(entries, f"'{root}'")
+    layout, class_names = _split_entries(_image_files(root), f"'{root}'")
 
     def read_bytes(file: Path):
         return file.read_bytes(), str(file)
@@ -493,18 +550,25 @@ def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> Cifa
     try:
         with tarfile.open(archive) as tar:
             entries = []
+            wrappers = set()  # the folders above train/ and test/
             for member in tar.getmembers():
                 if not member.isfile():
                     continue
                 parts = Path(member.name).parts
                 if parts and parts[0] in (".", ""):
                     parts = parts[1:]
+                wrapper = ""
                 if len(parts) >= 4 and parts[-3] in ("train", "test"):
-                    parts = parts[-3:]  # tolerate one wrapping folder
+                    wrapper, parts = "/".join(parts[:-3]), parts[-3:]
                 if len(parts) != 3 or parts[0] not in ("train", "test"):
                     continue
                 if Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
                     entries.append((parts[0], parts[1], member))
+                    wrappers.add(wrapper)
+            if len(wrappers) > 1:
+                raise JobError(_several_datasets(archive.name,
+                                                 sorted(w or "(top level)" for w in wrappers),
+                                                 archive=True))
             layout, class_names = _split_entries(entries, f"'{archive.name}'")
 
             def read_bytes(member):
@@ -601,9 +665,17 @@ def browse_job(config: dict, ctx) -> dict:
     if config.get("download"):
         download_cifar10(path, report=relay, stopped=ctx.stopped)
     data = load_dataset(path, report=relay, stopped=ctx.stopped, cache_dir=config.get("cache_dir"))
+
+    def check_stop():  # Cancel also holds after the load (the statistics read every image)
+        if ctx.stopped():
+            raise JobStopped()
+
+    check_stop()
     chosen = select_classes(data, config.get("classes"))
     mean, std = channel_stats(chosen.train_images)
+    check_stop()
     grid = sample_grid(data, per_class=int(config.get("per_class", 8)))
+    check_stop()
     return {
         "source": data.source,
         "class_names": list(data.class_names),

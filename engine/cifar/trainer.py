@@ -350,6 +350,10 @@ class Lookahead:
     live weights are set to it; ``decay`` grows from 0 to ``0.95**every`` as the cube of training
     progress, so early training is untouched and the last epochs are smoothed. BatchNorm running
     statistics are averaged too. At the end the model keeps the average.
+
+    The first sync starts the average from the live weights (not from the untrained ones it was
+    made with), and a run too short to sync at all keeps its live weights: short runs keep
+    what they learned.
     """
 
     def __init__(self, model: nn.Module, total_steps: int, every: int = 5) -> None:
@@ -366,13 +370,14 @@ class Lookahead:
         """Call after optimizer step number ``global_step`` (1-based, counted over all epochs)."""
         if global_step % self.every:
             return
-        decay = 0.95**self.every * (global_step / self.total_steps) ** 3
+        decay = 0.0 if global_step == self.every else (
+            0.95**self.every * (global_step / self.total_steps) ** 3)
         self._sync(decay)
 
     @torch.no_grad()
     def finish(self) -> None:
         """Give the model the averaged weights (end of training)."""
-        self._sync(1.0)
+        self._sync(0.0 if self.total_steps < self.every else 1.0)
 
     def _sync(self, decay: float) -> None:
         live = self._floating_state()
@@ -611,15 +616,16 @@ def _checked_settings(config: dict[str, Any], ctx: JobContext
 
 
 def _make_paths_absolute(cfg: dict[str, Any], from_checkpoint: bool) -> None:
-    """Make ``data`` and ``checkpoint`` absolute (checkpoints store them, and a resume may start
-    in another folder). ``from_checkpoint``: the data path came from the resumed checkpoint."""
+    """Make ``data``, ``checkpoint`` and ``cache_dir`` absolute (checkpoints store them, and a
+    resume may start in another folder). ``from_checkpoint``: the data path came from the
+    resumed checkpoint."""
     data = cfg.get("data")
     if from_checkpoint and isinstance(data, str) and not os.path.isabs(os.path.expanduser(data)):
         # older checkpoints kept the path as typed; it is often beside the checkpoint
         beside = Path(cfg["resume"]).expanduser().parent / data
         if not Path(data).exists() and beside.exists():
             cfg["data"] = str(beside)
-    for key in ("data", "checkpoint"):
+    for key in ("data", "checkpoint", "cache_dir"):
         if isinstance(cfg.get(key), (str, Path)):
             cfg[key] = os.path.abspath(os.path.expanduser(cfg[key]))
     if from_checkpoint and not Path(cfg["data"]).exists():
@@ -985,16 +991,25 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     # test-time augmentation when asked
     result: dict[str, Any] = {"status": status}
     eval_start = time.perf_counter()
+    final_saved = False
+    final = None
     if is_main and status == "completed":
         write_checkpoint(cfg["epochs"], 0)  # the weights are safe before evaluating
+        final_saved = True
         report({"phase": "evaluate"})
-        final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast)
-        result.update(final)
-        if history:
-            history[-1]["test_acc"] = final["test_acc"]
-            report({"phase": "epoch", **history[-1]})
-            write_checkpoint(cfg["epochs"], 0)
-    elif is_main:
+        # None: a stop came during the evaluation (TTA on the CPU takes a while); the trained
+        # weights are saved, so it is given up rather than waited for
+        final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast,
+                                  ctx.stopped)
+        if final is None:
+            status = result["status"] = "stopped"
+        else:
+            result.update(final)
+            if history:
+                history[-1]["test_acc"] = final["test_acc"]
+                report({"phase": "epoch", **history[-1]})
+                write_checkpoint(cfg["epochs"], 0)
+    if is_main and final is None:
         tested = [row["test_acc"] for row in history if "test_acc" in row]
         result["test_acc"] = tested[-1] if tested else None
     if distributed:
@@ -1017,7 +1032,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         "mean": mean,
         "std": std,
         "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint")
-                       and (status == "completed" or steps_done) else None),
+                       and (status == "completed" or steps_done or final_saved) else None),
         "config": _plain_config(cfg),
         "train_images": len(train_y),
         "test_images": len(test_y),
@@ -1136,10 +1151,15 @@ def _accuracy(model, images, labels, normalize, autocast, batch_size, stopped=No
     return None if preds is None else int((preds == labels).sum().item()) / len(labels)
 
 
-def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, autocast):
-    """Test accuracy, per-class accuracy, confusion matrix and misclassified indices per cell."""
+def _final_evaluation(model, cfg, data: CifarData, test_x, test_y, normalize, autocast,
+                      stopped=None) -> dict[str, Any] | None:
+    """Test accuracy, per-class accuracy, confusion matrix and misclassified indices per cell
+    (None when ``stopped()`` turns true midway)."""
     preds = _predict(model, test_x, normalize, autocast, cfg["eval_batch_size"],
-                     cfg["tta_level"]).cpu()
+                     cfg["tta_level"], stopped)
+    if preds is None:
+        return None
+    preds = preds.cpu()
     labels = test_y.cpu()
     k = data.num_classes
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)

@@ -71,11 +71,12 @@ class PreparedImage:
 
 
 def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
-    """Expand folders (recursively, sorted, images by suffix only) and keep files as given.
+    """Expand folders (recursively, sorted, images by suffix only) and keep files as given;
+    a file reached twice (given, and inside a folder given) is listed once.
 
     Missing paths are kept, so they show up in the results with a reason instead of vanishing.
     """
-    found: list[str] = []
+    found: dict[str, None] = {}  # ordered set
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
@@ -83,10 +84,10 @@ def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                        found.append(str(Path(root) / name))
+                        found[str(Path(root) / name)] = None
         else:
-            found.append(str(path))
-    return found
+            found[str(path)] = None
+    return list(found)
 
 
 def _pixel_limit() -> int | None:

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 from engine.cli import format_duration
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
+from gui.text import plural
 
 MODEL_LABELS = {
     "fast": "Fast (residual, speed recipe)",
@@ -65,12 +66,6 @@ PRECISION_LABELS = {"auto": "Auto (bf16/fp16 where fast)", "fp32": "float32", "b
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
 SHARED_TARBALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 epoch', '2 epochs', '0 classes'."""
-    suffix = "es" if noun.endswith("s") else "s"
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}{suffix}"
 
 
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
@@ -222,6 +217,7 @@ class CifarTab(QWidget):
         self.data_info: dict[str, Any] | None = None
         self._data_path: str | None = None  # where data_info came from
         self._loading_path: str | None = None
+        self._load_cancelled = False
         self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
         self._recipe_stale = False  # the device changed during a run: show its recipe after
         self.last_result: dict[str, Any] | None = None  # the last completed run
@@ -307,7 +303,7 @@ class CifarTab(QWidget):
         self.download_button.setToolTip("torchvision CIFAR-10 (170 MB, MD5-checked)")
         self.download_button.clicked.connect(self._choose_download_folder)
         self.cancel_load_button = QPushButton("Cancel")
-        self.cancel_load_button.clicked.connect(self.data_runner.stop)
+        self.cancel_load_button.clicked.connect(self.cancel_load)
         for button in (self.load_button, self.download_button, self.cancel_load_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
@@ -559,6 +555,7 @@ class CifarTab(QWidget):
         from engine.cifar.data import browse_job
 
         self._loading_path = path
+        self._load_cancelled = False
         self.data_progress.setRange(0, 0)
         self.data_progress.setFormat("loading…")
         self.data_runner.start(browse_job, {"path": path, "download": download},
@@ -579,8 +576,13 @@ class CifarTab(QWidget):
             else:
                 self.data_progress.setFormat(f"{what} {done}/{total}")
 
+    def cancel_load(self) -> None:
+        """Cancel the load or download: nothing it finds is applied, even if it ends first."""
+        self._load_cancelled = True
+        self.data_runner.stop()
+
     def _on_data_loaded(self, info: dict) -> None:
-        if info.get("status") == "stopped":
+        if info.get("status") == "stopped" or self._load_cancelled:
             self.data_progress.setRange(0, 1)
             self.data_progress.setValue(0)
             self.data_progress.setFormat("cancelled")
@@ -871,7 +873,14 @@ class CifarTab(QWidget):
             self.stopped_result = result
             self.speed_label.setText("stopped")
             epochs = plural(int((result or {}).get("epochs", 0)), "full epoch")
-            if result and result.get("checkpoint"):
+            planned = ((result or {}).get("config") or {}).get("epochs")
+            if result and result.get("checkpoint") and result.get("epochs") == planned:
+                self.result_label.setText(
+                    f"Stopped during the final evaluation; the trained model "
+                    f"({plural(planned, 'epoch')}) is kept in {result['checkpoint']} "
+                    "(Resume it to evaluate).")
+                self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
+            elif result and result.get("checkpoint"):
                 self.result_label.setText(f"Stopped after {epochs}; checkpoint kept in "
                                           f"{result['checkpoint']}.")
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)

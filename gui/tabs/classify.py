@@ -53,6 +53,7 @@ from engine.classify import jobs as classify_jobs
 from engine.classify.images import IMAGE_SUFFIXES
 from gui.app_state import AppState
 from gui.bridge import JobRunner
+from gui.text import plural
 from gui.widgets.classify_views import (
     ClassifyImagePane,
     ClassifyTopBars,
@@ -292,12 +293,29 @@ class ClassifyTab(QWidget):
         self._load_and_refresh()
 
     def _load_and_refresh(self) -> None:
-        """Load ``model_config``, then classify the photo on show again with it (if the load
-        fails, the model still loaded redoes it: no result is left claiming another model)."""
+        """Load ``model_config``, then classify again with it the photo on show and every
+        listed one (rows are replaced as the results come; a folder run in progress is redone
+        whole). If the load fails, the model still loaded redoes them: no row is left claiming
+        another model's answer."""
+        folder = None
+        if self.runner.is_running() and self._job_kind == "folder":
+            folder = self._folder_config
+            self.runner.stop()
         self._request("load", classify_jobs.load_model_job, {})
         if self.current is not None and not self.current.get("error"):
             self._request("single", classify_jobs.classify_job,
                           self._single_config(self.current["path"]))
+        listed = [self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+                  for row in range(self.table.rowCount())]
+        paths = listed + (folder["paths"] if folder else [])
+        if paths:
+            # one redo, however often the model changes before it starts
+            self._queue = [q for q in self._queue if not q[2].get("redo")]
+            if listed:
+                self.app.show_status(f"Classifying the {plural(len(listed), 'listed photo')} "
+                                     "again with the new model…", 6000)
+            self._request("folder", classify_jobs.classify_job,
+                          {**self._folder_config_for(paths), "redo": True})
 
     def _on_model_chosen(self, index: int) -> None:
         model_id = self.model_combo.itemData(index)
@@ -387,9 +405,12 @@ class ClassifyTab(QWidget):
         if len(paths) == 1 and not os.path.isdir(paths[0]):
             self._request("single", classify_jobs.classify_job, self._single_config(paths[0]))
         else:
-            self._request("folder", classify_jobs.classify_job, {
-                "paths": paths, "top_k": 5, "batch_size": 16, "views": True,
-                "thumbnail_size": ROW_THUMBNAIL})
+            self._request("folder", classify_jobs.classify_job, self._folder_config_for(paths))
+
+    @staticmethod
+    def _folder_config_for(paths: list[str]) -> dict:
+        return {"paths": paths, "top_k": 5, "batch_size": 16, "views": True,
+                "thumbnail_size": ROW_THUMBNAIL}
 
     def _single_config(self, path: str) -> dict:
         return {"paths": [path], "top_k": 5, "views": True, "thumbnail_size": DETAIL_THUMBNAIL,
@@ -584,11 +605,10 @@ class ClassifyTab(QWidget):
                                   note)
 
     def _finish_progress(self) -> None:
-        if self.progress_bar.maximum() == 0:
+        if self.progress_bar.maximum() == 0:  # the job ended before its first image
             self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(1 if self.table.rowCount() else 0)
-            if not self.table.rowCount():
-                self.progress_bar.setFormat("")
+            self.progress_bar.setValue(0)
+            self.progress_bar.setFormat("")
 
     def _remember_model(self, info: dict) -> None:
         if info["id"] in self._catalog or info.get("source") == "torchvision":
@@ -631,6 +651,7 @@ class ClassifyTab(QWidget):
     def _add_row(self, result: dict) -> None:
         path = result["path"]
         self.results[path] = {k: result.get(k) for k in ("path", "top", "error", "seconds")}
+        self.results[path]["model"] = (self.loaded_model or {}).get("title", "")
         self.table.setSortingEnabled(False)
         row = self._row_of(path)
         if row is None:
@@ -785,7 +806,8 @@ class ClassifyTab(QWidget):
         try:
             with open(path, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
-                writer.writerow(["path", "top1_label", "top1_index", "top1_prob", "top5", "error"])
+                writer.writerow(["path", "top1_label", "top1_index", "top1_prob", "top5", "error",
+                                 "model"])
                 for result in rows:
                     top = result.get("top") or []
                     best = top[0] if top else {"label": "", "index": "", "prob": ""}
@@ -794,6 +816,7 @@ class ClassifyTab(QWidget):
                         f"{best['prob']:.6f}" if top else "",
                         "; ".join(f"{t['label']}:{t['prob']:.4f}" for t in top),
                         result.get("error") or "",
+                        result.get("model") or "",
                     ])
         except OSError as exc:
             self.app.show_error("Export CSV", f"Cannot write {path}: {exc.strerror or exc}")

@@ -172,6 +172,10 @@ def test_a_stop_while_the_data_loads_still_prints_json(tiny_archive, capsys, mon
 
 
 def test_other_ranks_print_only_their_own_problems(tiny_archive, capsys, monkeypatch):
+    import signal
+    import threading
+
+    import engine.cifar.cli
     import engine.cifar.trainer
     from engine.jobs import JobError
 
@@ -185,8 +189,34 @@ def test_other_ranks_print_only_their_own_problems(tiny_archive, capsys, monkeyp
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("lr is out of range", True))
+    # rank 0 says it for every rank, and torchrun then ends this one (SIGTERM)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
     code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
-    assert (code, out, err) == (1, "", "")  # rank 0 says it for every rank
+    assert (code, out, err) == (1, "", "")
+    # no word from torchrun: rank 0 did not meet it, so this rank says it
+    monkeypatch.setattr(engine.cifar.cli, "EVERY_RANK_GRACE_S", 0.1)
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
+    assert code == 1 and err.strip() == "error (rank 1): lr is out of range"
     monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("no data here", False))
     code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
     assert code == 1 and err.strip() == "error (rank 1): no data here"
+
+
+
+def test_ctrl_c_while_pytorch_imports_still_prints_json(tiny_archive, capsys, monkeypatch):
+    import contextlib
+    import signal
+
+    import engine.imports
+
+    @contextlib.contextmanager
+    def interrupted_imports():  # Ctrl-C in the second or so PyTorch takes to import
+        os.kill(os.getpid(), signal.SIGINT)
+        yield
+
+    monkeypatch.setattr(engine.imports, "heavy_imports", interrupted_imports)
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--json")
+    assert code == 130, err
+    result = json.loads(out)
+    assert result["status"] == "stopped" and result["epochs"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
@@ -58,6 +59,49 @@ def test_cache_is_rebuilt_when_the_files_change(tmp_path):
     assert events[0]["phase"] == "decode"
 
 
+def test_cache_ignores_other_files_and_replaces_its_stale_copy(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    load(root, tmp_path)
+    # a checkpoint or notes saved in the data folder change nothing the load reads
+    (root / "run.pt").write_bytes(b"checkpoint")
+    (root / "train" / "notes.txt").write_text("x")
+    events = []
+    load(root, tmp_path, report=events.append)
+    assert [e["phase"] for e in events] == ["cache"]
+    caches = list((tmp_path / "cache" / "cifar").glob("*.pt"))
+    legacy = tmp_path / "cache" / "cifar" / f"folder-{'ab' * 12}.pt"  # an older release's name
+    legacy.write_bytes(b"old cache")
+    (root / "train" / "cat" / "0000.png").unlink()
+    load(root, tmp_path)
+    assert not legacy.exists()
+    # the new contents' cache replaced the old one (each is as large as the dataset)
+    now = list((tmp_path / "cache" / "cifar").glob("*.pt"))
+    assert len(caches) == len(now) == 1 and caches != now
+
+
+def test_cache_dir_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    cd.load_dataset(root, cache_dir="~/tdcache")
+    assert list((tmp_path / "home" / "tdcache" / "cifar").glob("*.pt"))
+    assert not (tmp_path / "~").exists()
+
+
+def test_several_datasets_in_one_folder_or_archive_are_refused(tmp_path):
+    a = write_image_folder(tmp_path / "holder" / "cifar", n_train=2, n_test=1)
+    write_image_folder(tmp_path / "holder" / "cifar-backup", n_train=2, n_test=1)
+    with pytest.raises(JobError, match=r"more than one dataset \(cifar, cifar-backup\)"):
+        load(tmp_path / "holder", tmp_path)
+    assert load(a, tmp_path).class_names == ["cat", "dog", "ship"]
+    archive = tmp_path / "two.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for wrap in ("cifar", "cifar-backup"):
+            tar.add(tmp_path / "holder" / wrap, arcname=wrap)
+    with pytest.raises(JobError, match="more than one dataset .*unpack it"):
+        load(archive, tmp_path)
+
+
 def test_tar_gz_archive_with_a_wrapping_folder(tmp_path):
     root = write_image_folder(tmp_path / "imgs", n_train=3, n_test=2, fmt="jpg")
     archive = write_image_archive(root, tmp_path / "tiny.tar.gz", wrap="cifar10")
@@ -91,6 +135,9 @@ def test_torchvision_archive_is_read_without_unpacking(tmp_path):
     archive.write_bytes(tar_gz_bytes_of(folder, "cifar-10-batches-py"))
     data = load(archive, tmp_path)
     assert data.train_images.shape == (10, 3, 32, 32)
+    # a browser's "cifar-10-python (1).tar.gz" is recognised by what it holds
+    renamed = archive.rename(tmp_path / "dl" / "cifar-10-python (1).tar.gz")
+    assert torch.equal(load(renamed, tmp_path).train_images, data.train_images)
 
 
 def test_download_checks_md5_unpacks_and_reports_progress(tmp_path):

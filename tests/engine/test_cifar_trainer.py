@@ -147,6 +147,33 @@ def test_bad_settings_are_clear_errors():
     assert resolve_config(base_config(warmup=0.0))["schedule"] == "constant"
 
 
+def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tmp_path):
+    path = tmp_path / "c.pt"
+    result, events = run(base_config(checkpoint=path, tta_level=2),
+                         stop_when=lambda u: u["phase"] == "evaluate")
+    assert result["status"] == "stopped" and result["checkpoint"] == str(path)
+    assert "confusion" not in result
+    assert result["test_acc"] == result["history"][0]["test_acc"]  # the last one measured
+    assert [e for e in events if e["phase"] == "done"][0]["status"] == "stopped"
+    saved = ckpt.load_checkpoint(path)
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+    # resuming it trains nothing more and evaluates
+    resumed, events = run({"dataset": DATA, "resume": path})
+    assert resumed["status"] == "completed" and "confusion" in resumed
+    assert not [e for e in events if e["phase"] == "train"]
+
+
+def test_paths_are_stored_absolute(tmp_path, monkeypatch):
+    from engine.cifar.trainer import _make_paths_absolute
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = {"data": "data", "checkpoint": "run.pt", "cache_dir": "~/cache", "resume": None}
+    _make_paths_absolute(cfg, from_checkpoint=False)
+    assert cfg == {"data": str(tmp_path / "data"), "checkpoint": str(tmp_path / "run.pt"),
+                   "cache_dir": str(tmp_path / "home" / "cache"), "resume": None}
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
     ckpt.save_checkpoint(path, {"marker": "old"})
@@ -345,10 +372,14 @@ def test_lookahead_pulls_the_weights_back_to_their_average():
     for step in range(1, 5):  # only every 5th step syncs
         lookahead.step(step)
     assert all(torch.equal(model.state_dict()[k], moved[k]) for k in moved)
-    lookahead.step(5)
-    decay = 0.95**5 * 0.5**3
+    lookahead.step(5)  # the first sync starts the average from the live weights
+    assert all(torch.equal(v, moved[k]) for k, v in lookahead.state_dict().items())
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    lookahead.step(10)
+    decay = 0.95**5 * 1.0**3
     weight = model.state_dict()["0.weight"]
-    assert torch.allclose(weight, start["0.weight"] + (1 - decay) * 1.0)
+    assert torch.allclose(weight, start["0.weight"] + 1.0 + (1 - decay) * 1.0)
     assert torch.equal(model.state_dict()["1.num_batches_tracked"], moved["1.num_batches_tracked"])
 
     saved = lookahead.state_dict()
@@ -360,13 +391,24 @@ def test_lookahead_pulls_the_weights_back_to_their_average():
     with pytest.raises(JobError, match="does not fit"):
         other.load_state_dict(saved)
 
+    # a run too short to sync keeps what it learned (it used to end on the start weights)
+    short = torch.nn.Linear(2, 2)
+    lookahead = Lookahead(short, total_steps=4, every=5)
+    with torch.no_grad():
+        short.weight.add_(1.0)
+    trained = short.weight.clone()
+    for step in range(1, 5):
+        lookahead.step(step)
+    lookahead.finish()
+    assert torch.equal(short.weight, trained)
+
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_whitening_bias_trains_only_for_its_first_epochs(tmp_path):
     small = synthetic_dataset(n_train=24, n_test=6)
     base = {"dataset": small, "model": "fast", "batch_size": 12, "precision": "fp32",
             "model_options": {"variant": "cpu"}, "whiten_bias_epochs": 1,
-            "lookahead": False}  # with 2 steps, lookahead would end on the start weights
+            "lookahead": False}
     first, second = tmp_path / "one.pt", tmp_path / "two.pt"
     run({**base, "epochs": 1, "checkpoint": first})
     run({**base, "epochs": 2, "resume": first, "checkpoint": second})
@@ -671,6 +713,21 @@ def test_export_names_and_places_are_checked(tmp_path):
     with pytest.raises(JobError, match="would replace a folder"):
         ckpt.export_model(good, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+    # an earlier export is replaced; a checkpoint, notes or foreign JSON are not
+    exported = tmp_path / "model.pt"
+    ckpt.export_model(good, exported)
+    ckpt.export_model(good, exported)
+    other_run = tmp_path / "other_run.pt"
+    other_run.write_bytes(good.read_bytes())
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    results = tmp_path / "results.json"
+    results.write_text('{"test_acc": 0.9}')
+    for target in (other_run, notes, tmp_path / "results.onnx"):
+        with pytest.raises(JobError, match="exists and is not a TorchDesk export"):
+            ckpt.export_model(good, target)
+    assert ckpt.is_checkpoint_file(other_run) and notes.read_text() == "my notes"
+    assert results.read_text() == '{"test_acc": 0.9}'
 
 
 def test_classes_without_test_images_have_no_accuracy():

@@ -187,6 +187,18 @@ def test_bad_data_path_shows_a_message(qtbot, tab, tmp_path, app_state):
     assert "Load a dataset first" in app_state.last_error[1]
 
 
+def test_cancel_applies_nothing_even_when_the_load_ends_first(qtbot, tab, tiny_data):
+    tab.path_edit.setText(str(tiny_data))
+    tab.load_data()
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    tab.data_info = None
+    tab.load_data()  # from the cache now: it may well be done before Cancel is seen
+    qtbot.mouseClick(tab.cancel_load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=30_000)
+    assert tab.data_info is None and tab.data_progress.format() == "cancelled"
+    assert tab.load_button.isEnabled() and not tab.cancel_load_button.isEnabled()
+
+
 def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, tmp_path,
                                                         app_state):
     tab.path_edit.setText(str(tiny_data))
@@ -212,7 +224,8 @@ def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, t
 
 def test_export_takes_the_suffix_of_the_chosen_file_type():
     from engine.cli import format_duration
-    from gui.tabs.cifar import CifarTab, plural
+    from gui.tabs.cifar import CifarTab
+    from gui.text import plural
 
     assert CifarTab.export_path("/m/model", "ONNX (*.onnx)") == "/m/model.onnx"
     assert CifarTab.export_path("/m/model", "TorchScript (*.pt)") == "/m/model.pt"

@@ -111,6 +111,13 @@ def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     assert by_file["bobby.jpg"]["top1_label"] == "golden retriever"
     assert by_file["bobby.jpg"]["top5"].count(";") == 4
     assert by_file["broken.jpg"]["error"] and by_file["broken.jpg"]["top1_label"] == ""
+    assert by_file["bobby.jpg"]["model"].startswith("EfficientNet-Lite0")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tab.add_paths([str(empty), str(empty)])  # nothing in it: the bar claims no work done
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.progress_bar.text() == "" and tab.table.rowCount() == 6
 
 
 def test_stop_keeps_results_so_far(tab, qtbot, tmp_path):
@@ -245,6 +252,12 @@ def test_paste_an_image_from_the_clipboard(tab, qtbot):
 def test_model_handed_over_from_the_cifar_tab(tab, qtbot, tmp_path, app_state):
     from tests.engine.test_classify import _tiny_torchscript
 
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("bobby.jpg", "horse.jpg"):
+        shutil.copy(BOOK_IMAGES / name, folder / name)
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == 2, timeout=WAIT_MS)
     path = tmp_path / "net.torchscript.pt"
     _tiny_torchscript(path)
     names = [f"thing {i}" for i in range(10)]
@@ -252,6 +265,14 @@ def test_model_handed_over_from_the_cifar_tab(tab, qtbot, tmp_path, app_state):
                            "class_names": names, "input_size": 32})
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
     assert tab.loaded_model["title"] == "net trained in TorchDesk (10 classes)"
+    # the listed photos were classified again: no row keeps the ImageNet model's answer
+    assert tab.table.rowCount() == 2
+    assert {tab.table.item(r, 1).text() for r in range(2)} <= set(names)
+    out = tmp_path / "results.csv"
+    assert tab.export_csv(str(out)) == 2
+    with open(out, newline="", encoding="utf-8") as f:
+        assert {r["model"] for r in csv.DictReader(f)} == {tab.loaded_model["title"]}
+    tab.clear_results()
     tab.add_paths([str(BOOK_IMAGES / "cat1.png")])
     qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
     assert set(tab.bars.labels()) <= set(names) and len(tab.bars.labels()) == 5
