@@ -314,8 +314,8 @@ class ClassifyTab(QWidget):
             if listed:
                 self.app.show_status(f"Classifying the {plural(len(listed), 'listed photo')} "
                                      "again with the new model…", 6000)
-            self._request("folder", classify_jobs.classify_job,
-                          {**self._folder_config_for(paths), "redo": True})
+            self._request("folder", classify_jobs.classify_job, {
+                **self._folder_config_for(paths), "redo": "folder" if folder else "listed"})
 
     def _on_model_chosen(self, index: int) -> None:
         model_id = self.model_combo.itemData(index)
@@ -592,6 +592,8 @@ class ClassifyTab(QWidget):
         failed = self.model_config
         if failed != self._loaded_config:
             self.model_config = dict(self._loaded_config)
+            # the listed rows are the loaded model's already (a stopped folder run still goes on)
+            self._queue = [q for q in self._queue if q[2].get("redo") != "listed"]
             if "model" in self.model_config and not self.model_config.get("weights_file"):
                 self._select_model_item(self.model_config["model"])
         if self.loaded_model is not None and failed != self._loaded_config:
