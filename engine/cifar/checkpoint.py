@@ -284,19 +284,15 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
 
 
 def _check_export_target(out: Path, fmt: str, sidecar: Path) -> None:
-    """Refuse to replace a file that is not an earlier export (a checkpoint, notes, ...)."""
-    def occupied(path: Path) -> bool:
-        return path.is_file() and path.stat().st_size > 0
-
+    """Refuse to replace a file that is not an earlier export (a checkpoint, notes, ...);
+    each file the export writes is judged on its own."""
+    targets = [(out, _is_torchscript_export if fmt == "torchscript" else _is_onnx_model)]
     if fmt == "onnx":
-        ours = _is_onnx_description(sidecar)
-        for path in (out, sidecar):
-            if occupied(path) and not ours:
-                raise JobError(f"'{path}' exists and is not a TorchDesk export, so it is not "
-                               "overwritten; choose another file name")
-    elif occupied(out) and not _is_torchscript_export(out):
-        raise JobError(f"'{out}' exists and is not a TorchDesk export, so it is not "
-                       "overwritten; choose another file name")
+        targets.append((sidecar, _is_onnx_description))
+    for path, replaceable in targets:
+        if path.is_file() and path.stat().st_size > 0 and not replaceable(path):
+            raise JobError(f"'{path}' exists and is not a TorchDesk export, so it is not "
+                           "overwritten; choose another file name")
 
 
 def _is_torchscript_export(path: Path) -> bool:
@@ -304,6 +300,16 @@ def _is_torchscript_export(path: Path) -> bool:
         with zipfile.ZipFile(path) as archive:
             return any(name.endswith(f"extra/{METADATA_FILE}") for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_onnx_model(path: Path) -> bool:
+    """An ONNX file (a ModelProto: its first field, ir_version, starts with byte 0x08), not
+    a zip (checkpoints, TorchScript) or text."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(1) == b"\x08" and not zipfile.is_zipfile(path)
+    except OSError:
         return False
 
 

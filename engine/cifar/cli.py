@@ -247,7 +247,7 @@ def _run_train(args, stop_event: threading.Event) -> int:
     except Exception as exc:
         if main_rank:
             raise
-        if getattr(exc, "every_rank", False):
+        if getattr(exc, "every_rank", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Rank 0 checks the same settings and says what is wrong; when it exits, torchrun
             # ends this rank (SIGTERM sets the stop event). Leaving first would have torchrun
             # end rank 0 before it can say it. Still here after a while: only this rank met

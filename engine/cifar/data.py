@@ -336,13 +336,17 @@ def load_dataset(
 
 def _remove_stale_caches(cache_file: Path, prefix: str) -> None:
     """Delete the caches of this path's earlier contents (each as large as the dataset), and
-    those named the way TorchDesk named them before, which nothing reads any more."""
+    those named the way earlier TorchDesk versions named them, which this one never reads.
+    A file that cannot be deleted (another user's, say) is left alone."""
     if not cache_file.is_file():
         return
     for old in cache_file.parent.glob("*.pt"):
         stale = old.name.startswith(prefix) or LEGACY_CACHE_NAME.fullmatch(old.name)
         if stale and old != cache_file:
-            old.unlink(missing_ok=True)
+            try:
+                old.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _read_cache(cache_file: Path) -> CifarData | None:

@@ -991,18 +991,20 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     # test-time augmentation when asked
     result: dict[str, Any] = {"status": status}
     eval_start = time.perf_counter()
-    final_saved = False
+    weights_saved = False  # the trained weights are in the checkpoint, whatever comes next
     final = None
     if is_main and status == "completed":
-        write_checkpoint(cfg["epochs"], 0)  # the weights are safe before evaluating
-        final_saved = True
+        write_checkpoint(cfg["epochs"], 0)
+        weights_saved = bool(cfg.get("checkpoint"))
         report({"phase": "evaluate"})
-        # None: a stop came during the evaluation (TTA on the CPU takes a while); the trained
-        # weights are saved, so it is given up rather than waited for
+        # None: a stop came during the evaluation (TTA on the CPU takes a while): Stop means
+        # stop, so it is given up rather than waited for
         final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast,
                                   ctx.stopped)
         if final is None:
             status = result["status"] = "stopped"
+            if history:  # the last epoch's row, which the evaluation would have completed
+                report({"phase": "epoch", **history[-1]})
         else:
             result.update(final)
             if history:
@@ -1032,7 +1034,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         "mean": mean,
         "std": std,
         "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint")
-                       and (status == "completed" or steps_done or final_saved) else None),
+                       and (status == "completed" or steps_done or weights_saved) else None),
         "config": _plain_config(cfg),
         "train_images": len(train_y),
         "test_images": len(test_y),

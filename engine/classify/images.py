@@ -76,7 +76,7 @@ def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
 
     Missing paths are kept, so they show up in the results with a reason instead of vanishing.
     """
-    found: dict[str, None] = {}  # ordered set
+    found: dict[str, str] = {}  # absolute path -> the path as given, in order
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
@@ -84,10 +84,11 @@ def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                        found[str(Path(root) / name)] = None
+                        file = str(Path(root) / name)
+                        found.setdefault(os.path.abspath(file), file)
         else:
-            found[str(path)] = None
-    return list(found)
+            found.setdefault(os.path.abspath(path), str(path))
+    return list(found.values())
 
 
 def _pixel_limit() -> int | None:

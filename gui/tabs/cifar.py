@@ -931,6 +931,9 @@ class CifarTab(QWidget):
     def _on_data_error(self, message: str) -> None:
         self.data_progress.setRange(0, 1)
         self.data_progress.setValue(0)
+        if self._load_cancelled:  # the user gave up on it: no dialog about how it ended
+            self.data_progress.setFormat("cancelled")
+            return
         self.data_progress.setFormat("not loaded")
         self.app.show_error("CIFAR-10 data", message)
 

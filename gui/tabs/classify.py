@@ -126,6 +126,7 @@ class ClassifyTab(QWidget):
         self._download_started = 0.0
         self._folder_config: dict | None = None  # the folder run in progress, to redo it
         self._failure_note: str | None = None  # why the model in use is not the one asked for
+        self._model_generation = 0  # counts model loads; each row keeps the one it came from
         self._build()
         self._fill_models()
         remembered = str(self.app.settings.value("classify/model", DEFAULT_MODEL))
@@ -297,25 +298,32 @@ class ClassifyTab(QWidget):
         listed one (rows are replaced as the results come; a folder run in progress is redone
         whole). If the load fails, the model still loaded redoes them: no row is left claiming
         another model's answer."""
-        folder = None
+        unfinished: list[str] = []  # inputs of a folder run this change interrupts
         if self.runner.is_running() and self._job_kind == "folder":
-            folder = self._folder_config
+            unfinished = list(self._folder_config.get("unfinished", self._folder_config["paths"]))
             self.runner.stop()
+        # a redo still waiting (the model changed again before it ran) is folded into this one
+        for _kind, _job, config in self._queue:
+            unfinished += config.get("unfinished", [])
+        self._queue = [q for q in self._queue if "unfinished" not in q[2]]
         self._request("load", classify_jobs.load_model_job, {})
         if self.current is not None and not self.current.get("error"):
             self._request("single", classify_jobs.classify_job,
                           self._single_config(self.current["path"]))
-        listed = [self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-                  for row in range(self.table.rowCount())]
-        paths = listed + (folder["paths"] if folder else [])
-        if paths:
-            # one redo, however often the model changes before it starts
-            self._queue = [q for q in self._queue if not q[2].get("redo")]
-            if listed:
-                self.app.show_status(f"Classifying the {plural(len(listed), 'listed photo')} "
-                                     "again with the new model…", 6000)
-            self._request("folder", classify_jobs.classify_job, {
-                **self._folder_config_for(paths), "redo": "folder" if folder else "listed"})
+        # the rows' paths are read when it starts: by then it is known which model is loaded
+        self._request("folder", classify_jobs.classify_job,
+                      {**self._folder_config_for([]), "unfinished": unfinished})
+
+    def _redo_paths(self, config: dict) -> list[str]:
+        """For a redo after a model change: the listed photos that another model classified,
+        then the interrupted folder inputs."""
+        stale = [path for path in (self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+                                   for row in range(self.table.rowCount()))
+                 if self.results.get(path, {}).get("generation") != self._model_generation]
+        if stale:
+            self.app.show_status(f"Classifying the {plural(len(stale), 'listed photo')} "
+                                 "again with the model now loaded…", 6000)
+        return stale + config["unfinished"]
 
     def _on_model_chosen(self, index: int) -> None:
         model_id = self.model_combo.itemData(index)
@@ -501,6 +509,11 @@ class ClassifyTab(QWidget):
                 self._job_kind = None
             return
         kind, job, config = self._queue.pop(0)
+        if "unfinished" in config:
+            config = {**config, "paths": self._redo_paths(config)}
+            if not config["paths"]:  # every row is the loaded model's already
+                self._start_next()
+                return
         self._job_kind = kind
         if kind == "folder":
             self._folder_config = config
@@ -532,6 +545,8 @@ class ClassifyTab(QWidget):
                 self._show_download(update)
             elif event == "model":
                 self.download_panel.hide()
+                if self._job_kind == "load":  # rows from before are another load's
+                    self._model_generation += 1
                 same = self._running_config == self._loaded_config
                 if same and self._failure_note and self.loaded_model is not None:
                     # the model in use, reloaded after another failed: keep saying so
@@ -592,8 +607,6 @@ class ClassifyTab(QWidget):
         failed = self.model_config
         if failed != self._loaded_config:
             self.model_config = dict(self._loaded_config)
-            # the listed rows are the loaded model's already (a stopped folder run still goes on)
-            self._queue = [q for q in self._queue if q[2].get("redo") != "listed"]
             if "model" in self.model_config and not self.model_config.get("weights_file"):
                 self._select_model_item(self.model_config["model"])
         if self.loaded_model is not None and failed != self._loaded_config:
@@ -654,6 +667,7 @@ class ClassifyTab(QWidget):
         path = result["path"]
         self.results[path] = {k: result.get(k) for k in ("path", "top", "error", "seconds")}
         self.results[path]["model"] = (self.loaded_model or {}).get("title", "")
+        self.results[path]["generation"] = self._model_generation
         self.table.setSortingEnabled(False)
         row = self._row_of(path)
         if row is None:

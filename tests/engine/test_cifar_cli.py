@@ -172,28 +172,29 @@ def test_a_stop_while_the_data_loads_still_prints_json(tiny_archive, capsys, mon
 
 
 def test_other_ranks_print_only_their_own_problems(tiny_archive, capsys, monkeypatch):
-    import signal
-    import threading
-
     import engine.cifar.cli
     import engine.cifar.trainer
     from engine.jobs import JobError
 
-    def failing(message, every_rank):
+    def failing(message, every_rank, ended_by_torchrun=False):
         def job(config, ctx):
             error = JobError(message)
             if every_rank:
                 error.every_rank = True
+            if ended_by_torchrun:  # as its SIGTERM does, once rank 0 has exited
+                ctx.request_stop()
             raise error
         return job
 
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("lr is out of range", True))
-    # rank 0 says it for every rank, and torchrun then ends this one (SIGTERM)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # rank 0 says it for every rank, and torchrun then ends this one
+    monkeypatch.setattr(engine.cifar.trainer, "train_job",
+                        failing("lr is out of range", True, ended_by_torchrun=True))
     code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
     assert (code, out, err) == (1, "", "")
     # no word from torchrun: rank 0 did not meet it, so this rank says it
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing("lr is out of range", True))
     monkeypatch.setattr(engine.cifar.cli, "EVERY_RANK_GRACE_S", 0.1)
     code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
     assert code == 1 and err.strip() == "error (rank 1): lr is out of range"

@@ -79,6 +79,22 @@ def test_cache_ignores_other_files_and_replaces_its_stale_copy(tmp_path):
     assert len(caches) == len(now) == 1 and caches != now
 
 
+def test_a_stale_cache_that_cannot_be_deleted_is_left(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    load(root, tmp_path)
+    (root / "train" / "cat" / "0000.png").unlink()
+    real_unlink = cd.Path.unlink
+
+    def refuse(path, missing_ok=False):  # another user's file in a shared cache folder
+        if path.suffix == ".pt" and "tmp-" not in path.name:
+            raise PermissionError(1, "Operation not permitted")
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(cd.Path, "unlink", refuse)
+    assert load(root, tmp_path).counts()["train"]["cat"] == 1
+    assert len(list((tmp_path / "cache" / "cifar").glob("*.pt"))) == 2
+
+
 def test_cache_dir_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

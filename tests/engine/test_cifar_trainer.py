@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -155,12 +156,16 @@ def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tm
     assert "confusion" not in result
     assert result["test_acc"] == result["history"][0]["test_acc"]  # the last one measured
     assert [e for e in events if e["phase"] == "done"][0]["status"] == "stopped"
+    assert [e["epoch"] for e in events if e["phase"] == "epoch"] == [1, 2]  # the last row too
     saved = ckpt.load_checkpoint(path)
     assert saved["epoch"] == 2 and len(saved["history"]) == 2
     # resuming it trains nothing more and evaluates
     resumed, events = run({"dataset": DATA, "resume": path})
     assert resumed["status"] == "completed" and "confusion" in resumed
     assert not [e for e in events if e["phase"] == "train"]
+    # without a checkpoint file nothing is kept, and the result says so
+    result, _ = run(base_config(tta_level=2), stop_when=lambda u: u["phase"] == "evaluate")
+    assert result["status"] == "stopped" and result["checkpoint"] is None
 
 
 def test_paths_are_stored_absolute(tmp_path, monkeypatch):
@@ -318,6 +323,9 @@ def test_onnx_export_runs_in_onnxruntime_like_torchscript(tmp_path):
     assert got.shape == (5, 3)
     assert abs(got - expected).max() < 1e-4
     assert onnx_meta["class_names"] == ["cat", "dog", "ship"]
+    # exported again over itself, also once its description has gone
+    (tmp_path / "fast.json").unlink()
+    assert ckpt.export_model(checkpoint, tmp_path / "fast.onnx")["format"] == "onnx"
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -728,6 +736,12 @@ def test_export_names_and_places_are_checked(tmp_path):
             ckpt.export_model(good, target)
     assert ckpt.is_checkpoint_file(other_run) and notes.read_text() == "my notes"
     assert results.read_text() == '{"test_acc": 0.9}'
+    # each file of an ONNX export is judged on its own: a description of ours beside it does
+    # not make a checkpoint replaceable
+    (tmp_path / "other_run.json").write_text('{"format": "onnx", "class_names": ["a"]}')
+    shutil.copy(good, tmp_path / "other_run.onnx")
+    with pytest.raises(JobError, match="other_run.onnx' exists and is not a TorchDesk export"):
+        ckpt.export_model(good, tmp_path / "other_run.onnx")
 
 
 def test_classes_without_test_images_have_no_accuracy():

@@ -151,13 +151,19 @@ def test_small_images_are_padded_like_torchvision():
     assert tuple(crop[12, 0]) == (0, 0, 0) and tuple(crop[12, 12]) == (200, 10, 10)
 
 
-def test_collect_image_paths_expands_folders_sorted(tmp_path):
+def test_collect_image_paths_expands_folders_sorted(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     for name in ("b.jpg", "a.PNG", "sub/c.webp", "readme.txt", ".hidden.jpg"):
         (tmp_path / name).write_bytes(b"x")
     found = collect_image_paths([tmp_path, tmp_path / "readme.txt"])
     names = [p.replace(str(tmp_path) + "/", "") for p in found]
     assert names == ["a.PNG", "b.jpg", "sub/c.webp", "readme.txt"]
+
+    # a photo reached twice (given, and in a folder given) is listed once, as first reached
+    monkeypatch.chdir(tmp_path)
+    assert collect_image_paths(["b.jpg", tmp_path, str(tmp_path / "b.jpg")])[:2] == [
+        "b.jpg", str(tmp_path / "a.PNG")]
+    assert len(collect_image_paths(["b.jpg", tmp_path])) == 3
 
 
 PREFETCH_CHECK = r"""

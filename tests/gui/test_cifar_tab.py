@@ -193,6 +193,7 @@ def test_cancel_applies_nothing_even_when_the_load_ends_first(qtbot, tab, tiny_d
     qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
     tab.data_info = None
     tab.load_data()  # from the cache now: it may well be done before Cancel is seen
+    tab.data_runner._thread.wait()  # the job has ended; its result waits in the event queue
     qtbot.mouseClick(tab.cancel_load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=30_000)
     assert tab.data_info is None and tab.data_progress.format() == "cancelled"

@@ -291,3 +291,50 @@ def test_weights_file_names_say_their_architecture():
     assert guess_architecture("wide_resnet50_2-95faca4d.pth", ids) == "wide_resnet50_2"
     assert guess_architecture("my-weights.pth", ids) is None
     assert guess_architecture("resnet1000.pth", ids) is None
+
+
+def _row_labels(tab):
+    return {tab.table.item(r, 1).text() for r in range(tab.table.rowCount())}
+
+
+def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path, monkeypatch):
+    import engine.classify.jobs as jobs
+    from tests.engine.test_classify import _tiny_torchscript
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(24):
+        os.symlink(BOOK_IMAGES / "cat1.png", folder / f"cat_{i:02d}.png")
+    real_load = jobs.load_model_job
+
+    def slow_load(config, ctx):  # time for a second change while the first loads
+        time.sleep(1.5)
+        return real_load(config, ctx)
+
+    monkeypatch.setattr(jobs, "load_model_job", slow_load)
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
+    path = tmp_path / "net.torchscript.pt"
+    _tiny_torchscript(path)
+    names = [f"thing {i}" for i in range(10)]
+    net = {"format": "torchscript", "path": str(path), "model": "net", "class_names": names,
+           "input_size": 32}
+    tab.use_trained_model(net)  # interrupts the folder run
+    qtbot.waitUntil(lambda: tab._job_kind == "load", timeout=WAIT_MS)
+    assert tab.table.rowCount() < 24
+    tab.use_trained_model({**net, "model": "net2"})  # again, while the first one loads
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    # the interrupted folder went on, and every row is the loaded model's
+    assert tab.table.rowCount() == 24 and _row_labels(tab) <= set(names)
+
+    # a change that fails right after one that works: the rows follow the one that loaded
+    tab.clear_results()
+    tab.set_model("efficientnet_lite0")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    tab.add_paths([str(BOOK_IMAGES / "bobby.jpg"), str(BOOK_IMAGES / "horse.jpg")])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == 2, timeout=WAIT_MS)
+    tab.use_trained_model(net)
+    tab.use_trained_model({**net, "path": str(tmp_path / "missing.pt")})
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.loaded_model["title"] == "net trained in TorchDesk (10 classes)"
+    assert _row_labels(tab) <= set(names)
