@@ -88,6 +88,8 @@ def run(args) -> int:
         raise JobError("--top must be at least 1")
     if args.batch_size < 1:
         raise JobError("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise JobError("--workers must be at least 1")
     config = {
         "paths": args.paths, "model": args.model, "weights_file": args.weights,
         "top_k": args.top, "batch_size": args.batch_size, "workers": args.workers,

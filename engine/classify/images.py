@@ -201,6 +201,10 @@ def open_image_sized(
         raise ImageProblem(f"image cannot be decoded ({text})") from None
 
 
+MAX_ASPECT = 32  # longer than this many times its width: the middle is cut out first ...
+SLIVER_KEEP = 8  # ... this many widths long (resized, 8 × 256 pixels around a 224 crop)
+
+
 def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """torchvision's ``resize(img, [short_side])`` output size (the long side is truncated)."""
     if width <= height:
@@ -214,6 +218,18 @@ def preprocess_image(img: Image.Image, spec: Preprocess) -> tuple[np.ndarray, tu
     The crop box is in the input image's pixels: (left, top, right, bottom).
     """
     w, h = img.size
+    offset_x = offset_y = 0
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        # A sliver (1×200000, say) resized whole would take gigabytes for a crop of its middle:
+        # cut the middle out first, with room to spare around the crop.
+        keep = SLIVER_KEEP * min(w, h)
+        if w > h:
+            offset_x = (w - keep) // 2
+            img = img.crop((offset_x, 0, offset_x + keep, h))
+        else:
+            offset_y = (h - keep) // 2
+            img = img.crop((0, offset_y, w, offset_y + keep))
+        w, h = img.size
     rw, rh = resized_size(w, h, spec.resize_size)
     resized = img.resize((rw, rh), _PIL_FILTERS[spec.interpolation]) if (rw, rh) != (w, h) else img
     c = spec.crop_size
@@ -228,7 +244,8 @@ def preprocess_image(img: Image.Image, spec: Preprocess) -> tuple[np.ndarray, tu
     left = int(round((rw - c) / 2.0))
     crop = np.asarray(resized.crop((left, top, left + c, top + c)), dtype=np.uint8)
     sx, sy = w / (rw - 2 * pad_x), h / (rh - 2 * pad_y)
-    box = ((left - pad_x) * sx, (top - pad_y) * sy, (left - pad_x + c) * sx, (top - pad_y + c) * sy)
+    box = ((left - pad_x) * sx + offset_x, (top - pad_y) * sy + offset_y,
+           (left - pad_x + c) * sx + offset_x, (top - pad_y + c) * sy + offset_y)
     return crop, box
 
 

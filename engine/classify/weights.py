@@ -61,6 +61,9 @@ def download_url(url: str) -> str:
     """The URL to fetch from, after applying ``TORCHDESK_WEIGHTS_MIRROR`` when set."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     if mirror and url.startswith(TORCHVISION_BASE_URL):
+        if urlparse(mirror).scheme not in ("http", "https", "file"):
+            raise JobError(f"{MIRROR_ENV} is {mirror!r}, not a URL: give one such as "
+                           "http://host/models/, or unset it to download from PyTorch")
         return mirror.rstrip("/") + "/" + url[len(TORCHVISION_BASE_URL):]
     return url
 

@@ -65,6 +65,8 @@ def _print_summary(result: dict) -> None:
                 print(f"{name:9s} w = {p['w']:.4f}, b = {p['b']:.4f}, loss {r['train_loss']:.6f}")
         print(f"leader: {result['leader'] or 'none'}")
         return
+    if result["status"] == "diverged":
+        return  # its numbers are not a fit: the error says what happened (--json has them)
     params = result["params"]
     if "w" in params:
         print(f"w = {params['w']:.4f}, b = {params['b']:.4f}")
@@ -92,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**63:
         raise JobError(f"--seed must be between 0 and 2**63 - 1, not {args.seed}")
 
+    if args.data is not None and not args.data.strip():
+        raise JobError("--data is empty: give a CSV file of x,y rows, or leave --data out for "
+                       "the book's thermometer readings")
     data = load_csv(args.data) if args.data else book_data()  # bad input fails before torch loads
 
     from engine.cli import StderrProgress, print_json

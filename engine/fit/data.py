@@ -6,7 +6,6 @@ Importing this module does not import torch, so the GUI can show the data before
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
-    for line_no, line in enumerate(io.StringIO(text), start=1):
+    for line_no, line in enumerate(text.splitlines(), start=1):  # \n, \r\n and old Macs' \r
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 
 from engine.devices import resolve_device
 from engine.fit.choices import OPTIMIZERS
-from engine.fit.data import FitData, book_data, split_indices
+from engine.fit.data import FLOAT32_MAX, FitData, book_data, split_indices
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
 from engine.jobs import JobContext, JobError
 
 MOMENTUM = 0.9
 # A loss this many times the first epoch's loss (and above 1) means the run is exploding.
 EXPLODE_FACTOR = 1e6
+END_GROWTH_FACTOR = 10.0  # a run ending with its loss this many times the first epoch's diverged
 SNAPSHOT_INTERVAL_S = 1 / 30
 CURVE_POINTS = 200
 
@@ -113,6 +114,10 @@ class FitSession:
         x_all = torch.tensor(self.data.x, dtype=torch.float32)
         y_all = torch.tensor(self.data.y, dtype=torch.float32)
         x_scaled = config.input_scale * x_all  # the book's t_un = 0.1 * t_u
+        if not torch.isfinite(x_scaled).all():
+            raise JobError(f"input scale {config.input_scale:g} makes the inputs too large for "
+                           f"float32 (x up to {max(map(abs, self.data.x)):g}); use a smaller "
+                           "scale")
         self.is_linear = config.model == "linear"
         if not self.is_linear:
             x_scaled, y_all = x_scaled.unsqueeze(1), y_all.unsqueeze(1)
@@ -138,7 +143,9 @@ class FitSession:
         self.last_grad_norm: float | None = None
         lo, hi = min(self.data.x), max(self.data.x)
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
-        self.curve_x = torch.linspace(lo - pad, hi + pad, CURVE_POINTS).tolist()
+        # in float64, kept within float32's range (x near 3.4e38 would overflow when padded)
+        self.curve_x = torch.linspace(max(lo - pad, -FLOAT32_MAX), min(hi + pad, FLOAT32_MAX),
+                                      CURVE_POINTS, dtype=torch.float64).tolist()
 
     def _make_optimizer(self) -> torch.optim.Optimizer | None:
         name, lr = self.config.optimizer, self.config.lr
@@ -264,9 +271,24 @@ class FitSession:
             self.status = "stopped"
         else:
             self.status = "done" if self.epoch >= self.config.epochs else "paused"
+            if self.status == "done":
+                self._check_end_loss(on_epoch)
+                diverged = self.status == "diverged"
         if on_snapshot is not None and not is_linear and not diverged:
             on_snapshot(self.snapshot(self.epoch))
         return update
+
+    def _check_end_loss(self, on_epoch: Callback | None) -> None:
+        """A run that ends far above where it started diverged, even if no single epoch
+        crossed the explosion limit (the loss after the last update counts too)."""
+        final, _ = self.losses()
+        start = self.initial_loss
+        if start is None or (final is not None and final <= END_GROWTH_FACTOR * max(start, 1e-6)):
+            return
+        self.status = "diverged"
+        self.message = self._divergence_message(self.epoch, math.inf if final is None else final)
+        if on_epoch is not None:
+            on_epoch({**self.last_update, "kind": "diverged", "message": self.message})
 
     def _explode_limit(self) -> float | None:
         if self.initial_loss is None:
@@ -285,7 +307,7 @@ class FitSession:
             what = f"exploded from {self.initial_loss:.4g} to {loss_value:.4g}"
         tips = [f"lower the learning rate (try {cfg.lr / 10:g})"]
         largest_input = float(self.x_train.abs().max()) if self.x_train.numel() else 0.0
-        if cfg.optimizer != "adam" and largest_input > 10:
+        if cfg.optimizer != "adam" and 10 < largest_input < math.inf:
             suggested = 10 ** -math.ceil(math.log10(largest_input))
             tips.append(
                 f"scale the inputs down (input scale {cfg.input_scale * suggested:g},"

@@ -427,3 +427,10 @@ def test_small_jobs_skip_building_the_optimized_copy():
     finally:
         forget_cached_model()
 
+
+
+def test_bad_counts_are_refused_before_anything_runs():
+    for flag, value in (("--workers", "-2"), ("--batch-size", "0")):
+        out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(BOOK_IMAGES / "cat1.png"), flag, value)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.strip() == f"error: {flag} must be at least 1"

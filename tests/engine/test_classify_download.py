@@ -155,6 +155,9 @@ def test_mirror_replaces_the_torchvision_host(monkeypatch):
     monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9/models/")
     url = weights.TORCHVISION_BASE_URL + "resnet18-f37072fd.pth"
     assert weights.download_url(url) == "http://127.0.0.1:9/models/resnet18-f37072fd.pth"
+    monkeypatch.setenv(weights.MIRROR_ENV, "notaurl")
+    with pytest.raises(JobError, match="TORCHDESK_WEIGHTS_MIRROR is 'notaurl', not a URL"):
+        weights.download_url(url)
 
 
 def test_torchvision_model_download_goes_through_the_mirror(server, monkeypatch):

@@ -144,6 +144,21 @@ def test_preprocess_matches_torchvision_preset_exactly():
         assert 0 <= left < right <= img.size[0] and 0 <= top < bottom <= img.size[1]
 
 
+def test_a_sliver_is_cut_to_its_middle_before_resizing():
+    from torchvision.transforms import v2
+
+    gradient = np.linspace(0, 255, 1500, dtype=np.float32).astype(np.uint8)
+    img = Image.fromarray(np.stack([gradient] * 3, axis=-1)[:, None, :].repeat(3, axis=1))
+    spec = Preprocess(256, 224)  # a 3×1500 image would be resized to 256×128000 whole
+    crop, box = preprocess_image(img, spec)
+    preset = v2.Compose([v2.Resize(256), v2.CenterCrop(224)])
+    expected = np.asarray(preset(img))
+    assert crop.shape == expected.shape and np.abs(crop.astype(int) - expected).max() <= 1
+    assert box[1] == pytest.approx(750 - 224 / 2 * 3 / 256, abs=0.2)
+    wide = Image.new("RGB", (200000, 1), (9, 9, 9))  # resized whole: 51 million × 256 pixels
+    assert preprocess_image(wide, spec)[0].shape == (224, 224, 3)
+
+
 def test_small_images_are_padded_like_torchvision():
     img = Image.new("RGB", (50, 100), (200, 10, 10))
     crop, _ = preprocess_image(img, Preprocess(20, 24))  # crop larger than the resized image

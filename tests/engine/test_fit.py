@@ -75,6 +75,23 @@ def test_divergence_on_unscaled_inputs_explains_and_suggests() -> None:
     assert updates[-1]["kind"] == "diverged"
 
 
+def test_a_run_that_ends_far_above_its_start_diverged() -> None:
+    # lr 0.033 grows the loss ~340,000-fold over 5000 epochs: below the explosion limit
+    # at every epoch, and no fit at the end
+    updates = []
+    result = fit_job({**BOOK_GD, "lr": 0.033}, JobContext(progress=updates.append))
+    assert result["status"] == "diverged" and updates[-1]["kind"] == "diverged"
+    assert "exploded from 80.36" in result["message"]
+    assert fit_job({**BOOK_GD, "lr": 0.02}, JobContext())["status"] == "done"
+
+
+def test_inputs_and_curves_stay_within_float32() -> None:
+    with pytest.raises(JobError, match="makes the inputs too large for float32"):
+        FitSession(FitConfig(input_scale=1e39))
+    huge = FitSession(FitConfig(), FitData((3e38, -3e38), (4.0, 4.0)))
+    assert all(math.isfinite(x) for x in huge.curve_x)
+
+
 def test_nan_loss_is_divergence() -> None:
     # a learning rate so large that the first update overflows to inf, then NaN
     result = fit_job({**BOOK_GD, "lr": 1e38, "input_scale": 1.0}, JobContext())
@@ -163,6 +180,7 @@ def test_csv_with_and_without_header(tmp_path) -> None:
     assert parse_csv_text("1\t2\n3\t4\n").y == (2.0, 4.0)
     # a comma in a comment does not make a semicolon file comma-separated
     assert parse_csv_text("# t_u, t_c\n1;2\n3;4\n").y == (2.0, 4.0)
+    assert parse_csv_text("x,y\r1,2\r3,4\r").x == (1.0, 3.0)  # old Mac line ends
 
 
 @pytest.mark.parametrize("text, match", [

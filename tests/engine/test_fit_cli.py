@@ -37,6 +37,12 @@ def test_diverged_run_exits_non_zero_with_one_line() -> None:
     assert len(lines) == 1 and lines[0].startswith("error: Training diverged at epoch")
 
 
+def test_a_diverged_run_in_text_mode_prints_only_the_error() -> None:
+    proc = run_fit("--lr", "1e9", "--quiet")  # w and b overflow: nothing to show as a fit
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("error: Training diverged") and "Traceback" not in proc.stderr
+
+
 def test_bad_csv_exits_1_naming_the_line(tmp_path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,oops\n")
@@ -62,6 +68,7 @@ def test_csv_mlp_validation_json(tmp_path) -> None:
     (("--race", "--model", "mlp"), "--race compares gd, momentum and Adam on the linear model"),
     (("--epochs", "0"), "--epochs must be at least 1"),
     (("--seed", "99999999999999999999"), "--seed must be between 0 and 2**63 - 1"),
+    (("--data", ""), "--data is empty"),
 ])
 def test_settings_the_run_cannot_honour_are_refused(args, message) -> None:
     proc = run_fit(*args, "--json")
