@@ -180,6 +180,9 @@ def _split_model_id(model_id: str) -> tuple[str, str]:
 def _torchvision_weights(arch: str, weights_name: str):
     from torchvision import models
 
+    if arch == DEFAULT_MODEL:  # built in, with one set of weights
+        raise JobError(f"'{DEFAULT_MODEL}' has one set of weights, built in: give it without "
+                       f"a weights name (not '{arch}.{weights_name}')")
     if arch not in models.list_models(module=models):
         known = ", ".join(sorted([DEFAULT_MODEL, *models.list_models(module=models)]))
         raise JobError(f"unknown model '{arch}'; choose one of: {known}")

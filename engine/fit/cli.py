@@ -19,11 +19,11 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="FILE.csv", help="CSV of x,y rows (header optional); "
                    "default: the book's 11 thermometer readings")
     p.add_argument("--model", choices=MODELS, default="linear")
-    p.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, metavar="H",
+    p.add_argument("--hidden", type=int, metavar="H",
                    help=f"MLP hidden units (default {DEFAULT_HIDDEN})")
-    p.add_argument("--activation", choices=ACTIVATION_NAMES, default="tanh",
+    p.add_argument("--activation", choices=ACTIVATION_NAMES,
                    help="MLP activation (default tanh)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="gd = the book's hand-written gradient descent (default)")
     p.add_argument("--lr", type=float, default=1e-2, metavar="LR", help="learning rate (1e-2)")
     p.add_argument("--epochs", type=int, default=5000, metavar="N", help="epochs (5000)")
@@ -89,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if args.race and args.model != "linear":
         raise JobError("--race compares gd, momentum and Adam on the linear model; "
                        "leave out --model (or train the MLP without --race)")
+    if args.race and args.optimizer is not None:
+        raise JobError("--race runs gd, momentum and Adam side by side; leave out --optimizer")
+    if args.model == "linear" and (args.hidden is not None or args.activation is not None):
+        raise JobError("--hidden and --activation shape the MLP; the linear model w*x+b has "
+                       "neither (add --model mlp)")
     if args.epochs < 1:
         raise JobError(f"--epochs must be at least 1, not {args.epochs}")
     if not 0 <= args.seed < 2**63:
@@ -107,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     config = {
-        "data": data, "model": args.model, "hidden": args.hidden, "activation": args.activation,
-        "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,
+        "data": data, "model": args.model,
+        "hidden": DEFAULT_HIDDEN if args.hidden is None else args.hidden,
+        "activation": args.activation or "tanh", "optimizer": args.optimizer or "gd",
+        "lr": args.lr, "epochs": args.epochs,
         "input_scale": args.input_scale, "val_fraction": args.val_fraction, "seed": args.seed,
     }
     ctx = JobContext(device=device, progress=StderrProgress(_format_progress, quiet=args.quiet))

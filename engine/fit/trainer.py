@@ -83,7 +83,7 @@ class FitConfig:
             raise JobError(f"epochs must be 0 or more, got {self.epochs}")
         if not (math.isfinite(self.input_scale) and self.input_scale != 0):
             raise JobError(f"input scale must be a non-zero number, got {self.input_scale:g}")
-        if not 1 <= self.hidden <= 4096:
+        if self.model == "mlp" and not 1 <= self.hidden <= 4096:
             raise JobError(f"hidden size must be between 1 and 4096, got {self.hidden}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise JobError(f"validation fraction must be in [0, 1), got {self.val_fraction:g}")

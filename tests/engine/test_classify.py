@@ -234,6 +234,8 @@ def test_imported_weights_load_or_say_why_not(tmp_path):
         load_model("resnet18", weights_file=str(junk))
     with pytest.raises(JobError, match="unknown model 'resnet9000'"):
         load_model("resnet9000")
+    with pytest.raises(JobError, match="'efficientnet_lite0' has one set of weights, built in"):
+        load_model("efficientnet_lite0.X")
 
 
 def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):

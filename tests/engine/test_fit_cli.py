@@ -69,6 +69,8 @@ def test_csv_mlp_validation_json(tmp_path) -> None:
     (("--epochs", "0"), "--epochs must be at least 1"),
     (("--seed", "99999999999999999999"), "--seed must be between 0 and 2**63 - 1"),
     (("--data", ""), "--data is empty"),
+    (("--hidden", "5000"), "--hidden and --activation shape the MLP"),
+    (("--race", "--optimizer", "adam"), "--race runs gd, momentum and Adam side by side"),
 ])
 def test_settings_the_run_cannot_honour_are_refused(args, message) -> None:
     proc = run_fit(*args, "--json")
