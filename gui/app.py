@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -87,8 +88,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--settings", metavar="FILE", type=Path,
                         help="keep settings in this INI file instead of the user's settings")
     args = parser.parse_args(argv)
-    if args.screenshots is not None and args.screenshots.exists() and not args.screenshots.is_dir():
-        parser.error(f"--screenshots needs a folder; {args.screenshots} is a file")
+    if args.screenshots is not None:
+        folder = args.screenshots.expanduser().absolute()
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"--screenshots needs a folder; {args.screenshots} is a file")
+        above = next(p for p in folder.parents if p.exists())  # the folder is made under it
+        if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+            parser.error(f"--screenshots: cannot create a folder under {above}")
+        args.screenshots = folder
     return args
 
 
@@ -130,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     _install_excepthook(app_state)
     window = MainWindow(app_state)
     window.show()
+    # Ctrl-C in the terminal closes the window as its close button does (jobs stop, settings
+    # are saved). Python runs signal handlers only between bytecodes, so a timer lets it in
+    # while Qt waits for events.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake_for_signals = QTimer()
+    wake_for_signals.timeout.connect(lambda: None)
+    wake_for_signals.start(200)
     if args.paths:
         window.open_paths(args.paths)
 
@@ -155,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for path in window.save_screenshots(args.screenshots):
                     print(path, flush=True)
+            except OSError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                exit_code["code"] = 1
             except Exception:
                 traceback.print_exc()
                 exit_code["code"] = 1

@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(placeholder, title)
             self.tab_widgets[title] = placeholder
         self._pending_paths: list[str] = []
+        self.device_note: str | None = None  # why the saved device was not taken
 
         self.device_label = QLabel("Device: cpu")
         self.statusBar().addPermanentWidget(self.device_label)
@@ -125,9 +126,11 @@ class MainWindow(QMainWindow):
             self._device_labels[ALL_GPUS] = f"All {len(gpus)} GPUs"
         saved = str(self.app.settings.value("device", "cpu"))
         available = [device_id for device_id, _ in entries]
+        self.device_note = None  # shown once "PyTorch loaded." would have been shown
         if saved not in available:
             if saved != "cpu":
-                self.app.show_status(f"Saved device {saved} is not available; using the CPU.", 8000)
+                self.device_note = f"Saved device {saved} is not available; using the CPU."
+                self.app.show_status(self.device_note, 8000)
             saved = "cpu"
         self.app.set_device(saved)
         self._set_device_entries(entries)
@@ -186,7 +189,10 @@ class MainWindow(QMainWindow):
             old.deleteLater()
             self.tab_widgets[title] = widget
         self.tabs.setCurrentIndex(current)
-        self.statusBar().showMessage("PyTorch loaded.", 5000)
+        if self.device_note:  # says more than "loaded": keep it in view
+            self.statusBar().showMessage(self.device_note, 8000)
+        else:
+            self.statusBar().showMessage("PyTorch loaded.", 5000)
         if self._pending_paths:
             paths, self._pending_paths = self._pending_paths, []
             self.open_paths(paths)
@@ -248,7 +254,11 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1280, 820)
+            screen = self.screen().availableGeometry() if self.screen() else None
+            width, height = 1280, 820
+            if screen is not None:  # a small laptop screen: fill it rather than overflow it
+                width, height = min(width, screen.width()), min(height, screen.height())
+            self.resize(width, height)
         try:
             index = int(self.app.settings.value("window/tab", 0))
         except (TypeError, ValueError):
@@ -283,7 +293,8 @@ class MainWindow(QMainWindow):
                 prepare(lambda predicate, seconds=timeout_s: wait_until(predicate, seconds))
             wait_until(lambda: False, 0.3)  # let the last progress batch draw
             path = directory / f"{stem}.png"
-            self.grab().save(str(path))
+            if not self.grab().save(str(path)):
+                raise OSError(f"cannot write the screenshot {path}")
             written.append(path)
         return written
 

@@ -22,12 +22,14 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGraphicsItem,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QStyle,
@@ -81,8 +83,17 @@ class LinearFitTab(QWidget):
 
         self._build_controls()
         self._build_plots()
+        # The controls scroll on short screens (a 1366×768 laptop): the window never needs
+        # more height than the plots do.
+        controls = QScrollArea()
+        controls.setWidget(self.controls_panel)
+        controls.setWidgetResizable(True)
+        controls.setFrameShape(QFrame.Shape.NoFrame)
+        controls.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        controls.setFixedWidth(self.controls_panel.width()
+                               + controls.verticalScrollBar().sizeHint().width())
         layout = QHBoxLayout(self)
-        layout.addWidget(self.controls_panel)
+        layout.addWidget(controls)
         layout.addWidget(self.plots, 1)
         self._restore_settings()
         self.reset()
@@ -321,11 +332,12 @@ class LinearFitTab(QWidget):
                             widget.setCurrentIndex(index)
                     elif isinstance(widget, QCheckBox):
                         widget.setChecked(str(value).lower() in ("true", "1"))
-                    elif isinstance(widget, QSpinBox):
-                        widget.setValue(int(value))
                     else:
-                        widget.setValue(float(value))
-                except (TypeError, ValueError):
+                        number = (int if isinstance(widget, QSpinBox) else float)(value)
+                        # out of the control's range (or NaN): the control would clamp it
+                        if widget.minimum() <= number <= widget.maximum():
+                            widget.setValue(number)
+                except (TypeError, ValueError, OverflowError):
                     continue  # a hand-edited or stale value: keep the default
             self.log_check.setChecked(
                 str(settings.value(SETTINGS_PREFIX + "log_scale", "false")).lower() == "true")

@@ -38,3 +38,22 @@ def test_screenshots_render_every_tab_with_real_content(tmp_path):
         colours = {image.pixel(x, y) for x in range(0, image.width(), 7)
                    for y in range(0, image.height(), 7)}
         assert len(colours) > 200, stem
+
+
+def test_ctrl_c_in_the_terminal_closes_the_window(tmp_path):
+    import signal
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    # --startup-report prints when the window is up (and closes it once PyTorch is loaded)
+    proc = subprocess.Popen([sys.executable, "main.py", "--startup-report", "--settings",
+                             str(tmp_path / "s.ini")], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith("window_shown")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_screenshots_that_cannot_be_written_fail_clearly(tmp_path):
+    result = run_app("--screenshots", "/etc/passwd/shots", timeout=120)
+    assert result.returncode == 2 and "cannot create a folder under /etc/passwd" in result.stderr

@@ -185,6 +185,15 @@ def test_settings_are_remembered(qtbot, app_state, tab) -> None:
     assert again.lr_spin.value() == pytest.approx(0.005)
     assert again.val_spin.value() == pytest.approx(0.2)
 
+    # hand-edited or stale values keep the defaults (a too-large one broke the tab for good)
+    for name, value in (("epochs", "99999999999"), ("lr", "nan"), ("input_scale", "inf"),
+                        ("hidden", "-5")):
+        app_state.settings.setValue(f"linear_fit/{name}", value)
+    fresh = LinearFitTab(app_state)
+    qtbot.addWidget(fresh)
+    assert fresh.epochs_spin.value() == 5000 and fresh.lr_spin.value() == pytest.approx(0.01)
+    assert fresh.scale_spin.value() == pytest.approx(0.1) and fresh.hidden_spin.value() > 0
+
 
 def test_close_mid_run_stops_and_joins(qtbot, app_state) -> None:
     from gui.tabs.linear_fit import LinearFitTab
