@@ -255,7 +255,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             screen = self.screen().availableGeometry() if self.screen() else None
-            width, height = 1280, 820
+            width, height = SCREENSHOT_SIZE  # also the size screenshots are taken at
             if screen is not None:  # a small laptop screen: fill it rather than overflow it
                 width, height = min(width, screen.width()), min(height, screen.height())
             self.resize(width, height)
@@ -284,6 +284,7 @@ class MainWindow(QMainWindow):
     def save_screenshots(self, directory: Path, timeout_s: float = 600) -> list[Path]:
         """Put real content on each tab, grab it to ``DIR/<tab>.png``; returns the files."""
         directory.mkdir(parents=True, exist_ok=True)
+        self.resize(*SCREENSHOT_SIZE)  # the same pictures whatever the screen (offscreen: 800×600)
         written = []
         for title, _module, _cls, stem in TAB_SPECS:
             widget = self.tab_widgets[title]
@@ -297,6 +298,9 @@ class MainWindow(QMainWindow):
                 raise OSError(f"cannot write the screenshot {path}")
             written.append(path)
         return written
+
+
+SCREENSHOT_SIZE = (1280, 820)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
