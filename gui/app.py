@@ -80,7 +80,10 @@ def tune_interpreter_for_gui() -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from engine import __version__
+
     parser = argparse.ArgumentParser(prog="torchdesk", description="PyTorch in a window.")
+    parser.add_argument("--version", action="version", version=f"TorchDesk {__version__}")
     parser.add_argument("paths", nargs="*", help="photos or folders to classify")
     parser.add_argument("--screenshots", metavar="DIR", type=Path,
                         help="render every tab with real content to DIR/<tab>.png and exit")

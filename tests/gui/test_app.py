@@ -58,3 +58,10 @@ def test_ctrl_c_in_the_terminal_closes_the_window(tmp_path):
 def test_screenshots_that_cannot_be_written_fail_clearly(tmp_path):
     result = run_app("--screenshots", "/etc/passwd/shots", timeout=120)
     assert result.returncode == 2 and "cannot create a folder under /etc/passwd" in result.stderr
+
+
+def test_version():
+    from engine import __version__
+
+    result = run_app("--version", timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"TorchDesk {__version__}"
