@@ -95,9 +95,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         folder = args.screenshots.expanduser().absolute()
         if folder.exists() and not folder.is_dir():
             parser.error(f"--screenshots needs a folder; {args.screenshots} is a file")
-        above = next(p for p in folder.parents if p.exists())  # the folder is made under it
+        # the folder itself, or the nearest existing folder above it, must take new files
+        above = next(p for p in (folder, *folder.parents) if p.exists())
         if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
-            parser.error(f"--screenshots: cannot create a folder under {above}")
+            where = "write into" if above == folder else "create a folder under"
+            parser.error(f"--screenshots: cannot {where} {above}")
         args.screenshots = folder
     return args
 
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C in the terminal closes the window as its close button does (jobs stop, settings
     # are saved). Python runs signal handlers only between bytecodes, so a timer lets it in
     # while Qt waits for events.
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    previous_sigint = signal.signal(signal.SIGINT, lambda *_: window.close())
     wake_for_signals = QTimer()
     wake_for_signals.timeout.connect(lambda: None)
     wake_for_signals.start(200)
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     QTimer.singleShot(0, on_shown)
     code = qt_app.exec()
+    signal.signal(signal.SIGINT, previous_sigint)
     loader.wait()
     if scratch is not None:
         scratch.cleanup()

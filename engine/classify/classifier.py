@@ -188,7 +188,7 @@ class Classifier:
     def probabilities(self, crops: list[np.ndarray]) -> torch.Tensor:
         """Softmax probabilities, float64 (N, classes) on the CPU: in float32 a thousand of
         them can add up to a little over 1."""
-        return torch.softmax(self.logits(self.to_batch(crops)).double(), dim=1).cpu()
+        return torch.softmax(self.logits(self.to_batch(crops)).cpu().double(), dim=1)  # MPS: no f64
 
     def top_k(self, probs: torch.Tensor, k: int) -> list[list[dict]]:
         k = max(1, min(k, probs.shape[1]))

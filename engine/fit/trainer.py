@@ -283,7 +283,11 @@ class FitSession:
         crossed the explosion limit (the loss after the last update counts too)."""
         final, _ = self.losses()
         start = self.initial_loss
-        if start is None or (final is not None and final <= END_GROWTH_FACTOR * max(start, 1e-6)):
+        # a first guess already on the line has a loss near 0: growth is measured from a
+        # loss that matters for this data (a thousandth of the targets' mean square)
+        floor = 1e-3 * float(self.y_train.square().mean()) if self.y_train.numel() else 0.0
+        if start is None or (final is not None
+                             and final <= END_GROWTH_FACTOR * max(start, floor, 1e-12)):
             return
         self.status = "diverged"
         self.message = self._divergence_message(self.epoch, math.inf if final is None else final)

@@ -83,6 +83,11 @@ def test_a_run_that_ends_far_above_its_start_diverged() -> None:
     assert result["status"] == "diverged" and updates[-1]["kind"] == "diverged"
     assert "exploded from 80.36" in result["message"]
     assert fit_job({**BOOK_GD, "lr": 0.02}, JobContext())["status"] == "done"
+    # a first guess already on the line starts near 0: Adam's small wander is no divergence
+    on_the_line = FitData((86.0, 64.0, 52.0, 27.0, 31.0), (8.6, 6.4, 5.2, 2.7, 3.1))
+    near = fit_job({"model": "linear", "optimizer": "adam", "lr": 0.01, "epochs": 10,
+                    "input_scale": 0.1, "data": on_the_line}, JobContext())
+    assert near["status"] == "done" and near["train_loss"] < 0.01
 
 
 def test_inputs_and_curves_stay_within_float32() -> None:

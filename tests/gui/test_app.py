@@ -58,6 +58,9 @@ def test_ctrl_c_in_the_terminal_closes_the_window(tmp_path):
 def test_screenshots_that_cannot_be_written_fail_clearly(tmp_path):
     result = run_app("--screenshots", "/etc/passwd/shots", timeout=120)
     assert result.returncode == 2 and "cannot create a folder under /etc/passwd" in result.stderr
+    from gui.app import parse_args
+
+    assert str(parse_args(["--screenshots", "/"]).screenshots) == "/"  # no parent to look at
 
 
 def test_version():
