@@ -158,13 +158,18 @@ def _inconsistency(blob: dict) -> str | None:
     return None
 
 
-def _is_torchscript_archive(path: Path) -> bool:
+def _zip_names(path: Path) -> list[str]:
+    """The entries of a zip archive (torch.save and TorchScript both write one); [] otherwise."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl"))
-                       for name in archive.namelist())
+            return archive.namelist()
     except (OSError, zipfile.BadZipFile):
-        return False
+        return []
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl"))
+               for name in _zip_names(path))
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
@@ -296,11 +301,7 @@ def _check_export_target(out: Path, fmt: str, sidecar: Path) -> None:
 
 
 def _is_torchscript_export(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith(f"extra/{METADATA_FILE}") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    return any(name.endswith(f"extra/{METADATA_FILE}") for name in _zip_names(path))
 
 
 def _is_onnx_model(path: Path) -> bool:

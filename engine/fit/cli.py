@@ -111,11 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.jobs import JobContext
 
     device = resolve_device(args.device)
-    config = {
-        "data": data, "model": args.model,
-        "hidden": DEFAULT_HIDDEN if args.hidden is None else args.hidden,
-        "activation": args.activation or "tanh", "optimizer": args.optimizer or "gd",
-        "lr": args.lr, "epochs": args.epochs,
+    config = {  # options left out are None: FitConfig's defaults
+        "data": data, "model": args.model, "hidden": args.hidden, "activation": args.activation,
+        "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,
         "input_scale": args.input_scale, "val_fraction": args.val_fraction, "seed": args.seed,
     }
     ctx = JobContext(device=device, progress=StderrProgress(_format_progress, quiet=args.quiet))

@@ -97,12 +97,13 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
 
     Blank lines and lines starting with ``#`` are skipped.
     """
-    data_lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    lines = text.splitlines()  # \n, \r\n and old Macs' \r
+    data_lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     delimiter = next((d for d in (",", ";", "\t") if any(d in ln for ln in data_lines)), None)
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
-    for line_no, line in enumerate(text.splitlines(), start=1):  # \n, \r\n and old Macs' \r
+    for line_no, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

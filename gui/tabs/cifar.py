@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -46,6 +45,7 @@ from engine.cli import format_duration
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
 from gui.text import plural
+from gui.widgets.common import scroll_area
 
 MODEL_LABELS = {
     "fast": "Fast (residual, speed recipe)",
@@ -259,10 +259,7 @@ class CifarTab(QWidget):
         self.model_group = self._build_model_group()
         form_box.addWidget(self.model_group)
         form_box.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(controls)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll = scroll_area(controls, horizontal=False)
         left = QWidget()  # the Run group (Train, Stop, …) stays in view below the scrolling
         left_box = QVBoxLayout(left)
         left_box.setContentsMargins(0, 0, 0, 0)
@@ -476,10 +473,7 @@ class CifarTab(QWidget):
         self.grid_layout = QGridLayout(self.grid_widget)
         self.grid_layout.setSpacing(2)
         self.grid_layout.addWidget(QLabel("Load a dataset to browse it."), 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidget(self.grid_widget)
-        scroll.setWidgetResizable(True)
-        return scroll
+        return scroll_area(self.grid_widget)
 
     @staticmethod
     def _combo(labels: dict[str, str]) -> QComboBox:

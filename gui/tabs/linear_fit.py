@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QStyle,
@@ -45,6 +44,7 @@ from engine.jobs import JobError
 from gui.app_state import AppState
 from gui.bridge import JobRunner
 from gui.plotting import GrowingArray, make_fast, thin_path
+from gui.widgets.common import scroll_area
 
 OPTIMIZER_LABELS = {
     "gd": "Gradient descent (book)",
@@ -85,11 +85,8 @@ class LinearFitTab(QWidget):
         self._build_plots()
         # The controls scroll on short screens (a 1366×768 laptop): the window never needs
         # more height than the plots do.
-        controls = QScrollArea()
-        controls.setWidget(self.controls_panel)
-        controls.setWidgetResizable(True)
+        controls = scroll_area(self.controls_panel, horizontal=False)
         controls.setFrameShape(QFrame.Shape.NoFrame)
-        controls.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         controls.setFixedWidth(self.controls_panel.width()
                                + controls.verticalScrollBar().sizeHint().width())
         layout = QHBoxLayout(self)

@@ -1,1 +1,1 @@
-"""Reusable widgets; each file is owned by the tab named in its prefix."""
+"""Reusable widgets; each file is owned by the tab named in its prefix (common.py: all tabs)."""
