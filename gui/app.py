@@ -51,13 +51,7 @@ class TorchLoader(QThread):
 
             with heavy_imports():
                 for name in WARM_MODULES:
-                    try:
-                        importlib.import_module(name)
-                    except ModuleNotFoundError as exc:
-                        if name.startswith("engine.") and exc.name and exc.name.startswith(
-                                "engine"):
-                            continue  # a feature not in this build
-                        raise
+                    importlib.import_module(name)
             from engine.devices import list_devices
 
             self.loaded.emit(list_devices())
@@ -87,7 +81,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", help="photos or folders to classify")
     parser.add_argument("--screenshots", metavar="DIR", type=Path,
                         help="render every tab with real content to DIR/<tab>.png and exit")
+    # for tests: print when the window shows and when torch is ready, then close (unless
+    # --stay-open, so that only the user, or a signal, closes it)
     parser.add_argument("--startup-report", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stay-open", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--settings", metavar="FILE", type=Path,
                         help="keep settings in this INI file instead of the user's settings")
     args = parser.parse_args(argv)
@@ -160,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     def on_shown() -> None:
         if args.startup_report:
             print(f"window_shown {time.perf_counter() - _START:.3f}", flush=True)
+            print(f"torch_imported_when_shown {int('torch' in sys.modules)}", flush=True)
         loader.start()
 
     if args.startup_report:
         def report_ready(_devices) -> None:
             print(f"torch_ready {time.perf_counter() - _START:.3f}", flush=True)
-            QTimer.singleShot(0, window.close)
+            if not args.stay_open:
+                QTimer.singleShot(0, window.close)
 
         loader.loaded.connect(report_ready)
 

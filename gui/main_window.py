@@ -12,7 +12,7 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEventLoop, QTimer, QUrl
+from PySide6.QtCore import QByteArray, QEventLoop, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QLabel,
@@ -199,13 +199,7 @@ class MainWindow(QMainWindow):
 
     def _build_tab(self, title: str, module_name: str, class_name: str) -> QWidget:
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return _Placeholder(f"The {title} tab is not part of this build yet.")
-            raise
-        try:
-            return getattr(module, class_name)(self.app)
+            return getattr(importlib.import_module(module_name), class_name)(self.app)
         except Exception as exc:  # one broken tab must not take the whole window down
             log.exception("building the %s tab failed", title)
             return _Placeholder(f"The {title} tab could not start: {type(exc).__name__}: {exc}")
@@ -328,6 +322,3 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     deadline.stop()
     return result["ok"]
 
-
-def local_file_urls(paths: list[str]) -> list[QUrl]:
-    return [QUrl.fromLocalFile(str(Path(p).resolve())) for p in paths]

@@ -210,10 +210,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
-
-
 def model_options(name: str, device_type: str = "cpu") -> dict:
     """Build options a model needs beyond its class count, for a device type.
 

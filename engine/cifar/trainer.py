@@ -110,8 +110,7 @@ def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
     if model == "fast":
         from engine.cifar import fast
 
-        recipe = getattr(fast, "fast_defaults", None)
-        fast_defaults = recipe(device_type) if recipe else fast.FAST_DEFAULTS
+        fast_defaults = fast.fast_defaults(device_type)
         for key, value in fast_defaults.items():
             if key in defaults or key in RECIPE_RUN_KEYS:
                 defaults[key] = value

@@ -35,14 +35,15 @@ _cached: tuple[tuple, Any] | None = None  # (key, Classifier)
 
 
 def _file_stamp(path: str | None) -> tuple | None:
-    """(path, size, mtime) so a file rewritten in place (a retrained export) is a new model."""
+    """(path, size, mtime, inode) so a file rewritten in place, or replaced by a new one under
+    its name (a retrained export), is a new model."""
     if not path:
         return None
     try:
         stat = os.stat(path)
     except OSError:
-        return (path, None, None)
-    return (path, stat.st_size, stat.st_mtime_ns)
+        return (path, None, None, None)
+    return (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _model_key(config: dict, device: str) -> tuple:

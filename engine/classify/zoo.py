@@ -234,12 +234,6 @@ def list_models() -> list[ModelInfo]:
     return infos
 
 
-def model_info(model_id: str) -> ModelInfo:
-    if model_id == DEFAULT_MODEL:
-        return default_model_info()
-    return torchvision_model_info(*_split_model_id(model_id))
-
-
 # ---- loading ------------------------------------------------------------------------------------
 def _read_state_dict(path: str, what: str) -> dict:
     import torch

@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 from engine.cli import format_duration
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
+from gui.samples import cifar_archive
 from gui.text import plural
 from gui.widgets.common import scroll_area
 
@@ -65,7 +66,6 @@ PRECISION_LABELS = {"auto": "Auto (bf16/fp16 where fast)", "fp32": "float32", "b
                     "fp16": "float16 (GPU)"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
-SHARED_TARBALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
@@ -1184,8 +1184,8 @@ class CifarTab(QWidget):
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Load CIFAR-10 and train a small real run so curves and the confusion matrix show."""
-        if not self.path_edit.text().strip() and SHARED_TARBALL.is_file():
-            self.path_edit.setText(str(SHARED_TARBALL))
+        if not self.path_edit.text().strip() and cifar_archive().is_file():
+            self.path_edit.setText(str(cifar_archive()))
         if not self.path_edit.text().strip():
             return
         self.load_data()

@@ -53,6 +53,7 @@ from engine.classify import jobs as classify_jobs
 from engine.classify.images import IMAGE_SUFFIXES
 from gui.app_state import AppState
 from gui.bridge import JobRunner
+from gui.samples import book_photo
 from gui.text import plural
 from gui.widgets.classify_views import (
     ClassifyImagePane,
@@ -62,7 +63,6 @@ from gui.widgets.classify_views import (
 )
 
 DEFAULT_MODEL = "efficientnet_lite0"
-BOOK_PHOTO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "images" / "bobby.jpg"
 DETAIL_THUMBNAIL = 640
 ROW_THUMBNAIL = 40
 COLUMNS = ("File", "Top-1", "Probability", "Top-5", "Time (ms)")
@@ -855,8 +855,8 @@ class ClassifyTab(QWidget):
         """Classify the book's bobby.jpg with the offline default and show its Grad-CAM."""
         if self.model_config != {"model": DEFAULT_MODEL}:
             self.set_model(DEFAULT_MODEL)
-        if BOOK_PHOTO.exists():
-            self.add_paths([str(BOOK_PHOTO)])
+        if book_photo().is_file():
+            self.add_paths([str(book_photo())])
             wait(lambda: not self.is_busy() and self.current_cam is not None, 180)
 
 

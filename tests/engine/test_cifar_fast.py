@@ -202,7 +202,8 @@ def test_the_cpu_recipe_trains_longer_where_bf16_is_in_hardware(monkeypatch, nat
 
 
 def test_fast_defaults_name_what_the_trainer_reads():
-    trainer = pytest.importorskip("engine.cifar.trainer")
+    from engine.cifar import trainer
+
     readable = set(trainer.GENERIC_DEFAULTS) | set(trainer.RECIPE_RUN_KEYS)
     missing = readable - set(fast.FAST_DEFAULTS)
     assert not missing - {"eval_batch_size"}

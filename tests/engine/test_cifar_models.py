@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -52,8 +50,6 @@ def test_normalized_classifier_normalizes_inside():
     assert torch.allclose(out, torch.ones(1, 3))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("engine.cifar.fast") is None,
-                    reason="engine/cifar/fast.py (the Fast recipe) is not in this checkout yet")
 def test_fast_net_from_the_registry_trains_a_step():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)

@@ -95,20 +95,41 @@ def test_stop_mid_epoch_keeps_a_checkpoint_that_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_optimizers_and_schedules_train(optimizer):
+def test_optimizers_and_schedules_train(optimizer, tmp_path):
     lr = 3e-3 if optimizer.startswith("adam") else 0.05
     result, events = run(base_config(epochs=1, optimizer=optimizer, lr=lr,
                                      schedule="warmup_cosine", warmup=0.5,
                                      label_smoothing=0.1, weight_decay=5e-4,
-                                     report_interval_s=0))
+                                     report_interval_s=0, checkpoint=tmp_path / "c.pt"))
     lrs = [e["lr"] for e in events if e["phase"] == "train"]
     assert max(lrs) == pytest.approx(lr, rel=0.01) and lrs[-1] < lr / 10
     assert result["history"][0]["train_loss"] > 0
+    # the optimizer that ran is the one asked for: Adam's moments, AdamW's decoupled decay
+    state = ckpt.load_checkpoint(tmp_path / "c.pt")["optimizer_state"]
+    group, first = state["param_groups"][0], next(iter(state["state"].values()))
+    if optimizer == "sgd":
+        assert "momentum_buffer" in first and group["momentum"] > 0
+    else:
+        assert "exp_avg" in first and group["weight_decay"] == 5e-4
+        assert group["decoupled_weight_decay"] == (optimizer == "adamw")
 
 
-def test_bf16_autocast_runs_on_the_cpu():
+def test_bf16_autocast_runs_on_the_cpu(monkeypatch):
+    import engine.cifar.trainer as trainer
+
+    conv_dtypes = set()
+
+    def build_and_watch(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", build_and_watch)
     result, _ = run(base_config(epochs=1, precision="bf16", batch_size=32))
     assert result["precision"] == "bfloat16"
+    assert conv_dtypes == {torch.bfloat16}
     assert 0.0 <= result["test_acc"] <= 1.0
 
 

@@ -4,10 +4,10 @@ files, the CLI contract, Grad-CAM, imported weights, Torch Hub and the model cat
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from engine.classify.classifier import Classifier
 from engine.classify.jobs import catalog_job, classify_job, forget_cached_model, gradcam_job
 from engine.classify.zoo import load_hub_model, load_model
 from engine.jobs import JobContext, JobError
-from tests.conftest import BOOK_IMAGES, ROOT
+from tests.conftest import BOOK_IMAGES, ROOT, needs_book_photos
 
 BOOK = ["bobby.jpg", "horse.jpg", "cat1.png", "cat2.png", "cat3.png"]
 EXPECTED_TOP1 = {"bobby.jpg": "golden retriever", "horse.jpg": "sorrel", "cat1.png": "tabby",
@@ -36,6 +36,7 @@ def _book_paths():
     return [str(BOOK_IMAGES / name) for name in BOOK]
 
 
+@needs_book_photos
 def test_book_photos_get_the_right_labels(lite0):
     results = list(lite0.classify_files(_book_paths(), top_k=5, batch_size=4))
     by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
@@ -49,6 +50,7 @@ def test_book_photos_get_the_right_labels(lite0):
         assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
 
 
+@needs_book_photos
 def test_fp32_probabilities_equal_the_model_called_directly(lite0):
     """Batching, threads, channels_last and the numpy preprocessing change nothing (1e-4)."""
     from PIL import Image
@@ -76,6 +78,7 @@ def test_fp32_probabilities_equal_the_model_called_directly(lite0):
     assert abs(single.top[0]["prob"] - float(expected[0].max())) < 1e-4
 
 
+@needs_book_photos
 def test_cpu_inference_runs_an_optimized_copy_with_the_same_answers(lite0):
     """On the CPU, fp32 inference runs a frozen TorchScript copy with oneDNN fusions; the Python
     model stays for Grad-CAM, and both give the same probabilities."""
@@ -108,18 +111,23 @@ def test_models_that_cannot_be_optimized_keep_working():
     assert classifier.probabilities([crop]).shape == (1, 4)
 
 
+@needs_book_photos
 def test_bf16_autocast_keeps_top1_on_book_photos(lite0):
     bf16 = Classifier(lite0.loaded, precision="bf16")
     crops = [lite0.prepare(p).crop for p in _book_paths()]
-    assert torch.equal(bf16.probabilities(crops).argmax(1), lite0.probabilities(crops).argmax(1))
+    low, exact = bf16.probabilities(crops), lite0.probabilities(crops)
+    assert torch.equal(low.argmax(1), exact.argmax(1))
+    assert (low - exact).abs().max() > 1e-4  # it did run in bfloat16
 
 
+@needs_book_photos
 def test_fast_decode_keeps_top1_on_book_photos(lite0):
     exact = list(lite0.classify_files(_book_paths(), top_k=1))
     fast = list(lite0.classify_files(_book_paths(), top_k=1, fast_decode=True))
     assert [r.top[0]["index"] for r in exact] == [r.top[0]["index"] for r in fast]
 
 
+@needs_book_photos
 def test_bad_files_are_listed_and_never_stop_the_batch(lite0, tmp_path):
     (tmp_path / "notes.jpg").write_text("not a photo")
     (tmp_path / "empty.png").write_bytes(b"")
@@ -136,6 +144,7 @@ def test_bad_files_are_listed_and_never_stop_the_batch(lite0, tmp_path):
     assert all(r.top == [] for r in results if r.error)
 
 
+@needs_book_photos
 def test_views_show_what_the_net_sees(lite0):
     result = lite0.classify_file(_book_paths()[0], thumbnail_size=128)
     assert result.net_view.shape == (224, 224, 3) and result.net_view.dtype == np.uint8
@@ -146,6 +155,7 @@ def test_views_show_what_the_net_sees(lite0):
     assert top == pytest.approx(45, abs=2) and bottom == pytest.approx(675, abs=2)
 
 
+@needs_book_photos
 def test_gradcam_for_top_and_other_classes(lite0):
     crop = lite0.prepare(_book_paths()[0]).crop
     cam = lite0.grad_cam(crop, 207)  # golden retriever
@@ -177,6 +187,7 @@ def test_gradcam_finds_feature_maps_in_resnets_and_vits():
     assert cam.shape == (32, 32) and cam.max() == pytest.approx(1.0)
 
 
+@needs_book_photos
 def test_classify_job_streams_results_and_gradcam(tmp_path):
     forget_cached_model()
     updates = []
@@ -199,6 +210,7 @@ def test_classify_job_streams_results_and_gradcam(tmp_path):
     assert cam["label"] == "sorrel" and cam["cam"].shape == (224, 224)
 
 
+@needs_book_photos
 def test_classify_job_stops_between_batches(tmp_path):
     ctx = JobContext("cpu")
     seen = []
@@ -240,6 +252,7 @@ def test_imported_weights_load_or_say_why_not(tmp_path):
         load_model("efficientnet_lite0.X")
 
 
+@needs_book_photos
 def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):
     repo = tmp_path / "tinyhub"
     repo.mkdir()
@@ -264,10 +277,8 @@ def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     monkeypatch.setattr(zoo, "HUB_PROBE_ADDRESS", ("127.0.0.1", closed))
-    started = time.monotonic()
     with pytest.raises(JobError, match="cannot reach 127.0.0.1 to fetch Torch Hub repository"):
         load_hub_model("pytorch/vision", "resnet18")
-    assert time.monotonic() - started < 20  # no retry loop or long wait on a refused port
 
 
 def test_catalog_lists_torchvision_models_with_metadata():
@@ -288,6 +299,7 @@ def _cli(*args, env=None):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@needs_book_photos
 def test_cli_json_contract_and_exit_codes(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
     out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(tmp_path / "bad.png"), "--json", "--top", "3")
@@ -305,7 +317,8 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
     assert "Traceback" not in bad_only.stderr
 
 
-def test_cli_offline_missing_weights_fails_within_seconds(tmp_path):
+@needs_book_photos
+def test_cli_offline_missing_weights_fails_with_where_to_put_them(tmp_path):
     import os
 
     with socket.socket() as s:
@@ -313,17 +326,15 @@ def test_cli_offline_missing_weights_fails_within_seconds(tmp_path):
         closed = s.getsockname()[1]
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "th"),
            "TORCHDESK_WEIGHTS_MIRROR": f"http://127.0.0.1:{closed}/"}
-    started = time.monotonic()
     out = _cli(str(BOOK_IMAGES / "bobby.jpg"), "--model", "resnet18", env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot download resnet18-f37072fd.pth")
     assert str(tmp_path / "th" / "hub" / "checkpoints") in line
-    assert time.monotonic() - started < 120  # process start + imports on a busy 2-core box
 
 
-def _tiny_torchscript(path, classes=10, size=32):
-    torch.manual_seed(0)
+def _tiny_torchscript(path, classes=10, size=32, seed=0):
+    torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                               torch.nn.Linear(8, classes)).eval()
@@ -331,6 +342,7 @@ def _tiny_torchscript(path, classes=10, size=32):
     return net
 
 
+@needs_book_photos
 def test_torchscript_model_from_the_cifar_tab(tmp_path):
     from engine.classify.zoo import load_torchscript_model
 
@@ -357,24 +369,35 @@ def test_torchscript_model_from_the_cifar_tab(tmp_path):
         load_torchscript_model(str(tmp_path / "junk.pt"))
 
 
+@needs_book_photos
 def test_a_retrained_export_at_the_same_path_is_loaded_again(tmp_path):
     from engine.classify.jobs import classify_job
 
     path = tmp_path / "last.torchscript.pt"
     photo = _book_paths()[1]
+    classes = ["airplane", "bird", "cat", "dog"]
 
-    def labels(classes):
-        config = {"paths": [photo], "top_k": 2, "torchscript": {
+    def probabilities():
+        config = {"paths": [photo], "top_k": 4, "torchscript": {
             "path": str(path), "class_names": classes, "input_size": 32}}
         result = classify_job(config, JobContext("cpu"))
-        return {t["label"] for t in result["results"][0]["top"]}
+        return {t["label"]: t["prob"] for t in result["results"][0]["top"]}
 
-    _tiny_torchscript(path, classes=4)
-    assert labels(["airplane", "bird", "cat", "dog"]) <= {"airplane", "bird", "cat", "dog"}
-    _tiny_torchscript(path, classes=2)  # retrained on two classes, exported to the same file
-    assert labels(["cat", "dog"]) == {"cat", "dog"}
+    def export(seed):  # as the CIFAR tab exports: a new file renamed over the old one
+        _tiny_torchscript(tmp_path / "new.pt", classes=4, seed=seed)
+        os.replace(tmp_path / "new.pt", path)
+
+    export(seed=0)
+    first = probabilities()
+    export(seed=1)  # retrained with the same classes, exported to the same file
+    second = probabilities()
+    assert set(first) == set(second) == set(classes)
+    assert max(abs(first[c] - second[c]) for c in classes) > 1e-4
+    export(seed=0)
+    assert probabilities() == pytest.approx(first, abs=1e-6)
 
 
+@needs_book_photos
 def test_single_threaded_cpu_streams_give_the_same_answers(lite0, tmp_path):
     """With torch on one thread, each core decodes and classifies its own chunks (the CLI's mode):
     same order, same probabilities, bad files in place."""
@@ -406,6 +429,7 @@ def test_precision_choices():
         resolve_precision("int3", "cpu")
 
 
+@needs_book_photos
 def test_per_job_cpu_threads_are_restored():
     before = torch.get_num_threads()
     seen = []
@@ -415,6 +439,7 @@ def test_per_job_cpu_threads_are_restored():
     assert torch.get_num_threads() == before
 
 
+@needs_book_photos
 def test_small_jobs_skip_building_the_optimized_copy():
     """The CLI asks for no optimized copy for a few photos (building it costs more than it
     saves); a later job that wants it builds it on the cached model."""
@@ -433,6 +458,7 @@ def test_small_jobs_skip_building_the_optimized_copy():
 
 
 
+@needs_book_photos
 def test_bad_counts_are_refused_before_anything_runs():
     for flag, value in (("--workers", "-2"), ("--batch-size", "0")):
         out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(BOOK_IMAGES / "cat1.png"), flag, value)

@@ -18,7 +18,7 @@ from engine.classify.images import (
     prepare_image,
     preprocess_image,
 )
-from tests.conftest import BOOK_IMAGES
+from tests.conftest import BOOK_IMAGES, needs_book_photos
 
 
 def _save(img: Image.Image, path, **kwargs):
@@ -109,6 +109,7 @@ def test_bad_files_get_plain_reasons(tmp_path, make, reason):
         open_image(path)
 
 
+@needs_book_photos
 def test_truncated_jpeg_is_reported(tmp_path):
     data = (BOOK_IMAGES / "bobby.jpg").read_bytes()
     path = tmp_path / "cut.jpg"
@@ -127,6 +128,7 @@ def test_pillow_pixel_limit_is_respected(tmp_path, monkeypatch):
     assert open_image(path).size == (100, 100)
 
 
+@needs_book_photos
 def test_preprocess_matches_torchvision_preset_exactly():
     from torchvision.models import ResNet50_Weights
 
@@ -220,6 +222,7 @@ print("ok")
 """
 
 
+@needs_book_photos
 def test_forked_prefetch_hands_over_decoded_images_and_problems(tmp_path):
     """The CLI decodes the first photos in a forked process while torch imports; what it hands
     over equals a direct decode, bad files raise their reason, and after close() nothing hangs."""

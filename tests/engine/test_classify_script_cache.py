@@ -17,7 +17,7 @@ from engine.classify.classifier import Classifier
 from engine.classify.jobs import classify_job, forget_cached_model
 from engine.classify.zoo import default_model_cache_key, load_cached_default_model, load_model
 from engine.jobs import JobContext
-from tests.conftest import BOOK_IMAGES, ROOT
+from tests.conftest import BOOK_IMAGES, ROOT, needs_book_photos
 
 BOOK = [str(BOOK_IMAGES / name) for name in ("bobby.jpg", "horse.jpg", "cat1.png", "cat2.png")]
 
@@ -38,6 +38,7 @@ def _probabilities(classifier: Classifier) -> torch.Tensor:
     return classifier.probabilities([classifier.prepare(p).crop for p in BOOK])
 
 
+@needs_book_photos
 def test_optimized_copy_is_written_once_and_loads_without_the_python_model(cache_dir,
                                                                           python_lite0):
     assert load_cached_default_model() is None  # nothing cached yet
@@ -113,6 +114,7 @@ def test_cache_key_follows_weights_file_and_code(tmp_path):
     assert script_cache.cache_key("m", str(tmp_path / "missing.pth")) is None
 
 
+@needs_book_photos
 def test_unwritable_cache_still_classifies(tmp_path, monkeypatch, python_lite0):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
@@ -123,6 +125,7 @@ def test_unwritable_cache_still_classifies(tmp_path, monkeypatch, python_lite0):
     assert torch.max(torch.abs(_probabilities(classifier) - reference)).item() < 1e-5
 
 
+@needs_book_photos
 def test_jobs_use_the_cached_copy_only_for_inference(cache_dir):
     """The CLI's jobs (inference only) load the cached copy; a job that may want Grad-CAM gets
     the Python model even when the cached copy is already loaded."""
@@ -139,6 +142,7 @@ def test_jobs_use_the_cached_copy_only_for_inference(cache_dir):
         forget_cached_model()
 
 
+@needs_book_photos
 def test_cli_gives_the_same_answers_with_and_without_the_cache(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -69,3 +69,9 @@ def test_json_output_turns_nan_into_null_and_stays_one_document(capsys):
     assert out.count("\n") == 1
     assert json.loads(out) == {"test_acc": None, "history": [{"train_loss": None}],
                                "probs": [0.5, None], "ok": 1.5}
+
+
+def test_format_duration():
+    from engine.cli import format_duration
+
+    assert (format_duration(65), format_duration(7325)) == ("1:05", "2:02:05")

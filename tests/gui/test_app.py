@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QImage
 
+from tests.conftest import needs_sample_data
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,12 +23,14 @@ def test_window_shows_before_torch_has_loaded(tmp_path):
     result = run_app("--startup-report", "--settings", str(tmp_path / "s.ini"), timeout=300)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+    assert lines["torch_imported_when_shown"] == "0"
     assert float(lines["window_shown"]) < float(lines["torch_ready"])
 
 
 # Loads a model, runs the book's fit, decodes all of CIFAR-10 and trains a little: on a busy
 # 2-core machine that can take longer than the suite's default 300 s limit.
 @pytest.mark.timeout(900)
+@needs_sample_data
 def test_screenshots_render_every_tab_with_real_content(tmp_path):
     out = tmp_path / "shots"
     result = run_app("--screenshots", str(out), "--settings", str(tmp_path / "s.ini"), timeout=840)
@@ -45,13 +49,17 @@ def test_ctrl_c_in_the_terminal_closes_the_window(tmp_path):
     import signal
 
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    # --startup-report prints when the window is up (and closes it once PyTorch is loaded)
-    proc = subprocess.Popen([sys.executable, "main.py", "--startup-report", "--settings",
-                             str(tmp_path / "s.ini")], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout.readline().startswith("window_shown")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    # --startup-report prints when the window is up and when PyTorch is loaded; --stay-open
+    # leaves closing the window to the signal
+    proc = subprocess.Popen([sys.executable, "main.py", "--startup-report", "--stay-open",
+                             "--settings", str(tmp_path / "s.ini")], cwd=ROOT, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().startswith("window_shown")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 0 and "KeyboardInterrupt" not in err, err[-2000:]
 
 

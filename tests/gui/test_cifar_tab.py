@@ -224,16 +224,11 @@ def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, t
 
 
 def test_export_takes_the_suffix_of_the_chosen_file_type():
-    from engine.cli import format_duration
     from gui.tabs.cifar import CifarTab
-    from gui.text import plural
 
     assert CifarTab.export_path("/m/model", "ONNX (*.onnx)") == "/m/model.onnx"
     assert CifarTab.export_path("/m/model", "TorchScript (*.pt)") == "/m/model.pt"
     assert CifarTab.export_path("/m/model.onnx", "TorchScript (*.pt)") == "/m/model.onnx"
-    assert (plural(1, "epoch"), plural(2, "epoch"), plural(0, "class")) == (
-        "1 epoch", "2 epochs", "0 classes")
-    assert (format_duration(65), format_duration(7325)) == ("1:05", "2:02:05")
 
 
 def test_torchrun_command_mirrors_the_cli(tmp_path):

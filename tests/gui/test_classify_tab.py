@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage  # noqa: E402
 
-from tests.conftest import BOOK_IMAGES  # noqa: E402
+from tests.conftest import BOOK_IMAGES, needs_book_photos  # noqa: E402
 
 WAIT_MS = 240_000  # generous: a shared 2-core machine
 # a test may chain a few such waits (model loads); the suite's 300 s default would cut it short
@@ -57,6 +57,7 @@ def test_model_picker_lists_torchvision_models_with_metadata(tab):
     assert "on disk" in tab.model_info_label.text()
 
 
+@needs_book_photos
 def test_dropped_photo_shows_top5_views_and_gradcam(tab, qtbot):
     _drop(tab, [BOOK_IMAGES / "bobby.jpg"])
     qtbot.waitUntil(lambda: tab.current_cam is not None and not tab.is_busy(), timeout=WAIT_MS)
@@ -79,6 +80,7 @@ def test_dropped_photo_shows_top5_views_and_gradcam(tab, qtbot):
     assert not tab.net_view_pane.has_overlay()
 
 
+@needs_book_photos
 def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -120,6 +122,7 @@ def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     assert tab.progress_bar.text() == "" and tab.table.rowCount() == 6
 
 
+@needs_book_photos
 def test_stop_keeps_results_so_far(tab, qtbot, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -176,6 +179,7 @@ def test_cancel_download_leaves_no_file(tab, qtbot, monkeypatch):
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
+@needs_book_photos
 def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     from torchvision.models import resnet18
 
@@ -220,6 +224,7 @@ def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     assert tab.bars.labels()[0] == "golden retriever"
 
 
+@needs_book_photos
 def test_image_dragged_from_a_browser_and_clear(tab, qtbot, app_state):
     mime = QMimeData()
     mime.setImageData(QImage(str(BOOK_IMAGES / "bobby.jpg")))
@@ -240,6 +245,7 @@ def test_image_dragged_from_a_browser_and_clear(tab, qtbot, app_state):
     assert not tab.is_busy()
 
 
+@needs_book_photos
 def test_paste_an_image_from_the_clipboard(tab, qtbot):
     image = QImage(str(BOOK_IMAGES / "bobby.jpg"))
     QGuiApplication.clipboard().setImage(image)
@@ -249,6 +255,7 @@ def test_paste_an_image_from_the_clipboard(tab, qtbot):
     assert tab.bars.labels()[0] == "golden retriever"
 
 
+@needs_book_photos
 def test_model_handed_over_from_the_cifar_tab(tab, qtbot, tmp_path, app_state):
     from tests.engine.test_classify import _tiny_torchscript
 
@@ -297,6 +304,7 @@ def _row_labels(tab):
     return {tab.table.item(r, 1).text() for r in range(tab.table.rowCount())}
 
 
+@needs_book_photos
 def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path, monkeypatch):
     import engine.classify.jobs as jobs
     from tests.engine.test_classify import _tiny_torchscript
@@ -306,12 +314,13 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
     for i in range(24):
         os.symlink(BOOK_IMAGES / "cat1.png", folder / f"cat_{i:02d}.png")
     real_load = jobs.load_model_job
+    release_load = threading.Event()
 
-    def slow_load(config, ctx):  # time for a second change while the first loads
-        time.sleep(1.5)
+    def held_load(config, ctx):  # the first load waits until a second change has come in
+        release_load.wait(timeout=120)
         return real_load(config, ctx)
 
-    monkeypatch.setattr(jobs, "load_model_job", slow_load)
+    monkeypatch.setattr(jobs, "load_model_job", held_load)
     tab.add_paths([str(folder)])
     qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
     path = tmp_path / "net.torchscript.pt"
@@ -323,6 +332,7 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
     qtbot.waitUntil(lambda: tab._job_kind == "load", timeout=WAIT_MS)
     assert tab.table.rowCount() < 24
     tab.use_trained_model({**net, "model": "net2"})  # again, while the first one loads
+    release_load.set()
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
     # the interrupted folder went on, and every row is the loaded model's
     assert tab.table.rowCount() == 24 and _row_labels(tab) <= set(names)
