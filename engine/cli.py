@@ -38,11 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON document on stdout; NaN and infinities (a diverged loss) become null, which
-    strict JSON readers accept. Encoded whole before writing, so a failure prints nothing."""
-    text = json.dumps(_finite(obj), indent=None, allow_nan=False, default=_json_default)
-    sys.stdout.write(text + "\n")
+    """One JSON document on stdout. Encoded whole before writing, so a failure prints
+    nothing."""
+    sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON on one line: NaN and infinities (a diverged loss) become null."""
+    return json.dumps(_finite(obj), indent=None, allow_nan=False, default=_json_default)
 
 
 def _finite(obj: Any) -> Any:

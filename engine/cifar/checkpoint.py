@@ -9,10 +9,12 @@ class names and the history so far.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +40,72 @@ def _temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only folder never got the file in the first place
+        pass
+
+
+def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
+    """Write each ``{path: bytes}`` to a temporary file beside it, then rename them all into
+    place; on any failure nothing is renamed and the temporary files are removed. The bytes
+    are serialized in memory first: torch's own file writers report a full disk as an
+    opaque RuntimeError (or, for TorchScript, abort the process)."""
+    temporaries = {target: _temporary_name(target) for target in files}
+    try:
+        for target, tmp in temporaries.items():
+            with open(tmp, "wb") as f:
+                f.write(files[target])
+                f.flush()
+                os.fsync(f.fileno())
+        for target, tmp in temporaries.items():
+            os.replace(tmp, target)
+    except OSError as exc:
+        for tmp in temporaries.values():
+            _remove_quietly(tmp)
+        raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
+
+
+def _serialized(save: Callable[[io.BytesIO], None]) -> bytes:
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
-    A crash mid-write leaves the previous checkpoint (if any) untouched.
+    A crash mid-write leaves the previous checkpoint (if any) untouched. A symbolic link is
+    followed: the file it points to is replaced, and the link stays.
     """
-    path = Path(path).expanduser()
+    path = _resolved_target(Path(path).expanduser())
     blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     _make_folder(path.parent)
-    tmp = _temporary_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise JobError(f"cannot write the checkpoint '{path}': {exc}") from None
+    write_atomically(path, {path: _serialized(lambda f: torch.save(blob, f))}, "the checkpoint")
     return path
+
+
+def _resolved_target(path: Path) -> Path:
+    """Where a write to ``path`` should land: through a symbolic link to its target (renaming
+    over the link would replace the link with a file and leave the target behind)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _refuse_special_file(path: Path, what: str) -> None:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise JobError(f"'{path}' is a device, pipe or socket, not a file; give {what} a "
+                       "file name")
 
 
 def check_writable(path: str | os.PathLike, data: str | os.PathLike | None = None) -> None:
     """Fail now, with a clear message, if a checkpoint could not be written to ``path`` (so a
     run does not train first and lose its work at the first save), or would overwrite
     something that is not a checkpoint (``data``, the dataset, above all)."""
-    path = Path(path).expanduser()
+    path = _resolved_target(Path(path).expanduser())
     if path.is_dir():
         raise JobError(f"cannot write the checkpoint '{path}': it is a folder; give a file name")
+    _refuse_special_file(path, "the checkpoint")
     if data is not None and path.exists() and path.resolve() == Path(data).expanduser().resolve():
         raise JobError(f"the checkpoint file '{path}' is the dataset itself; choose another name")
     if path.is_file() and path.stat().st_size and not is_checkpoint_file(path):
@@ -77,7 +117,7 @@ def check_writable(path: str | os.PathLike, data: str | os.PathLike | None = Non
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise JobError(f"cannot write the checkpoint '{path}': {exc}") from None
+        raise JobError(f"cannot write the checkpoint '{path}': {exc.strerror or exc}") from None
 
 
 def is_checkpoint_file(path: Path) -> bool:
@@ -222,15 +262,16 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     """
     from engine.cifar.models import NormalizedClassifier
 
-    out = Path(out).expanduser()
+    out = _resolved_target(Path(out).expanduser())
     if out.is_dir():
         raise JobError(f"'{out}' is a folder; give the export a file name ending in .pt or .onnx")
+    _refuse_special_file(out, "the export")
     fmt = fmt or EXPORT_SUFFIXES.get(out.suffix.lower())
     if fmt is None:
         raise JobError(f"give the export a name ending in .pt (TorchScript) or .onnx (ONNX), "
                        f"not '{out.name}'")
     fmt = fmt.lower()
-    sidecar = out.with_suffix(".json")  # ONNX files carry their description beside them
+    sidecar = _resolved_target(out.with_suffix(".json"))  # ONNX's description lies beside it
     source = Path(checkpoint).expanduser().resolve()
     if out.resolve() == source or (fmt == "onnx" and sidecar.resolve() == source):
         raise JobError("the export would overwrite the checkpoint it is made from; "
@@ -238,6 +279,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     if fmt == "onnx" and sidecar.is_dir():
         raise JobError(f"the ONNX export's description '{sidecar}' would replace a folder; "
                        "choose another file name")
+    if fmt == "onnx":
+        _refuse_special_file(sidecar, "the export")
     _check_export_target(out, fmt, sidecar)
     blob = load_checkpoint(checkpoint)
     wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
@@ -257,35 +300,35 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JobError(f"cannot create the export folder '{out.parent}': {exc}") from None
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if fmt == "torchscript":
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated
                 traced = torch.jit.trace(wrapper, example, check_trace=False)
-                torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
-            os.replace(tmp, out)
-        except (OSError, RuntimeError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise JobError(f"cannot write '{out}': {exc}") from None
+                model_bytes = _serialized(lambda f: torch.jit.save(
+                    traced, f, _extra_files={METADATA_FILE: json.dumps(meta)}))
+        except RuntimeError as exc:
+            raise JobError(f"TorchScript export failed: {_first_line(exc)}") from None
+        write_atomically(out, {out: model_bytes}, "the export")
     elif fmt == "onnx":
         if importlib.util.find_spec("onnx") is None:
             raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
-        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
         try:
-            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
-                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}},
-                              dynamo=False)
-            sidecar_tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            os.replace(tmp, out)
-            os.replace(sidecar_tmp, sidecar)
+            model_bytes = _serialized(lambda f: torch.onnx.export(
+                wrapper, (example,), f, input_names=["images"], output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}}, dynamo=False))
         except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            sidecar_tmp.unlink(missing_ok=True)
-            raise JobError(f"ONNX export failed: {exc}") from None
+            raise JobError(f"ONNX export failed: {_first_line(exc)}") from None
+        description = json.dumps(meta, indent=2).encode("utf-8")
+        write_atomically(out, {out: model_bytes, sidecar: description}, "the export")
     else:
         raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
     return meta
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _check_export_target(out: Path, fmt: str, sidecar: Path) -> None:

@@ -8,14 +8,13 @@ current step, keeps the checkpoint and prints the results so far.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import threading
 from typing import Any
 
-from engine.cli import StderrProgress, format_duration, print_json
+from engine.cli import StderrProgress, format_duration, json_text, print_json
 
 PROGRESS_PREFIX = "@progress "
 EVERY_RANK_GRACE_S = 20.0  # how long a rank waits for rank 0 to report a settings error
@@ -132,7 +131,7 @@ class _CliProgress:
 
     def __call__(self, update: dict[str, Any]) -> None:
         if self._as_json:
-            sys.stderr.write(PROGRESS_PREFIX + json.dumps(update, default=_plain) + "\n")
+            sys.stderr.write(PROGRESS_PREFIX + json_text(update) + "\n")
             sys.stderr.flush()
             return
         if update.get("phase") in ("train", "load"):
@@ -144,10 +143,6 @@ class _CliProgress:
             line = format_update(update)
             if line:
                 print(line, file=sys.stderr, flush=True)
-
-
-def _plain(obj):
-    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 def _install_stop_handlers(stop_event: threading.Event) -> dict:
@@ -190,16 +185,10 @@ def _run_train(args, stop_event: threading.Event) -> int:
 
     with heavy_imports():
         from engine.cifar.data import parse_classes
-        from engine.cifar.trainer import train_job
+        from engine.cifar.trainer import on_every_rank, train_job
     from engine.devices import resolve_device
     from engine.jobs import JobContext, JobError, JobStopped
 
-    if not args.data and not args.resume:
-        raise JobError("pass --data PATH (the dataset folder or .tar.gz), or --resume FILE")
-    device = args.device.strip().lower()
-    if os.environ.get("WORLD_SIZE", "1") != "1" and device.startswith("cuda"):
-        device = "cuda"  # each rank takes cuda:LOCAL_RANK; just check CUDA exists
-    device = resolve_device(device)
     config = {
         "data": args.data,
         "model": args.model.lower() if args.model else None,
@@ -235,8 +224,18 @@ def _run_train(args, stop_event: threading.Event) -> int:
     main_rank = _is_main_rank()
     progress = _CliProgress(quiet=args.quiet or not main_rank, as_json=args.progress_json
                             and main_rank)
-    ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
     try:
+        try:  # every rank checks these alike: rank 0 alone says what is wrong
+            if not args.data and not args.resume:
+                raise JobError("pass --data PATH (the dataset folder or .tar.gz), or --resume "
+                               "FILE")
+            device = args.device.strip().lower()
+            if os.environ.get("WORLD_SIZE", "1") != "1" and device.startswith("cuda"):
+                device = "cuda"  # each rank takes cuda:LOCAL_RANK; just check CUDA exists
+            device = resolve_device(device)
+        except JobError as exc:
+            raise on_every_rank(exc) from None
+        ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
         if stop_event.is_set():
             raise JobStopped()
         result = train_job(config, ctx)

@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import pickle
+import posixpath
 import re
 import tarfile
 import urllib.error
@@ -32,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.classify.images import IMAGE_SUFFIXES
 from engine.jobs import JobError, JobStopped
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: EXIF orientation, 16-bit and transparent images decoded as in Classify
 CIFAR2_CLASSES = ("airplane", "bird")
 IMAGE_SIZE = 32
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm"}
 LEGACY_CACHE_NAME = re.compile(r"(torchvision|torchvision-archive|folder|archive)-[0-9a-f]{24}\.pt")
 TORCHVISION_FOLDER = "cifar-10-batches-py"
 TORCHVISION_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -269,13 +270,19 @@ def _source_files(kind: str, root: Path) -> list[Path]:
     return [file for _split, _cls, file in _image_files(root)]
 
 
+def _is_image_name(name: str) -> bool:
+    """An image by its name; hidden files are not (macOS puts '._photo.jpg' resource forks
+    beside photos in archives it makes)."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
 def _image_files(root: Path) -> list[tuple[str, str, Path]]:
     """(split, class, file) for each image in an image-folder layout, sorted."""
     entries = []
     for split in ("train", "test"):
         for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                if _is_image_name(file.name) and file.is_file():
                     entries.append((split, class_dir.name, file))
     return entries
 
@@ -283,8 +290,10 @@ def _image_files(root: Path) -> list[tuple[str, str, Path]]:
 def _cache_name(kind: str, root: Path) -> tuple[str, str]:
     """``(prefix, name)``: the prefix is the same for every cache of this path; the name also
     changes when a file the load reads changes (path, size, modification time)."""
-    where = hashlib.sha256(f"{CACHE_FORMAT}|{kind}|{root.resolve()}".encode()).hexdigest()[:12]
-    h = hashlib.sha256()
+    # "1|": the prefix stays as format 1 made it, so caches of older formats are found and
+    # removed as stale; the format is part of the name's hash instead
+    where = hashlib.sha256(f"1|{kind}|{root.resolve()}".encode()).hexdigest()[:12]
+    h = hashlib.sha256(f"format {CACHE_FORMAT}".encode())
     for file in _source_files(kind, root):
         st = file.stat()
         h.update(f"|{file.relative_to(root) if file != root else ''}|{st.st_size}|"
@@ -371,13 +380,17 @@ def _write_cache(cache_file: Path, data: CifarData) -> None:
         "test_labels": data.test_labels,
         "class_names": list(data.class_names),
     }
+    tmp = cache_file.with_name(f"{cache_file.name}.tmp-{os.getpid()}")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{cache_file.name}.tmp-{os.getpid()}")
         torch.save(blob, tmp)
         os.replace(tmp, cache_file)
-    except OSError:
-        pass  # no writable cache: the data still loads, just slower next time
+    except (OSError, RuntimeError):  # torch.save reports a full or read-only disk as either
+        # no writable cache: the data still loads, just slower next time
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _archive_error(what: str, exc: BaseException) -> JobError:
@@ -480,11 +493,16 @@ def _load_torchvision_archive(archive: Path) -> CifarData:
 
 
 def _decode_image(raw: bytes, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from engine.classify.images import EXIF_ORIENTATION, to_rgb  # the same decoding as Classify
 
     try:
         with Image.open(io.BytesIO(raw)) as img:
-            img = img.convert("RGB")
+            img.load()
+            if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                img = ImageOps.exif_transpose(img)
+            img = to_rgb(img)
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
@@ -550,13 +568,26 @@ def _load_image_folder(root: Path, report: Report, stopped: Stopped) -> CifarDat
     return _decode_layout(layout, class_names, read_bytes, report, stopped)
 
 
+def _links_to_a_file(member: tarfile.TarInfo, files: set[str]) -> bool:
+    """A hard or symbolic link to a file in the archive (tar stores a file's second name, or a
+    repeated photo, that way); ``tar.extractfile`` reads such links."""
+    if member.islnk():
+        return posixpath.normpath(member.linkname) in files
+    if member.issym():
+        target = posixpath.join(posixpath.dirname(member.name), member.linkname)
+        return posixpath.normpath(target) in files
+    return False
+
+
 def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> CifarData:
     try:
         with tarfile.open(archive) as tar:
             entries = []
             wrappers = set()  # the folders above train/ and test/
-            for member in tar.getmembers():
-                if not member.isfile():
+            members = tar.getmembers()
+            files = {posixpath.normpath(m.name) for m in members if m.isfile()}
+            for member in members:
+                if not (member.isfile() or _links_to_a_file(member, files)):
                     continue
                 parts = Path(member.name).parts
                 if parts and parts[0] in (".", ""):
@@ -566,7 +597,7 @@ def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> Cifa
                     wrapper, parts = "/".join(parts[:-3]), parts[-3:]
                 if len(parts) != 3 or parts[0] not in ("train", "test"):
                     continue
-                if Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
+                if _is_image_name(parts[2]):
                     entries.append((parts[0], parts[1], member))
                     wrappers.add(wrapper)
             if len(wrappers) > 1:

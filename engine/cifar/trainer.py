@@ -131,6 +131,8 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
                     f"the checkpoint was trained with {_shown(key, base.get(key))}, not "
                     f"{_shown(key, user[key], named=False)}; leave {key} unset to resume it"
                 )
+            # the checkpoint's spelling: a dataset may hold both "Cat" and "cat"
+            user.pop(key, None)
         base = dict(base)
         for key in ("max_train", "max_test"):
             if base.get(key) == 0:  # older checkpoints stored 0 for "all"
@@ -588,6 +590,12 @@ def _leave_process_group(world: int) -> None:
             dist.destroy_process_group()
 
 
+def on_every_rank(exc: JobError) -> JobError:
+    """Mark an error that every torchrun rank meets alike (so rank 0 alone reports it)."""
+    exc.every_rank = True
+    return exc
+
+
 def _checked_settings(config: dict[str, Any], ctx: JobContext
                       ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The checkpoint to resume (or None) and the resolved, checked config.
@@ -607,8 +615,7 @@ def _checked_settings(config: dict[str, Any], ctx: JobContext
                                f"at least {trained + in_epoch} epochs (asked for "
                                f"{cfg['epochs']})")
     except JobError as exc:
-        exc.every_rank = True
-        raise
+        raise on_every_rank(exc) from None
     _make_paths_absolute(cfg, from_checkpoint=resume_blob is not None and not config.get("data")
                          and config.get("dataset") is None)
     return resume_blob, cfg
@@ -963,6 +970,14 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 write_checkpoint(epoch, step, ranks_rng)
             break
         train_loss, train_acc = _reduce_epoch(partial, distributed, device)
+        # A NaN loss with finite weights is fp16 overflow that the grad scaler skipped; NaN
+        # weights mean the run has diverged (the same on every rank: DDP keeps them equal).
+        if not math.isfinite(train_loss) and not _all_finite(raw_model):
+            kept = (f"; the checkpoint keeps epoch {epoch}" if epoch and cfg.get("checkpoint")
+                    else "")
+            raise on_every_rank(JobError(
+                f"training diverged in epoch {epoch + 1} (the loss became {train_loss}): "
+                f"lower the learning rate or the momentum{kept}"))
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                "time_s": round(train_time, 3),
                "epoch_time_s": round(epoch_time, 3),
@@ -1114,6 +1129,10 @@ def _sum_over_ranks(partial: dict, distributed: bool, device: torch.device) -> d
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
     return {"correct": int(correct), "seen": int(seen), "loss_sum": loss_sum}
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:

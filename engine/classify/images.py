@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-_EXIF_ORIENTATION = 0x0112
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageProblem(Exception):
@@ -110,7 +110,7 @@ def _check_size(img: Image.Image) -> None:
         raise ImageProblem("image has no pixels")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha over white, 16-bit and float scaled, CMYK converted."""
     mode = img.mode
     if mode == "RGB":
@@ -168,7 +168,7 @@ def open_image_sized(
             img = Image.open(path)
             _check_size(img)
             width, height = img.size
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
             if draft_size and img.format == "JPEG":
@@ -179,7 +179,7 @@ def open_image_sized(
             img.load()
             if orientation != 1:  # exif_transpose copies even an upright image: 2 ms a photo
                 img = ImageOps.exif_transpose(img)
-            return _to_rgb(img), (width, height)
+            return to_rgb(img), (width, height)
     except ImageProblem:
         raise
     except UnidentifiedImageError:

@@ -9,6 +9,7 @@ batched progress handler.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 from collections.abc import Callable
@@ -859,8 +860,9 @@ class CifarTab(QWidget):
             self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
             self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
                                           f"step {u['step']}/{u['steps_per_epoch']}")
+            loss = math.nan if u["loss"] is None else u["loss"]  # null: torchrun's NaN
             self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
-                                     f"{format_duration(u['eta_s'])} · loss {u['loss']:.3f}")
+                                     f"{format_duration(u['eta_s'])} · loss {loss:.3f}")
 
     def _on_train_returned(self, result: dict) -> None:
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept

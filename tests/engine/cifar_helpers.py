@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "ship": (40, 40, 200)}
+CLASS_COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "ship": (40, 40, 200),
+                 "Cat": (120, 120, 40)}
 
 
 def make_images(n: int, colour, seed: int) -> np.ndarray:

@@ -147,14 +147,19 @@ def torch_equal(a, b):
     return torch.equal(a, b)
 
 
-def test_torchrun_errors_print_once(tiny_archive, tmp_path):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "ARCHIVE", "--model", "net", "--lr", "-1"], "error: lr = -1.0 is out of range"),
+    (["--model", "net"], "error: pass --data PATH"),  # checked before the trainer's settings
+])
+def test_torchrun_errors_print_once(tiny_archive, tmp_path, args, message):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "engine", "cifar", "train", "--data", str(tiny_archive), "--model", "net",
-           "--lr", "-1"]
+           "-m", "engine", "cifar", "train",
+           *[str(tiny_archive) if a == "ARCHIVE" else a for a in args]]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
-    assert proc.stderr.count("error: lr = -1.0 is out of range") == 1, proc.stderr[-2000:]
+    assert proc.stderr.count(message) == 1, proc.stderr[-2000:]
+    assert "error (rank" not in proc.stderr
 
 
 def test_a_stop_while_the_data_loads_still_prints_json(tiny_archive, capsys, monkeypatch):
@@ -221,3 +226,14 @@ def test_ctrl_c_while_pytorch_imports_still_prints_json(tiny_archive, capsys, mo
     result = json.loads(out)
     assert result["status"] == "stopped" and result["epochs"] == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_progress_json_lines_are_strict_json(capsys):
+    from engine.cifar.cli import PROGRESS_PREFIX, _CliProgress
+
+    _CliProgress(quiet=False, as_json=True)({"phase": "train", "loss": float("nan"),
+                                             "eta_s": float("inf"), "step": 3})
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(PROGRESS_PREFIX)
+    update = json.loads(line[len(PROGRESS_PREFIX):], parse_constant=lambda c: 1 / 0)
+    assert update == {"phase": "train", "loss": None, "eta_s": None, "step": 3}

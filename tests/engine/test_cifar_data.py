@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +94,18 @@ def test_a_stale_cache_that_cannot_be_deleted_is_left(tmp_path, monkeypatch):
     monkeypatch.setattr(cd.Path, "unlink", refuse)
     assert load(root, tmp_path).counts()["train"]["cat"] == 1
     assert len(list((tmp_path / "cache" / "cifar").glob("*.pt"))) == 2
+
+
+def test_a_cache_that_cannot_be_written_still_loads(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+
+    def disk_full(obj, f):  # what torch.save raises on a full or read-only disk
+        Path(f).write_bytes(b"part")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(cd.torch, "save", disk_full)
+    assert load(root, tmp_path).counts()["train"]["cat"] == 2
+    assert list((tmp_path / "cache" / "cifar").iterdir()) == []
 
 
 def test_cache_dir_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
@@ -253,6 +266,50 @@ def test_larger_images_are_resized_to_32(tmp_path):
     data = load(root, tmp_path)
     assert data.train_images.shape[1:] == (3, 32, 32)
     assert len(data.train_labels) == 4
+
+
+def test_photos_decode_as_in_classify_upright_16_bit_and_tiff(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "d", n_train=1, n_test=1)
+    cats = root / "train" / "cat"
+    top_white = np.zeros((32, 32, 3), np.uint8)
+    top_white[:16] = 255
+    # stored sideways (white on the left) with EXIF "rotate 90° clockwise to view"
+    sideways = Image.fromarray(np.rot90(top_white).copy())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(cats / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(np.full((32, 32), 32768, np.uint16)).save(cats / "deep.png")  # 16-bit grey
+    Image.fromarray(np.full((32, 32, 3), 60, np.uint8)).save(cats / "scan.tif")
+    (cats / "._0000.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    data = load(root, tmp_path)
+    names = [p.name for p in sorted(cats.iterdir()) if not p.name.startswith(".")]
+    images = dict(zip(names, data.train_images[:len(names)].numpy().transpose(0, 2, 3, 1),
+                      strict=True))
+    upright = images["rotated.jpg"].mean(axis=(1, 2))
+    assert upright[:14].min() > 200 and upright[18:].max() < 50  # white on top, as viewed
+    assert 126 <= images["deep.png"].min() <= images["deep.png"].max() <= 129  # not clipped
+    assert (images["scan.tif"] == 60).all()
+    assert len(data.train_labels) == 3 + len(names) - 1
+
+
+def test_links_in_an_archive_are_images_like_in_the_folder(tmp_path):
+    import os
+
+    root = write_image_folder(tmp_path / "d", n_train=2, n_test=1)
+    cats = root / "train" / "cat"
+    os.link(cats / "0000.png", cats / "hard.png")
+    (cats / "soft.png").symlink_to("0001.png")
+    (cats / "dangling.png").symlink_to("missing.png")
+    archive = write_image_archive(root, tmp_path / "d.tar.gz")
+    with tarfile.open(archive) as tar:
+        assert {m.name for m in tar.getmembers() if m.islnk() or m.issym()} >= {
+            "train/cat/hard.png", "train/cat/soft.png"}
+    in_folder, in_archive = load(root, tmp_path), load(archive, tmp_path)
+    assert in_folder.counts() == in_archive.counts()
+    assert in_archive.counts()["train"]["cat"] == 4
+    assert torch.equal(in_folder.train_images, in_archive.train_images)
 
 
 def test_class_subsets_relabel_in_the_given_order(tmp_path):

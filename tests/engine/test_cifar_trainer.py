@@ -200,20 +200,46 @@ def test_paths_are_stored_absolute(tmp_path, monkeypatch):
                    "cache_dir": str(tmp_path / "home" / "cache"), "resume": None}
 
 
+def _disk_full_after(monkeypatch, files_written: int):
+    """The disk fills up while the (files_written + 1)-th file is being written."""
+    import errno
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > files_written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
     ckpt.save_checkpoint(path, {"marker": "old"})
-
-    def crash(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(JobError, match="disk full"):
+    _disk_full_after(monkeypatch, files_written=0)
+    with pytest.raises(JobError, match="cannot write the checkpoint .*No space left on device"):
         ckpt.save_checkpoint(path, {"marker": "new"})
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["marker"] == "old"
     assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_a_checkpoint_through_a_link_replaces_the_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "runs" / "real.pt"
+    target.parent.mkdir()
+    link = tmp_path / "latest.pt"
+    link.symlink_to(target)
+    run(base_config(epochs=1, checkpoint=link))
+    assert link.is_symlink() and ckpt.load_checkpoint(target)["epoch"] == 1
+    run({"dataset": DATA, "resume": link, "epochs": 2})
+    assert link.is_symlink() and ckpt.load_checkpoint(target)["epoch"] == 2
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(JobError, match="is a device, pipe or socket"):
+        run(base_config(epochs=1, checkpoint=tmp_path / "pipe"))
+    with pytest.raises(JobError, match="is a device, pipe or socket"):
+        ckpt.export_model(target, tmp_path / "pipe", fmt="torchscript")
 
 
 def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
@@ -347,11 +373,19 @@ def test_onnx_export_runs_in_onnxruntime_like_torchscript(tmp_path):
     # exported again over itself, also once its description has gone
     (tmp_path / "fast.json").unlink()
     assert ckpt.export_model(checkpoint, tmp_path / "fast.onnx")["format"] == "onnx"
+    # the disk fills up while the description is written: neither file is replaced
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.MonkeyPatch.context() as patch:
+        _disk_full_after(patch, files_written=1)
+        with pytest.raises(JobError, match="cannot write the export .*No space left"):
+            ckpt.export_model(checkpoint, tmp_path / "fast.onnx")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_fast_recipe_defaults_variant_resume_and_export(tmp_path):
-    fast = pytest.importorskip("engine.cifar.fast")
+    from engine.cifar import fast
+
     checkpoint = tmp_path / "fast.pt"
     small = synthetic_dataset(n_train=24, n_test=6)
     config = {"dataset": small, "model": "fast", "epochs": 1, "batch_size": 12,
@@ -792,3 +826,21 @@ def test_other_batches_per_epoch_on_resume_keep_the_schedule_in_step(tmp_path):
     assert steps[0]["global_step"] == 25
     assert steps[0]["lr"] == pytest.approx(0.05 * 23 / 24)
     assert steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_diverging_run_is_an_error_and_writes_no_broken_checkpoint(tmp_path):
+    path = tmp_path / "run.pt"
+    with pytest.raises(JobError, match=r"diverged in epoch 1 \(the loss became (nan|inf)\): "
+                                       r"lower the learning rate or the momentum$"):
+        run(base_config(model="netres", epochs=2, lr=10, momentum=0.99, checkpoint=path))
+    assert not path.exists()
+
+
+def test_a_resume_keeps_the_class_it_trained_when_names_differ_only_by_case(tmp_path):
+    data = synthetic_dataset(n_train=48, n_test=24, classes=("Cat", "cat", "dog"))
+    path = tmp_path / "run.pt"
+    first, _ = run({**base_config(epochs=1, checkpoint=path), "dataset": data,
+                    "classes": ["Cat", "dog"]})
+    assert first["class_names"] == ["Cat", "dog"]
+    resumed, _ = run({"dataset": data, "resume": path, "epochs": 2, "classes": ["cat", "dog"]})
+    assert resumed["class_names"] == ["Cat", "dog"]
