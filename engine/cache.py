@@ -11,6 +11,9 @@ def cache_root() -> Path:
     env = os.environ.get("TORCHDESK_CACHE_DIR")
     if env:
         return Path(env).expanduser().absolute()
-    import platformdirs
-
+    try:
+        import platformdirs
+    except ImportError:  # the engine run from a checkout on a server without it
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "torchdesk"
     return Path(platformdirs.user_cache_dir("torchdesk", appauthor=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -21,13 +22,15 @@ class DeviceInfo:
     kind: str  # "cpu", "cuda", "rocm", "mps"
     name: str
     memory_bytes: int | None  # None where torch cannot tell (CPU: system memory is reported)
+    problem: str | None = None  # why this device cannot be used (a GPU too old for the build)
 
     @property
     def label(self) -> str:
         """Human label for menus: 'cuda:0 — NVIDIA H100 (80.0 GB)'."""
+        text = f"{self.id} — {self.name}"
         if self.memory_bytes:
-            return f"{self.id} — {self.name} ({self.memory_bytes / 1e9:.1f} GB)"
-        return f"{self.id} — {self.name}"
+            text += f" ({self.memory_bytes / 1e9:.1f} GB)"
+        return f"{text} — not usable: {self.problem}" if self.problem else text
 
     def to_dict(self) -> dict:
         return {**asdict(self), "label": self.label}
@@ -80,6 +83,17 @@ def true_fp32(device: torch.device):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def cuda_has_native_bf16(device) -> bool:
+    """Whether a CUDA GPU computes in bf16 in hardware (compute capability 8.0 on: A100, RTX 30xx,
+    H100). ``torch.cuda.is_bf16_supported()`` also says yes to older GPUs, which emulate it
+    slowly and have no cuDNN bf16 convolutions. ROCm builds answer for themselves."""
+    import torch
+
+    if getattr(torch.version, "hip", None):
+        return torch.cuda.is_bf16_supported()
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 @functools.cache  # asked whenever the Fast recipe is looked up (the GUI: at every model change)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU does bf16 math in hardware (AVX512-BF16 or AMX)."""
@@ -118,6 +132,29 @@ def _system_memory() -> int | None:
         return None
 
 
+_ARCH = re.compile(r"(sm|compute)_(\d+)(\d)[a-z]*")
+
+
+def cuda_build_problem(capability: tuple[int, int], arch_list: list[str]) -> str | None:
+    """Why a GPU of ``capability`` cannot run this PyTorch build (None: it can). Compiled
+    kernels (sm_XY) run on the same major version from minor Y up; PTX (compute_XY) is
+    compiled by the driver for any GPU from XY on."""
+    if not arch_list:  # the build does not say
+        return None
+    for arch in arch_list:
+        match = _ARCH.fullmatch(arch)
+        if match is None:
+            continue
+        kind, version = match.group(1), (int(match.group(2)), int(match.group(3)))
+        if kind == "sm" and version[0] == capability[0] and version[1] <= capability[1]:
+            return None
+        if kind == "compute" and version <= capability:
+            return None
+    major, minor = capability
+    return (f"compute capability {major}.{minor} is not among this PyTorch build's "
+            f"({', '.join(arch_list)}); install a PyTorch build for this GPU")
+
+
 def list_devices() -> list[DeviceInfo]:
     """CPU first, then every CUDA/ROCm GPU, then Apple MPS when available."""
     import os
@@ -128,9 +165,12 @@ def list_devices() -> list[DeviceInfo]:
     devices = [DeviceInfo("cpu", "cpu", f"{_cpu_name()}, {cores} cores", _system_memory())]
     if torch.cuda.is_available():
         kind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
+        arch_list = [] if kind == "rocm" else torch.cuda.get_arch_list()
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            devices.append(DeviceInfo(f"cuda:{i}", kind, props.name, int(props.total_memory)))
+            problem = cuda_build_problem((props.major, props.minor), arch_list)
+            devices.append(DeviceInfo(f"cuda:{i}", kind, props.name, int(props.total_memory),
+                                      problem))
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         devices.append(DeviceInfo("mps", "mps", "Apple GPU (MPS)", None))
@@ -145,7 +185,8 @@ def resolve_device(name: str | None) -> str:
     import torch
 
     name = (name or "cpu").strip().lower()
-    available = [d.id for d in list_devices()]
+    devices = list_devices()
+    available = [d.id for d in devices if not d.problem]
     if name == "auto":
         return available[1] if len(available) > 1 else "cpu"
     if name == "cuda" or name == "gpu":
@@ -155,6 +196,10 @@ def resolve_device(name: str | None) -> str:
     except (RuntimeError, ValueError):
         raise JobError(f"unknown device '{name}'; available: {', '.join(available)}") from None
     canonical = f"{dev.type}:{dev.index}" if dev.type == "cuda" else dev.type
+    unusable = {d.id: d for d in devices if d.problem}
+    if canonical in unusable:
+        raise JobError(f"{canonical} ({unusable[canonical].name}) cannot be used: "
+                       f"{unusable[canonical].problem}")
     if canonical not in available:
         raise JobError(f"device '{name}' is not available here; available: {', '.join(available)}")
     return canonical

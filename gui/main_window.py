@@ -102,13 +102,15 @@ class MainWindow(QMainWindow):
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
 
-    def _set_device_entries(self, entries: list[tuple[str, str]]) -> None:
+    def _set_device_entries(self, entries: list[tuple[str, str]],
+                            unusable: frozenset[str] = frozenset()) -> None:
         self.device_menu.clear()
         for action in self.device_group.actions():
             self.device_group.removeAction(action)
         for device_id, label in entries:
             action = QAction(label, self, checkable=True)
             action.setData(device_id)
+            action.setEnabled(device_id not in unusable)  # shown, with the reason in its label
             action.setChecked(device_id == self.app.device)
             self.device_group.addAction(action)
             self.device_menu.addAction(action)
@@ -120,12 +122,13 @@ class MainWindow(QMainWindow):
         """Fill the Device menu from ``list_devices()`` and apply the saved choice."""
         entries = [(d.id, d.label) for d in devices]
         self._device_labels = dict(entries)
-        gpus = [d for d in devices if d.kind in ("cuda", "rocm")]
+        unusable = frozenset(d.id for d in devices if d.problem)
+        gpus = [d for d in devices if d.kind in ("cuda", "rocm") and not d.problem]
         if len(gpus) > 1:
             entries.append((ALL_GPUS, f"All GPUs ({len(gpus)}, CIFAR-10 training)"))
             self._device_labels[ALL_GPUS] = f"All {len(gpus)} GPUs"
         saved = str(self.app.settings.value("device", "cpu"))
-        available = [device_id for device_id, _ in entries]
+        available = [device_id for device_id, _ in entries if device_id not in unusable]
         self.device_note = None  # shown once "PyTorch loaded." would have been shown
         if saved not in available:
             if saved != "cpu":
@@ -133,7 +136,7 @@ class MainWindow(QMainWindow):
                 self.app.show_status(self.device_note, 8000)
             saved = "cpu"
         self.app.set_device(saved)
-        self._set_device_entries(entries)
+        self._set_device_entries(entries, unusable)
         self._on_device_changed(self.app.device)
 
     def _on_device_changed(self, device: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from engine.devices import cuda_has_native_bf16
+
 # Quintic Newton-Schulz coefficients tuned for the steepest slope at zero (Muon's): after a few
 # iterations the singular values land in roughly [0.7, 1.2] instead of exactly 1, which trains
 # just as well.
@@ -29,11 +31,13 @@ def orthogonalize(update: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> to
     """An approximately semi-orthogonal matrix with the singular vectors of ``update`` (2-D),
     by Muon's quintic Newton-Schulz iteration ``X ← (a + b·XXᵀ + c·(XXᵀ)²) X``.
 
-    GPUs run it as published, in bf16 (tensor cores; the result only needs a rough spectrum).
+    GPUs with bf16 arithmetic run it as published, in bf16 (tensor cores; the result only
+    needs a rough spectrum).
     Elsewhere it runs in float32 (CPUs without native bf16 are slower in it), and for a matrix
     much longer than wide and at most 3 steps on the short side only (see
     :func:`_newton_schulz_short_side`)."""
-    dtype = torch.bfloat16 if update.is_cuda else torch.float32
+    dtype = torch.bfloat16 if update.is_cuda and cuda_has_native_bf16(update.device) else (
+        torch.float32)
     x = update.to(dtype)
     x = x / (x.norm() + eps)  # top singular value <= 1
     transposed = x.size(0) > x.size(1)

@@ -11,7 +11,9 @@ reports and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime
 import math
 import os
 import time
@@ -25,7 +27,7 @@ from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
-from engine.devices import cpu_has_native_bf16, keep_freed_memory_for_reuse
+from engine.devices import cpu_has_native_bf16, cuda_has_native_bf16, keep_freed_memory_for_reuse
 from engine.jobs import JobContext, JobError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
@@ -247,13 +249,26 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
 # ----------------------------------------------------------------------------- device helpers
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that the clock read next covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None = plain float32)."""
     if precision == "fp32":
         return None
     if device.type == "cuda":
+        native_bf16 = cuda_has_native_bf16(device)
         if precision == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16 else torch.float16
+        if precision == "bf16" and not native_bf16:
+            major, minor = torch.cuda.get_device_capability(device)
+            raise JobError(f"{torch.cuda.get_device_name(device)} (compute capability "
+                           f"{major}.{minor}) has no bfloat16 arithmetic; use fp16 or fp32")
         return torch.bfloat16 if precision == "bf16" else torch.float16
     if device.type == "cpu":
         if precision == "fp16":
@@ -296,7 +311,9 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     else:
         raise JobError(f"multi-process training runs on CUDA GPUs or the CPU, not '{device}'")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # Rank 0 decodes the data while the others wait at a barrier: the first load of a
+        # large image folder can take longer than the default 10-minute collective timeout.
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60))
     return world, rank, device
 
 
@@ -445,7 +462,7 @@ def _warm_up(model, raw_model, optimizer, scaler, criterion, autocast, images, l
     torch.set_rng_state(cpu_rng)
     if cuda_rng is not None:
         torch.cuda.set_rng_state(cuda_rng, device)
-        torch.cuda.synchronize(device)
+    _synchronize(device)
 
 
 def _set_whiten_bias_training(model: nn.Module, epochs: int, epoch: int,
@@ -822,7 +839,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         local = ctx.stopped()
         if not distributed:
             return local
-        if device.type == "cuda" and step % 16 and not local:
+        # Every rank joins the same all-reduces (every 16th step on GPUs, where each one waits
+        # for the GPU): a rank that joined on another step would pair its all-reduce with
+        # DDP's gradient one. The signal reaches the ranks at different steps.
+        if device.type == "cuda" and step % 16:
             return False
         flag = torch.tensor([1.0 if local else 0.0], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -836,8 +856,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         report({"phase": "warm-up"})
         warm_start = time.perf_counter()
         warm_x = normalize(train_x[:local_batch])
-        _warm_up(model, raw_model, optimizer, scaler, criterion, autocast,
-                 warm_x if input_dtype is None else warm_x.to(input_dtype), train_y[:local_batch])
+        with _compile_errors_explained(cfg["compile"]):  # the first compiled call compiles
+            _warm_up(model, raw_model, optimizer, scaler, criterion, autocast,
+                     warm_x if input_dtype is None else warm_x.to(input_dtype),
+                     train_y[:local_batch])
         warmup_time = time.perf_counter() - warm_start
 
     report({"phase": "start", "model": cfg["model"], "params": params,
@@ -871,7 +893,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                          else rng_state if rank == 0 else None)
         if saved_rng is not None:
             torch.set_rng_state(saved_rng["torch"])
-            aug_gen.set_state(saved_rng["aug"])
+            if saved_rng["aug"].numel() == aug_gen.get_state().numel():
+                aug_gen.set_state(saved_rng["aug"])
+            else:  # saved on another kind of device (CPU and GPU generators differ)
+                aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
             if "cuda" in saved_rng and device.type == "cuda":
                 torch.cuda.set_rng_state(saved_rng["cuda"], device)
         else:
@@ -907,17 +932,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"],
                                             aug_gen, flips))
             y = train_y[idx]
-            try:
+            first_compiled = cfg["compile"] and steps_done == 0
+            with _compile_errors_explained(True) if first_compiled else _NO_GUARD:
                 with autocast():
                     logits = model(x)
                     loss = criterion(logits.float(), y)
-            except Exception as exc:
-                if cfg["compile"] and steps_done == 0:  # compilation happens on the first call
-                    raise JobError(f"torch.compile failed here ({type(exc).__name__}: "
-                                   f"{str(exc).strip()[:200]}); train without compile") from None
-                raise
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -952,8 +973,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                     "eta_s": elapsed / steps_done * (total_steps - global_step),
                     "epoch_progress": (step + 1) / steps_per_epoch,
                 })
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _synchronize(device)
         epoch_time = time.perf_counter() - epoch_start
         train_time += epoch_time
         session_time += epoch_time
@@ -1129,6 +1149,22 @@ def _sum_over_ranks(partial: dict, distributed: bool, device: torch.device) -> d
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
     return {"correct": int(correct), "seen": int(seen), "loss_sum": loss_sum}
+
+
+_NO_GUARD = contextlib.nullcontext()  # reusable, and cheaper per step than a generator
+
+
+@contextlib.contextmanager
+def _compile_errors_explained(compiling: bool):
+    """While ``torch.compile`` compiles (the first forward and backward), its failures (no
+    compiler, a GPU too old for Triton) become a JobError that says to train without it."""
+    try:
+        yield
+    except Exception as exc:
+        if not compiling or isinstance(exc, JobError):
+            raise
+        raise JobError(f"torch.compile failed here ({type(exc).__name__}: "
+                       f"{str(exc).strip()[:200]}); train without compile") from None
 
 
 def _all_finite(model: nn.Module) -> bool:

@@ -166,7 +166,9 @@ class Classifier:
         The same arithmetic as torchvision's preset (x / 255, then (x - mean) / std).
         """
         stacked = torch.from_numpy(np.stack(crops))  # N, H, W, 3
-        batch = stacked.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # channels_last view
+        # non_blocking only on CUDA: MPS may read the pageable source after it is freed
+        batch = stacked.to(self.device, non_blocking=self.device.type == "cuda").permute(
+            0, 3, 1, 2)  # channels_last view
         batch = batch.float().div_(255)
         return batch.sub_(self._mean).div_(self._std)
 

@@ -83,6 +83,9 @@ class GradCam:
                 logits[0, class_index].backward()
         finally:
             handle.remove()
+            # the weights' gradients are a second copy of the model (GBs on a GPU for the
+            # large nets); only the captured one is needed
+            self.model.zero_grad(set_to_none=True)
         act, grad = captured["act"].detach(), captured["grad"].detach()
         if is_tokens:
             act, grad = _token_grid(act), _token_grid(grad)

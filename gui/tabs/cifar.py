@@ -1180,7 +1180,9 @@ class CifarTab(QWidget):
         is still running (a torchrun child that will not stop is killed)."""
         self._save_settings()
         ended = [self.data_runner.shutdown(5000), self.train_runner.shutdown(10000)]
-        self.torchrun.shutdown(10000)
+        # torchrun gives its ranks 30 s after passing the stop on, then kills them itself;
+        # killing torchrun first would leave them running (they are in their own sessions)
+        self.torchrun.shutdown(40000)
         self._update_buttons()
         return all(ended)
 

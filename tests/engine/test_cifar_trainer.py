@@ -844,3 +844,34 @@ def test_a_resume_keeps_the_class_it_trained_when_names_differ_only_by_case(tmp_
     assert first["class_names"] == ["Cat", "dog"]
     resumed, _ = run({"dataset": data, "resume": path, "epochs": 2, "classes": ["cat", "dog"]})
     assert resumed["class_names"] == ["Cat", "dog"]
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_a_compile_failure_says_to_train_without_compile(monkeypatch, warm_up):
+    class FailsToCompile(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):  # what a missing C compiler or an old GPU gives on the first call
+            raise RuntimeError("backend='inductor' raised: no working C compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **_: FailsToCompile(model))
+    with pytest.raises(JobError, match="torch.compile failed here .*no working C compiler.*"
+                                       "train without compile"):
+        run(base_config(epochs=1, compile=True, warm_up=warm_up))
+
+
+def test_a_run_stopped_on_a_gpu_resumes_mid_epoch_on_the_cpu(tmp_path):
+    config = base_config(epochs=2, flip=True, translate=1, report_interval_s=0,
+                         checkpoint=tmp_path / "stop.pt")
+    run(config, stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
+    blob = {k: v for k, v in ckpt.load_checkpoint(tmp_path / "stop.pt").items()
+            if k not in ("format", "version")}
+    # a CUDA generator's state: seed and offset, 16 bytes (a CPU one's is 5056)
+    cuda_like = torch.cat([torch.tensor([7], dtype=torch.int64).view(torch.uint8),
+                           torch.zeros(8, dtype=torch.uint8)])
+    blob["rng"] = {**blob["rng"], "aug": cuda_like}
+    ckpt.save_checkpoint(tmp_path / "from-gpu.pt", blob)
+    resumed, _ = run({"dataset": DATA, "resume": tmp_path / "from-gpu.pt"})
+    assert resumed["status"] == "completed" and len(resumed["history"]) == 2

@@ -153,3 +153,15 @@ def test_show_error_is_visible_and_non_blocking(window, app_state):
     app_state.show_error("Bad CSV", "line 3: 'abc' is not a number")
     assert app_state.last_error == ("Bad CSV", "line 3: 'abc' is not a number")
     assert "Bad CSV" in window.statusBar().currentMessage()
+
+
+def test_a_gpu_this_build_cannot_run_is_shown_disabled(window, app_state, qsettings):
+    old = DeviceInfo("cuda:2", "cuda", "Old GPU", 4 * 10**9,
+                     problem="compute capability 6.1 is not among this PyTorch build's")
+    qsettings.setValue("device", "cuda:2")
+    window.set_devices([*_fake_devices(), old])
+    action = next(a for a in window.device_actions() if a.data() == "cuda:2")
+    assert not action.isEnabled() and "not usable: compute capability 6.1" in action.text()
+    assert app_state.device == "cpu"
+    all_gpus = next(a for a in window.device_actions() if a.data() == ALL_GPUS)
+    assert "All GPUs (2," in all_gpus.text()
