@@ -89,9 +89,17 @@ def cuda_has_native_bf16(device) -> bool:
     slowly and have no cuDNN bf16 convolutions. ROCm builds answer for themselves."""
     import torch
 
+    index = torch.device(device).index
+    return _cuda_has_native_bf16(torch.cuda.current_device() if index is None else index)
+
+
+@functools.cache  # asked by Muon for every matrix at every step
+def _cuda_has_native_bf16(index: int) -> bool:
+    import torch
+
     if getattr(torch.version, "hip", None):
         return torch.cuda.is_bf16_supported()
-    return torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.cuda.get_device_capability(index) >= (8, 0)
 
 
 @functools.cache  # asked whenever the Fast recipe is looked up (the GUI: at every model change)

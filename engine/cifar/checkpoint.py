@@ -49,10 +49,12 @@ def _remove_quietly(path: Path) -> None:
 
 def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
     """Write each ``{path: bytes}`` to a temporary file beside it, then rename them all into
-    place; on any failure nothing is renamed and the temporary files are removed. The bytes
-    are serialized in memory first: torch's own file writers report a full disk as an
+    place; on any failure the files are as they were (one already renamed into place gets
+    its earlier contents back) and the temporary files are removed. The bytes are
+    serialized by the caller in memory: torch's own file writers report a full disk as an
     opaque RuntimeError (or, for TorchScript, abort the process)."""
     temporaries = {target: _temporary_name(target) for target in files}
+    replaced: list[tuple[Path, bytes | None]] = []  # (target, its earlier contents, if any)
     try:
         for target, tmp in temporaries.items():
             with open(tmp, "wb") as f:
@@ -60,8 +62,20 @@ def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         for target, tmp in temporaries.items():
+            # several files (an ONNX model and its description): kept to put back, if a later
+            # rename fails (they are small)
+            earlier = target.read_bytes() if len(files) > 1 and target.is_file() else None
             os.replace(tmp, target)
+            replaced.append((target, earlier))
     except OSError as exc:
+        for target, earlier in reversed(replaced):
+            try:
+                if earlier is not None:
+                    target.write_bytes(earlier)
+                else:
+                    target.unlink()
+            except OSError:
+                pass
         for tmp in temporaries.values():
             _remove_quietly(tmp)
         raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None

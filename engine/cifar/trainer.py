@@ -267,8 +267,9 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
             return torch.bfloat16 if native_bf16 else torch.float16
         if precision == "bf16" and not native_bf16:
             major, minor = torch.cuda.get_device_capability(device)
-            raise JobError(f"{torch.cuda.get_device_name(device)} (compute capability "
-                           f"{major}.{minor}) has no bfloat16 arithmetic; use fp16 or fp32")
+            raise on_every_rank(JobError(
+                f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has "
+                "no bfloat16 arithmetic; use fp16 or fp32"))
         return torch.bfloat16 if precision == "bf16" else torch.float16
     if device.type == "cpu":
         if precision == "fp16":
@@ -653,7 +654,7 @@ def _make_paths_absolute(cfg: dict[str, Any], from_checkpoint: bool) -> None:
             cfg[key] = os.path.abspath(os.path.expanduser(cfg[key]))
     if from_checkpoint and not Path(cfg["data"]).exists():
         raise JobError(f"the data the checkpoint was trained on ('{cfg['data']}') is not there "
-                       "any more; pass its new place with --data PATH")
+                       "any more; load it from its new place (headless: --data PATH)")
 
 
 def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
@@ -876,6 +877,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     images_done = 0  # this session, all ranks
     steps_done = 0  # this session
     session_time = 0.0
+    # the ETA adds what each epoch's end has cost (evaluation, checkpoint) to the steps left
+    session_start = time.perf_counter()
     status = "completed"
     epoch = start_epoch
     for epoch in range(start_epoch, cfg["epochs"]):
@@ -959,6 +962,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 last_report = now
                 elapsed = max(session_time + (now - epoch_start), 1e-9)
                 global_step = epoch * steps_per_epoch + step + 1
+                eta = elapsed / steps_done * (total_steps - global_step)
+                if epoch > start_epoch:
+                    per_epoch_end = (now - session_start - elapsed) / (epoch - start_epoch)
+                    eta += per_epoch_end * (cfg["epochs"] - epoch)
                 report({
                     "phase": "train",
                     "epoch": epoch + 1,
@@ -970,7 +977,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                     "loss": float(loss_ema.item() / max(ema_weight, 1e-12)),
                     "lr": float(scheduler.get_last_lr()[0]),
                     "images_per_s": images_done / elapsed,
-                    "eta_s": elapsed / steps_done * (total_steps - global_step),
+                    "eta_s": eta,
                     "epoch_progress": (step + 1) / steps_per_epoch,
                 })
         _synchronize(device)
@@ -1161,14 +1168,19 @@ def _compile_errors_explained(compiling: bool):
     try:
         yield
     except Exception as exc:
-        if not compiling or isinstance(exc, JobError):
+        import torch.distributed as dist
+
+        not_compiling = (JobError, torch.OutOfMemoryError, getattr(dist, "DistError", JobError))
+        if not compiling or isinstance(exc, not_compiling):
             raise
         raise JobError(f"torch.compile failed here ({type(exc).__name__}: "
                        f"{str(exc).strip()[:200]}); train without compile") from None
 
 
 def _all_finite(model: nn.Module) -> bool:
-    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+    """Weights and floating-point buffers (BatchNorm's running statistics) alike."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
 
 
 def _reduce_epoch(partial: dict, distributed: bool, device: torch.device) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QProcess, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -129,12 +130,17 @@ class TorchrunProcess(QObject):
     def is_running(self) -> bool:
         return self._process is not None
 
-    def start(self, config: dict[str, Any], nproc: int) -> None:
+    def start(self, config: dict[str, Any], gpus: list[int]) -> None:
+        """One rank per GPU in ``gpus`` (CUDA indices; the others are hidden from the ranks)."""
         from engine.cifar.cli import PROGRESS_PREFIX
 
         self._prefix = PROGRESS_PREFIX.encode()
         self._pending, self._stderr_tail, self._buffer = [], [], b""
         process = QProcess(self)
+        environment = QProcessEnvironment.systemEnvironment()
+        environment.insert("CUDA_VISIBLE_DEVICES", self.visible_devices(gpus))
+        process.setProcessEnvironment(environment)
+        nproc = len(gpus)
         process.setWorkingDirectory(str(Path(__file__).resolve().parents[2]))
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._on_finished)
@@ -142,6 +148,14 @@ class TorchrunProcess(QObject):
         self._process = process
         self._timer.start()
         process.start(sys.executable, self.command(config, nproc))
+
+    @staticmethod
+    def visible_devices(gpus: list[int]) -> str:
+        """CUDA_VISIBLE_DEVICES for these CUDA indices, which count within this process's own
+        CUDA_VISIBLE_DEVICES when it has one."""
+        own = os.environ.get("CUDA_VISIBLE_DEVICES")
+        names = [n.strip() for n in own.split(",")] if own else None
+        return ",".join(names[i] if names and i < len(names) else str(i) for i in gpus)
 
     def stop(self) -> None:
         if self._process is not None:
@@ -163,7 +177,7 @@ class TorchrunProcess(QObject):
         for line in lines:
             if line.startswith(self._prefix):
                 try:
-                    self._pending.append(json.loads(line[len(self._prefix):]))
+                    self._pending.append(_with_nans(json.loads(line[len(self._prefix):])))
                 except ValueError:
                     pass
             elif line.strip():
@@ -217,6 +231,9 @@ class CifarTab(QWidget):
         self.app = app
         self.data_info: dict[str, Any] | None = None
         self._data_path: str | None = None  # where data_info came from
+        # a run was asked for: the last results go once it has started (only runs report
+        # "start", so a refused one leaves it set for the next)
+        self._results_pending_clear = False
         self._loading_path: str | None = None
         self._load_cancelled = False
         self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
@@ -585,7 +602,8 @@ class CifarTab(QWidget):
         self.data_info = info
         self._data_path = self._loading_path
         self._save_settings()
-        if self.last_result is not None:
+        # the same data again (say, to see a resumed run's mistakes): the results stay
+        if self.last_result is not None and not self._result_data_matches():
             self._clear_results("New data loaded: train to see results for it.")
         self.data_progress.setRange(0, 1)
         self.data_progress.setValue(1)
@@ -602,6 +620,8 @@ class CifarTab(QWidget):
         self.class_list.blockSignals(False)
         self._fill_grid(info)
         self._on_classes_changed()
+        if self.last_result is not None and self.selected_cell is not None:
+            self.show_misclassified(*self.selected_cell)  # now with the images
         self.app.show_status(f"CIFAR data: {sum(info['counts']['train'].values())} training and "
                              f"{sum(info['counts']['test'].values())} test images", 5000)
 
@@ -740,7 +760,8 @@ class CifarTab(QWidget):
     def training_config(self) -> dict[str, Any]:
         """The trainer config the controls describe (see engine.cifar.trainer)."""
         return {
-            "data": self.path_edit.text().strip() or None,
+            # the data the tab shows; a path typed but not loaded is used only if none is
+            "data": self._data_path or self.path_edit.text().strip() or None,
             "classes": self.selected_classes(),
             "model": self.model_combo.currentData(),
             "epochs": self.epochs_spin.value(),
@@ -773,6 +794,13 @@ class CifarTab(QWidget):
         """Start training from the controls (``resume``: continue that checkpoint instead)."""
         if self.is_training() or self.data_runner.is_running():
             return
+        typed = self.path_edit.text().strip()
+        if self._data_path is not None and typed and not _same_path(typed, self._data_path):
+            self.app.show_error(
+                "CIFAR-10 training",
+                f"The data field names {typed}, but the dataset shown is {self._data_path}. "
+                "Press Load to use the new one, or put the path back.")
+            return
         config = self.training_config()
         if resume:
             # the checkpoint knows its model, classes and recipe; keep only the run settings
@@ -789,13 +817,15 @@ class CifarTab(QWidget):
                                 "Check at least two classes to train a classifier.")
             return
         self._save_settings()
-        self._clear_results("")
-        self._reset_live_view()
+        # the last results stay until this run has started: a refused one keeps them
+        self._results_pending_clear = True
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
-            import torch
+            from engine.devices import list_devices
 
-            self.torchrun.start({**config, "device": "cuda"}, torch.cuda.device_count())
+            usable = [int(d.id.split(":")[1]) for d in list_devices()
+                      if d.kind in ("cuda", "rocm") and not d.problem]
+            self.torchrun.start({**config, "device": "cuda"}, usable)
         else:
             from engine.cifar.trainer import train_job
 
@@ -838,6 +868,10 @@ class CifarTab(QWidget):
             elif phase == "load":
                 self.speed_label.setText("loading data…")
             elif phase == "start":
+                if self._results_pending_clear:
+                    self._results_pending_clear = False
+                    self._clear_results("")
+                    self._reset_live_view()
                 if update.get("history"):  # a resumed run: the epochs it already trained
                     self._show_history(update["history"])
                 self.speed_label.setText(
@@ -860,9 +894,8 @@ class CifarTab(QWidget):
             self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
             self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
                                           f"step {u['step']}/{u['steps_per_epoch']}")
-            loss = math.nan if u["loss"] is None else u["loss"]  # null: torchrun's NaN
             self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
-                                     f"{format_duration(u['eta_s'])} · loss {loss:.3f}")
+                                     f"{format_duration(u['eta_s'])} · loss {u['loss']:.3f}")
 
     def _on_train_returned(self, result: dict) -> None:
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
@@ -1032,8 +1065,8 @@ class CifarTab(QWidget):
         classes), so its test-image indices point at the right images."""
         config = (self.last_result or {}).get("config") or {}
         trained_on = str(config.get("data") or "")
-        same_path = bool(trained_on) and self._data_path is not None and (
-            Path(trained_on).expanduser().resolve() == Path(self._data_path).expanduser().resolve())
+        same_path = bool(trained_on) and self._data_path is not None and _same_path(
+            trained_on, self._data_path)
         names = {n.lower() for n in (self.data_info or {}).get("class_names", [])}
         return same_path and all(n.lower() in names for n in self.last_result["class_names"])
 
@@ -1208,3 +1241,25 @@ class CifarTab(QWidget):
         self.start_training(overrides={"max_test": 2000})
         wait(lambda: not self.is_training(), 300)
         self.pages.setCurrentIndex(0)
+
+
+def _same_path(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+# Numbers that strict JSON sends as null when they are NaN or infinite (a diverging loss).
+_MEASURES = frozenset({"loss", "train_loss", "train_acc", "test_acc", "images_per_s", "eta_s",
+                       "lr"})
+
+
+def _with_nans(update: dict) -> dict:
+    """A progress update from torchrun's JSON lines with its null measures back as NaN."""
+    def restore(row: dict) -> dict:
+        return {k: math.nan if v is None and k in _MEASURES else v for k, v in row.items()}
+
+    update = restore(update)
+    if isinstance(update.get("history"), list):
+        update["history"] = [restore(row) if isinstance(row, dict) else row
+                             for row in update["history"]]
+    return update
+

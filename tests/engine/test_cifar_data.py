@@ -357,3 +357,71 @@ def test_limit_split_keeps_source_indices(tmp_path):
     assert len(small.train_labels) == 5 and len(small.test_labels) == 2
     for row, source in enumerate(small.test_index.tolist()):
         assert torch.equal(small.test_images[row], data.test_images[source])
+
+
+def test_an_archive_in_any_order_is_read_front_to_back(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    archive = tmp_path / "shuffled.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # as `tar czf` stores a folder: not by name
+        for file in sorted(root.rglob("*.png"), reverse=True):
+            tar.add(file, arcname=str(file.relative_to(root)))
+    offsets = []
+    real_extract = tarfile.TarFile.extractfile
+
+    def extract(self, member):
+        offsets.append(member.offset_data)
+        return real_extract(self, member)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", extract)
+    in_archive = load(archive, tmp_path)
+    assert offsets == sorted(offsets) and len(offsets) == 15  # never a step back in the gzip
+    in_folder = load(root, tmp_path)
+    assert torch.equal(in_folder.train_images, in_archive.train_images)
+    assert torch.equal(in_folder.test_labels, in_archive.test_labels)
+
+
+def test_a_hard_link_stored_before_its_file_is_read(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=2, n_test=1)
+    archive = tmp_path / "early-link.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        link = tarfile.TarInfo("train/cat/0000-again.png")
+        link.type, link.linkname = tarfile.LNKTYPE, "train/cat/0000.png"
+        tar.addfile(link)
+        for file in sorted(root.rglob("*.png")):
+            tar.add(file, arcname=str(file.relative_to(root)))
+    data = load(archive, tmp_path)
+    assert data.counts()["train"]["cat"] == 3
+    assert torch.equal(data.train_images[0], data.train_images[1])  # 0000.png, its second name
+
+
+def test_cancel_ends_a_download_that_the_server_has_stalled(tmp_path):
+    import http.server
+    import threading
+
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(50_000_000))
+            self.end_headers()
+            self.wfile.write(b"x" * 100_000)
+            self.wfile.flush()
+            release.wait(60)  # then nothing more: the read waits on the socket
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    events = []
+    try:
+        with pytest.raises(JobStopped):  # not the read's 30 s timeout (a JobError)
+            cd.download_cifar10(
+                tmp_path / "dl", report=events.append, md5="0" * 32,
+                url=f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz",
+                stopped=lambda: bool(events) and events[-1]["done"] >= 100_000)
+    finally:
+        release.set()
+        server.shutdown()
+    assert not list((tmp_path / "dl").iterdir())  # no partial file left

@@ -380,6 +380,19 @@ def test_onnx_export_runs_in_onnxruntime_like_torchscript(tmp_path):
         with pytest.raises(JobError, match="cannot write the export .*No space left"):
             ckpt.export_model(checkpoint, tmp_path / "fast.onnx")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    # ... or the description cannot be renamed into place after the model was
+    real_replace = os.replace
+
+    def second_rename_fails(src, dst):
+        if str(dst).endswith(".json"):
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", second_rename_fails)
+        with pytest.raises(JobError, match="cannot write the export .*not permitted"):
+            ckpt.export_model(checkpoint, tmp_path / "fast.onnx")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -674,7 +687,8 @@ def test_resuming_without_data_explains_a_dataset_that_moved(tmp_path):
     blob = _checkpoint_after_one_epoch(tmp_path)
     blob["config"]["data"] = str(tmp_path / "gone.tar.gz")
     ckpt.save_checkpoint(tmp_path / "moved.pt", blob)
-    with pytest.raises(JobError, match="is not there any more; pass its new place with --data"):
+    with pytest.raises(JobError, match=r"is not there any more; load it from its new place "
+                                       r"\(headless: --data"):
         train_job({"resume": tmp_path / "moved.pt", "epochs": 2}, JobContext("cpu"))
 
 
@@ -875,3 +889,26 @@ def test_a_run_stopped_on_a_gpu_resumes_mid_epoch_on_the_cpu(tmp_path):
     ckpt.save_checkpoint(tmp_path / "from-gpu.pt", blob)
     resumed, _ = run({"dataset": DATA, "resume": tmp_path / "from-gpu.pt"})
     assert resumed["status"] == "completed" and len(resumed["history"]) == 2
+
+
+def test_the_eta_counts_what_each_epoch_end_costs(monkeypatch):
+    import engine.cifar.trainer as trainer
+
+    clock = [0.0]
+
+    def tick():  # a step-driven clock: each reading is 1 ms later
+        clock[0] += 0.001
+        return clock[0]
+
+    real_accuracy = trainer._accuracy
+
+    def slow_accuracy(*args, **kwargs):  # a test set that takes 10 s to evaluate
+        clock[0] += 10.0
+        return real_accuracy(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.time, "perf_counter", tick)
+    monkeypatch.setattr(trainer, "_accuracy", slow_accuracy)
+    _, events = run(base_config(epochs=4, eval_every=1, report_interval_s=0))
+    first_of_epoch_2 = next(e for e in events if e["phase"] == "train" and e["epoch"] == 2)
+    # three epoch ends to come (two evaluations and the final one), ~10 s each
+    assert 25 < first_of_epoch_2["eta_s"] < 35

@@ -71,7 +71,9 @@ def test_bf16_on_cuda_needs_compute_capability_8(monkeypatch):
     gpu = torch.device("cuda", 0)
     for capability, auto in (((9, 0), torch.bfloat16), ((7, 5), torch.float16)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        devices._cuda_has_native_bf16.cache_clear()
         assert autocast_dtype(gpu, "auto") == auto
         assert autocast_dtype(gpu, "fp16") == torch.float16
     with pytest.raises(JobError, match=r"Tesla T4 \(compute capability 7.5\) has no bfloat16"):
         autocast_dtype(gpu, "bf16")
+    devices._cuda_has_native_bf16.cache_clear()

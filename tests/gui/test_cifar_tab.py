@@ -97,8 +97,10 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     # the controls show what the resumed run trains with: the checkpoint's recipe
     assert tab.lr_spin.value() == pytest.approx(0.02) and tab.batch_spin.value() == 4
     assert tab.precision_combo.currentData() == "auto"  # a run setting: the user's
-    # the epochs it trained before are on the curves from the start
-    qtbot.waitUntil(lambda: curve_points(tab.train_acc_curve) >= saved["epoch"], timeout=30_000)
+    # once it has started, the epochs it trained before are on the curves (the stopped run's
+    # curves stay until then)
+    qtbot.waitUntil(lambda: not tab._results_pending_clear, timeout=30_000)
+    assert curve_points(tab.train_acc_curve) >= saved["epoch"]
     assert tab.loss_curve.xData[0] == 1.0
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
@@ -243,6 +245,15 @@ def test_torchrun_command_mirrors_the_cli(tmp_path):
     assert "--lr" not in args and "--progress-json" in args
 
 
+def test_all_gpus_hides_the_gpus_it_does_not_use(monkeypatch):
+    from gui.tabs.cifar import TorchrunProcess
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert TorchrunProcess.visible_devices([0, 2, 3]) == "0,2,3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # the app itself sees 4 of 8
+    assert TorchrunProcess.visible_devices([0, 2, 3]) == "4,6,7"
+
+
 def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch):
     """The "All GPUs" launcher, exercised with two CPU ranks (gloo) instead of GPUs."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -256,9 +267,65 @@ def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch)
               "precision": "fp32", "cache_dir": str(tmp_path / "cache")}
     with qtbot.waitSignal(process.finished, timeout=180_000):
         with qtbot.waitSignal(process.returned, timeout=180_000) as returned:
-            process.start(config, nproc=2)
+            process.start(config, gpus=[0, 1])  # two ranks (on the CPU here)
     result = returned.args[0]
     assert result["world_size"] == 2 and result["status"] == "completed"
     phases = [u["phase"] for batch in batches for u in batch]
     assert "train" in phases and phases.count("epoch") == 2  # rank 0 only
     assert not process.is_running()
+
+
+def test_results_survive_a_refused_start_and_a_reload_and_train_uses_the_shown_data(
+        qtbot, tab, tiny_data, tmp_path, app_state):
+    tab.path_edit.setText(str(tiny_data))
+    tab.load_data()
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.epochs_spin.setValue(1)
+    tab.batch_spin.setValue(8)
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("fp32"))
+    tab.start_training()
+    qtbot.waitUntil(lambda: not tab.is_training() and tab.last_result is not None,
+                    timeout=60_000)
+    shown = tab.result_label.text()
+    cell = next(c for c, idx in tab.last_result["misclassified"].items() if idx)
+    tab.show_misclassified(*map(int, cell.split(",")))
+    mistakes = tab.mistakes_list.count()
+    assert mistakes > 0
+
+    # a run the trainer refuses leaves the last results on screen
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("nesterov"))
+    tab.momentum_spin.setValue(0.0)
+    tab.start_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert "momentum" in app_state.last_error[1]
+    assert tab.last_result is not None and tab.result_label.text() == shown
+
+    # loading the same data again keeps the results and the chosen cell's images
+    tab.load_data()
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
+    assert tab.last_result is not None and tab.mistakes_list.count() == mistakes
+
+    # a path typed but not loaded is not trained on in place of the data shown
+    other = write_image_folder(tmp_path / "other", n_train=4, n_test=2, classes=("cat", "dog"))
+    tab.path_edit.setText(str(other))
+    app_state.last_error = None
+    tab.start_training()
+    assert not tab.is_training()
+    assert "Press Load to use the new one" in app_state.last_error[1]
+
+
+def test_a_nan_loss_from_torchrun_reaches_the_live_view_as_nan(tab):
+    import math
+
+    from gui.tabs.cifar import _with_nans
+
+    update = _with_nans({"phase": "train", "loss": None, "message": None, "history": [
+        {"epoch": 1, "train_loss": None, "train_acc": 0.5}]})
+    assert math.isnan(update["loss"]) and update["message"] is None
+    assert math.isnan(update["history"][0]["train_loss"])
+    step = {"phase": "train", "epoch": 1, "epochs": 2, "step": 1, "steps_per_epoch": 4,
+            "global_step": 1, "total_steps": 8, "images_per_s": 100.0, "eta_s": 1.0,
+            "epoch_progress": 0.25, "lr": 0.1}
+    tab._on_train_progress([{**step, "loss": 2.0}, _with_nans({**step, "loss": None})])
+    assert "loss nan" in tab.speed_label.text()
