@@ -648,11 +648,7 @@ def _cancel_blocked_reads(response, stopped: Stopped):
     def watch() -> None:
         while not finished.wait(0.2):
             if stopped():
-                try:  # a duplicate of the socket's descriptor: shutdown acts on the connection
-                    with socket.socket(fileno=os.dup(response.fileno())) as conn:
-                        conn.shutdown(socket.SHUT_RDWR)
-                except (OSError, ValueError, AttributeError):
-                    pass  # not a socket (a file:// URL) or already closed
+                _shut_down(response)
                 return
 
     watcher = threading.Thread(target=watch, name="download-cancel", daemon=True)
@@ -662,6 +658,24 @@ def _cancel_blocked_reads(response, stopped: Stopped):
     finally:
         finished.set()
         watcher.join()
+
+
+def _shut_down(response) -> None:
+    """End a socket response's connection from another thread (its blocked read returns)."""
+    try:
+        duplicate = os.dup(response.fileno())  # shutdown acts on the connection, not the fd
+    except (OSError, ValueError, AttributeError):
+        return  # already closed
+    try:
+        conn = socket.socket(fileno=duplicate)
+    except OSError:  # not a socket (a file:// URL)
+        os.close(duplicate)
+        return
+    with conn:  # closes the duplicate
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:  # no longer connected
+            pass
 
 
 def download_cifar10(
