@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from engine.files import temporary_name, write_atomically
 from engine.jobs import JobError
 
 CHECKPOINT_FORMAT = "torchdesk-cifar"
@@ -34,51 +35,6 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JobError(f"cannot create the checkpoint folder '{folder}': {exc}") from None
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:  # a read-only folder never got the file in the first place
-        pass
-
-
-def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
-    """Write each ``{path: bytes}`` to a temporary file beside it, then rename them all into
-    place; on any failure the files are as they were (one already renamed into place gets
-    its earlier contents back) and the temporary files are removed. The bytes are
-    serialized by the caller in memory: torch's own file writers report a full disk as an
-    opaque RuntimeError (or, for TorchScript, abort the process)."""
-    temporaries = {target: _temporary_name(target) for target in files}
-    replaced: list[tuple[Path, bytes | None]] = []  # (target, its earlier contents, if any)
-    try:
-        for target, tmp in temporaries.items():
-            with open(tmp, "wb") as f:
-                f.write(files[target])
-                f.flush()
-                os.fsync(f.fileno())
-        for target, tmp in temporaries.items():
-            # several files (an ONNX model and its description): kept to put back, if a later
-            # rename fails (they are small)
-            earlier = target.read_bytes() if len(files) > 1 and target.is_file() else None
-            os.replace(tmp, target)
-            replaced.append((target, earlier))
-    except OSError as exc:
-        for target, earlier in reversed(replaced):
-            try:
-                if earlier is not None:
-                    target.write_bytes(earlier)
-                else:
-                    target.unlink()
-            except OSError:
-                pass
-        for tmp in temporaries.values():
-            _remove_quietly(tmp)
-        raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
 
 
 def _serialized(save: Callable[[io.BytesIO], None]) -> bytes:
@@ -126,7 +82,7 @@ def check_writable(path: str | os.PathLike, data: str | os.PathLike | None = Non
         raise JobError(f"'{path}' exists and is not a TorchDesk checkpoint, so it is not "
                        "overwritten; choose another file name for the checkpoint")
     _make_folder(path.parent)
-    probe = _temporary_name(path)
+    probe = temporary_name(path)
     try:
         probe.touch()
         probe.unlink()

@@ -17,16 +17,13 @@ empty or malformed raises :class:`~engine.jobs.JobError` with a message that say
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import pickle
 import posixpath
 import re
-import socket
 import tarfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -38,6 +35,8 @@ import numpy as np
 import torch
 
 from engine.classify.images import IMAGE_SUFFIXES
+from engine.downloads import cancel_blocked_reads
+from engine.files import remove_quietly
 from engine.jobs import JobError, JobStopped
 
 CACHE_FORMAT = 2  # 2: EXIF orientation, 16-bit and transparent images decoded as in Classify
@@ -356,10 +355,7 @@ def _remove_stale_caches(cache_file: Path, prefix: str) -> None:
     for old in cache_file.parent.glob("*.pt"):
         stale = old.name.startswith(prefix) or LEGACY_CACHE_NAME.fullmatch(old.name)
         if stale and old != cache_file:
-            try:
-                old.unlink(missing_ok=True)
-            except OSError:
-                pass
+            remove_quietly(old)
 
 
 def _read_cache(cache_file: Path) -> CifarData | None:
@@ -390,11 +386,7 @@ def _write_cache(cache_file: Path, data: CifarData) -> None:
         torch.save(blob, tmp)
         os.replace(tmp, cache_file)
     except (OSError, RuntimeError):  # torch.save reports a full or read-only disk as either
-        # no writable cache: the data still loads, just slower next time
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        remove_quietly(tmp)  # no writable cache: the data still loads, just slower next time
 
 
 def _archive_error(what: str, exc: BaseException) -> JobError:
@@ -638,46 +630,6 @@ def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> Cifa
 # ----------------------------------------------------------------------------- download
 
 
-@contextlib.contextmanager
-def _cancel_blocked_reads(response, stopped: Stopped):
-    """While the body downloads, a helper thread shuts the connection down once ``stopped()``
-    turns true, so that Cancel ends a read that waits on a stalled server (up to its 30 s
-    timeout otherwise)."""
-    finished = threading.Event()
-
-    def watch() -> None:
-        while not finished.wait(0.2):
-            if stopped():
-                _shut_down(response)
-                return
-
-    watcher = threading.Thread(target=watch, name="download-cancel", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watcher.join()
-
-
-def _shut_down(response) -> None:
-    """End a socket response's connection from another thread (its blocked read returns)."""
-    try:
-        duplicate = os.dup(response.fileno())  # shutdown acts on the connection, not the fd
-    except (OSError, ValueError, AttributeError):
-        return  # already closed
-    try:
-        conn = socket.socket(fileno=duplicate)
-    except OSError:  # not a socket (a file:// URL)
-        os.close(duplicate)
-        return
-    with conn:  # closes the duplicate
-        try:
-            conn.shutdown(socket.SHUT_RDWR)
-        except OSError:  # no longer connected
-            pass
-
-
 def download_cifar10(
     folder: str | os.PathLike,
     report: Report = _no_report,
@@ -710,7 +662,7 @@ def download_cifar10(
         partial = archive.with_name(archive.name + ".part")
         try:
             with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out, \
-                    _cancel_blocked_reads(response, stopped):
+                    cancel_blocked_reads(response, stopped):
                 total = int(response.headers.get("Content-Length") or 0)
                 done = 0
                 # read1: whatever has arrived, so a slow line still shows progress

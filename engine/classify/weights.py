@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from engine.downloads import cancel_blocked_reads
 from engine.jobs import JobError, JobStopped
 
 TORCHVISION_BASE_URL = "https://download.pytorch.org/models/"
@@ -163,15 +164,17 @@ def _fetch(
     except OSError as exc:
         raise JobError(f"cannot download {name} (no network? {exc}). " + _where_to_put(url)) \
             from None
+    stopped = should_stop or (lambda: False)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response, \
+                cancel_blocked_reads(response, stopped):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             started = time.monotonic()
             _report(progress, name, 0, total, started)
             with open(partial, "wb") as out:
                 while True:
-                    if should_stop is not None and should_stop():
+                    if stopped():
                         raise JobStopped()
                     chunk = response.read(CHUNK_BYTES)
                     if not chunk:
@@ -179,6 +182,8 @@ def _fetch(
                     out.write(chunk)
                     received += len(chunk)
                     _report(progress, name, received, total, started)
+        if stopped():  # the read ended because Cancel shut the connection
+            raise JobStopped()
     except urllib.error.HTTPError as exc:
         raise JobError(
             f"cannot download {name}: the server answered {exc.code} {exc.reason} for {url}. "
@@ -194,6 +199,8 @@ def _fetch(
             f"{_bytes(received)}. " + _where_to_put(url)
         ) from None
     except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException) as exc:
+        if stopped():  # the connection Cancel shut
+            raise JobStopped() from None
         raise JobError(
             f"download of {name} broke off after {_bytes(received)}"
             f"{' of ' + _bytes(total) if total else ''} ({type(exc).__name__}); nothing was saved. "

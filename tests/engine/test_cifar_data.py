@@ -394,34 +394,14 @@ def test_a_hard_link_stored_before_its_file_is_read(tmp_path):
     assert torch.equal(data.train_images[0], data.train_images[1])  # 0000.png, its second name
 
 
-def test_cancel_ends_a_download_that_the_server_has_stalled(tmp_path):
-    import http.server
-    import threading
+def test_cancel_ends_a_download_that_the_server_has_stalled(tmp_path, server):
+    from tests.engine.conftest import PAYLOAD
 
-    release = threading.Event()
-
-    class Stalling(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(50_000_000))
-            self.end_headers()
-            self.wfile.write(b"x" * 100_000)
-            self.wfile.flush()
-            release.wait(60)  # then nothing more: the read waits on the socket
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = server("cifar-10-python.tar.gz", "stalls")
+    sent = len(PAYLOAD) // 2
     events = []
-    try:
-        with pytest.raises(JobStopped):  # not the read's 30 s timeout (a JobError)
-            cd.download_cifar10(
-                tmp_path / "dl", report=events.append, md5="0" * 32,
-                url=f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz",
-                stopped=lambda: bool(events) and events[-1]["done"] >= 100_000)
-    finally:
-        release.set()
-        server.shutdown()
+    # Cancel once all that was sent has arrived: the read then waits on the silent server
+    with pytest.raises(JobStopped):  # not the read's 30 s timeout (a JobError)
+        cd.download_cifar10(tmp_path / "dl", report=events.append, md5="0" * 32, url=url,
+                            stopped=lambda: bool(events) and events[-1]["done"] >= sent)
     assert not list((tmp_path / "dl").iterdir())  # no partial file left

@@ -4,76 +4,19 @@ offline, cancelled. Never touches the internet."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.classify import weights
 from engine.jobs import JobError, JobStopped
-
-PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+from tests.engine.conftest import PAYLOAD
 
 
 def _named(payload: bytes, stem: str = "tinynet") -> str:
     return f"{stem}-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, tuple[str, bytes]] = {}  # path → (behaviour, body)
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def do_GET(self):
-        behaviour, body = self.files.get(self.path, ("missing", b""))
-        if behaviour == "missing":
-            self.send_error(404, "Not Found")
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if behaviour == "good":
-            self.wfile.write(body)
-        elif behaviour == "truncated":  # promise everything, send half, close politely
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-        elif behaviour == "dies":  # half, then the server process "dies": connection reset
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.connection.close()
-        elif behaviour == "slow":  # trickle, so a cancel arrives mid-transfer
-            for start in range(0, len(body), 16384):
-                try:
-                    self.wfile.write(body[start:start + 16384])
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.02)
-
-
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-
-    def serve(name: str, behaviour: str, body: bytes = PAYLOAD) -> str:
-        _Handler.files[f"/{name}"] = (behaviour, body)
-        return f"{base}/{name}"
-
-    yield serve
-    httpd.shutdown()
-    httpd.server_close()
-    _Handler.files.clear()
 
 
 def _leftovers() -> list[Path]:
@@ -145,6 +88,19 @@ def test_cancel_mid_download_leaves_nothing(server):
     with pytest.raises(JobStopped):
         weights.ensure_weights(url, progress=seen.append, should_stop=stop_after_some_bytes)
     assert 0 < seen[-1]["bytes"] < len(PAYLOAD)
+    assert _leftovers() == []
+
+
+def test_cancel_ends_a_download_that_the_server_has_stalled(server):
+    url = server(_named(PAYLOAD), "stalls")
+    cancel = threading.Event()
+
+    def progress(update):  # Cancel, a moment after all that was sent has arrived
+        if update["bytes"] >= len(PAYLOAD) // 2:
+            threading.Timer(0.5, cancel.set).start()
+
+    with pytest.raises(JobStopped):  # not the read's timeout (a JobError)
+        weights.ensure_weights(url, progress=progress, timeout=120, should_stop=cancel.is_set)
     assert _leftovers() == []
 
 

@@ -1,0 +1,55 @@
+"""Writing files so that a crash or a full disk never leaves a broken one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.jobs import JobError
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete ``path`` if it is there; one that cannot be deleted (a read-only folder,
+    another user's file) is left alone."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
+    """Write each ``{path: bytes}`` to a temporary file beside it, then rename them all into
+    place; on any failure the files are as they were (one already renamed into place gets
+    its earlier contents back) and the temporary files are removed. The bytes are
+    serialized by the caller in memory: torch's own file writers report a full disk as an
+    opaque RuntimeError (or, for TorchScript, abort the process)."""
+    temporaries = {target: temporary_name(target) for target in files}
+    replaced: list[tuple[Path, bytes | None]] = []  # (target, its earlier contents, if any)
+    try:
+        for target, tmp in temporaries.items():
+            with open(tmp, "wb") as f:
+                f.write(files[target])
+                f.flush()
+                os.fsync(f.fileno())
+        for target, tmp in temporaries.items():
+            # several files (an ONNX model and its description): kept to put back, if a later
+            # rename fails (they are small)
+            earlier = target.read_bytes() if len(files) > 1 and target.is_file() else None
+            os.replace(tmp, target)
+            replaced.append((target, earlier))
+    except OSError as exc:
+        for target, earlier in reversed(replaced):
+            try:
+                if earlier is not None:
+                    target.write_bytes(earlier)
+                else:
+                    target.unlink()
+            except OSError:
+                pass
+        for tmp in temporaries.values():
+            remove_quietly(tmp)
+        raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
