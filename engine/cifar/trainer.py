@@ -857,7 +857,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         report({"phase": "warm-up"})
         warm_start = time.perf_counter()
         warm_x = normalize(train_x[:local_batch])
-        with _compile_errors_explained(cfg["compile"]):  # the first compiled call compiles
+        with _compile_errors_explained() if cfg["compile"] else _NO_GUARD:
             _warm_up(model, raw_model, optimizer, scaler, criterion, autocast,
                      warm_x if input_dtype is None else warm_x.to(input_dtype),
                      train_y[:local_batch])
@@ -935,8 +935,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"],
                                             aug_gen, flips))
             y = train_y[idx]
-            first_compiled = cfg["compile"] and steps_done == 0
-            with _compile_errors_explained(True) if first_compiled else _NO_GUARD:
+            compiling = cfg["compile"] and steps_done == 0  # the first compiled call compiles
+            with _compile_errors_explained() if compiling else _NO_GUARD:
                 with autocast():
                     logits = model(x)
                     loss = criterion(logits.float(), y)
@@ -1162,7 +1162,7 @@ _NO_GUARD = contextlib.nullcontext()  # reusable, and cheaper per step than a ge
 
 
 @contextlib.contextmanager
-def _compile_errors_explained(compiling: bool):
+def _compile_errors_explained():
     """While ``torch.compile`` compiles (the first forward and backward), its failures (no
     compiler, a GPU too old for Triton) become a JobError that says to train without it."""
     try:
@@ -1171,7 +1171,7 @@ def _compile_errors_explained(compiling: bool):
         import torch.distributed as dist
 
         not_compiling = (JobError, torch.OutOfMemoryError, getattr(dist, "DistError", JobError))
-        if not compiling or isinstance(exc, not_compiling):
+        if isinstance(exc, not_compiling):
             raise
         raise JobError(f"torch.compile failed here ({type(exc).__name__}: "
                        f"{str(exc).strip()[:200]}); train without compile") from None

@@ -35,6 +35,12 @@ def tab(open_tab, tmp_path, monkeypatch):
 curve_points = plot_points
 
 
+def load(qtbot, tab, path):
+    tab.path_edit.setText(str(path))
+    tab.load_data()
+    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+
+
 def click_cell(qtbot, tab, true_index, predicted_index):
     view_box = tab.confusion_plot.getViewBox()
     scene = view_box.mapViewToScene(QPointF(predicted_index + 0.5, true_index + 0.5))
@@ -148,9 +154,7 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
 
 
 def test_controls_guard_against_slips(qtbot, tab, tiny_data, tmp_path, app_state):
-    tab.path_edit.setText(str(tiny_data))
-    tab.load_data()
-    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    load(qtbot, tab, tiny_data)
     # no class checked: said at once, and Train refuses instead of training on all classes
     tab.set_classes([])
     assert "check at least two" in tab.stats_label.text()
@@ -190,9 +194,7 @@ def test_bad_data_path_shows_a_message(qtbot, tab, tmp_path, app_state):
 
 
 def test_cancel_applies_nothing_even_when_the_load_ends_first(qtbot, tab, tiny_data):
-    tab.path_edit.setText(str(tiny_data))
-    tab.load_data()
-    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    load(qtbot, tab, tiny_data)
     tab.data_info = None
     tab.load_data()  # from the cache now: it may well be done before Cancel is seen
     tab.data_runner._thread.wait()  # the job has ended; its result waits in the event queue
@@ -204,9 +206,7 @@ def test_cancel_applies_nothing_even_when_the_load_ends_first(qtbot, tab, tiny_d
 
 def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, tmp_path,
                                                         app_state):
-    tab.path_edit.setText(str(tiny_data))
-    tab.load_data()
-    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    load(qtbot, tab, tiny_data)
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("fast"))
     tab.epochs_spin.setValue(500)
     tab.batch_spin.setValue(8)
@@ -277,9 +277,7 @@ def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch)
 
 def test_results_survive_a_refused_start_and_a_reload_and_train_uses_the_shown_data(
         qtbot, tab, tiny_data, tmp_path, app_state):
-    tab.path_edit.setText(str(tiny_data))
-    tab.load_data()
-    qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
+    load(qtbot, tab, tiny_data)
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
     tab.epochs_spin.setValue(1)
     tab.batch_spin.setValue(8)
