@@ -13,7 +13,8 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
 from gui.samples import cifar_archive
 from gui.text import plural
-from gui.widgets.common import scroll_area
+from gui.widgets.common import SettingControl, control_value, scroll_area, set_control_value
 
 MODEL_LABELS = {
     "fast": "Fast (residual, speed recipe)",
@@ -66,6 +67,10 @@ SCHEDULE_LABELS = {"constant": "Constant", "warmup_linear": "Warm-up, then linea
                    "warmup_cosine": "Warm-up, then cosine decay"}
 PRECISION_LABELS = {"auto": "Auto (bf16/fp16 where fast)", "fp32": "float32", "bf16": "bfloat16",
                     "fp16": "float16 (GPU)"}
+RECIPE_FIELD_LABELS = {"optimizer": "optimizer", "lr": "learning rate", "momentum": "momentum",
+                       "weight_decay": "weight decay", "label_smoothing": "label smoothing",
+                       "schedule": "schedule", "batch_size": "batch size", "epochs": "epochs",
+                       "flip": "flip", "translate": "shift"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
 
@@ -238,6 +243,8 @@ class CifarTab(QWidget):
         self._load_cancelled = False
         self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
         self._recipe_stale = False  # the device changed during a run: show its recipe after
+        self._recipe_defaults: dict[str, Any] = {}  # the shown recipe's defaults, as shown
+        self._showing_recipe = False  # values set by the tab itself are not the user's changes
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -379,6 +386,22 @@ class CifarTab(QWidget):
         aug.addWidget(self.flip_check)
         aug.addWidget(self.translate_spin)
         form.addRow("Augment", aug)
+        changes = QHBoxLayout()
+        self.recipe_label = QLabel("")
+        self.recipe_label.setWordWrap(True)
+        self.defaults_button = QPushButton("Defaults")
+        self.defaults_button.setToolTip("Forget your changes to this recipe and show its defaults")
+        self.defaults_button.clicked.connect(self.restore_recipe_defaults)
+        changes.addWidget(self.recipe_label, 1)
+        changes.addWidget(self.defaults_button)
+        form.addRow("", changes)
+        for control in self._recipe_controls().values():
+            if isinstance(control, QComboBox):
+                control.currentIndexChanged.connect(self._on_recipe_edited)
+            elif isinstance(control, QCheckBox):
+                control.toggled.connect(self._on_recipe_edited)
+            else:
+                control.valueChanged.connect(self._on_recipe_edited)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         form.addRow("Seed", self.seed_spin)
@@ -522,12 +545,18 @@ class CifarTab(QWidget):
         self._select(self.model_combo, str(settings.value("cifar/model", "fast")))
         default_checkpoint = self._default_checkpoint_path()
         self.checkpoint_edit.setText(str(settings.value("cifar/checkpoint", default_checkpoint)))
+        for name, control in self._run_controls().items():
+            value = settings.value(f"cifar/{name}")
+            if value is not None:
+                set_control_value(control, value)  # a stale value keeps the default
 
     def _save_settings(self) -> None:
         settings = self.app.settings
         settings.setValue("cifar/data", self.path_edit.text())
         settings.setValue("cifar/model", self.model_combo.currentData())
         settings.setValue("cifar/checkpoint", self.checkpoint_edit.text())
+        for name, control in self._run_controls().items():
+            settings.setValue(f"cifar/{name}", control_value(control))
 
     @staticmethod
     def _default_checkpoint_path() -> str:
@@ -704,22 +733,86 @@ class CifarTab(QWidget):
             defaults = model_defaults(model, self._device_type())
         except ImportError:
             self.params_label.setText("the Fast recipe is not installed")
+            self._recipe_defaults = {}  # nothing to tell the user's changes from
             return
         self._shown_recipe_type = self._device_type()
-        self._select(self.optimizer_combo, defaults["optimizer"])
-        self.lr_spin.setValue(float(defaults["lr"]))
-        self.momentum_spin.setValue(float(defaults["momentum"]))
-        self.weight_decay_spin.setValue(float(defaults["weight_decay"]))
-        self.smoothing_spin.setValue(float(defaults["label_smoothing"]))
-        self._select(self.schedule_combo, defaults["schedule"])
-        self.batch_spin.setValue(int(defaults["batch_size"]))
-        self.epochs_spin.setValue(int(defaults["epochs"]))
-        self.flip_check.setChecked(bool(defaults["flip"]))
-        self.translate_spin.setValue(int(defaults["translate"]))
+        controls = self._recipe_controls()
+        with self._showing():
+            for name, control in controls.items():
+                set_control_value(control, defaults[name])
+            self._recipe_defaults = {name: control_value(c) for name, c in controls.items()}
+            for name, value in self._remembered_changes().items():
+                if name in controls:
+                    set_control_value(controls[name], value)
         self._tta_level = int(defaults["tta_level"])
         self._eval_every = int(defaults["eval_every"])
         self._warmup = float(defaults["warmup"])
+        self._show_recipe_changes()
         self._update_parameter_count()
+
+    # ---- the user's changes to a recipe ---------------------------------------------------
+    # What the user changed in a recipe is remembered (per model, and for Fast per device kind,
+    # as its defaults depend on it); what they left alone follows the defaults, also when those
+    # change in a later version.
+    def _recipe_controls(self) -> dict[str, SettingControl]:
+        return {"optimizer": self.optimizer_combo, "lr": self.lr_spin,
+                "momentum": self.momentum_spin, "weight_decay": self.weight_decay_spin,
+                "label_smoothing": self.smoothing_spin, "schedule": self.schedule_combo,
+                "batch_size": self.batch_spin, "epochs": self.epochs_spin,
+                "flip": self.flip_check, "translate": self.translate_spin}
+
+    def _run_controls(self) -> dict[str, SettingControl]:
+        """Settings of a run rather than a recipe: remembered as they are, for every model."""
+        return {"seed": self.seed_spin, "precision": self.precision_combo,
+                "compile": self.compile_check, "max_train": self.max_train_spin}
+
+    @contextmanager
+    def _showing(self) -> Iterator[None]:
+        """Values set in here are the tab's (defaults, a checkpoint's recipe), not the user's."""
+        before, self._showing_recipe = self._showing_recipe, True
+        try:
+            yield
+        finally:
+            self._showing_recipe = before
+
+    def _recipe_settings_key(self) -> str:
+        model = self.model_combo.currentData()
+        return f"cifar/recipe/{model}" + (f"@{self._shown_recipe_type}" if model == "fast" else "")
+
+    def _remembered_changes(self) -> dict[str, Any]:
+        stored = self.app.settings.value(self._recipe_settings_key())
+        try:
+            changes = json.loads(str(stored)) if stored is not None else {}
+        except ValueError:
+            return {}  # a hand-edited setting: the defaults
+        return changes if isinstance(changes, dict) else {}
+
+    def _recipe_changes(self) -> dict[str, Any]:
+        """The recipe controls that differ from the defaults shown for this model."""
+        return {name: value for name, control in self._recipe_controls().items()
+                if (value := control_value(control)) != self._recipe_defaults.get(name)}
+
+    def _on_recipe_edited(self, *_: Any) -> None:
+        if self._showing_recipe or not self._recipe_defaults:
+            return
+        changes = self._recipe_changes()
+        key = self._recipe_settings_key()
+        if changes:
+            self.app.settings.setValue(key, json.dumps(changes))
+        else:
+            self.app.settings.remove(key)
+        self._show_recipe_changes()
+
+    def _show_recipe_changes(self) -> None:
+        changed = [RECIPE_FIELD_LABELS[name] for name in self._recipe_changes()]
+        self.recipe_label.setText(f"Changed: {', '.join(changed)}" if changed
+                                  else "The recipe's defaults")
+        self.defaults_button.setEnabled(bool(changed))
+
+    def restore_recipe_defaults(self) -> None:
+        """Forget the user's changes to the shown recipe and show its defaults."""
+        self.app.settings.remove(self._recipe_settings_key())
+        self._on_model_changed()
 
     def _on_device_changed(self, _device: str) -> None:
         """The Fast recipe and net size depend on the device: re-apply its defaults; the book's
@@ -1097,11 +1190,13 @@ class CifarTab(QWidget):
                                 "load its dataset first.")
             return
         asked = self.epochs_spin.value()
-        self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
-        self._show_recipe(blob["config"])
-        if epochs is None:
-            epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
-        self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
+        with self._showing():  # the checkpoint's recipe, not changes to remember
+            self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
+            self._show_recipe(blob["config"])
+            if epochs is None:
+                epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
+            self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
+        self._show_recipe_changes()
         self.set_classes(info["class_names"] if self._class_checks else None)
         self.checkpoint_edit.setText(path)  # the run goes on in its own file
         self.start_training(resume=path)

@@ -44,7 +44,7 @@ from engine.jobs import JobError
 from gui.app_state import AppState
 from gui.bridge import JobRunner
 from gui.plotting import GrowingArray, make_fast, thin_path
-from gui.widgets.common import scroll_area
+from gui.widgets.common import control_value, scroll_area, set_control_value
 
 OPTIMIZER_LABELS = {
     "gd": "Gradient descent (book)",
@@ -320,22 +320,8 @@ class LinearFitTab(QWidget):
         try:
             for name, widget in self.setting_widgets.items():
                 value = settings.value(SETTINGS_PREFIX + name)
-                if value is None:
-                    continue
-                try:
-                    if isinstance(widget, QComboBox):
-                        index = widget.findData(str(value))
-                        if index >= 0:
-                            widget.setCurrentIndex(index)
-                    elif isinstance(widget, QCheckBox):
-                        widget.setChecked(str(value).lower() in ("true", "1"))
-                    else:
-                        number = (int if isinstance(widget, QSpinBox) else float)(value)
-                        # out of the control's range (or NaN): the control would clamp it
-                        if widget.minimum() <= number <= widget.maximum():
-                            widget.setValue(number)
-                except (TypeError, ValueError, OverflowError):
-                    continue  # a hand-edited or stale value: keep the default
+                if value is not None:
+                    set_control_value(widget, value)  # a stale value keeps the default
             self.log_check.setChecked(
                 str(settings.value(SETTINGS_PREFIX + "log_scale", "false")).lower() == "true")
         finally:
@@ -344,13 +330,7 @@ class LinearFitTab(QWidget):
     def _save_settings(self) -> None:
         settings = self.app.settings
         for name, widget in self.setting_widgets.items():
-            if isinstance(widget, QComboBox):
-                value = widget.currentData()
-            elif isinstance(widget, QCheckBox):
-                value = widget.isChecked()
-            else:
-                value = widget.value()
-            settings.setValue(SETTINGS_PREFIX + name, value)
+            settings.setValue(SETTINGS_PREFIX + name, control_value(widget))
         settings.setValue(SETTINGS_PREFIX + "log_scale", self.log_check.isChecked())
 
     def _on_setting_changed(self, *_: Any) -> None:

@@ -3,6 +3,7 @@ click the confusion matrix, hand the model to Classify."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     # the controls show what the resumed run trains with: the checkpoint's recipe
     assert tab.lr_spin.value() == pytest.approx(0.02) and tab.batch_spin.value() == 4
     assert tab.precision_combo.currentData() == "auto"  # a run setting: the user's
+    # the changes remembered for Net's recipe stay the user's, not the checkpoint's
+    remembered = json.loads(app_state.settings.value("cifar/recipe/net"))
+    assert remembered == {"epochs": 7, "lr": 0.5, "batch_size": 16}
     # once it has started, the epochs it trained before are on the curves (the stopped run's
     # curves stay until then)
     qtbot.waitUntil(lambda: not tab._results_pending_clear, timeout=30_000)
@@ -206,6 +210,8 @@ def test_cancel_applies_nothing_even_when_the_load_ends_first(qtbot, tab, tiny_d
 
 def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, tmp_path,
                                                         app_state):
+    from engine.cifar.trainer import model_defaults
+
     load(qtbot, tab, tiny_data)
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("fast"))
     tab.epochs_spin.setValue(500)
@@ -213,16 +219,63 @@ def test_a_device_change_during_a_run_waits_for_its_end(qtbot, tab, tiny_data, t
     tab.checkpoint_edit.setText("")
     tab.start_training()
     assert tab.is_training()
-    tab._shown_recipe_type = "cuda"  # as if the recipe shown were another device kind's
-    app_state.device_changed.emit("cpu")
+    app_state.set_device("cuda:0")  # picked in the Device menu; this run goes on on the CPU
     assert tab.epochs_spin.value() == 500 and tab.batch_spin.value() == 8  # left alone
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
-    from engine.cifar.trainer import model_defaults
-
-    # then the device's own recipe is shown
-    assert tab.epochs_spin.value() == model_defaults("fast", "cpu")["epochs"]
     assert "nothing was kept" in tab.result_label.text()
+    # then the GPU's Fast recipe is shown, and going back brings the user's CPU changes back
+    gpu = model_defaults("fast", "cuda")
+    assert (tab.epochs_spin.value(), tab.batch_spin.value()) == (gpu["epochs"], gpu["batch_size"])
+    assert not tab.defaults_button.isEnabled()
+    app_state.set_device("cpu")
+    assert (tab.epochs_spin.value(), tab.batch_spin.value()) == (500, 8)
+    assert tab.recipe_label.text() == "Changed: batch size, epochs"
+
+
+def test_the_recipe_changes_a_user_made_are_remembered(qtbot, open_tab, app_state):
+    from engine.cifar.trainer import model_defaults
+    from gui.tabs.cifar import CifarTab
+
+    tab = open_tab(CifarTab)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    assert tab.recipe_label.text() == "The recipe's defaults"
+    tab.lr_spin.setValue(0.0333)
+    tab.epochs_spin.setValue(7)
+    tab.flip_check.setChecked(not tab.flip_check.isChecked())
+    tab.flip_check.setChecked(not tab.flip_check.isChecked())  # back to the default: not a change
+    tab.seed_spin.setValue(5)
+    tab.compile_check.setChecked(True)
+    tab.max_train_spin.setValue(3000)
+    # another model shows its own defaults; coming back shows the changes again
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("netres"))
+    assert tab.lr_spin.value() == pytest.approx(model_defaults("netres")["lr"])
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    assert tab.lr_spin.value() == pytest.approx(0.0333) and tab.epochs_spin.value() == 7
+    assert tab.recipe_label.text() == "Changed: learning rate, epochs"
+    tab.shutdown()
+
+    reopened = open_tab(CifarTab)  # the next start of the app: same settings
+    assert reopened.model_combo.currentData() == "net"
+    assert reopened.lr_spin.value() == pytest.approx(0.0333) and reopened.epochs_spin.value() == 7
+    assert reopened.training_config()["seed"] == 5 and reopened.compile_check.isChecked()
+    assert reopened.training_config()["max_train"] == 3000
+    # what the user left alone follows the defaults, even when they are not the old ones
+    assert reopened.momentum_spin.value() == pytest.approx(model_defaults("net")["momentum"])
+    assert set(json.loads(app_state.settings.value("cifar/recipe/net"))) == {"lr", "epochs"}
+    qtbot.mouseClick(reopened.defaults_button, Qt.MouseButton.LeftButton)
+    assert reopened.lr_spin.value() == pytest.approx(model_defaults("net")["lr"])
+    assert reopened.epochs_spin.value() == model_defaults("net")["epochs"]
+    assert app_state.settings.value("cifar/recipe/net") is None
+    assert not reopened.defaults_button.isEnabled()
+    # a hand-edited settings file: its bad values are ignored, the good ones kept
+    app_state.settings.setValue("cifar/recipe/netres", '{"lr": "fast", "epochs": 4, "x": 1}')
+    app_state.settings.setValue("cifar/recipe/netdepth", "not json")
+    reopened.model_combo.setCurrentIndex(reopened.model_combo.findData("netres"))
+    assert reopened.lr_spin.value() == pytest.approx(model_defaults("netres")["lr"])
+    assert reopened.epochs_spin.value() == 4
+    reopened.model_combo.setCurrentIndex(reopened.model_combo.findData("netdepth"))
+    assert reopened.epochs_spin.value() == model_defaults("netdepth")["epochs"]
 
 
 def test_export_takes_the_suffix_of_the_chosen_file_type():
