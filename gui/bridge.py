@@ -72,7 +72,7 @@ class JobRunner(QObject):
     """
 
     started = Signal()
-    progress = Signal(list)
+    progress = Signal(object)  # a list, as is: Qt's conversion would drop non-UTF-8 names
     returned = Signal(object)
     errored = Signal(str)
     finished = Signal()

@@ -6,7 +6,11 @@ model cannot be loaded (weights missing offline, bad weights file, unknown model
 
 from __future__ import annotations
 
+import os
 import sys
+
+#: Endings of files people pass to --model by mistake (a file goes to --weights).
+MODEL_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".onnx", ".safetensors")
 
 
 def register(sub) -> None:
@@ -90,6 +94,9 @@ def run(args) -> int:
         raise JobError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise JobError("--workers must be at least 1")
+    if _looks_like_a_file(args.model):
+        raise JobError(f"unknown model '{args.model}': --model takes a model name (see "
+                       "--list-models); give a weights file with --weights FILE")
     config = {
         "paths": args.paths, "model": args.model, "weights_file": args.weights,
         "top_k": args.top, "batch_size": args.batch_size, "workers": args.workers,
@@ -120,6 +127,20 @@ def run(args) -> int:
             prefetch.close()
 
 
+def _looks_like_a_file(model: str) -> bool:
+    return os.sep in model or "/" in model or model.lower().endswith(MODEL_FILE_SUFFIXES)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a file name that is not UTF-8 (which Python holds
+    as lone surrogates) become ``\\xff`` escapes, so strict UTF-8 output and JSON can carry it."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _classify(args, config: dict) -> int:
     from engine.imports import heavy_imports
 
@@ -141,7 +162,9 @@ def _classify(args, config: dict) -> int:
     progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
     ctx = JobContext(device=device, progress=progress)
     outcome = classify_job(config, ctx)
-    results = outcome["results"]
+    results = [{**entry, "path": printable(entry["path"]),
+                "error": entry["error"] and printable(entry["error"])}
+               for entry in outcome["results"]]
     if args.json:
         print_json(results)
     else:

@@ -19,14 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
+
+
+def _readable_suffixes() -> frozenset[str]:
+    """The image file endings this install's Pillow can decode: AVIF and JPEG 2000 need
+    libraries that some Pillow builds lack."""
+    suffixes = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".dib",
+                ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".qoi"}
+    if features.check_module("avif"):
+        suffixes |= {".avif", ".avifs"}
+    if features.check_codec("jpg_2000"):
+        suffixes |= {".jp2", ".j2k", ".jpf", ".jpx"}
+    return frozenset(suffixes)
+
 
 #: File name endings treated as images when a folder is expanded (files given directly are always
 #: tried, whatever their name).
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2"}
-)
+IMAGE_SUFFIXES = _readable_suffixes()
 
 
 EXIF_ORIENTATION = 0x0112

@@ -55,7 +55,7 @@ class ModelInfo:
         if self.top1 is not None:
             parts.append(f"{self.top1:.1f}% top-1")
         if self.params:
-            parts.append(f"{self.params / 1e6:.1f} M params")
+            parts.append(params_text(self.params))
         if self.gflops is not None:
             parts.append(f"{self.gflops:.2f} GFLOPS")
         if self.file_mb is not None:
@@ -76,6 +76,13 @@ class LoadedModel:
     load_seconds: float = 0.0
     cache_key: str | None = None  # where its optimized CPU copy is cached (see script_cache)
     optimized: bool = False  # ``module`` is that optimized TorchScript copy, not the Python model
+
+
+def params_text(count: int) -> str:
+    """'25.6 M params', or the exact count below 0.1 M ('18,123 params'), which would read 0.0 M."""
+    if count >= 100_000:
+        return f"{count / 1e6:.1f} M params"
+    return f"{count:,} params"
 
 
 # ---- category names ----------------------------------------------------------------------------
@@ -185,7 +192,8 @@ def _torchvision_weights(arch: str, weights_name: str):
                        f"a weights name (not '{arch}.{weights_name}')")
     if arch not in models.list_models(module=models):
         known = ", ".join(sorted([DEFAULT_MODEL, *models.list_models(module=models)]))
-        raise JobError(f"unknown model '{arch}'; choose one of: {known}")
+        given = arch if weights_name == "DEFAULT" else f"{arch}.{weights_name}"  # 'model.pt' too
+        raise JobError(f"unknown model '{given}'; choose one of: {known}")
     enum = models.get_model_weights(arch)
     try:
         return enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
@@ -240,6 +248,15 @@ def _read_state_dict(path: str, what: str) -> dict:
 
     if not os.path.isfile(path):
         raise JobError(f"weights file not found: {path}")
+    name = os.path.basename(path)
+    not_weights = f"{name} is not a PyTorch weights file (a .pth that torch.save wrote)"
+    kind = _pytorch_file_kind(path)
+    if kind == "torchscript":
+        raise JobError(f"{name} is a TorchScript model, not weights for {what}; a model trained "
+                       "in TorchDesk's CIFAR-10 tab goes to Classify with that tab's "
+                       "\"Use in Classify\"")
+    if kind is None:
+        raise JobError(not_weights)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsupported objects: all user-fixable
@@ -249,6 +266,11 @@ def _read_state_dict(path: str, what: str) -> dict:
             first_line = "it holds Python objects, not just tensors; TorchDesk loads only tensors"
         raise JobError(f"{path} is not a PyTorch weights file {what} can read ({first_line})") \
             from None
+    if isinstance(state, dict) and isinstance(state.get("model_state"), dict):
+        # what engine.cifar.checkpoint saves: a CIFAR-10 network, not an ImageNet one
+        raise JobError(f"{name} is a TorchDesk CIFAR-10 checkpoint, not weights for {what}; to "
+                       "classify with it, enter it as the CIFAR-10 tab's checkpoint and press "
+                       "\"Use in Classify\"")
     for key in ("state_dict", "model_state_dict", "model", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -258,6 +280,29 @@ def _read_state_dict(path: str, what: str) -> dict:
     ):
         raise JobError(f"{path} holds no state dict of tensors for {what}")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _pytorch_file_kind(path: str) -> str | None:
+    """"torchscript", "torch.save" (a zip archive or the legacy pickle format), or None when
+    the file is neither (an image, a text file, an empty file)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = None
+    if names is not None:
+        entries = {n.split("/", 1)[-1] for n in names}
+        if "constants.pkl" in entries:  # how torch.load itself tells TorchScript apart
+            return "torchscript"
+        return "torch.save" if "data.pkl" in entries else None
+    try:
+        with open(path, "rb") as f:
+            start = f.read(1)
+    except OSError:
+        return None
+    return "torch.save" if start == b"\x80" else None  # a pickle (protocol 2+) opcode
 
 
 def fit_state_dict(module, state: dict, path: str, what: str) -> None:

@@ -91,7 +91,7 @@ class TorchrunProcess(QObject):
     errored, finished) so the tab shows a multi-GPU run exactly like a single-device one.
     """
 
-    progress = Signal(list)
+    progress = Signal(object)  # a list, as is: Qt's conversion would drop non-UTF-8 names
     returned = Signal(object)
     errored = Signal(str)
     finished = Signal()

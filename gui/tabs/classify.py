@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, QUrl
 from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 
 from engine.classify import jobs as classify_jobs
 from engine.classify.images import IMAGE_SUFFIXES
+from engine.classify.zoo import params_text
 from gui.app_state import AppState
 from gui.bridge import JobRunner
 from gui.samples import book_photo
@@ -67,6 +68,8 @@ DETAIL_THUMBNAIL = 640
 ROW_THUMBNAIL = 40
 COLUMNS = ("File", "Top-1", "Probability", "Top-5", "Time (ms)")
 PROB_COLUMN = 2
+ORIGINAL_CAPTION = "Original"
+NET_VIEW_CAPTION = "What the net sees (after resize, crop)"
 
 
 class _NumberItem(QTableWidgetItem):
@@ -121,6 +124,7 @@ class ClassifyTab(QWidget):
         self._loaded_config: dict[str, Any] = dict(self.model_config)
         self._running_config: dict[str, Any] = dict(self.model_config)
         self.results: dict[str, dict] = {}  # path → JSON result (top, error) for the table
+        self._name_items: dict[str, QTableWidgetItem] = {}  # path → its row's File cell
         self.current: dict | None = None  # the result in the detail view (with images)
         self.current_cam: dict | None = None  # {"class_index", "cam"} shown over it
         self._download_started = 0.0
@@ -230,8 +234,8 @@ class ClassifyTab(QWidget):
         panes.addWidget(self.net_view_pane, 2)
         right_layout.addLayout(panes, 1)
         captions = QHBoxLayout()
-        self.original_caption = QLabel("Original")
-        self.net_view_caption = QLabel("What the net sees (after resize, crop)")
+        self.original_caption = QLabel(ORIGINAL_CAPTION)
+        self.net_view_caption = QLabel(NET_VIEW_CAPTION)
         captions.addWidget(self.original_caption, 3)
         captions.addWidget(self.net_view_caption, 2)
         right_layout.addLayout(captions)
@@ -338,6 +342,7 @@ class ClassifyTab(QWidget):
         chosen in the picker."""
         arch = (arch or guess_architecture(path, self.available_models())
                 or self.model_combo.currentData() or DEFAULT_MODEL)
+        self._select_model_item(arch)  # programmatic: no activated signal, so no second load
         self.model_config = {"model": arch, "weights_file": path}
         self._show_model_info(self._catalog.get(arch, {"title": arch}),
                               f"loading {os.path.basename(path)}…")
@@ -449,7 +454,7 @@ class ClassifyTab(QWidget):
         if mime.hasImage() and self._add_image_data(QGuiApplication.clipboard().image()):
             return
         text = mime.text().strip() if mime.hasText() else ""
-        candidates = [line.strip().removeprefix("file://") for line in text.splitlines()]
+        candidates = [_local_path(line.strip()) for line in text.splitlines()]
         existing = [p for p in candidates if p and os.path.exists(p)]
         if existing:
             self.add_paths(existing)
@@ -576,7 +581,8 @@ class ClassifyTab(QWidget):
         if outcome.get("status") == "stopped":
             # a folder stopped by a device change runs again at once: no "Stopped." for it
             if not (kind == "folder" and any(q[0] == "folder" for q in self._queue)):
-                if kind == "load" or not outcome.get("results"):
+                # a classify job loads its model only when it differs from the one loaded
+                if kind == "load" or self._running_config != self._loaded_config:
                     self._restore_loaded_model("not loaded (cancelled)")
                 self.app.show_status("Stopped.", 4000)
         elif kind == "folder":
@@ -607,7 +613,7 @@ class ClassifyTab(QWidget):
         failed = self.model_config
         if failed != self._loaded_config:
             self.model_config = dict(self._loaded_config)
-            if "model" in self.model_config and not self.model_config.get("weights_file"):
+            if "model" in self.model_config:
                 self._select_model_item(self.model_config["model"])
         if self.loaded_model is not None and failed != self._loaded_config:
             self._failure_note = (f"{_config_title(failed, self._catalog)} {note}; still using "
@@ -664,16 +670,28 @@ class ClassifyTab(QWidget):
             self._show_detail(result)
 
     def _add_row(self, result: dict) -> None:
+        """Add ``result``'s row, or replace the one its photo has. The cost does not grow with
+        the table: the row is found through ``_name_items``, and a sorted table moves just this
+        row to its place (Qt does that when the sort column's cell is set) instead of sorting
+        everything again."""
         path = result["path"]
         self.results[path] = {k: result.get(k) for k in ("path", "top", "error", "seconds")}
         self.results[path]["model"] = (self.loaded_model or {}).get("title", "")
         self.results[path]["generation"] = self._model_generation
-        self.table.setSortingEnabled(False)
+        cells = self._row_cells(result)
         row = self._row_of(path)
         if row is None:
             row = self.table.rowCount()
             self.table.insertRow(row)
-        top = result.get("top") or []
+        sort_column = self.table.horizontalHeader().sortIndicatorSection()
+        # the sort column's cell last: setting it may move the row, and ``row`` with it
+        for column in sorted(range(len(cells)), key=lambda c: c == sort_column):
+            self.table.setItem(row, column, cells[column])
+        self._name_items[path] = cells[0]
+
+    @staticmethod
+    def _row_cells(result: dict) -> list[QTableWidgetItem]:
+        path = result["path"]
         name = QTableWidgetItem(os.path.basename(path))
         name.setData(Qt.ItemDataRole.UserRole, path)
         thumb = result.get("thumbnail")
@@ -686,16 +704,13 @@ class ClassifyTab(QWidget):
             cells = [name, QTableWidgetItem("—"), _NumberItem(None, ""),
                      QTableWidgetItem(f"error: {result['error']}"), _NumberItem(None, "")]
             cells[3].setForeground(Qt.GlobalColor.red)
-        else:
-            best = top[0]
-            cells = [name, QTableWidgetItem(best["label"]),
-                     _NumberItem(best["prob"], f"{best['prob']:.1%}"),
-                     QTableWidgetItem(", ".join(f"{t['label']} {t['prob']:.0%}" for t in top)),
-                     _NumberItem(result.get("seconds"),
-                                 f"{1000 * (result.get('seconds') or 0):.0f}")]
-        for column, item in enumerate(cells):
-            self.table.setItem(row, column, item)
-        self.table.setSortingEnabled(True)
+            return cells
+        top = result["top"]
+        best = top[0]
+        return [name, QTableWidgetItem(best["label"]),
+                _NumberItem(best["prob"], f"{best['prob']:.1%}"),
+                QTableWidgetItem(", ".join(f"{t['label']} {t['prob']:.0%}" for t in top)),
+                _NumberItem(result.get("seconds"), f"{1000 * (result.get('seconds') or 0):.0f}")]
 
     def _first_classified_row(self) -> int:
         for row in range(self.table.rowCount()):
@@ -705,11 +720,8 @@ class ClassifyTab(QWidget):
         return 0
 
     def _row_of(self, path: str) -> int | None:
-        for row in range(self.table.rowCount()):
-            item = self.table.item(row, 0)
-            if item is not None and item.data(Qt.ItemDataRole.UserRole) == path:
-                return row
-        return None
+        item = self._name_items.get(path)
+        return item.row() if item is not None else None
 
     def _on_row_selected(self) -> None:
         items = self.table.selectedItems()
@@ -731,6 +743,8 @@ class ClassifyTab(QWidget):
         if result.get("error"):
             self.original_pane.set_image(None)
             self.net_view_pane.set_image(None)
+            self._update_overlay()
+            self._reset_captions()
             self.bars.set_predictions([])
             self.result_label.setText(f"{name}: could not be classified — {result['error']}")
             return
@@ -754,6 +768,10 @@ class ClassifyTab(QWidget):
             f"<b>{name}</b>: {best['label']} ({best['prob']:.1%}) — "
             f"{1000 * result.get('seconds', 0):.0f} ms on {self.app.single_device}"
             + (f" with {model}" if model else ""))
+
+    def _reset_captions(self) -> None:
+        self.original_caption.setText(ORIGINAL_CAPTION)
+        self.net_view_caption.setText(NET_VIEW_CAPTION)
 
     def show_grad_cam(self, class_index: int) -> None:
         """Grad-CAM for ``class_index`` over the photo in the detail view."""
@@ -788,6 +806,7 @@ class ClassifyTab(QWidget):
     def clear_results(self) -> None:
         """Empty the table and the detail view."""
         self.results.clear()
+        self._name_items.clear()
         self.table.setRowCount(0)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -797,6 +816,7 @@ class ClassifyTab(QWidget):
         self.original_pane.set_image(None)
         self.net_view_pane.set_image(None)
         self._update_overlay()
+        self._reset_captions()
         self.bars.set_predictions([])
         self.result_label.setText("Drop a photo to classify it.")
         self._update_buttons()
@@ -869,6 +889,15 @@ def guess_architecture(path: str, model_ids: list[str]) -> str | None:
     return max(matches, key=len) if matches else None
 
 
+def _local_path(text: str) -> str:
+    """A pasted line as a local path: file URLs (percent-encoded, as file managers copy them)
+    are decoded; anything else is taken as a path."""
+    if text.lower().startswith("file:"):
+        url = QUrl(text)
+        return url.toLocalFile() if url.isLocalFile() else ""
+    return text
+
+
 def _config_title(config: dict, catalog: dict) -> str:
     """A short name for a model config (for messages)."""
     if config.get("weights_file"):
@@ -895,7 +924,7 @@ def _model_summary(info: dict) -> str:
     if info.get("top1") is not None:
         parts.append(f"ImageNet top-1 {info['top1']:.1f}%")
     if info.get("params"):
-        parts.append(f"{info['params'] / 1e6:.1f} M params")
+        parts.append(params_text(info["params"]))
     if info.get("gflops") is not None:
         parts.append(f"{info['gflops']:.2f} GFLOPS")
     if info.get("file_mb") is not None:

@@ -252,6 +252,66 @@ def test_imported_weights_load_or_say_why_not(tmp_path):
         load_model("efficientnet_lite0.X")
 
 
+def test_files_that_are_not_weights_say_what_they_are(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    script = tmp_path / "net.torchscript.pt"
+    _tiny_torchscript(script)
+    checkpoint = tmp_path / "run.pt"  # as the CIFAR-10 tab saves it
+    torch.save({"format": "torchdesk-cifar", "version": 1, "model_name": "net",
+                "model_state": {"fc.weight": torch.zeros(10, 8)}, "class_names": ["a", "b"]},
+               checkpoint)
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    text = tmp_path / "notes.pth"
+    text.write_text("epoch 1: loss 0.5\n")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    expected = {
+        script: r"net.torchscript.pt is a TorchScript model, not weights for ResNet-18; .*"
+                r"CIFAR-10 tab .*\"Use in Classify\"",
+        checkpoint: r"run.pt is a TorchDesk CIFAR-10 checkpoint, not weights for ResNet-18; .*"
+                    r"\"Use in Classify\"",
+        photo: r"^photo.jpg is not a PyTorch weights file \(a .pth that torch.save wrote\)$",
+        text: r"^notes.pth is not a PyTorch weights file \(a .pth that torch.save wrote\)$",
+        empty: r"^empty.pth is not a PyTorch weights file",
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for path, message in expected.items():
+            with pytest.raises(JobError, match=message):
+                load_model("resnet18", weights_file=str(path))
+    assert [str(w.message) for w in caught] == []
+    legacy = tmp_path / "legacy.pth"  # torch.save before PyTorch 1.6 wrote no zip archive
+    torch.save({"weight": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(JobError, match="legacy.pth does not fit ResNet-18"):
+        load_model("resnet18", weights_file=str(legacy))
+
+
+def test_a_file_given_as_the_model_is_named_as_given(tmp_path, capsys):
+    from engine.cli import main
+
+    with pytest.raises(JobError, match=r"^unknown model '/tmp/runs/model.pt'; choose one of"):
+        load_model("/tmp/runs/model.pt")
+    with pytest.raises(JobError, match=r"^unknown model 'resnet9000.IMAGENET1K_V1'"):
+        load_model("resnet9000.IMAGENET1K_V1")
+    assert main(["classify", str(tmp_path / "a.jpg"), "--model", "runs/model.pt"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown model 'runs/model.pt': --model takes a model name (see --list-models); "
+        "give a weights file with --weights FILE")
+
+
+def test_parameter_counts_of_small_models_are_not_rounded_to_zero():
+    from engine.classify.zoo import ModelInfo, params_text
+
+    assert params_text(18_123) == "18,123 params"
+    assert params_text(99_999) == "99,999 params"
+    assert params_text(25_557_032) == "25.6 M params"
+    assert "18,123 params" in ModelInfo("net", "net", "file", params=18_123).summary
+
+
 @needs_book_photos
 def test_torch_hub_local_repo_and_offline_github(tmp_path, monkeypatch):
     repo = tmp_path / "tinyhub"
@@ -315,6 +375,25 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
     assert bad_only.returncode == 1
     assert bad_only.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in bad_only.stderr
+
+
+def test_cli_prints_file_names_that_are_not_utf8_under_a_strict_utf8_stdout(tmp_path):
+    folder = os.fsencode(tmp_path)
+    bad_name = os.path.join(folder, b"bad\xff.jpg")  # a name from an old Latin-1 camera card
+    with open(bad_name, "wb") as f:
+        f.write(b"not a photo")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    command = [sys.executable, "-m", "engine", "classify", bad_name]
+    text = subprocess.run(command, cwd=ROOT, capture_output=True, env=env, timeout=300)
+    assert b"Traceback" not in text.stderr, text.stderr.decode(errors="replace")
+    line = text.stdout.decode("utf-8").strip()
+    assert line.startswith(os.fsdecode(folder)) and line.endswith("bad\\xff.jpg: error: "
+                                                                  "not an image Pillow can read")
+    as_json = subprocess.run([*command, "--json"], cwd=ROOT, capture_output=True, env=env,
+                             timeout=300)
+    path = json.loads(as_json.stdout.decode("utf-8"))[0]["path"]
+    assert path.endswith("bad\\xff.jpg")
+    path.encode("utf-8")  # strict: no lone surrogate
 
 
 @needs_book_photos

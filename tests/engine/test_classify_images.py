@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from engine.classify.images import (
     ImageProblem,
@@ -270,3 +270,22 @@ def test_prefetch_leaves_unstarted_paths_to_the_caller(tmp_path, monkeypatch):
         prefetch.close()
     assert late is None
     assert early is not None and early.crop[0, 0, 0] == 0
+
+
+def test_image_suffixes_are_formats_this_pillow_opens():
+    from engine.classify.images import IMAGE_SUFFIXES
+
+    opened = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    assert IMAGE_SUFFIXES <= opened
+
+
+@pytest.mark.skipif(not features.check_module("avif"), reason="this Pillow has no AVIF support")
+def test_avif_photos_in_a_folder_are_classified_not_skipped(tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.new("RGB", (32, 24), (0, 0, 255)).save(folder / "IMG_0001.avif", quality=90)
+    Image.new("RGB", (32, 24), (0, 0, 255)).save(folder / "IMG_0002.AVIF", quality=90)
+    found = collect_image_paths([folder])
+    assert [p.rsplit("/", 1)[-1] for p in found] == ["IMG_0001.avif", "IMG_0002.AVIF"]
+    r, g, b = open_image(found[0]).getpixel((16, 12))
+    assert b > 200 and r < 50

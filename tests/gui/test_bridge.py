@@ -153,3 +153,17 @@ def test_worker_pauses_while_the_gui_handles_a_batch(qtbot, monkeypatch):
     with qtbot.waitSignal(runner.finished, timeout=5_000):
         runner.stop()
     assert max(advanced_during_handler) <= 1
+
+
+def test_progress_arrives_as_the_job_sent_it(qtbot):
+    """A file name that is not UTF-8 (lone surrogates in Python) must reach the tab intact."""
+    def job(config, ctx):
+        ctx.report({"path": "bad\udcff.jpg", "top": [(1, 2.5)]})
+        return {"status": "done"}
+
+    runner = JobRunner()
+    events = record(runner)
+    with qtbot.waitSignal(runner.finished, timeout=10_000):
+        runner.start(job, {})
+    updates = [u for batch in events["progress"] for u in batch]
+    assert updates == [{"path": "bad\udcff.jpg", "top": [(1, 2.5)]}]
