@@ -62,7 +62,10 @@ def _print_summary(result: dict) -> None:
                 print(f"{name:9s} diverged at epoch {r['epochs']}")
             else:
                 p = r["params"]
-                print(f"{name:9s} w = {p['w']:.4f}, b = {p['b']:.4f}, loss {r['train_loss']:.6f}")
+                line = f"{name:9s} w = {p['w']:.4f}, b = {p['b']:.4f}, loss {r['train_loss']:.6f}"
+                if r["val_loss"] is not None:
+                    line += f", val loss {r['val_loss']:.6f}"
+                print(line)
         print(f"leader: {result['leader'] or 'none'}")
         return
     if result["status"] == "diverged":
@@ -129,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     if result["status"] == "diverged":
-        message = result.get("message") or "every optimizer in the race diverged; " \
-            "lower the learning rate or the input scale"
-        raise JobError(message)
+        raise JobError(result["message"])
     if result["status"] == "stopped":
         print("stopped", file=sys.stderr)
         return 130

@@ -95,11 +95,18 @@ def parse_csv_bytes(raw: bytes, source: str = "CSV") -> FitData:
 def parse_csv_text(text: str, source: str = "CSV") -> FitData:
     """Parse ``x,y`` rows (comma, semicolon or tab separated; one header line allowed).
 
-    Blank lines and lines starting with ``#`` are skipped.
+    Blank lines and lines starting with ``#`` are skipped. When every line has a semicolon,
+    semicolons separate and commas are decimal commas (``1,5;2``), as European spreadsheets
+    write it.
     """
     lines = text.splitlines()  # \n, \r\n and old Macs' \r
     data_lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-    delimiter = next((d for d in (",", ";", "\t") if any(d in ln for ln in data_lines)), None)
+    if data_lines and all(";" in ln for ln in data_lines):
+        delimiter = ";"
+    else:
+        delimiter = next((d for d in (",", ";", "\t") if any(d in ln for ln in data_lines)),
+                         None)
+    decimal_comma = delimiter == ";"
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
@@ -116,7 +123,7 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
                 f"{source} line {line_no}: expected 2 columns x,y but found {len(cells)}"
                 f" ({stripped[:40]!r})"
             )
-        numbers = [_parse_number(c) for c in cells]
+        numbers = [_parse_number(c.replace(",", ".") if decimal_comma else c) for c in cells]
         if header_allowed and all(isinstance(n, str) for n in numbers):
             header_allowed = False  # a header line such as "x,y" or "t_u,t_c"
             continue

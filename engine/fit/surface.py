@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from engine.fit.data import FitData
-from engine.fit.trainer import FitConfig, FitSession, Update, data_from_config
+from engine.fit.trainer import FitConfig, FitSession, Update, data_from_config, join_tips
 from engine.jobs import JobContext, JobError
 
 RACERS = ("gd", "momentum", "adam")
@@ -94,8 +94,8 @@ class RaceSession:
         """Advance every racer still in the race by up to ``n_epochs`` epochs.
 
         ``on_epoch`` gets ``{"kind": "race", "epoch", "racers": {name: {train_loss, w, b}}}``
-        with only the racers that ran that epoch, plus ``diverged: {name: message}`` the epoch a
-        racer drops out.
+        (and ``val_loss`` with a validation split) with only the racers that ran that epoch,
+        plus ``diverged: {name: message}`` the epoch a racer drops out.
         """
         update: Update = {}
         self.status = "running"
@@ -116,6 +116,8 @@ class RaceSession:
                 else:
                     racers[name] = {"train_loss": last["train_loss"], "w": last["w"],
                                     "b": last["b"]}
+                    if "val_loss" in last:
+                        racers[name]["val_loss"] = last["val_loss"]
             self.epoch += 1
             update = {"kind": "race", "epoch": self.epoch, "racers": racers}
             if diverged:
@@ -135,8 +137,18 @@ class RaceSession:
         finished = {n: r["train_loss"] for n, r in racers.items() if r["train_loss"] is not None
                     and r["status"] != "diverged"}
         leader = min(finished, key=finished.get) if finished else None
-        return {"status": self.status, "epochs": self.epoch, "racers": racers, "leader": leader,
-                "config": self.config.to_dict()}
+        return {"status": self.status, "message": self._message(), "epochs": self.epoch,
+                "racers": racers, "leader": leader, "config": self.config.to_dict()}
+
+    def _message(self) -> str:
+        """Why the race failed when every racer diverged; "" otherwise."""
+        if self.status != "diverged":
+            return ""
+        first = next(iter(self.sessions.values()))
+        if first.starts_non_finite:
+            return first.message  # the data, the same for every racer
+        return "Every optimizer in the race diverged." + \
+            join_tips(first.step_size_tips(suggest_adam=False))
 
 
 def race_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

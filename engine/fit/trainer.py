@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.devices import resolve_device
-from engine.fit.choices import OPTIMIZERS
+from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE, OPTIMIZERS
 from engine.fit.data import FLOAT32_MAX, FitData, book_data, split_indices
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
 from engine.jobs import JobContext, JobError
@@ -94,6 +94,22 @@ class FitConfig:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _within(value: float, bounds: tuple[float, float]) -> float | None:
+    """``value`` rounded as a message shows it (``:g``), or None when its size lies outside
+    ``bounds`` (the size: the CLI also takes negative input scales)."""
+    shown = float(f"{value:g}")
+    return shown if bounds[0] <= abs(shown) <= bounds[1] else None
+
+
+def join_tips(tips: list[str]) -> str:
+    """The tips as a sentence to append: ' Try: a; b; or c.' ('' without tips)."""
+    if not tips:
+        return ""
+    if len(tips) > 1:
+        tips = [*tips[:-1], "or " + tips[-1]]
+    return " Try: " + "; ".join(tips) + "."
 
 
 class FitSession:
@@ -301,28 +317,74 @@ class FitSession:
             return -math.inf  # already broken at the first epoch
         return EXPLODE_FACTOR * max(self.initial_loss, 1.0)
 
+    @property
+    def starts_non_finite(self) -> bool:
+        """Whether the loss was already inf or NaN at the starting parameters (before any
+        update): the data's size, not the step size, broke the run."""
+        return self.initial_loss is not None and not math.isfinite(self.initial_loss)
+
     def _divergence_message(self, epoch: int, loss_value: float) -> str:
-        cfg = self.config
+        if self.starts_non_finite:
+            return self._data_too_large_message()
         if math.isnan(loss_value):
             what = "became NaN (not a number)"
         elif math.isinf(loss_value):
             what = "overflowed to infinity"
         else:
             what = f"exploded from {self.initial_loss:.4g} to {loss_value:.4g}"
-        tips = [f"lower the learning rate (try {cfg.lr / 10:g})"]
-        largest_input = float(self.x_train.abs().max()) if self.x_train.numel() else 0.0
-        if cfg.optimizer != "adam" and 10 < largest_input < math.inf:
-            suggested = 10 ** -math.ceil(math.log10(largest_input))
-            tips.append(
-                f"scale the inputs down (input scale {cfg.input_scale * suggested:g},"
-                " like the book's t_un = 0.1 * t_u)"
-            )
-        if cfg.optimizer != "adam":
-            tips.append("or use Adam, which adapts its step size")
         return (
-            f"Training diverged at epoch {epoch}: the loss {what}. Learning rate {cfg.lr:g} makes"
-            f" steps too big for this data, so each update overshoots further. Try: "
-            + "; ".join(tips) + "."
+            f"Training diverged at epoch {epoch}: the loss {what}. Learning rate"
+            f" {self.config.lr:g} makes steps too big for this data, so each update overshoots"
+            " further." + join_tips(self.step_size_tips(self.config.optimizer != "adam"))
+        )
+
+    def step_size_tips(self, suggest_adam: bool = True) -> list[str]:
+        """What to change when the steps are too big, each value one the tab can hold."""
+        tips = []
+        lower_lr = _within(min(self.config.lr / 10, LR_RANGE[1]), LR_RANGE)
+        if lower_lr is not None:
+            tips.append(f"lower the learning rate (try {lower_lr:g})")
+        # Adam's steps do not grow with the inputs' size
+        if self.config.optimizer != "adam":
+            tips += self._smaller_inputs_tips(book_hint=True)
+        if suggest_adam:
+            tips.append("use Adam, which adapts its step size")
+        return tips
+
+    def _smaller_inputs_tips(self, book_hint: bool = False) -> list[str]:
+        """How to bring the model's inputs to at most 10: a smaller input scale, or (past the
+        smallest scale the tab holds) smaller x in the data; [] when they already are."""
+        largest_input = float(self.x_train.abs().max()) if self.x_train.numel() else 0.0
+        if not 10 < largest_input < math.inf:
+            return []
+        exponent = math.ceil(math.log10(largest_input))
+        scale = _within(self.config.input_scale * 10.0 ** -exponent, INPUT_SCALE_RANGE)
+        if scale is not None:
+            hint = ", like the book's t_un = 0.1 * t_u" if book_hint else ""
+            return [f"scale the inputs down (input scale {scale:g}{hint})"]
+        raw_x = largest_input / abs(self.config.input_scale)
+        return [f"divide x by {10.0 ** math.floor(math.log10(raw_x)):g} in the data"]
+
+    def _data_too_large_message(self) -> str:
+        n_points = max(len(self.train_indices), 1)
+        # errors this large square (and sum over the points) past float32's largest number
+        overflowing_error = math.sqrt(FLOAT32_MAX / n_points)
+        largest_x = float(self.x_train.abs().max())
+        largest_y = float(self.y_train.abs().max())
+        x_large = largest_x > overflowing_error / 2
+        y_large = largest_y > overflowing_error / 2
+        if not (x_large or y_large):  # neither alone, so both together
+            x_large = y_large = True
+        tips = []
+        if y_large and largest_y > 10:
+            tips.append(f"divide y by {10.0 ** math.floor(math.log10(largest_y)):g} in the data")
+        if x_large:
+            tips += self._smaller_inputs_tips()
+        what = "NaN" if math.isnan(self.initial_loss) else "infinite"
+        return (
+            f"Training cannot start: the loss is {what} at the starting parameters, before any"
+            " update. These data are too large for a float32 squared error (squares overflow"
+            " past 3.4e38)." + join_tips(tips)
         )
 
     def snapshot(self, epoch: int | None = None) -> Update:
@@ -373,6 +435,9 @@ class FitSession:
     def result(self) -> dict[str, Any]:
         """The job's return value: plain numbers only."""
         train_loss, val_loss = self.losses()
+        # every epoch measures before its update: the parameters after the last one count too
+        if val_loss is not None and (self.best_val_loss is None or val_loss < self.best_val_loss):
+            self.best_val_loss, self.best_val_epoch = val_loss, self.epoch
         return {
             "status": self.status,
             "message": self.message,

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE
 from engine.fit.data import FitData, book_data, load_csv
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN
 from engine.fit.surface import RACERS, RaceSession, log_loss, race_job, session_surface
@@ -44,7 +45,7 @@ from engine.jobs import JobError
 from gui.app_state import AppState
 from gui.bridge import JobRunner
 from gui.plotting import GrowingArray, make_fast, thin_path
-from gui.widgets.common import control_value, scroll_area, set_control_value
+from gui.widgets.common import ScientificSpinBox, control_value, scroll_area, set_control_value
 
 OPTIMIZER_LABELS = {
     "gd": "Gradient descent (book)",
@@ -79,6 +80,7 @@ class LinearFitTab(QWidget):
         self._stop_means_end = False  # Stop ends the run; Pause keeps it for Play to resume
         self._reset_when_idle = False
         self._restoring = False
+        self._drawn_points: tuple[FitData, list[int], list[int]] | None = None
         self._clear_history()
 
         self._build_controls()
@@ -137,19 +139,13 @@ class LinearFitTab(QWidget):
         self.optimizer_combo = QComboBox()
         for key, label in OPTIMIZER_LABELS.items():
             self.optimizer_combo.addItem(label, key)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 100.0)
-        self.lr_spin.setValue(1e-2)
-        self.lr_spin.setSingleStep(1e-3)
+        self.lr_spin = ScientificSpinBox(*LR_RANGE, 1e-2)
+        self.lr_spin.setToolTip("Type 0.001 or 1e-3; the arrows step 1, 2, 5, 10…")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 10_000_000)
         self.epochs_spin.setValue(5000)
         self.epochs_spin.setSingleStep(500)
-        self.scale_spin = QDoubleSpinBox()
-        self.scale_spin.setDecimals(4)
-        self.scale_spin.setRange(1e-4, 1000.0)
-        self.scale_spin.setValue(0.1)
+        self.scale_spin = ScientificSpinBox(*INPUT_SCALE_RANGE, 0.1)
         self.scale_spin.setToolTip("The model sees input_scale * x (the book's t_un = 0.1 * t_u)")
         self.val_spin = QDoubleSpinBox()
         self.val_spin.setDecimals(2)
@@ -268,7 +264,13 @@ class LinearFitTab(QWidget):
         self.race_curves = {
             name: self.loss_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2)) for name in RACERS
         }
-        for curve in (self.train_curve, self.val_curve, *self.race_curves.values()):
+        # each racer's validation loss: its colour, dashed
+        self.race_val_curves = {
+            name: self.loss_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2, style=Qt.DashLine))
+            for name in RACERS
+        }
+        for curve in (self.train_curve, self.val_curve, *self.race_curves.values(),
+                      *self.race_val_curves.values()):
             make_fast(curve)
         self.best_val_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(VAL_COLOR, style=Qt.DashLine),
                                              label="lowest val loss", labelOpts={"position": 0.9})
@@ -391,18 +393,25 @@ class LinearFitTab(QWidget):
         if self.runner.is_running():
             self.app.show_status("Pause or stop training to edit the points.", 4000)
             return
-        view = self.data_plot.vb
-        nearest, nearest_distance = None, float("inf")
-        for i, (x, y) in enumerate(zip(self.data.x, self.data.y, strict=True)):
-            p = view.mapViewToScene(QPointF(x, y))
-            distance = math.hypot(p.x() - scene_pos.x(), p.y() - scene_pos.y())
-            if distance < nearest_distance:
-                nearest, nearest_distance = i, distance
-        if nearest is not None and nearest_distance <= CLICK_RADIUS_PX:
+        nearest = self._point_near(scene_pos)
+        if nearest is not None:
             self.remove_point(nearest)
         else:
-            point = view.mapSceneToView(scene_pos)
+            point = self.data_plot.vb.mapSceneToView(scene_pos)
             self.add_point(point.x(), point.y())
+
+    def _point_near(self, scene_pos: QPointF) -> int | None:
+        """The index of the point drawn nearest ``scene_pos``, if within the click radius."""
+        if not len(self.data):
+            return None
+        view = self.data_plot.vb
+        # view → scene for all points at once; a ViewBox's transform is affine
+        t = view.childTransform() * view.sceneTransform()
+        x, y = np.asarray(self.data.x), np.asarray(self.data.y)
+        distances = np.hypot(t.m11() * x + t.m21() * y + t.m31() - scene_pos.x(),
+                             t.m12() * x + t.m22() * y + t.m32() - scene_pos.y())
+        nearest = int(np.argmin(distances))
+        return nearest if distances[nearest] <= CLICK_RADIUS_PX else None
 
     # ---- run control --------------------------------------------------------------------------
     def is_race(self) -> bool:
@@ -473,10 +482,10 @@ class LinearFitTab(QWidget):
         self._start(run_epochs=None)
 
     def step(self) -> None:
-        """Run exactly one epoch."""
+        """Run exactly one epoch; after the last one (or Stop), of a new run, as Play does."""
         if self.runner.is_running():
             return
-        if self.session is None or self.session.status == "diverged" or self._stop_means_end:
+        if not self._session_can_continue():
             self.reset()
             if self.session is None:
                 return
@@ -495,6 +504,7 @@ class LinearFitTab(QWidget):
 
     def _start(self, run_epochs: int | None) -> None:
         self._stop_means_end = False
+        self.final_val = None  # the run goes on: the curves' last epoch is the current one
         self._show_message("")
         job = race_job if isinstance(self.session, RaceSession) else fit_job
         self.runner.start(job, {"session": self.session, "run_epochs": run_epochs},
@@ -512,11 +522,15 @@ class LinearFitTab(QWidget):
         self.path_w = GrowingArray()
         self.path_b = GrowingArray()
         self.race_history: dict[str, dict[str, GrowingArray]] = {
-            name: {key: GrowingArray() for key in ("epoch", "loss", "w", "b")} for name in RACERS
+            name: {key: GrowingArray() for key in ("epoch", "loss", "val", "w", "b")}
+            for name in RACERS
         }
+        self.race_dropped: set[str] = set()  # racers that diverged
         self.last_update: dict[str, Any] = {}
         self.last_snapshot: dict[str, Any] | None = None
         self.best_val: tuple[int, float] | None = None
+        # (epoch, val loss) at the parameters a finished job left, as the engine reports it
+        self.final_val: tuple[int, float] | None = None
         self._frame = 0
         self._loss_range: tuple[float, tuple[float, float] | None] | None = None
 
@@ -541,9 +555,12 @@ class LinearFitTab(QWidget):
                     history = self.race_history[name]
                     history["epoch"].append(update["epoch"])
                     history["loss"].append(racer["train_loss"])
+                    if "val_loss" in racer:
+                        history["val"].append(racer["val_loss"])
                     history["w"].append(racer["w"])
                     history["b"].append(racer["b"])
                 for name, message in update.get("diverged", {}).items():
+                    self.race_dropped.add(name)
                     self._show_message(f"{name} dropped out. {message}", error=True)
                 self.last_update = update
             elif kind == "snapshot":
@@ -579,6 +596,11 @@ class LinearFitTab(QWidget):
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
+        if result.get("best_val_epoch") is not None:
+            # the engine also counts the parameters after the last update
+            self.best_val = (result["best_val_epoch"], result["best_val_loss"])
+            if result.get("val_loss") is not None:
+                self.final_val = (result["epochs"], result["val_loss"])
         self._loss_range = None
         self.loss_plot.enableAutoRange()
         self._redraw_curves()
@@ -618,6 +640,8 @@ class LinearFitTab(QWidget):
             for name, r in result["racers"].items():
                 if r["status"] == "diverged":
                     parts.append(f"{name}: diverged")
+                elif r.get("val_loss") is not None:
+                    parts.append(f"{name}: loss {r['train_loss']:.4g}, val {r['val_loss']:.4g}")
                 else:
                     parts.append(f"{name}: loss {r['train_loss']:.4g}")
             return f"Race over after {result['epochs']} epochs — " + ", ".join(parts) + \
@@ -644,8 +668,13 @@ class LinearFitTab(QWidget):
             val_idx = session_val_indices(session)
         else:
             train_idx, val_idx = list(range(len(x))), []
-        self.train_points.setData(x[train_idx], y[train_idx])
-        self.val_points.setData(x[val_idx], y[val_idx])
+        # a new setting keeps the points: re-adding every spot costs ~1 s per 100k
+        drawn = (self.data, train_idx, val_idx)
+        if self._drawn_points is None or self._drawn_points[0] is not self.data or \
+                self._drawn_points[1:] != drawn[1:]:
+            self.train_points.setData(x[train_idx], y[train_idx])
+            self.val_points.setData(x[val_idx], y[val_idx])
+            self._drawn_points = drawn
         self.data_label.setText(
             f"{len(self.data)} points — {self.data.source}"
             + (f" ({len(val_idx)} held out for validation)" if len(val_idx) else "")
@@ -694,6 +723,9 @@ class LinearFitTab(QWidget):
         for name, curve in self.race_curves.items():
             history = self.race_history[name]
             curve.setData(history["epoch"].values, history["loss"].values)
+            has_val = len(history["val"]) > 0  # then one per epoch
+            self.race_val_curves[name].setData(history["epoch"].values if has_val else [],
+                                               history["val"].values)
         self._draw_overfitting()
         if self.runner.is_running():
             self._step_loss_range()
@@ -702,8 +734,8 @@ class LinearFitTab(QWidget):
         """During a run, move the loss plot's range in steps rather than every frame: new axis
         ticks are the costliest part of a frame. Auto-range returns when the run ends."""
         race = isinstance(self.session, RaceSession)
-        series = ([h["loss"].values for h in self.race_history.values()] if race
-                  else [self.train_losses.values, self.val_losses.values])
+        series = ([h[key].values for h in self.race_history.values() for key in ("loss", "val")]
+                  if race else [self.train_losses.values, self.val_losses.values])
         values = np.concatenate(series)
         if self.log_check.isChecked():
             values = np.log10(values[values > 0])
@@ -771,7 +803,8 @@ class LinearFitTab(QWidget):
             self.prediction_curve.setData(xs, w * scale * xs + b)
 
     def _race_leader(self) -> str | None:
-        losses = {n: h["loss"][-1] for n, h in self.race_history.items() if h["loss"]}
+        losses = {n: h["loss"][-1] for n, h in self.race_history.items()
+                  if len(h["loss"]) and n not in self.race_dropped}
         finite = {n: v for n, v in losses.items() if math.isfinite(v)}
         return min(finite, key=finite.get) if finite else None
 
@@ -786,7 +819,7 @@ class LinearFitTab(QWidget):
         best_epoch, best_loss = self.best_val
         self.best_val_line.setValue(best_epoch)
         self.best_val_line.show()
-        current_epoch, current_val = self.epochs[-1], self.val_losses[-1]
+        current_epoch, current_val = self.final_val or (self.epochs[-1], self.val_losses[-1])
         if current_val > OVERFIT_MARGIN * best_loss and current_epoch > best_epoch:
             self.overfit_region.setRegion((best_epoch, current_epoch))
             self.overfit_region.show()
@@ -805,13 +838,7 @@ class LinearFitTab(QWidget):
             return
         self.epoch_label.setText(f"{update['epoch']:,}")
         if update.get("kind") == "race":
-            self.loss_label.setText(", ".join(
-                f"{n} {h['loss'][-1]:.4g}" for n, h in self.race_history.items() if h["loss"]))
-            self.val_label.setText("–")
-            self.params_label.setText("\n".join(
-                f"{n}: w {h['w'][-1]:.4f}, b {h['b'][-1]:.4f}"
-                for n, h in self.race_history.items() if h["w"]))
-            self.grads_label.setText("–")
+            self._update_race_readout()
             return
         self.loss_label.setText(f"{update['train_loss']:.6g}")
         self.val_label.setText("–" if update.get("val_loss") is None
@@ -826,6 +853,26 @@ class LinearFitTab(QWidget):
             self.params_label.setText(f"{count} parameters, ‖θ‖ = {snap['param_norm']:.4g}")
             self.grads_label.setText(f"‖∇θ‖ = {snap['grad_norm']:.4g}" if "grad_norm" in snap
                                      else "–")
+
+    def _update_race_readout(self) -> None:
+        losses, vals, params = [], [], []
+        for name, history in self.race_history.items():
+            if name in self.race_dropped:  # its last numbers are no fit
+                losses.append(f"{name} diverged")
+                vals.append(f"{name} diverged")
+                params.append(f"{name}: diverged")
+                continue
+            if len(history["loss"]):
+                losses.append(f"{name} {history['loss'][-1]:.4g}")
+                params.append(f"{name}: w {history['w'][-1]:.4f}, b {history['b'][-1]:.4f}")
+            if len(history["val"]):
+                vals.append(f"{name} {history['val'][-1]:.4g}")
+        # one line per racer: three numbers side by side do not fit the panel
+        self.loss_label.setText("\n".join(losses) or "–")
+        with_val = any(len(history["val"]) for history in self.race_history.values())
+        self.val_label.setText("\n".join(vals) if with_val else "–")
+        self.params_label.setText("\n".join(params) or "–")
+        self.grads_label.setText("–")
 
     def _apply_log_scale(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
@@ -843,8 +890,10 @@ class LinearFitTab(QWidget):
         self.train_curve.setVisible(not race)
         self.val_curve.setVisible(not race)
         self.path_curve.setVisible(not race)
+        race_val = race and self.val_spin.value() > 0
         for name in RACERS:
             self.race_curves[name].setVisible(race)
+            self.race_val_curves[name].setVisible(race_val)
             self.race_paths[name].setVisible(race)
         self.loss_legend.clear()
         self.surface_legend.clear()
@@ -852,6 +901,9 @@ class LinearFitTab(QWidget):
             for name in RACERS:
                 self.loss_legend.addItem(self.race_curves[name], name)
                 self.surface_legend.addItem(self.race_paths[name], name)
+            if race_val:
+                for name in RACERS:
+                    self.loss_legend.addItem(self.race_val_curves[name], f"{name} val")
         else:
             self.loss_legend.addItem(self.train_curve, "train")
             self.loss_legend.addItem(self.val_curve, "validation")

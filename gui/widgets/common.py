@@ -2,12 +2,89 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QScrollArea, QSpinBox, QWidget
 
 SettingControl = QComboBox | QCheckBox | QSpinBox | QDoubleSpinBox
+
+# What can still grow into a number while the user types: "", "-", "1.", "1e", "1e-"…
+_NUMBER_SO_FAR = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d*)(?:[eE][+-]?\d*)?)?")
+_STEP_MANTISSAS = (1, 2, 5)
+
+
+class ScientificSpinBox(QDoubleSpinBox):
+    """A number box for values spanning many decades (learning rates, scales).
+
+    Takes ``1e-3``, ``1E-2`` or ``0.001``, shows the shortest text that reads back as the same
+    number (``1e-05``, ``0.001``) and keeps full precision. The arrows step along
+    1, 2, 5, 10, 20, 50…, the same number of steps per decade at any size.
+    """
+
+    def __init__(self, minimum: float, maximum: float, value: float,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        # QDoubleSpinBox rounds every value to `decimals` places; the most it allows means
+        # no rounding, and textFromValue decides what is shown.
+        self.setDecimals(323)
+        self.setRange(minimum, maximum)
+        self.setValue(value)
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        stripped = text.strip()
+        if not _NUMBER_SO_FAR.fullmatch(stripped) or \
+                (stripped.startswith("-") and self.minimum() >= 0):
+            return QValidator.State.Invalid, text, pos
+        try:
+            number = float(stripped)
+        except ValueError:  # "", "1e-": not a number yet
+            return QValidator.State.Intermediate, text, pos
+        # out of range may still be on its way ("0.0" towards 0.001)
+        acceptable = self.minimum() <= number <= self.maximum()
+        return (QValidator.State.Acceptable if acceptable else QValidator.State.Intermediate,
+                text, pos)
+
+    def fixup(self, text: str) -> str:
+        # QDoubleSpinBox's drops the locale's group separator: in German that is ".",
+        # and "0.5" would become "05"
+        return text
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def textFromValue(self, value: float) -> str:
+        text = repr(float(value))  # the shortest text that reads back as the same float
+        return text[:-2] if text.endswith(".0") else text
+
+    def stepBy(self, steps: int) -> None:
+        value = self.value()
+        if value == 0:
+            super().stepBy(steps)  # zero has no decade: a plain singleStep() step
+            return
+        for _ in range(abs(steps)):
+            if value == 0:
+                break  # stepped down past the smallest float
+            # negative numbers mirror positive ones: up from -0.02 is -0.01
+            value = math.copysign(_next_step(abs(value), up=(steps > 0) == (value > 0)), value)
+        self.setValue(value)  # clamped to the range
+
+
+def _next_step(value: float, up: bool) -> float:
+    """The 1-2-5 sequence's next value above (or below) a positive ``value``."""
+    exponent = math.floor(math.log10(value))
+    candidates = [float(f"{m}e{e}") for e in range(exponent - 1, exponent + 2)
+                  for m in _STEP_MANTISSAS]
+    tolerance = 1e-9 * value  # a value already on the sequence moves to its neighbour
+    if up:
+        return min(c for c in candidates if c > value + tolerance)
+    return max(c for c in candidates if c < value - tolerance)
 
 
 def scroll_area(content: QWidget, horizontal: bool = True) -> QScrollArea:

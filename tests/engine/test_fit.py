@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
+from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE
 from engine.fit.data import FitData, book_data, load_csv, parse_csv_text, split_indices
 from engine.fit.surface import RaceSession, loss_surface, race_job, session_surface
 from engine.fit.trainer import FitConfig, FitSession, fit_job
@@ -90,6 +92,45 @@ def test_a_run_that_ends_far_above_its_start_diverged() -> None:
     assert near["status"] == "done" and near["train_loss"] < 0.01
 
 
+# every learning rate or input scale a message suggests
+SUGGESTED_VALUES = re.compile(r"learning rate \(try ([^)]+)\)|input scale ([-+.e\d]+)")
+
+
+@pytest.mark.parametrize("config", [
+    {**BOOK_GD, "input_scale": 1.0},
+    # x in the tens of thousands: input scale 1e-05 (once more than the tab could hold)
+    {**BOOK_GD, "data": FitData((12000.0, 25000.0, 40000.0, 51000.0), (27.0, 53.0, 83.0, 105.0))},
+    {**BOOK_GD, "lr": LR_RANGE[0], "input_scale": INPUT_SCALE_RANGE[0],
+     "data": FitData((1e30, 3e30), (2.0, 4.0))},  # nothing smaller to try
+    {**BOOK_GD, "lr": 1e30},  # the CLI takes any learning rate; the advice stays in range
+    {**BOOK_GD, "optimizer": "adam", "lr": 1e30},
+])
+def test_divergence_advice_is_a_value_the_tab_can_hold(config: dict) -> None:
+    message = fit_job(config, JobContext())["message"]
+    suggested = SUGGESTED_VALUES.findall(message)
+    for lr, scale in suggested:
+        if lr:
+            assert LR_RANGE[0] <= float(lr) <= LR_RANGE[1], message
+        else:
+            assert INPUT_SCALE_RANGE[0] <= float(scale) <= INPUT_SCALE_RANGE[1], message
+    if config["lr"] == LR_RANGE[0]:
+        assert not suggested and "divide x by 1e+30 in the data" in message
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "adam"])
+def test_data_too_large_for_float32_is_not_blamed_on_the_learning_rate(optimizer: str) -> None:
+    # y² overflows float32 at the starting parameters, before any step
+    huge_y = FitData((1.0, 3.0), (1e30, 4e30))
+    result = fit_job({**BOOK_GD, "optimizer": optimizer, "data": huge_y}, JobContext())
+    assert result["status"] == "diverged" and result["epochs"] == 1
+    message = result["message"]
+    assert message.startswith("Training cannot start: the loss is infinite at the starting")
+    assert "too large for a float32 squared error" in message
+    assert "divide y by 1e+30" in message and "learning rate" not in message.lower()
+    race = race_job({**BOOK_GD, "data": huge_y}, JobContext())
+    assert race["status"] == "diverged" and race["message"] == message
+
+
 def test_inputs_and_curves_stay_within_float32() -> None:
     with pytest.raises(JobError, match="makes the inputs too large for float32"):
         FitSession(FitConfig(input_scale=1e39))
@@ -145,6 +186,18 @@ def test_mlp_overfits_with_validation() -> None:
     assert sum(len(v) if isinstance(v, list) else 1 for v in result["params"].values()) >= 4
 
 
+def test_lowest_validation_loss_counts_the_parameters_after_the_last_update() -> None:
+    # each epoch measures before its update; here validation improves to the very end
+    result = fit_job({**BOOK_GD, "epochs": 10, "val_fraction": 0.2, "seed": 2**63 - 1},
+                     JobContext())
+    assert result["best_val_loss"] == result["val_loss"]
+    assert result["best_val_epoch"] == 10
+    # and where it bottomed out earlier, the lowest is no higher than the last
+    overfit = fit_job({"model": "mlp", "optimizer": "adam", "lr": 1e-2, "epochs": 600,
+                       "val_fraction": 0.3}, JobContext())
+    assert overfit["best_val_loss"] < overfit["val_loss"] and overfit["best_val_epoch"] < 600
+
+
 def test_mlp_activation_and_seed_are_used() -> None:
     a = FitSession(FitConfig(model="mlp", activation="relu", seed=1))
     b = FitSession(FitConfig(model="mlp", activation="relu", seed=1))
@@ -186,6 +239,10 @@ def test_csv_with_and_without_header(tmp_path) -> None:
     # a comma in a comment does not make a semicolon file comma-separated
     assert parse_csv_text("# t_u, t_c\n1;2\n3;4\n").y == (2.0, 4.0)
     assert parse_csv_text("x,y\r1,2\r3,4\r").x == (1.0, 3.0)  # old Mac line ends
+    # semicolons on every line: commas are decimal commas, as European spreadsheets save
+    european = parse_csv_text("x;y\n1,5;2\n3;4,25\n")
+    assert european.x == (1.5, 3.0) and european.y == (2.0, 4.25)
+    assert parse_csv_text('"1,5";2\n3;4\n').x == (1.5, 3.0)
 
 
 @pytest.mark.parametrize("text, match", [
@@ -292,6 +349,15 @@ def test_race_drops_diverged_racers_and_continues() -> None:
     assert result["leader"] == "adam"
     assert any("gd" in u.get("diverged", {}) for u in updates)
     assert set(updates[-1]["racers"]) == {"adam"}
+
+
+def test_race_reports_each_racers_validation_loss() -> None:
+    updates = []
+    result = race_job({"lr": 1e-2, "epochs": 30, "input_scale": 0.1, "val_fraction": 0.2},
+                      JobContext(progress=updates.append))
+    assert all(set(racer) == {"train_loss", "val_loss", "w", "b"}
+               for u in updates for racer in u["racers"].values())
+    assert all(r["val_loss"] is not None and r["n_val"] == 2 for r in result["racers"].values())
 
 
 def _singletons(value) -> bool:

@@ -64,6 +64,19 @@ def test_csv_mlp_validation_json(tmp_path) -> None:
     assert result["config"]["hidden"] == 8 and "0.weight" in result["params"]
 
 
+def test_race_shows_validation_and_why_every_racer_failed(tmp_path) -> None:
+    proc = run_fit("--race", "--val-fraction", "0.2", "--epochs", "20", "-q")
+    assert proc.returncode == 0, proc.stderr
+    racer_lines = [ln for ln in proc.stdout.splitlines() if " w = " in ln]
+    assert len(racer_lines) == 3 and all(", val loss " in ln for ln in racer_lines)
+
+    huge = tmp_path / "huge.csv"
+    huge.write_text("1,1e30\n3,4e30\n")  # y² overflows float32 before any step
+    proc = run_fit("--race", "--data", str(huge), "-q")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: Training cannot start") and "divide y" in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("--race", "--model", "mlp"), "--race compares gd, momentum and Adam on the linear model"),
     (("--epochs", "0"), "--epochs must be at least 1"),

@@ -4,13 +4,16 @@ edit points, load a bad CSV, race, overfit an MLP, close mid-run."""
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
+from engine.fit.data import FitData  # noqa: E402
 from tests.gui.conftest import plot_points  # noqa: E402
+from tests.gui.test_widgets import type_into  # noqa: E402
 
 pytest.importorskip("pyqtgraph")
 
@@ -105,6 +108,45 @@ def test_divergence_is_explained_and_nothing_breaks(qtbot, tab, app_state) -> No
     assert tab.last_result["status"] == "done" and "Done" in tab.message_label.text()
 
 
+def test_learning_rate_and_input_scale_take_scientific_notation(qtbot, tab, app_state) -> None:
+    from gui.tabs.linear_fit import LinearFitTab
+
+    type_into(qtbot, tab.lr_spin, "1e-7")
+    type_into(qtbot, tab.scale_spin, "5E-5")
+    assert (tab.config().lr, tab.config().input_scale) == (1e-7, 5e-5)
+    assert (tab.lr_spin.text(), tab.scale_spin.text()) == ("1e-07", "5e-05")
+    again = LinearFitTab(app_state)  # remembered exactly
+    qtbot.addWidget(again)
+    assert (again.lr_spin.value(), again.scale_spin.value()) == (1e-7, 5e-5)
+
+
+def test_the_suggested_input_scale_can_be_typed_and_works(qtbot, tab) -> None:
+    xs = (12000.0, 25000.0, 40000.0, 51000.0, 8000.0)
+    tab.set_data(FitData(xs, tuple(0.002 * x + 3 for x in xs), "large x"))
+    tab.epochs_spin.setValue(300)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "diverged"
+    suggested = re.search(r"input scale ([-+.e\d]+)", tab.message_label.text()).group(1)
+    assert suggested == "1e-05"
+    type_into(qtbot, tab.scale_spin, suggested)
+    assert tab.scale_spin.value() == 1e-5
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "done"
+
+
+def test_step_after_the_last_epoch_starts_a_new_run_as_play_does(qtbot, tab) -> None:
+    tab.epochs_spin.setValue(20)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "done"
+    click(qtbot, tab.step_button)
+    wait_idle(qtbot, tab)
+    assert tab.session.epoch == 1 and points(tab.train_curve) == 1
+    assert tab.epoch_label.text() == "1"
+
+
 def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_state) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,hot\n")
@@ -137,6 +179,33 @@ def test_clicking_the_plot_adds_and_removes_points(qtbot, tab) -> None:
     assert 35.7 not in tab.data.x
 
 
+def test_clicking_among_many_points_maps_them_in_one_go(qtbot, tab, monkeypatch) -> None:
+    n = 20_000
+    xs = tuple(i / 100 for i in range(n))
+    tab.set_data(FitData(xs, tuple((i * 7919 % 1000) / 10 for i in range(n)), "many"))
+    view = tab.data_plot.vb
+    target = 12_345
+    scene = view.mapViewToScene(QPointF(xs[target], tab.data.y[target]))
+    per_point = []
+    real_map = view.mapViewToScene
+    monkeypatch.setattr(view, "mapViewToScene", lambda p: per_point.append(p) or real_map(p))
+    tab.click_at_scene(scene)
+    assert len(tab.data) == n - 1 and xs[target] not in tab.data.x
+    assert len(per_point) <= 1  # not one call per point (seconds for 200k points)
+
+
+def test_a_new_setting_does_not_redraw_unchanged_points(qtbot, tab, monkeypatch) -> None:
+    redraws = []
+    real_set_data = tab.train_points.setData
+    monkeypatch.setattr(tab.train_points, "setData",
+                        lambda *a, **k: redraws.append(1) or real_set_data(*a, **k))
+    type_into(qtbot, tab.lr_spin, "0.002")
+    tab.epochs_spin.setValue(300)
+    assert not redraws and points(tab.train_points) == 11
+    tab.val_spin.setValue(0.2)  # a new split: the points are drawn again
+    assert redraws and points(tab.train_points) == 9
+
+
 def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
     tab.race_check.setChecked(True)
     tab.epochs_spin.setValue(300)
@@ -152,6 +221,49 @@ def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
         assert (xs[0], ys[0]) == (1.0, 0.0)  # all from the same start
     assert "Leader: momentum" in tab.message_label.text()
     assert not tab.train_curve.isVisible()
+
+
+def test_race_marks_racers_that_diverged(qtbot, tab) -> None:
+    tab.race_check.setChecked(True)
+    tab.lr_spin.setValue(10.0)  # gradient descent and momentum blow up, Adam copes
+    tab.epochs_spin.setValue(50)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["racers"]["gd"]["status"] == "diverged"
+    loss, params = tab.loss_label.text(), tab.params_label.text()
+    assert "gd diverged" in loss and "momentum diverged" in loss
+    assert "gd: diverged" in params and "gd: w" not in params and "adam: w" in params
+
+
+def test_race_shows_each_racers_validation_loss(qtbot, tab) -> None:
+    tab.race_check.setChecked(True)
+    tab.val_spin.setValue(0.2)
+    tab.epochs_spin.setValue(100)
+    assert all(curve.isVisible() for curve in tab.race_val_curves.values())
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    lines = tab.val_label.text().splitlines()
+    assert [line.split()[0] for line in lines] == ["gd", "momentum", "adam"]
+    assert all(float(line.split()[1]) > 0 for line in lines)
+    assert all(points(curve) == 100 for curve in tab.race_val_curves.values())
+    assert "val" in tab.message_label.text()
+    tab.val_spin.setValue(0.0)
+    assert not any(curve.isVisible() for curve in tab.race_val_curves.values())
+
+
+def test_lowest_validation_loss_is_the_engines(qtbot, tab) -> None:
+    # validation improves to the very end: the lowest is at the final parameters
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
+    tab.lr_spin.setValue(1e-3)
+    tab.val_spin.setValue(0.3)
+    tab.epochs_spin.setValue(100)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    result = tab.last_result
+    assert result["best_val_epoch"] == 100 and result["best_val_loss"] == result["val_loss"]
+    assert tab.best_val == (100, result["best_val_loss"])
+    assert tab.best_val_line.value() == 100 and not tab.is_overfitting()
 
 
 def test_mlp_shows_overfitting(qtbot, tab) -> None:

@@ -1,0 +1,79 @@
+"""Shared widgets driven like a user: ScientificSpinBox typed into and stepped."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from gui.widgets.common import ScientificSpinBox  # noqa: E402
+
+
+@pytest.fixture
+def spin(qtbot):
+    box = ScientificSpinBox(1e-12, 100.0, 0.01)
+    qtbot.addWidget(box)
+    box.show()
+    qtbot.waitExposed(box)
+    return box
+
+
+def type_into(qtbot, box: ScientificSpinBox, text: str) -> None:
+    """Select what the box shows, type ``text`` over it and press Enter."""
+    box.setFocus()
+    qtbot.keyClick(box, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(box, text)
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+
+
+@pytest.mark.parametrize("typed, value, shown", [
+    ("1e-3", 1e-3, "0.001"),
+    ("1E-2", 1e-2, "0.01"),
+    ("0.001", 1e-3, "0.001"),
+    ("5e-5", 5e-5, "5e-05"),
+    ("0.00000000001", 1e-11, "1e-11"),
+    ("2.5e+1", 25.0, "25"),
+    ("0.0123456789", 0.0123456789, "0.0123456789"),  # full precision, not 6 decimals
+])
+def test_typing_scientific_and_plain_numbers(qtbot, spin, typed, value, shown) -> None:
+    type_into(qtbot, spin, typed)
+    assert spin.value() == value
+    assert spin.text() == shown
+
+
+def test_typing_what_is_no_number_or_out_of_range_keeps_the_value(qtbot, spin) -> None:
+    type_into(qtbot, spin, "0.5")
+    type_into(qtbot, spin, "x")  # refused keystroke: the box is left empty, then restored
+    assert spin.value() == 0.5 and spin.text() == "0.5"
+    type_into(qtbot, spin, "-1")  # no minus sign for a positive range: "1" is left
+    assert spin.value() == 1.0
+    type_into(qtbot, spin, "1e-20")  # below the minimum: back to the last good value
+    assert spin.value() == 0.01  # "1e-2" was good on the way to "1e-20"
+    assert spin.minimum() <= spin.value() <= spin.maximum()
+
+
+def test_arrows_step_along_1_2_5_and_stop_at_the_range(qtbot, spin) -> None:
+    shown = []
+    for _ in range(4):
+        qtbot.keyClick(spin, Qt.Key.Key_Up)
+        shown.append(spin.text())
+    assert shown == ["0.02", "0.05", "0.1", "0.2"]
+    spin.setValue(0.003)  # between steps: to the next one either way
+    qtbot.keyClick(spin, Qt.Key.Key_Down)
+    assert spin.text() == "0.002"
+    spin.setValue(1e-12)
+    qtbot.keyClick(spin, Qt.Key.Key_Down)
+    assert spin.value() == 1e-12
+    spin.setValue(50.0)
+    qtbot.keyClick(spin, Qt.Key.Key_Up)
+    assert spin.value() == 100.0
+
+
+def test_small_values_are_shown_readably(spin) -> None:
+    spin.setValue(1e-5)
+    assert spin.text() == "1e-05" and spin.value() == 1e-5
+    spin.setValue(0.1)
+    assert spin.text() == "0.1"
