@@ -49,7 +49,13 @@ from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
 from gui.samples import cifar_archive
 from gui.text import plural
-from gui.widgets.common import SettingControl, control_value, scroll_area, set_control_value
+from gui.widgets.common import (
+    ScientificSpinBox,
+    SettingControl,
+    control_value,
+    scroll_area,
+    set_control_value,
+)
 
 MODEL_LABELS = {
     "fast": "Fast (residual, speed recipe)",
@@ -362,11 +368,12 @@ class CifarTab(QWidget):
         form.addRow("Parameters", self.params_label)
         self.optimizer_combo = self._combo(OPTIMIZER_LABELS)
         form.addRow("Optimizer", self.optimizer_combo)
-        self.lr_spin = self._double(1e-5, 10.0, 5, 0.01)
+        self.lr_spin = ScientificSpinBox(1e-8, 10.0, 0.01)
+        self.lr_spin.setToolTip("Type 0.001 or 1e-3; the arrows step 1, 2, 5, 10…")
         form.addRow("Learning rate", self.lr_spin)
         self.momentum_spin = self._double(0.0, 0.999, 3, 0.9)
         form.addRow("Momentum", self.momentum_spin)
-        self.weight_decay_spin = self._double(0.0, 1.0, 6, 0.0)
+        self.weight_decay_spin = ScientificSpinBox(0.0, 1.0, 0.0)
         form.addRow("Weight decay", self.weight_decay_spin)
         self.smoothing_spin = self._double(0.0, 0.5, 2, 0.0)
         form.addRow("Label smoothing", self.smoothing_spin)

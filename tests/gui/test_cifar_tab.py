@@ -171,6 +171,13 @@ def test_controls_guard_against_slips(qtbot, tab, tiny_data, tmp_path, app_state
     tab.epochs_spin.setValue(2)
     app_state.device_changed.emit("cpu")
     assert tab.lr_spin.value() == pytest.approx(0.0333) and tab.epochs_spin.value() == 2
+    # weight decay and learning rate typed as papers write them
+    from tests.gui.test_widgets import type_into
+
+    type_into(qtbot, tab.weight_decay_spin, "5e-4")
+    type_into(qtbot, tab.lr_spin, "3e-3")
+    assert tab.training_config()["weight_decay"] == 5e-4
+    assert tab.training_config()["lr"] == 3e-3
     # a constant schedule takes no warm-up (the trainer would refuse one)
     tab.schedule_combo.setCurrentIndex(tab.schedule_combo.findData("constant"))
     assert tab.training_config()["warmup"] is None

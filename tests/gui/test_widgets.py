@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import pytest
+from PySide6.QtCore import Qt
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-import pytest  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
-
-from gui.widgets.common import ScientificSpinBox  # noqa: E402
+from gui.widgets.common import ScientificSpinBox
 
 
 @pytest.fixture
