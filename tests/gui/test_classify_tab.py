@@ -322,6 +322,31 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
         return real_load(config, ctx)
 
     monkeypatch.setattr(jobs, "load_model_job", held_load)
+    real_get_classifier = jobs.get_classifier
+    model_changed = threading.Event()
+
+    class FirstResultThenWait:
+        """The folder run's classifier: after its first result it waits for the model change,
+        so the change surely interrupts it (the 24 photos are one batch, which may otherwise
+        all arrive before the change does)."""
+
+        def __init__(self, classifier):
+            self._classifier = classifier
+
+        def __getattr__(self, name):
+            return getattr(self._classifier, name)
+
+        def classify_files(self, *args, **kwargs):
+            stream = self._classifier.classify_files(*args, **kwargs)
+            yield next(stream)
+            model_changed.wait(timeout=120)
+            yield from stream
+
+    def held_get_classifier(config, ctx):
+        classifier = real_get_classifier(config, ctx)
+        return classifier if model_changed.is_set() else FirstResultThenWait(classifier)
+
+    monkeypatch.setattr(jobs, "get_classifier", held_get_classifier)
     tab.add_paths([str(folder)])
     qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
     path = tmp_path / "net.torchscript.pt"
@@ -330,6 +355,7 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
     net = {"format": "torchscript", "path": str(path), "model": "net", "class_names": names,
            "input_size": 32}
     tab.use_trained_model(net)  # interrupts the folder run
+    model_changed.set()
     qtbot.waitUntil(lambda: tab._job_kind == "load", timeout=WAIT_MS)
     assert tab.table.rowCount() < 24
     tab.use_trained_model({**net, "model": "net2"})  # again, while the first one loads
