@@ -45,15 +45,29 @@ def print_json(obj: Any) -> None:
 
 
 def json_text(obj: Any) -> str:
-    """Strict JSON on one line: NaN and infinities (a diverged loss) become null."""
+    """Strict JSON on one line: NaN and infinities (a diverged loss) become null, and file
+    names that are not UTF-8 are shown with ``\\xff`` escapes (see :func:`printable`)."""
     return json.dumps(_finite(obj), indent=None, allow_nan=False, default=_json_default)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a file name that is not UTF-8 (which Python holds
+    as lone surrogates) become ``\\xff`` escapes, so strict UTF-8 output and JSON can carry it."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _finite(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if isinstance(obj, str):
+        return printable(obj)
     if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
+        return {printable(key) if isinstance(key, str) else key: _finite(value)
+                for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(value) for value in obj]
     if hasattr(obj, "tolist") or hasattr(obj, "item"):
@@ -107,6 +121,9 @@ def main(argv: list[str] | None = None, process_exit: bool = False) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 must not end the run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -131,16 +131,6 @@ def _looks_like_a_file(model: str) -> bool:
     return os.sep in model or "/" in model or model.lower().endswith(MODEL_FILE_SUFFIXES)
 
 
-def printable(text: str) -> str:
-    """``text`` as valid Unicode: the bytes of a file name that is not UTF-8 (which Python holds
-    as lone surrogates) become ``\\xff`` escapes, so strict UTF-8 output and JSON can carry it."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def _classify(args, config: dict) -> int:
     from engine.imports import heavy_imports
 
@@ -148,7 +138,7 @@ def _classify(args, config: dict) -> int:
         import torch
 
         from engine.classify.jobs import classify_job
-        from engine.cli import StderrProgress, print_json
+        from engine.cli import StderrProgress, print_json, printable
         from engine.devices import resolve_device
         from engine.jobs import JobContext
 

@@ -1,6 +1,7 @@
 """`python -m engine`: help, devices, and clean one-line errors instead of tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,35 @@ def test_json_output_turns_nan_into_null_and_stays_one_document(capsys):
     assert out.count("\n") == 1
     assert json.loads(out) == {"test_acc": None, "history": [{"train_loss": None}],
                                "probs": [0.5, None], "ok": 1.5}
+
+
+def test_json_output_carries_file_names_that_are_not_utf8():
+    """Python holds such bytes as lone surrogates, which strict JSON parsers refuse."""
+    from engine.cli import json_text
+
+    name = os.fsdecode(b"b\xe9b\xe9")  # Latin-1 folder names from an old camera card
+    text = json_text({"class_names": [name], "per_class": {name: 0.5}})
+    text.encode("utf-8")  # no lone surrogate left
+    assert json.loads(text) == {"class_names": ["b\\xe9b\\xe9"], "per_class": {"b\\xe9b\\xe9": 0.5}}
+
+
+def test_text_output_survives_a_name_that_is_not_utf8():
+    script = (
+        "import argparse, sys\n"
+        "import engine.cli as cli\n"
+        "def command(args):\n"
+        "    print('class ' + __import__('os').fsdecode(b'b\\xe9b\\xe9'))\n"
+        "def parser():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    p.set_defaults(func=command)\n"
+        "    return p\n"
+        "cli.build_parser = parser\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("class b\\udce9b")
 
 
 def test_format_duration():
