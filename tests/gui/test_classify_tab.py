@@ -122,8 +122,38 @@ def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     assert tab.progress_bar.text() == "" and tab.table.rowCount() == 6
 
 
+@pytest.fixture
+def hold_folder_run(monkeypatch):
+    """An event: a folder run waits after its first result until it is set, so a stop or a
+    model change surely comes in mid-run (a folder of one batch could otherwise be done first)."""
+    import engine.classify.jobs as jobs
+
+    real_get_classifier = jobs.get_classifier
+    release = threading.Event()
+
+    class FirstResultThenWait:
+        def __init__(self, classifier):
+            self._classifier = classifier
+
+        def __getattr__(self, name):
+            return getattr(self._classifier, name)
+
+        def classify_files(self, *args, **kwargs):
+            stream = self._classifier.classify_files(*args, **kwargs)
+            yield next(stream)
+            release.wait(timeout=120)
+            yield from stream
+
+    def held_get_classifier(config, ctx):
+        classifier = real_get_classifier(config, ctx)
+        return classifier if release.is_set() else FirstResultThenWait(classifier)
+
+    monkeypatch.setattr(jobs, "get_classifier", held_get_classifier)
+    return release
+
+
 @needs_book_photos
-def test_stop_keeps_results_so_far(tab, qtbot, tmp_path):
+def test_stop_keeps_results_so_far(tab, qtbot, tmp_path, hold_folder_run):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(64):
@@ -132,6 +162,7 @@ def test_stop_keeps_results_so_far(tab, qtbot, tmp_path):
     qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
     assert tab.stop_button.isEnabled()
     qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    hold_folder_run.set()
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
     assert 0 < tab.table.rowCount() < 64
 
@@ -306,7 +337,8 @@ def _row_labels(tab):
 
 
 @needs_book_photos
-def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path, monkeypatch):
+def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path, monkeypatch,
+                                                           hold_folder_run):
     import engine.classify.jobs as jobs
     from tests.engine.test_classify import _tiny_torchscript
 
@@ -322,31 +354,6 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
         return real_load(config, ctx)
 
     monkeypatch.setattr(jobs, "load_model_job", held_load)
-    real_get_classifier = jobs.get_classifier
-    model_changed = threading.Event()
-
-    class FirstResultThenWait:
-        """The folder run's classifier: after its first result it waits for the model change,
-        so the change surely interrupts it (the 24 photos are one batch, which may otherwise
-        all arrive before the change does)."""
-
-        def __init__(self, classifier):
-            self._classifier = classifier
-
-        def __getattr__(self, name):
-            return getattr(self._classifier, name)
-
-        def classify_files(self, *args, **kwargs):
-            stream = self._classifier.classify_files(*args, **kwargs)
-            yield next(stream)
-            model_changed.wait(timeout=120)
-            yield from stream
-
-    def held_get_classifier(config, ctx):
-        classifier = real_get_classifier(config, ctx)
-        return classifier if model_changed.is_set() else FirstResultThenWait(classifier)
-
-    monkeypatch.setattr(jobs, "get_classifier", held_get_classifier)
     tab.add_paths([str(folder)])
     qtbot.waitUntil(lambda: tab.table.rowCount() > 0, timeout=WAIT_MS)
     path = tmp_path / "net.torchscript.pt"
@@ -355,7 +362,7 @@ def test_quick_model_changes_leave_no_row_of_another_model(tab, qtbot, tmp_path,
     net = {"format": "torchscript", "path": str(path), "model": "net", "class_names": names,
            "input_size": 32}
     tab.use_trained_model(net)  # interrupts the folder run
-    model_changed.set()
+    hold_folder_run.set()
     qtbot.waitUntil(lambda: tab._job_kind == "load", timeout=WAIT_MS)
     assert tab.table.rowCount() < 24
     tab.use_trained_model({**net, "model": "net2"})  # again, while the first one loads
