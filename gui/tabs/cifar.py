@@ -374,6 +374,7 @@ class CifarTab(QWidget):
         self.momentum_spin = self._double(0.0, 0.999, 3, 0.9)
         form.addRow("Momentum", self.momentum_spin)
         self.weight_decay_spin = ScientificSpinBox(0.0, 1.0, 0.0)
+        self.weight_decay_spin.setSingleStep(1e-4)  # the first step up from 0
         form.addRow("Weight decay", self.weight_decay_spin)
         self.smoothing_spin = self._double(0.0, 0.5, 2, 0.0)
         form.addRow("Label smoothing", self.smoothing_spin)
@@ -402,13 +403,14 @@ class CifarTab(QWidget):
         changes.addWidget(self.recipe_label, 1)
         changes.addWidget(self.defaults_button)
         form.addRow("", changes)
-        for control in self._recipe_controls().values():
+        for name, control in self._recipe_controls().items():
+            edited = lambda *_, name=name: self._on_recipe_edited(name)  # noqa: E731
             if isinstance(control, QComboBox):
-                control.currentIndexChanged.connect(self._on_recipe_edited)
+                control.currentIndexChanged.connect(edited)
             elif isinstance(control, QCheckBox):
-                control.toggled.connect(self._on_recipe_edited)
+                control.toggled.connect(edited)
             else:
-                control.valueChanged.connect(self._on_recipe_edited)
+                control.valueChanged.connect(edited)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         form.addRow("Seed", self.seed_spin)
@@ -794,15 +796,17 @@ class CifarTab(QWidget):
             return {}  # a hand-edited setting: the defaults
         return changes if isinstance(changes, dict) else {}
 
-    def _recipe_changes(self) -> dict[str, Any]:
-        """The recipe controls that differ from the defaults shown for this model."""
-        return {name: value for name, control in self._recipe_controls().items()
-                if (value := control_value(control)) != self._recipe_defaults.get(name)}
-
-    def _on_recipe_edited(self, *_: Any) -> None:
+    def _on_recipe_edited(self, name: str) -> None:
+        """The user changed one recipe field: remember it (only it, also when the rest shows a
+        resumed checkpoint's recipe), or forget it when it is back at the default."""
         if self._showing_recipe or not self._recipe_defaults:
             return
-        changes = self._recipe_changes()
+        changes = self._remembered_changes()
+        value = control_value(self._recipe_controls()[name])
+        if value == self._recipe_defaults.get(name):
+            changes.pop(name, None)
+        else:
+            changes[name] = value
         key = self._recipe_settings_key()
         if changes:
             self.app.settings.setValue(key, json.dumps(changes))
@@ -811,10 +815,22 @@ class CifarTab(QWidget):
         self._show_recipe_changes()
 
     def _show_recipe_changes(self) -> None:
-        changed = [RECIPE_FIELD_LABELS[name] for name in self._recipe_changes()]
-        self.recipe_label.setText(f"Changed: {', '.join(changed)}" if changed
-                                  else "The recipe's defaults")
-        self.defaults_button.setEnabled(bool(changed))
+        controls = self._recipe_controls()
+        remembered = self._remembered_changes()
+        # what the user changed and is shown (a resumed checkpoint's recipe may hide some), in
+        # the form's order
+        changed = [RECIPE_FIELD_LABELS[name] for name, control in controls.items()
+                   if name in remembered and control_value(control) == remembered[name]]
+        from_checkpoint = any(control_value(control) != self._recipe_defaults.get(name)
+                              and RECIPE_FIELD_LABELS[name] not in changed
+                              for name, control in controls.items())
+        if from_checkpoint:
+            self.recipe_label.setText("The resumed checkpoint's recipe")
+        elif changed:
+            self.recipe_label.setText(f"Changed: {', '.join(changed)}")
+        else:
+            self.recipe_label.setText("The recipe's defaults")
+        self.defaults_button.setEnabled(from_checkpoint or bool(remembered))
 
     def restore_recipe_defaults(self) -> None:
         """Forget the user's changes to the shown recipe and show its defaults."""
@@ -889,17 +905,22 @@ class CifarTab(QWidget):
     def is_training(self) -> bool:
         return self.train_runner.is_running() or self.torchrun.is_running()
 
+    def _refusal_to_train(self) -> str | None:
+        """Why a run cannot start from what the tab shows, or None."""
+        typed = self.path_edit.text().strip()
+        if self._data_path is not None and typed and not _same_path(typed, self._data_path):
+            return (f"The data field names {typed}, but the dataset shown is {self._data_path}. "
+                    "Press Load to use the new one, or put the path back.")
+        return None
+
     def start_training(self, resume: str | None = None,
                        overrides: dict[str, Any] | None = None) -> None:
         """Start training from the controls (``resume``: continue that checkpoint instead)."""
         if self.is_training() or self.data_runner.is_running():
             return
-        typed = self.path_edit.text().strip()
-        if self._data_path is not None and typed and not _same_path(typed, self._data_path):
-            self.app.show_error(
-                "CIFAR-10 training",
-                f"The data field names {typed}, but the dataset shown is {self._data_path}. "
-                "Press Load to use the new one, or put the path back.")
+        refusal = self._refusal_to_train()
+        if refusal:
+            self.app.show_error("CIFAR-10 training", refusal)
             return
         config = self.training_config()
         if resume:
@@ -1191,6 +1212,12 @@ class CifarTab(QWidget):
             self.app.show_error("Resume", str(exc))
             return
         info = describe(blob)
+        if self.is_training() or self.data_runner.is_running():
+            return
+        refusal = self._refusal_to_train()  # before the controls show the checkpoint
+        if refusal:
+            self.app.show_error("Resume", refusal)
+            return
         if self._class_checks and any(n not in self._class_checks for n in info["class_names"]):
             self.app.show_error("Resume", f"The checkpoint was trained on classes "
                                 f"{', '.join(info['class_names'])}, which the loaded data lacks; "

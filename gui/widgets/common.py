@@ -31,6 +31,9 @@ class ScientificSpinBox(QDoubleSpinBox):
         # QDoubleSpinBox rounds every value to `decimals` places; the most it allows means
         # no rounding, and textFromValue decides what is shown.
         self.setDecimals(323)
+        # the value changes on Enter or leaving the box, not with each key: "1e-10" typed
+        # would otherwise pass through 0.1 ("1e-1"), and a text out of range keeps the old value
+        self.setKeyboardTracking(False)
         self.setRange(minimum, maximum)
         self.setValue(value)
 

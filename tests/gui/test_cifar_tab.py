@@ -285,6 +285,40 @@ def test_the_recipe_changes_a_user_made_are_remembered(qtbot, open_tab, app_stat
     assert reopened.epochs_spin.value() == model_defaults("netdepth")["epochs"]
 
 
+def test_a_resumed_recipe_is_shown_but_only_the_users_own_edits_are_remembered(
+        qtbot, tab, tiny_data, tmp_path, app_state):
+    load(qtbot, tab, tiny_data)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.lr_spin.setValue(0.02)
+    tab.batch_spin.setValue(4)
+    tab.epochs_spin.setValue(1)
+    checkpoint = tmp_path / "run.pt"
+    tab.checkpoint_edit.setText(str(checkpoint))
+    tab.start_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
+    assert app_state.settings.value("cifar/recipe/net") is None
+
+    # a refused resume leaves the controls alone
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("fast"))
+    shown = tab.training_config()
+    tab.path_edit.setText(str(tmp_path))
+    tab.resume_from(str(checkpoint))
+    assert not tab.is_training() and "Press Load" in app_state.last_error[1]
+    assert tab.training_config() == {**shown, "data": str(tiny_data)}
+    assert tab.model_combo.currentData() == "fast"
+
+    tab.path_edit.setText(str(tiny_data))
+    tab.resume_from(str(checkpoint), epochs=2)
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert tab.lr_spin.value() == 0.02
+    assert tab.recipe_label.text() == "The resumed checkpoint's recipe"
+    tab.epochs_spin.setValue(3)  # the one thing the user changes
+    assert json.loads(app_state.settings.value("cifar/recipe/net")) == {"epochs": 3}
+    qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
+    assert tab.recipe_label.text() == "The recipe's defaults" and tab.lr_spin.value() == 0.01
+
+
 def test_export_takes_the_suffix_of_the_chosen_file_type():
     from gui.tabs.cifar import CifarTab
 

@@ -46,9 +46,27 @@ def test_typing_what_is_no_number_or_out_of_range_keeps_the_value(qtbot, spin) -
     assert spin.value() == 0.5 and spin.text() == "0.5"
     type_into(qtbot, spin, "-1")  # no minus sign for a positive range: "1" is left
     assert spin.value() == 1.0
-    type_into(qtbot, spin, "1e-20")  # below the minimum: back to the last good value
-    assert spin.value() == 0.01  # "1e-2" was good on the way to "1e-20"
-    assert spin.minimum() <= spin.value() <= spin.maximum()
+    type_into(qtbot, spin, "1e-20")  # below the minimum: the value before it stays
+    assert spin.value() == 1.0 and spin.text() == "1"  # not 0.01, which "1e-2" on the way was
+    type_into(qtbot, spin, "250")  # above the maximum: not 25, which "25" on the way was
+    assert spin.value() == 1.0
+
+
+def test_the_value_changes_once_when_typing_ends(qtbot, spin) -> None:
+    changes = []
+    spin.valueChanged.connect(changes.append)
+    type_into(qtbot, spin, "0.00025")
+    assert changes == [0.00025]
+
+
+def test_a_box_starting_at_zero_steps_up_by_its_single_step(qtbot) -> None:
+    box = ScientificSpinBox(0.0, 1.0, 0.0)
+    box.setSingleStep(1e-4)
+    qtbot.addWidget(box)
+    qtbot.keyClick(box, Qt.Key.Key_Up)
+    assert box.value() == 1e-4
+    qtbot.keyClick(box, Qt.Key.Key_Up)
+    assert box.value() == 2e-4
 
 
 def test_arrows_step_along_1_2_5_and_stop_at_the_range(qtbot, spin) -> None:
