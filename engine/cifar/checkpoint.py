@@ -9,6 +9,7 @@ class names and the history so far.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -283,10 +284,14 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     elif fmt == "onnx":
         if importlib.util.find_spec("onnx") is None:
             raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
+        # the TorchScript-based exporter: the default before torch 2.9, which has no `dynamo`
+        # argument before 2.5
+        legacy = ({"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters
+                  else {})
         try:
             model_bytes = _serialized(lambda f: torch.onnx.export(
                 wrapper, (example,), f, input_names=["images"], output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}}, dynamo=False))
+                dynamic_axes={"images": {0: "batch"}}, **legacy))
         except Exception as exc:
             raise JobError(f"ONNX export failed: {_first_line(exc)}") from None
         description = json.dumps(meta, indent=2).encode("utf-8")

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
+    train.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, auto")
     train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint", help="write checkpoints here (each epoch, and on stop)")
     train.add_argument("--resume", help="continue from this checkpoint")

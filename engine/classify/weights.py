@@ -77,7 +77,8 @@ def expected_hash_prefix(name: str) -> str | None:
 def _where_to_put(url: str) -> str:
     return (
         f"Without a network, download {url} on another machine and put it in "
-        f"{checkpoint_dir()}{os.sep} (or use Import weights… with the file)."
+        f"{checkpoint_dir()}{os.sep} (or load the file as weights: --weights FILE, or "
+        "Import weights… in the window)."
     )
 
 

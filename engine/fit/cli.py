@@ -33,7 +33,8 @@ def register(sub) -> None:
                    help="fraction of points held out for validation (0)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed for the validation split and the MLP's initial weights")
-    p.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda, cuda:1, mps, auto")
+    p.add_argument("--device", default="cpu", metavar="D",
+                   help="cpu (default), cuda, cuda:1, mps, auto")
     p.add_argument("--race", action="store_true",
                    help="race gd, momentum and Adam on the linear model instead")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result")

@@ -543,3 +543,20 @@ def test_bad_counts_are_refused_before_anything_runs():
         out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(BOOK_IMAGES / "cat1.png"), flag, value)
         assert out.returncode == 1 and out.stdout == ""
         assert out.stderr.strip() == f"error: {flag} must be at least 1"
+
+
+def test_our_lite0_is_timms_efficientnet_lite0():
+    """The same names, shapes and logits as timm's model, with the packaged ImageNet weights."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from engine.classify.lite0 import load_lite0
+
+    ours = load_lite0()
+    theirs = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    theirs.load_state_dict(ours.state_dict())
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(images), theirs(images), rtol=1e-4, atol=1e-4)
