@@ -27,7 +27,12 @@ from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
-from engine.devices import cpu_has_native_bf16, cuda_has_native_bf16, keep_freed_memory_for_reuse
+from engine.devices import (
+    cpu_has_native_bf16,
+    cuda_has_native_bf16,
+    keep_freed_memory_for_reuse,
+    resolve_device,
+)
 from engine.jobs import JobContext, JobError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
@@ -294,7 +299,7 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     (world_size, rank, device for this rank)."""
     world, rank, local_rank = _dist_env()
     if world <= 1:
-        return 1, 0, device
+        return 1, 0, resolve_device(device)  # a GPU gone since the menu listed it: a clear error
     import torch.distributed as dist
 
     if device.startswith("cuda"):

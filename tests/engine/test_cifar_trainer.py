@@ -299,6 +299,16 @@ def test_torchscript_export_carries_classes_and_normalization(tmp_path):
     assert ckpt.load_checkpoint(good)["class_names"] == ["cat", "dog", "ship"]  # untouched
 
 
+def test_a_device_that_is_not_there_is_a_clear_error(monkeypatch):
+    """The GUI hands its device to the job; a GPU gone since the menu listed it is said so."""
+    import engine.devices
+
+    monkeypatch.setattr(engine.devices, "list_devices", lambda: [
+        engine.devices.DeviceInfo(id="cpu", kind="cpu", name="CPU", memory_bytes=None)])
+    with pytest.raises(JobError, match="device 'cuda:0' is not available here; available: cpu"):
+        train_job(base_config(epochs=1), JobContext("cuda:0"))
+
+
 def test_subset_sizes_must_be_positive():
     for key in ("max_train", "max_test"):
         for bad in (0, -5):
