@@ -27,11 +27,18 @@ def _readable_suffixes() -> frozenset[str]:
     libraries that some Pillow builds lack."""
     suffixes = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".dib",
                 ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".qoi"}
-    if features.check_module("avif"):
+    if _pillow_has(features.check_module, "avif"):
         suffixes |= {".avif", ".avifs"}
-    if features.check_codec("jpg_2000"):
+    if _pillow_has(features.check_codec, "jpg_2000"):
         suffixes |= {".jp2", ".j2k", ".jpf", ".jpx"}
     return frozenset(suffixes)
+
+
+def _pillow_has(check, feature: str) -> bool:
+    try:
+        return bool(check(feature))
+    except ValueError:  # a Pillow older than the feature (AVIF came with 11.2)
+        return False
 
 
 #: File name endings treated as images when a folder is expanded (files given directly are always

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QScrollArea,
 SettingControl = QComboBox | QCheckBox | QSpinBox | QDoubleSpinBox
 
 # What can still grow into a number while the user types: "", "-", "1.", "1e", "1e-"…
-_NUMBER_SO_FAR = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d*)(?:[eE][+-]?\d*)?)?")
+# (a decimal comma too, as many keyboards type it)
+_NUMBER_SO_FAR = re.compile(r"[+-]?(?:(?:\d+[.,]?\d*|[.,]\d*)(?:[eE][+-]?\d*)?)?")
 _STEP_MANTISSAS = (1, 2, 5)
 
 
@@ -43,7 +44,7 @@ class ScientificSpinBox(QDoubleSpinBox):
                 (stripped.startswith("-") and self.minimum() >= 0):
             return QValidator.State.Invalid, text, pos
         try:
-            number = float(stripped)
+            number = _number(stripped)
         except ValueError:  # "", "1e-": not a number yet
             return QValidator.State.Intermediate, text, pos
         # out of range may still be on its way ("0.0" towards 0.001)
@@ -58,7 +59,7 @@ class ScientificSpinBox(QDoubleSpinBox):
 
     def valueFromText(self, text: str) -> float:
         try:
-            return float(text.strip())
+            return _number(text.strip())
         except ValueError:
             return self.value()
 
@@ -67,16 +68,24 @@ class ScientificSpinBox(QDoubleSpinBox):
         return text[:-2] if text.endswith(".0") else text
 
     def stepBy(self, steps: int) -> None:
+        if self.lineEdit().text() != self.textFromValue(self.value()):
+            self.interpretText()  # typed, not yet entered: step from what is shown
         value = self.value()
-        if value == 0:
-            super().stepBy(steps)  # zero has no decade: a plain singleStep() step
-            return
+        zero_step = self.singleStep()  # from 0 up, and the last step down to 0
         for _ in range(abs(steps)):
+            up = (steps > 0) == (value >= 0)  # negative numbers mirror positive ones
             if value == 0:
-                break  # stepped down past the smallest float
-            # negative numbers mirror positive ones: up from -0.02 is -0.01
-            value = math.copysign(_next_step(abs(value), up=(steps > 0) == (value > 0)), value)
+                value = zero_step if steps > 0 else -zero_step
+            elif not up and abs(value) <= zero_step * (1 + 1e-9) and self.minimum() <= 0:
+                value = 0.0
+            else:
+                value = math.copysign(_next_step(abs(value), up=up), value)
         self.setValue(value)  # clamped to the range
+
+
+def _number(text: str) -> float:
+    """``float`` of what was typed, with a decimal comma read as a point."""
+    return float(text.replace(",", "."))
 
 
 def _next_step(value: float, up: bool) -> float:

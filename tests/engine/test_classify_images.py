@@ -289,3 +289,17 @@ def test_avif_photos_in_a_folder_are_classified_not_skipped(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in found] == ["IMG_0001.avif", "IMG_0002.AVIF"]
     r, g, b = open_image(found[0]).getpixel((16, 12))
     assert b > 200 and r < 50
+
+
+def test_a_pillow_that_does_not_know_avif_still_lists_the_other_suffixes(monkeypatch):
+    """Pillow before 11.2 raises ValueError for a feature it does not know, not False."""
+    from PIL import features
+
+    from engine.classify import images
+
+    def unknown(feature):
+        raise ValueError(f"Unknown module {feature}")
+
+    monkeypatch.setattr(features, "check_module", unknown)
+    suffixes = images._readable_suffixes()
+    assert ".jpg" in suffixes and ".avif" not in suffixes

@@ -59,7 +59,7 @@ def test_the_value_changes_once_when_typing_ends(qtbot, spin) -> None:
     assert changes == [0.00025]
 
 
-def test_a_box_starting_at_zero_steps_up_by_its_single_step(qtbot) -> None:
+def test_a_box_starting_at_zero_steps_up_by_its_single_step_and_back_to_zero(qtbot) -> None:
     box = ScientificSpinBox(0.0, 1.0, 0.0)
     box.setSingleStep(1e-4)
     qtbot.addWidget(box)
@@ -67,6 +67,24 @@ def test_a_box_starting_at_zero_steps_up_by_its_single_step(qtbot) -> None:
     assert box.value() == 1e-4
     qtbot.keyClick(box, Qt.Key.Key_Up)
     assert box.value() == 2e-4
+    qtbot.keyClick(box, Qt.Key.Key_Down)
+    qtbot.keyClick(box, Qt.Key.Key_Down)
+    assert box.value() == 0.0
+    box.stepBy(3)  # Page Up, or a fast wheel: along the same steps, no float noise
+    assert box.text() == "0.0005"
+
+
+def test_a_decimal_comma_is_a_decimal_point(qtbot, spin) -> None:
+    type_into(qtbot, spin, "0,001")  # as German or French keyboards type it
+    assert spin.value() == 0.001
+
+
+def test_the_arrows_step_from_what_was_typed(qtbot, spin) -> None:
+    spin.setFocus()
+    qtbot.keyClick(spin, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(spin, "0.5")  # no Enter yet
+    qtbot.keyClick(spin, Qt.Key.Key_Up)
+    assert spin.value() == 1.0
 
 
 def test_arrows_step_along_1_2_5_and_stop_at_the_range(qtbot, spin) -> None:
