@@ -8,6 +8,7 @@ Users never see a traceback: a :class:`JobError` prints ``error: <message>`` and
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import json
 import math
@@ -58,6 +59,14 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:  # a surrogate that stands for no byte
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return raw.decode("utf-8", "backslashreplace")
+
+
+PRINTABLE_ERRORS = "torchdesk-printable"
+
+
+def _escape_undecodable(error: UnicodeEncodeError) -> tuple[str, int]:
+    """An encoding error handler that writes what :func:`printable` shows."""
+    return printable(error.object[error.start:error.end]), error.end
 
 
 def _finite(obj: Any) -> Any:
@@ -121,9 +130,10 @@ def main(argv: list[str] | None = None, process_exit: bool = False) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    codecs.register_error(PRINTABLE_ERRORS, _escape_undecodable)
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 must not end the run
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors=PRINTABLE_ERRORS)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -252,9 +252,9 @@ def _read_state_dict(path: str, what: str) -> dict:
     not_weights = f"{name} is not a PyTorch weights file (a .pth that torch.save wrote)"
     kind = _pytorch_file_kind(path)
     if kind == "torchscript":
-        raise JobError(f"{name} is a TorchScript model, not weights for {what}; a model trained "
-                       "in TorchDesk's CIFAR-10 tab goes to Classify with that tab's "
-                       "\"Use in Classify\"")
+        raise JobError(f"{name} is a TorchScript model, not weights for {what}: weights are a "
+                       "state dict saved with torch.save. (A net trained on TorchDesk's "
+                       "CIFAR-10 tab goes to Classify with that tab's \"Use in Classify\".)")
     if kind is None:
         raise JobError(not_weights)
     try:

@@ -251,6 +251,9 @@ class CifarTab(QWidget):
         self._recipe_stale = False  # the device changed during a run: show its recipe after
         self._recipe_defaults: dict[str, Any] = {}  # the shown recipe's defaults, as shown
         self._showing_recipe = False  # values set by the tab itself are not the user's changes
+        self._checkpoint_recipe_shown = False
+        # the user's seed and train images while a resumed checkpoint's are shown
+        self._users_run_values: dict[str, Any] = {}
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -423,6 +426,9 @@ class CifarTab(QWidget):
         self.max_train_spin.setSpecialValueText("all")
         self.max_train_spin.setSingleStep(1000)
         form.addRow("Train images", self.max_train_spin)
+        for name in ("seed", "max_train"):
+            self._run_controls()[name].valueChanged.connect(
+                lambda *_, name=name: self._on_run_value_edited(name))
         return box
 
     def _build_run_group(self) -> QGroupBox:
@@ -565,7 +571,12 @@ class CifarTab(QWidget):
         settings.setValue("cifar/model", self.model_combo.currentData())
         settings.setValue("cifar/checkpoint", self.checkpoint_edit.text())
         for name, control in self._run_controls().items():
-            settings.setValue(f"cifar/{name}", control_value(control))
+            settings.setValue(f"cifar/{name}",
+                              self._users_run_values.get(name, control_value(control)))
+
+    def _on_run_value_edited(self, name: str) -> None:
+        if not self._showing_recipe:
+            self._users_run_values.pop(name, None)  # the user's own value again
 
     @staticmethod
     def _default_checkpoint_path() -> str:
@@ -824,6 +835,7 @@ class CifarTab(QWidget):
         from_checkpoint = any(control_value(control) != self._recipe_defaults.get(name)
                               and RECIPE_FIELD_LABELS[name] not in changed
                               for name, control in controls.items())
+        self._checkpoint_recipe_shown = from_checkpoint
         if from_checkpoint:
             self.recipe_label.setText("The resumed checkpoint's recipe")
         elif changed:
@@ -831,10 +843,15 @@ class CifarTab(QWidget):
         else:
             self.recipe_label.setText("The recipe's defaults")
         self.defaults_button.setEnabled(from_checkpoint or bool(remembered))
+        self.defaults_button.setToolTip(
+            "Show this model's recipe with your changes again" if from_checkpoint
+            else "Forget your changes to this recipe and show its defaults")
 
     def restore_recipe_defaults(self) -> None:
-        """Forget the user's changes to the shown recipe and show its defaults."""
-        self.app.settings.remove(self._recipe_settings_key())
+        """Forget the user's changes to the shown recipe and show its defaults; while a resumed
+        checkpoint's recipe is shown, first show the defaults with the user's changes again."""
+        if not self._checkpoint_recipe_shown:
+            self.app.settings.remove(self._recipe_settings_key())
         self._on_model_changed()
 
     def _on_device_changed(self, _device: str) -> None:
@@ -1225,6 +1242,8 @@ class CifarTab(QWidget):
             return
         asked = self.epochs_spin.value()
         with self._showing():  # the checkpoint's recipe, not changes to remember
+            for name in ("seed", "max_train"):
+                self._users_run_values.setdefault(name, control_value(self._run_controls()[name]))
             self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
             self._show_recipe(blob["config"])
             if epochs is None:

@@ -270,7 +270,8 @@ def test_files_that_are_not_weights_say_what_they_are(tmp_path):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     expected = {
-        script: r"net.torchscript.pt is a TorchScript model, not weights for ResNet-18; .*"
+        script: r"net.torchscript.pt is a TorchScript model, not weights for ResNet-18: "
+                r"weights are a state dict .*"
                 r"CIFAR-10 tab .*\"Use in Classify\"",
         checkpoint: r"run.pt is a TorchDesk CIFAR-10 checkpoint, not weights for ResNet-18; .*"
                     r"\"Use in Classify\"",

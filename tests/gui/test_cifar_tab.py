@@ -292,12 +292,16 @@ def test_a_resumed_recipe_is_shown_but_only_the_users_own_edits_are_remembered(
     tab.lr_spin.setValue(0.02)
     tab.batch_spin.setValue(4)
     tab.epochs_spin.setValue(1)
+    tab.seed_spin.setValue(7)
+    tab.max_train_spin.setValue(20)
     checkpoint = tmp_path / "run.pt"
     tab.checkpoint_edit.setText(str(checkpoint))
     tab.start_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
     assert app_state.settings.value("cifar/recipe/net") is None
+    tab.seed_spin.setValue(1)
+    tab.max_train_spin.setValue(0)  # all
 
     # a refused resume leaves the controls alone
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("fast"))
@@ -313,10 +317,19 @@ def test_a_resumed_recipe_is_shown_but_only_the_users_own_edits_are_remembered(
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     assert tab.lr_spin.value() == 0.02
     assert tab.recipe_label.text() == "The resumed checkpoint's recipe"
+    # the run's seed and image count are shown; the user's stay the remembered ones
+    assert (tab.seed_spin.value(), tab.max_train_spin.value()) == (7, 20)
+    tab._save_settings()
+    assert int(app_state.settings.value("cifar/seed")) == 1
+    assert int(app_state.settings.value("cifar/max_train")) == 0
     tab.epochs_spin.setValue(3)  # the one thing the user changes
     assert json.loads(app_state.settings.value("cifar/recipe/net")) == {"epochs": 3}
+    # Defaults: first the model's recipe with the user's changes, then without them
     qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
-    assert tab.recipe_label.text() == "The recipe's defaults" and tab.lr_spin.value() == 0.01
+    assert tab.recipe_label.text() == "Changed: epochs" and tab.lr_spin.value() == 0.01
+    qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
+    assert tab.recipe_label.text() == "The recipe's defaults"
+    assert app_state.settings.value("cifar/recipe/net") is None
 
 
 def test_export_takes_the_suffix_of_the_chosen_file_type():
