@@ -65,8 +65,10 @@ PRINTABLE_ERRORS = "torchdesk-printable"
 
 
 def _escape_undecodable(error: UnicodeEncodeError) -> tuple[str, int]:
-    """An encoding error handler that writes what :func:`printable` shows."""
-    return printable(error.object[error.start:error.end]), error.end
+    """An encoding error handler that writes what :func:`printable` shows, in ASCII: the
+    stream's encoding (cp1252, ascii) may lack the characters themselves."""
+    shown = printable(error.object[error.start:error.end])
+    return shown.encode("ascii", "backslashreplace").decode("ascii"), error.end
 
 
 def _finite(obj: Any) -> Any:

@@ -758,6 +758,10 @@ class CifarTab(QWidget):
         self._shown_recipe_type = self._device_type()
         controls = self._recipe_controls()
         with self._showing():
+            # a resumed checkpoint's seed and train images go with its recipe
+            for name, value in self._users_run_values.items():
+                set_control_value(self._run_controls()[name], value)
+            self._users_run_values = {}
             for name, control in controls.items():
                 set_control_value(control, defaults[name])
             self._recipe_defaults = {name: control_value(c) for name, c in controls.items()}
@@ -954,6 +958,8 @@ class CifarTab(QWidget):
             self.app.show_error("CIFAR-10 training",
                                 "Check at least two classes to train a classifier.")
             return
+        if not resume:
+            self._users_run_values = {}  # a new run's seed and image count: what it trains with
         self._save_settings()
         # the last results stay until this run has started: a refused one keeps them
         self._results_pending_clear = True
@@ -1242,9 +1248,9 @@ class CifarTab(QWidget):
             return
         asked = self.epochs_spin.value()
         with self._showing():  # the checkpoint's recipe, not changes to remember
+            self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
             for name in ("seed", "max_train"):
                 self._users_run_values.setdefault(name, control_value(self._run_controls()[name]))
-            self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
             self._show_recipe(blob["config"])
             if epochs is None:
                 epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked

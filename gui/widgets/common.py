@@ -8,7 +8,15 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QScrollArea, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QScrollArea,
+    QSpinBox,
+    QWidget,
+)
 
 SettingControl = QComboBox | QCheckBox | QSpinBox | QDoubleSpinBox
 
@@ -66,6 +74,19 @@ class ScientificSpinBox(QDoubleSpinBox):
     def textFromValue(self, value: float) -> str:
         text = repr(float(value))  # the shortest text that reads back as the same float
         return text[:-2] if text.endswith(".0") else text
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        text = self.lineEdit().text()
+        if text == self.textFromValue(self.value()) or \
+                self.validate(text, 0)[0] != QValidator.State.Acceptable:
+            return super().stepEnabled()
+        typed = self.valueFromText(text)  # not yet entered: the arrows step from it
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if typed < self.maximum():
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if typed > self.minimum():
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
 
     def stepBy(self, steps: int) -> None:
         if self.lineEdit().text() != self.textFromValue(self.value()):

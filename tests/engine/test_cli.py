@@ -101,6 +101,17 @@ def test_text_output_survives_a_name_that_is_not_utf8():
     assert result.stdout.startswith("class b\\xe9b\\xe9")  # as the JSON shows it
 
 
+def test_a_console_without_unicode_gets_escapes_not_a_crash():
+    """cp1252 or ascii consoles: a name in another script is escaped, as a non-UTF-8 one is."""
+    import codecs
+
+    from engine.cli import PRINTABLE_ERRORS, _escape_undecodable
+
+    codecs.register_error(PRINTABLE_ERRORS, _escape_undecodable)
+    text = "猫 " + os.fsdecode(b"b\xe9")
+    assert text.encode("ascii", PRINTABLE_ERRORS) == b"\\u732b b\\xe9"
+
+
 def test_format_duration():
     from engine.cli import format_duration
 

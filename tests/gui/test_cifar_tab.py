@@ -322,11 +322,15 @@ def test_a_resumed_recipe_is_shown_but_only_the_users_own_edits_are_remembered(
     tab._save_settings()
     assert int(app_state.settings.value("cifar/seed")) == 1
     assert int(app_state.settings.value("cifar/max_train")) == 0
+    resumed_state = tab.training_config()
     tab.epochs_spin.setValue(3)  # the one thing the user changes
     assert json.loads(app_state.settings.value("cifar/recipe/net")) == {"epochs": 3}
     # Defaults: first the model's recipe with the user's changes, then without them
     qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
     assert tab.recipe_label.text() == "Changed: epochs" and tab.lr_spin.value() == 0.01
+    # with it the user's seed and image count come back: what is shown is what trains
+    assert resumed_state["seed"] == 7
+    assert (tab.training_config()["seed"], tab.training_config()["max_train"]) == (1, None)
     qtbot.mouseClick(tab.defaults_button, Qt.MouseButton.LeftButton)
     assert tab.recipe_label.text() == "The recipe's defaults"
     assert app_state.settings.value("cifar/recipe/net") is None

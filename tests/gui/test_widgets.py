@@ -109,3 +109,16 @@ def test_small_values_are_shown_readably(spin) -> None:
     assert spin.text() == "1e-05" and spin.value() == 1e-5
     spin.setValue(0.1)
     assert spin.text() == "0.1"
+
+
+def test_the_arrows_step_from_typed_text_also_at_the_range_edge(qtbot) -> None:
+    box = ScientificSpinBox(0.0, 1.0, 0.0)  # at its minimum: Qt would disable Down
+    box.setSingleStep(1e-4)
+    qtbot.addWidget(box)
+    box.show()
+    qtbot.waitExposed(box)
+    box.setFocus()
+    qtbot.keyClick(box, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(box, "5e-4")  # no Enter yet
+    qtbot.keyClick(box, Qt.Key.Key_Down)
+    assert box.value() == 2e-4
