@@ -832,18 +832,19 @@ class CifarTab(QWidget):
     def _show_recipe_changes(self) -> None:
         controls = self._recipe_controls()
         remembered = self._remembered_changes()
-        # what the user changed and is shown (a resumed checkpoint's recipe may hide some), in
-        # the form's order
-        changed = [RECIPE_FIELD_LABELS[name] for name, control in controls.items()
-                   if name in remembered and control_value(control) == remembered[name]]
-        from_checkpoint = any(control_value(control) != self._recipe_defaults.get(name)
-                              and RECIPE_FIELD_LABELS[name] not in changed
-                              for name, control in controls.items())
+        shown = {name: control_value(control) for name, control in controls.items()}
+        # the user's changes on show, in the form's order; any other difference from the
+        # defaults is a resumed checkpoint's
+        changed = [name for name in controls if name in remembered
+                   and shown[name] == remembered[name]]
+        from_checkpoint = any(shown[name] != self._recipe_defaults.get(name)
+                              for name in controls if name not in changed)
         self._checkpoint_recipe_shown = from_checkpoint
         if from_checkpoint:
             self.recipe_label.setText("The resumed checkpoint's recipe")
         elif changed:
-            self.recipe_label.setText(f"Changed: {', '.join(changed)}")
+            labels = ", ".join(RECIPE_FIELD_LABELS[name] for name in changed)
+            self.recipe_label.setText(f"Changed: {labels}")
         else:
             self.recipe_label.setText("The recipe's defaults")
         self.defaults_button.setEnabled(from_checkpoint or bool(remembered))
@@ -1229,18 +1230,18 @@ class CifarTab(QWidget):
         from engine.cifar.checkpoint import describe, load_checkpoint
         from engine.jobs import JobError
 
-        try:
-            blob = load_checkpoint(path)
-        except JobError as exc:
-            self.app.show_error("Resume", str(exc))
-            return
-        info = describe(blob)
         if self.is_training() or self.data_runner.is_running():
             return
         refusal = self._refusal_to_train()  # before the controls show the checkpoint
         if refusal:
             self.app.show_error("Resume", refusal)
             return
+        try:
+            blob = load_checkpoint(path)
+        except JobError as exc:
+            self.app.show_error("Resume", str(exc))
+            return
+        info = describe(blob)
         if self._class_checks and any(n not in self._class_checks for n in info["class_names"]):
             self.app.show_error("Resume", f"The checkpoint was trained on classes "
                                 f"{', '.join(info['class_names'])}, which the loaded data lacks; "
@@ -1263,21 +1264,14 @@ class CifarTab(QWidget):
     def _show_recipe(self, config: dict[str, Any]) -> None:
         """Show a checkpoint's recipe in the controls (what the resumed run trains with; the
         precision and torch.compile boxes stay the user's, as a resumed run takes them)."""
-        combos = {"optimizer": self.optimizer_combo, "schedule": self.schedule_combo}
-        spins = {"lr": self.lr_spin, "momentum": self.momentum_spin,
-                 "weight_decay": self.weight_decay_spin, "label_smoothing": self.smoothing_spin,
-                 "batch_size": self.batch_spin, "translate": self.translate_spin,
-                 "seed": self.seed_spin, "max_train": self.max_train_spin}
-        for key, combo in combos.items():
-            if isinstance(config.get(key), str):
-                self._select(combo, config[key])
-        for key, spin in spins.items():
+        controls = {**self._recipe_controls(), "seed": self.seed_spin,
+                    "max_train": self.max_train_spin}
+        for key, control in controls.items():
             value = config.get(key)
             if key == "max_train" and not value:
                 value = 0  # "all"
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                spin.setValue(int(value) if isinstance(spin, QSpinBox) else float(value))
-        self.flip_check.setChecked(bool(config.get("flip")))
+            if value is not None:
+                set_control_value(control, value)
         for key in ("tta_level", "eval_every"):
             if isinstance(config.get(key), int):
                 setattr(self, f"_{key}", config[key])
