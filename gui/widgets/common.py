@@ -75,12 +75,16 @@ class ScientificSpinBox(QDoubleSpinBox):
         text = repr(float(value))  # the shortest text that reads back as the same float
         return text[:-2] if text.endswith(".0") else text
 
-    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+    def _typed_not_entered(self) -> bool:
+        """Whether the box holds a number typed but not yet entered (keyboard tracking is off)."""
         text = self.lineEdit().text()
-        if text == self.textFromValue(self.value()) or \
-                self.validate(text, 0)[0] != QValidator.State.Acceptable:
+        return text != self.textFromValue(self.value()) and \
+            self.validate(text, 0)[0] == QValidator.State.Acceptable
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        if not self._typed_not_entered():
             return super().stepEnabled()
-        typed = self.valueFromText(text)  # not yet entered: the arrows step from it
+        typed = self.valueFromText(self.lineEdit().text())  # the arrows step from it
         flags = QAbstractSpinBox.StepEnabledFlag.StepNone
         if typed < self.maximum():
             flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
@@ -89,8 +93,8 @@ class ScientificSpinBox(QDoubleSpinBox):
         return flags
 
     def stepBy(self, steps: int) -> None:
-        if self.lineEdit().text() != self.textFromValue(self.value()):
-            self.interpretText()  # typed, not yet entered: step from what is shown
+        if self._typed_not_entered():
+            self.interpretText()  # step from what is shown
         value = self.value()
         zero_step = self.singleStep()  # from 0 up, and the last step down to 0
         for _ in range(abs(steps)):
