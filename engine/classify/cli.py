@@ -138,7 +138,7 @@ def _classify(args, config: dict) -> int:
         import torch
 
         from engine.classify.jobs import classify_job
-        from engine.cli import StderrProgress, print_json, printable
+        from engine.cli import StderrProgress, print_json
         from engine.devices import resolve_device
         from engine.jobs import JobContext
 
@@ -152,9 +152,7 @@ def _classify(args, config: dict) -> int:
     progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
     ctx = JobContext(device=device, progress=progress)
     outcome = classify_job(config, ctx)
-    results = [{**entry, "path": printable(entry["path"]),
-                "error": entry["error"] and printable(entry["error"])}
-               for entry in outcome["results"]]
+    results = outcome["results"]  # names that are not UTF-8: engine.cli prints them escaped
     if args.json:
         print_json(results)
     else:
