@@ -196,9 +196,11 @@ class FitSession:
 
         ``on_epoch`` gets one dict of plain floats per epoch: ``epoch``, ``train_loss`` (at the
         parameters the epoch started from, as the book prints it), ``val_loss`` (only with a
-        validation split) and for the linear model ``w``, ``b`` (after the update) and
-        ``grad_w``, ``grad_b``. Updates hold no None or bools: PySide6 6.12's ``Signal(list)``
-        drops a reference to those singletons each time it carries one, which crashes Python.
+        validation split; at the parameters after the update, so each parameter set is measured
+        once, whether the run pauses or not, and the lowest names the epoch to stop after) and
+        for the linear model ``w``, ``b`` (after the update) and ``grad_w``, ``grad_b``.
+        Updates hold no None or bools: PySide6 6.12's ``Signal(list)`` drops a reference to
+        those singletons each time it carries one, which crashes Python.
         ``on_snapshot`` (MLP) gets the prediction curve at most 30 times a second and at the end.
         ``should_stop`` is polled every epoch. Afterwards :attr:`status` is "done", "paused"
         (epochs remain), "stopped" (asked to stop) or "diverged" (see :attr:`message`).
@@ -232,9 +234,6 @@ class FitSession:
                     stopped = True
                     break
                 loss = mse(forward(x_train), y_train)
-                if has_val:
-                    with no_grad():
-                        val_loss = float(mse(forward(x_val), y_val))
                 loss.backward()
                 if optimizer is None:
                     with no_grad():
@@ -242,6 +241,9 @@ class FitSession:
                             p -= lr * p.grad
                 else:
                     optimizer.step()
+                if has_val:  # after the update: the parameters this epoch leaves
+                    with no_grad():
+                        val_loss = float(mse(forward(x_val), y_val))
                 epoch += 1
                 loss_value = loss.item()
                 if is_linear:
@@ -435,9 +437,6 @@ class FitSession:
     def result(self) -> dict[str, Any]:
         """The job's return value: plain numbers only."""
         train_loss, val_loss = self.losses()
-        # every epoch measures before its update: the parameters after the last one count too
-        if val_loss is not None and (self.best_val_loss is None or val_loss < self.best_val_loss):
-            self.best_val_loss, self.best_val_epoch = val_loss, self.epoch
         return {
             "status": self.status,
             "message": self.message,

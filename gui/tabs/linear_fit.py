@@ -504,7 +504,6 @@ class LinearFitTab(QWidget):
 
     def _start(self, run_epochs: int | None) -> None:
         self._stop_means_end = False
-        self.final_val = None  # the run goes on: the curves' last epoch is the current one
         self._show_message("")
         job = race_job if isinstance(self.session, RaceSession) else fit_job
         self.runner.start(job, {"session": self.session, "run_epochs": run_epochs},
@@ -528,9 +527,8 @@ class LinearFitTab(QWidget):
         self.race_dropped: set[str] = set()  # racers that diverged
         self.last_update: dict[str, Any] = {}
         self.last_snapshot: dict[str, Any] | None = None
+        # (epoch, val loss) of the lowest validation loss so far, counted as the engine does
         self.best_val: tuple[int, float] | None = None
-        # (epoch, val loss) at the parameters a finished job left, as the engine reports it
-        self.final_val: tuple[int, float] | None = None
         self._frame = 0
         self._loss_range: tuple[float, tuple[float, float] | None] | None = None
 
@@ -596,11 +594,6 @@ class LinearFitTab(QWidget):
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
-        if result.get("best_val_epoch") is not None:
-            # the engine also counts the parameters after the last update
-            self.best_val = (result["best_val_epoch"], result["best_val_loss"])
-            if result.get("val_loss") is not None:
-                self.final_val = (result["epochs"], result["val_loss"])
         self._loss_range = None
         self.loss_plot.enableAutoRange()
         self._redraw_curves()
@@ -651,8 +644,8 @@ class LinearFitTab(QWidget):
         if "w" in params:
             text += f", w = {params['w']:.4f}, b = {params['b']:.4f}"
         if result.get("val_loss") is not None:
-            text += f", val loss {result['val_loss']:.4f} (lowest at epoch " \
-                    f"{result['best_val_epoch']})"
+            text += f", val loss {result['val_loss']:.4f} (lowest {result['best_val_loss']:.4f}" \
+                    f" at epoch {result['best_val_epoch']})"
         return text + "."
 
     # ---- drawing ------------------------------------------------------------------------------
@@ -819,7 +812,7 @@ class LinearFitTab(QWidget):
         best_epoch, best_loss = self.best_val
         self.best_val_line.setValue(best_epoch)
         self.best_val_line.show()
-        current_epoch, current_val = self.final_val or (self.epochs[-1], self.val_losses[-1])
+        current_epoch, current_val = self.epochs[-1], self.val_losses[-1]
         if current_val > OVERFIT_MARGIN * best_loss and current_epoch > best_epoch:
             self.overfit_region.setRegion((best_epoch, current_epoch))
             self.overfit_region.show()

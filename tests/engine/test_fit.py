@@ -186,13 +186,42 @@ def test_mlp_overfits_with_validation() -> None:
     assert sum(len(v) if isinstance(v, list) else 1 for v in result["params"].values()) >= 4
 
 
-def test_lowest_validation_loss_counts_the_parameters_after_the_last_update() -> None:
-    # each epoch measures before its update; here validation improves to the very end
+def _lowest_val(updates: list[dict]) -> tuple[int, float]:
+    """(epoch, val loss) of the first lowest validation loss among the epoch updates."""
+    epochs = [u for u in updates if u["kind"] == "epoch"]
+    best = min(epochs, key=lambda u: u["val_loss"])  # min keeps the first of equal ones
+    return best["epoch"], best["val_loss"]
+
+
+@pytest.mark.parametrize("config", [
+    # validation improves to the very end: the final parameters are the best
+    {**BOOK_GD, "epochs": 10, "val_fraction": 0.2, "seed": 2**63 - 1},
+    # validation bottoms out early and rises again
+    {"model": "mlp", "optimizer": "adam", "lr": 1e-2, "epochs": 300, "val_fraction": 0.3},
+])
+def test_lowest_validation_loss_is_one_of_the_epochs_shown_however_the_run_is_paused(
+        config: dict) -> None:
+    updates = []
+    result = fit_job(config, JobContext(progress=updates.append))
+    best = (result["best_val_epoch"], result["best_val_loss"])
+    assert best == _lowest_val(updates)
+    last = [u for u in updates if u["kind"] == "epoch"][-1]
+    assert result["val_loss"] == last["val_loss"]  # the final parameters are the last epoch's
+    # the tab's Step and Pause ask for a result in between: the same parameters, same label
+    session = FitSession(FitConfig.from_dict(config))
+    stepped = []
+    for _ in range(config["epochs"]):
+        session.step(1, on_epoch=stepped.append)
+        session.result()
+    result_stepped = session.result()
+    assert (result_stepped["best_val_epoch"], result_stepped["best_val_loss"]) == best
+    assert _lowest_val(stepped) == best
+
+
+def test_lowest_validation_loss_at_the_end_is_the_last_epoch() -> None:
     result = fit_job({**BOOK_GD, "epochs": 10, "val_fraction": 0.2, "seed": 2**63 - 1},
                      JobContext())
-    assert result["best_val_loss"] == result["val_loss"]
-    assert result["best_val_epoch"] == 10
-    # and where it bottomed out earlier, the lowest is no higher than the last
+    assert (result["best_val_epoch"], result["best_val_loss"]) == (10, result["val_loss"])
     overfit = fit_job({"model": "mlp", "optimizer": "adam", "lr": 1e-2, "epochs": 600,
                        "val_fraction": 0.3}, JobContext())
     assert overfit["best_val_loss"] < overfit["val_loss"] and overfit["best_val_epoch"] < 600

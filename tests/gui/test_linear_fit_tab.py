@@ -3,8 +3,11 @@ edit points, load a bad CSV, race, overfit an MLP, close mid-run."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -12,6 +15,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 from engine.fit.data import FitData  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 from tests.gui.conftest import plot_points  # noqa: E402
 from tests.gui.test_widgets import type_into  # noqa: E402
 
@@ -251,19 +255,34 @@ def test_race_shows_each_racers_validation_loss(qtbot, tab) -> None:
     assert not any(curve.isVisible() for curve in tab.race_val_curves.values())
 
 
-def test_lowest_validation_loss_is_the_engines(qtbot, tab) -> None:
-    # validation improves to the very end: the lowest is at the final parameters
+@pytest.mark.parametrize("lr, epochs", [
+    (1e-3, 100),  # validation improves to the very end: the final parameters are the best
+    (1e-2, 300),  # validation bottoms out early and rises again
+])
+def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epochs) -> None:
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
-    tab.lr_spin.setValue(1e-3)
+    tab.lr_spin.setValue(lr)
     tab.val_spin.setValue(0.3)
-    tab.epochs_spin.setValue(100)
+    tab.epochs_spin.setValue(epochs)
+    for _ in range(3):  # a few Steps first: each ends a job, as a Pause does
+        click(qtbot, tab.step_button)
+        wait_idle(qtbot, tab)
     click(qtbot, tab.play_button)
     wait_idle(qtbot, tab)
-    result = tab.last_result
-    assert result["best_val_epoch"] == 100 and result["best_val_loss"] == result["val_loss"]
-    assert tab.best_val == (100, result["best_val_loss"])
-    assert tab.best_val_line.value() == 100 and not tab.is_overfitting()
+    cli = subprocess.run(
+        [sys.executable, "-m", "engine", "fit", "--model", "mlp", "--optimizer", "adam",
+         "--lr", str(lr), "--val-fraction", "0.3", "--epochs", str(epochs), "--json", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    expected = json.loads(cli.stdout)
+    best_epoch, best_loss = expected["best_val_epoch"], expected["best_val_loss"]
+    assert tab.best_val_line.value() == best_epoch and tab.best_val == (best_epoch, best_loss)
+    xs, ys = tab.val_curve.getOriginalDataset()
+    assert ys[xs == best_epoch].tolist() == [best_loss] == [ys.min()]  # the marker is on it
+    assert tab.val_label.text() == f"{expected['val_loss']:.6g}"
+    assert f"val loss {expected['val_loss']:.4f} (lowest {best_loss:.4f} at epoch " \
+           f"{best_epoch})" in tab.message_label.text()
+    assert tab.is_overfitting() == (best_epoch < epochs)
 
 
 def test_mlp_shows_overfitting(qtbot, tab) -> None:
