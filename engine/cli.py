@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None, process_exit: bool = False) -> int:
     right after their output is flushed. Tearing down an interpreter that has imported torch
     takes about half a second, a tenth of classifying a folder of 300 photos.
     """
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with the stream closed (>&-): print nowhere
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
     parser = build_parser()
     args = parser.parse_args(argv)
     codecs.register_error(PRINTABLE_ERRORS, _escape_undecodable)
@@ -140,11 +143,31 @@ def main(argv: list[str] | None = None, process_exit: bool = False) -> int:
         parser.print_help()
         return 2
     code = _run(args)
-    if process_exit and getattr(args, "skip_teardown", False):
+    try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
+    if process_exit and getattr(args, "skip_teardown", False):
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+#: The exit status of a command whose reader went away (``| head``), as if SIGPIPE had ended it.
+BROKEN_PIPE_EXIT = 128 + 13
+
+
+def _reader_gone() -> int:
+    """Stop writing to a pipe nobody reads any more (``| head -1``): no message, as other
+    command-line tools do. stdout is pointed at /dev/null so the interpreter's last flush
+    does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return BROKEN_PIPE_EXIT
 
 
 def _run(args) -> int:
@@ -156,6 +179,8 @@ def _run(args) -> int:
     except JobStopped:
         print("stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

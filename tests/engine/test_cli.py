@@ -116,3 +116,24 @@ def test_format_duration():
     from engine.cli import format_duration
 
     assert (format_duration(65), format_duration(7325)) == ("1:05", "2:02:05")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``python -m engine devices | head -0``: no 'error: BrokenPipeError', the SIGPIPE status."""
+    from engine.cli import BROKEN_PIPE_EXIT
+
+    process = subprocess.Popen([sys.executable, "-m", "engine", "devices", "--json"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before the command writes: its write finds no reader
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == BROKEN_PIPE_EXIT
+    assert stderr == ""
+
+
+def test_a_closed_stdout_is_no_error():
+    """Started with stdout closed (``>&-``): the command runs, its output goes nowhere."""
+    result = subprocess.run([sys.executable, "-m", "engine", "devices", "--json"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, timeout=180,
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
