@@ -601,10 +601,19 @@ class ClassifyTab(QWidget):
     def _on_errored(self, message: str) -> None:
         self.download_panel.hide()
         self._finish_progress()
+        failed = self._running_config
         if self._job_kind == "load" or self.loaded_model is None or (
             self._running_config != self._loaded_config
         ):
             self._restore_loaded_model("not loaded")
+        if self._job_kind == "load" and self.model_config == failed:
+            # Nothing to fall back to (the device cannot take the model, say): each queued job
+            # would load it again and fail with this same message, one dialog after another.
+            redone = [q for q in self._queue if q[0] == "folder"]
+            self._queue.clear()
+            if redone:
+                message += ("\n\nThe folder was not classified again: choose a device that "
+                            "works in the Device menu, then open the folder again.")
         self.app.show_error("Classify", message)
 
     def _restore_loaded_model(self, note: str) -> None:

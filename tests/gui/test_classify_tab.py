@@ -556,3 +556,42 @@ def test_small_models_show_their_exact_parameter_count():
 
     assert "18,123 params" in _model_summary({"title": "net", "params": 18_123})
     assert "25.6 M params" in _model_summary({"title": "ResNet-50", "params": 25_557_032})
+
+
+def test_a_device_that_cannot_take_the_model_says_so_once(quick_tab, qtbot, monkeypatch,
+                                                          app_state, tmp_path):
+    """The jobs queued behind a load that fails on the new device would fail the same way:
+    one message, which says the interrupted folder was not redone."""
+    import engine.classify.jobs as jobs
+    from engine.jobs import JobError
+
+    tab = quick_tab
+    no_gpu = "cannot put the model on cuda:0: no GPU here"
+
+    def load_on_the_cpu_only(config, ctx):
+        if ctx.device != "cpu":
+            raise JobError(no_gpu)
+        return _fake_load(config, ctx)
+
+    def classify_on_the_cpu_only(config, ctx):
+        load_on_the_cpu_only(config, ctx)
+        for index, path in enumerate(config["paths"]):
+            ctx.report({"event": "result", "index": index, "total": len(config["paths"]),
+                        "result": _fake_result(path, prob=0.5)})
+            if len(config["paths"]) > 1:  # a folder: runs until the device change stops it
+                ctx.stop_event.wait(timeout=WAIT_MS / 1000)
+                return {"status": "stopped"}
+        return {"status": "done", "classified": 1, "failed": 0}
+
+    monkeypatch.setattr(jobs, "load_model_job", load_on_the_cpu_only)
+    monkeypatch.setattr(jobs, "classify_job", classify_on_the_cpu_only)
+    errors = []
+    monkeypatch.setattr(app_state, "show_error", lambda title, text: errors.append(text))
+    tab.add_paths([str(tmp_path / "shown.jpg")])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    tab.add_paths([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
+    qtbot.waitUntil(lambda: tab.table.rowCount() == 2, timeout=WAIT_MS)
+    app_state.set_device("cuda:0")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(no_gpu) and "folder was not classified again" in errors[0]
