@@ -86,6 +86,13 @@ class MainWindow(QMainWindow):
     # ---- menus ----------------------------------------------------------------------------
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
+        for text, shortcut, method in (("&Open photos…", "Ctrl+O", "choose_files"),
+                                       ("Open &folder…", "Ctrl+Shift+O", "choose_folder")):
+            action = QAction(text, self)
+            action.setShortcut(shortcut)
+            action.triggered.connect(lambda _=False, m=method: self._classify_dialog(m))
+            file_menu.addAction(action)
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut("Ctrl+Q")
         quit_action.triggered.connect(self.close)
@@ -226,6 +233,15 @@ class MainWindow(QMainWindow):
             return
         self.tabs.setCurrentWidget(classify)
         classify.add_paths(paths)
+
+    def _classify_dialog(self, method: str) -> None:
+        """File → Open photos… / Open folder…: the Classify tab's own dialog."""
+        classify = self.tab_widgets.get("Classify")
+        if not hasattr(classify, method):
+            self.app.show_status("The Classify tab is not ready yet.", 4000)
+            return
+        self.tabs.setCurrentWidget(classify)
+        getattr(classify, method)()
 
     def _route_to_classify(self, description: dict) -> None:
         classify = self.tab_widgets.get("Classify")

@@ -141,6 +141,8 @@ class ClassifyTab(QWidget):
         self.app.device_changed.connect(self._on_device_changed)
         paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
         paste.activated.connect(self.paste)
+        escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        escape.activated.connect(self.stop_or_cancel)
         self._request("load", classify_jobs.load_model_job, {})  # ready before the first drop
 
     # ---- building ----------
@@ -148,8 +150,10 @@ class ClassifyTab(QWidget):
         root = QVBoxLayout(self)
 
         model_row = QHBoxLayout()
-        model_row.addWidget(QLabel("Model:"))
+        model_label = QLabel("&Model:")
+        model_row.addWidget(model_label)
         self.model_combo = QComboBox()
+        model_label.setBuddy(self.model_combo)
         self.model_combo.setMinimumWidth(320)
         self.model_combo.activated.connect(self._on_model_chosen)
         model_row.addWidget(self.model_combo, 1)
@@ -159,9 +163,11 @@ class ClassifyTab(QWidget):
         self.hub_button = QPushButton("Load from Torch Hub…")
         self.hub_button.clicked.connect(self._choose_hub_model)
         self.open_button = QPushButton("Open…")
-        self.open_button.clicked.connect(self._choose_files)
+        self.open_button.setToolTip("Open photos (Ctrl+O)")
+        self.open_button.clicked.connect(self.choose_files)
         self.folder_button = QPushButton("Open folder…")
-        self.folder_button.clicked.connect(self._choose_folder)
+        self.folder_button.setToolTip("Open a folder of photos (Ctrl+Shift+O)")
+        self.folder_button.clicked.connect(self.choose_folder)
         for button in (self.import_button, self.hub_button, self.open_button, self.folder_button):
             model_row.addWidget(button)
         root.addLayout(model_row)
@@ -213,6 +219,7 @@ class ClassifyTab(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop the folder run (Esc)")
         self.stop_button.clicked.connect(self.stop)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(self._choose_csv)
@@ -429,14 +436,16 @@ class ClassifyTab(QWidget):
         return {"paths": [path], "top_k": 5, "views": True, "thumbnail_size": DETAIL_THUMBNAIL,
                 "gradcam_limit": 1, "threads": "idle"}
 
-    def _choose_files(self) -> None:
+    def choose_files(self) -> None:
+        """Open… (and File → Open photos…): pick photos to classify."""
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
         paths, _ = QFileDialog.getOpenFileNames(self, "Open photos", str(Path.home()),
                                                 f"Images ({patterns});;All files (*)")
         if paths:
             self.add_paths(paths)
 
-    def _choose_folder(self) -> None:
+    def choose_folder(self) -> None:
+        """Open folder… (and File → Open folder…): classify a folder of photos."""
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of photos", str(Path.home()))
         if folder:
             self.add_paths([folder])
@@ -538,6 +547,13 @@ class ClassifyTab(QWidget):
         """Stop the folder run (results so far stay in the table)."""
         self._queue = [q for q in self._queue if q[0] != "folder"]
         self.runner.stop()
+
+    def stop_or_cancel(self) -> None:
+        """Esc: cancel the download in progress, else stop the folder run."""
+        if self.download_panel.isVisible():
+            self.cancel_download()
+        elif self.runner.is_running() and self._job_kind == "folder":
+            self.stop()
 
     def cancel_download(self) -> None:
         self.runner.stop()

@@ -499,6 +499,32 @@ def test_stopping_a_folder_before_its_first_result_keeps_the_model_loaded(quick_
     assert "loaded on cpu" in info and "not loaded" not in info
 
 
+def test_escape_stops_a_folder_run(quick_tab, qtbot, monkeypatch, tmp_path):
+    from PySide6.QtTest import QTest
+
+    import engine.classify.jobs as jobs
+
+    contexts = []
+
+    def runs_until_stopped(config, ctx):
+        contexts.append(ctx)
+        ctx.report({"event": "result", "index": 0, "total": 2,
+                    "result": _fake_result(config["paths"][0], prob=0.5)})
+        ctx.stop_event.wait(timeout=WAIT_MS / 1000)
+        return {"status": "stopped"}
+
+    tab = quick_tab
+    monkeypatch.setattr(jobs, "classify_job", runs_until_stopped)
+    tab.add_paths([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
+    qtbot.waitUntil(lambda: tab.table.rowCount() == 1, timeout=WAIT_MS)
+    tab.activateWindow()
+    qtbot.waitActive(tab)
+    QTest.keyClick(tab.table, Qt.Key.Key_Escape)
+    assert contexts[0].stopped()
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert tab.table.rowCount() == 1  # the result so far stays
+
+
 def test_detail_captions_are_reset_by_an_error_row_and_by_clear(quick_tab):
     from gui.tabs.classify import NET_VIEW_CAPTION, ORIGINAL_CAPTION
 

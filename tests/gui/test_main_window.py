@@ -104,6 +104,12 @@ class _TabWithJob(QWidget):
     def add_paths(self, paths):
         self.received_paths.extend(paths)
 
+    def choose_files(self):
+        self.received_paths.append("files chosen")
+
+    def choose_folder(self):
+        self.received_paths.append("folder chosen")
+
 
 def test_closing_mid_job_stops_and_joins_the_worker(window):
     tab = _TabWithJob()
@@ -137,6 +143,20 @@ def test_dropped_files_go_to_the_classify_tab(window, tmp_path):
                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
     assert tab.received_paths == [str(photo)]
+
+
+def test_ctrl_o_opens_the_classify_tabs_dialogs_from_any_tab(window, qtbot):
+    from PySide6.QtTest import QTest
+
+    tab = _TabWithJob()
+    window.tab_widgets["Classify"] = tab
+    window.tabs.setCurrentIndex(2)
+    window.activateWindow()
+    qtbot.waitActive(window)
+    QTest.keyClick(window, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClick(window, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier
+                   | Qt.KeyboardModifier.ShiftModifier)
+    assert tab.received_paths == ["files chosen", "folder chosen"]
 
 
 def test_paths_given_before_torch_loads_are_kept_until_then(window):
