@@ -6,7 +6,9 @@ model cannot be loaded (weights missing offline, bad weights file, unknown model
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 #: Endings of files people pass to --model by mistake (a file goes to --weights).
@@ -127,6 +129,21 @@ def run(args) -> int:
             prefetch.close()
 
 
+@contextlib.contextmanager
+def _first_interrupt_stops(ctx):
+    """Ctrl-C stops the run after the images being classified, and the answers so far are
+    printed; a second Ctrl-C interrupts at once (no answers)."""
+    def stop(_signum, _frame) -> None:
+        ctx.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _looks_like_a_file(model: str) -> bool:
     return os.sep in model or "/" in model or model.lower().endswith(MODEL_FILE_SUFFIXES)
 
@@ -151,7 +168,8 @@ def _classify(args, config: dict) -> int:
     config["workers"] = workers
     progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
     ctx = JobContext(device=device, progress=progress)
-    outcome = classify_job(config, ctx)
+    with _first_interrupt_stops(ctx):
+        outcome = classify_job(config, ctx)
     results = outcome["results"]  # names that are not UTF-8: engine.cli prints them escaped
     if args.json:
         print_json(results)
@@ -162,6 +180,10 @@ def _classify(args, config: dict) -> int:
             else:
                 best = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in entry["top"])
                 print(f"{entry['path']}: {best}")
+    if outcome["status"] == "stopped":
+        print(f"stopped after {len(results)} of {outcome.get('total', len(results))} images",
+              file=sys.stderr)
+        return 130
     if outcome["classified"] == 0:
         reasons = {entry["error"] for entry in results if entry["error"]}
         why = f" ({reasons.pop()})" if len(reasons) == 1 else ""

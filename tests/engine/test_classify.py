@@ -561,3 +561,28 @@ def test_our_lite0_is_timms_efficientnet_lite0():
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ours(images), theirs(images), rtol=1e-4, atol=1e-4)
+
+
+def test_cli_ctrl_c_stops_and_prints_the_answers_so_far(monkeypatch, capsys, tmp_path):
+    """The first Ctrl-C ends the run between batches; the photos classified by then are printed."""
+    import signal
+
+    import engine.classify.jobs as jobs
+    from engine.cli import main
+
+    paths = [str(tmp_path / f"photo{i}.jpg") for i in range(3)]
+
+    def interrupted_after_the_first(config, ctx):
+        results = [{"path": config["paths"][0], "error": None,
+                    "top": [{"label": "tabby", "index": 281, "prob": 0.9}]}]
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C
+        assert ctx.stopped()  # ... which asks the job to stop instead of raising
+        return {"status": "stopped", "results": results, "classified": 1, "failed": 0,
+                "total": len(config["paths"])}
+
+    monkeypatch.setattr(jobs, "classify_job", interrupted_after_the_first)
+    assert main(["classify", *paths]) == 130
+    out, err = capsys.readouterr()
+    assert out == f"{paths[0]}: tabby 90.0%\n"
+    assert "stopped after 1 of 3 images" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
