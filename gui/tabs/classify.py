@@ -818,6 +818,9 @@ class ClassifyTab(QWidget):
                             "label": update["label"]}
         self.bars.select(update["class_index"])
         self._update_overlay()
+        if not update["cam"].any():  # an empty map looks like no heatmap at all: say why
+            self.app.show_status(f"Grad-CAM: no part of this photo raises the score of "
+                                 f"{update['label']}, so its heatmap is empty.", 8000)
 
     def _update_overlay(self) -> None:
         if self.current_cam is None or not self.cam_check.isChecked():

@@ -525,6 +525,21 @@ def test_escape_stops_a_folder_run(quick_tab, qtbot, monkeypatch, tmp_path):
     assert tab.table.rowCount() == 1  # the result so far stays
 
 
+def test_an_empty_grad_cam_says_why_nothing_is_shown(quick_tab, app_state, monkeypatch):
+    import numpy as np
+
+    tab = quick_tab
+    messages = []
+    monkeypatch.setattr(app_state, "show_status", lambda text, timeout=0: messages.append(text))
+    tab._show_detail(_fake_result("/photos/cat.jpg", prob=0.5))
+    heat = {"event": "gradcam", "path": "/photos/cat.jpg", "class_index": 282,
+            "label": "tiger cat", "cam": np.eye(224, dtype=np.float32)}
+    tab._on_progress([heat])
+    assert messages == [] and tab.net_view_pane.has_overlay()
+    tab._on_progress([{**heat, "cam": np.zeros((224, 224), np.float32)}])
+    assert len(messages) == 1 and "tiger cat" in messages[0] and "empty" in messages[0]
+
+
 def test_detail_captions_are_reset_by_an_error_row_and_by_clear(quick_tab):
     from gui.tabs.classify import NET_VIEW_CAPTION, ORIGINAL_CAPTION
 
