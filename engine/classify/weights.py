@@ -96,6 +96,7 @@ def ensure_weights(
     """
     target = cached_path(url)
     if target.is_file():
+        _check_cached_copy(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     name = target.name
@@ -114,7 +115,66 @@ def ensure_weights(
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    if expected:
+        _remember_verified(target)
     return target
+
+
+VERIFIED_FILE = "verified-weights.json"
+
+
+def _stamp(path: Path) -> list:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _verified() -> dict:
+    import json
+
+    from engine.cache import cache_root
+
+    try:
+        return json.loads((cache_root() / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_verified(path: Path) -> None:
+    """Note that ``path``, as it is now (size, time), has the SHA-256 its name promises, so
+    it is not hashed again at every load. A note that cannot be written costs a hash later."""
+    import json
+
+    from engine.cache import cache_root
+    from engine.files import remove_quietly, temporary_name
+
+    notes = {**_verified(), str(path): _stamp(path)}
+    note_file = cache_root() / VERIFIED_FILE
+    tmp = temporary_name(note_file)
+    try:
+        note_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(notes), encoding="utf-8")
+        os.replace(tmp, note_file)
+    except OSError:
+        remove_quietly(tmp)
+
+
+def _check_cached_copy(path: Path) -> None:
+    """Raise :class:`JobError` unless the weights file already in the cache is the one
+    published: a copy brought from another machine may be cut short, or another file put
+    under its name, and would load as a damaged file or give wrong answers without a word.
+    Hashed once (0.1-2 s) and then remembered by its size and time."""
+    expected = expected_hash_prefix(path.name)
+    if not expected or _verified().get(str(path)) == _stamp(path):
+        return
+    actual = _sha256(path)
+    if not actual.startswith(expected):
+        raise JobError(
+            f"{path} is not the file published for this model (its SHA-256 starts "
+            f"{actual[:len(expected)]}, expected {expected}): it may be cut short or another "
+            "file. Delete it and it is downloaded again; or load your own file as weights "
+            "(--weights FILE, or Import weights… in the window)."
+        )
+    _remember_verified(path)
 
 
 def _sha256(path: Path) -> str:

@@ -140,3 +140,33 @@ def test_a_hanging_name_lookup_still_fails(monkeypatch):
             weights.ensure_weights("http://weights.invalid/tiny-1234abcd.pth", timeout=2)
     finally:
         never_answered.set()
+
+
+def test_a_cached_copy_that_is_cut_short_or_another_file_is_refused(tmp_path, monkeypatch):
+    """Weights brought from another machine (as the offline message advises) may arrive cut
+    short: the message names the file and how to get a good one, instead of a load error."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url = weights.TORCHVISION_BASE_URL + _named(PAYLOAD)
+    copy = weights.cached_path(url)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(PAYLOAD[: len(PAYLOAD) // 2])
+    with pytest.raises(JobError, match=f"{copy} is not the file published.*Delete it"):
+        weights.ensure_weights(url)
+    assert copy.exists()  # the user's file: theirs to delete
+
+
+def test_a_good_cached_copy_is_hashed_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url = weights.TORCHVISION_BASE_URL + _named(PAYLOAD)
+    copy = weights.cached_path(url)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(PAYLOAD)
+    hashed = []
+    real_sha256 = weights._sha256
+    monkeypatch.setattr(weights, "_sha256", lambda path: hashed.append(path) or real_sha256(path))
+    assert weights.ensure_weights(url) == copy
+    assert weights.ensure_weights(url) == copy
+    assert hashed == [copy]
+    copy.write_bytes(PAYLOAD[:10])  # replaced since: checked again
+    with pytest.raises(JobError, match="not the file published"):
+        weights.ensure_weights(url)
