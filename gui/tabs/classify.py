@@ -628,8 +628,8 @@ class ClassifyTab(QWidget):
             redone = [q for q in self._queue if q[0] == "folder"]
             self._queue.clear()
             if redone:
-                message += ("\n\nThe folder was not classified again: choose a device that "
-                            "works in the Device menu, then open the folder again.")
+                message += ("\n\nThe folder was not classified again: once a model loads "
+                            "(choose another device in the Device menu, say), open it again.")
         self.app.show_error("Classify", message)
 
     def _restore_loaded_model(self, note: str) -> None:
