@@ -8,7 +8,10 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from engine.jobs import JobError
 
@@ -36,14 +39,21 @@ class FitData:
     def __len__(self) -> int:
         return len(self.x)
 
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) as read-only float64 arrays, made once (100k points take ~10 ms)."""
+        x, y = np.array(self.x, dtype=np.float64), np.array(self.y, dtype=np.float64)
+        x.flags.writeable = y.flags.writeable = False
+        return x, y
+
     def with_point(self, x: float, y: float) -> FitData:
         return FitData((*self.x, float(x)), (*self.y, float(y)), self.source)
 
     def without_point(self, index: int) -> FitData:
-        keep = [i for i in range(len(self.x)) if i != index]
-        return FitData(
-            tuple(self.x[i] for i in keep), tuple(self.y[i] for i in keep), self.source
-        )
+        if not 0 <= index < len(self.x):
+            raise IndexError(f"no point {index} among {len(self.x)}")
+        return FitData(self.x[:index] + self.x[index + 1:], self.y[:index] + self.y[index + 1:],
+                       self.source)
 
     def to_dict(self) -> dict:
         return {"x": list(self.x), "y": list(self.y), "source": self.source}
@@ -178,9 +188,12 @@ def split_indices(n_points: int, val_fraction: float, seed: int) -> tuple[list[i
     Each part is returned in data order, so a run without validation sums its loss in the same
     order as the book's loop (and lands on the same last digits).
     """
+    n_train, n_val = split_counts(n_points, val_fraction)
+    if n_val == 0:
+        return list(range(n_points)), []
     import torch
 
-    n_train, n_val = split_counts(n_points, val_fraction)
     generator = torch.Generator().manual_seed(int(seed))
-    shuffled = torch.randperm(n_points, generator=generator).tolist()
-    return sorted(shuffled[:n_train]), sorted(shuffled[n_train:])
+    shuffled = torch.randperm(n_points, generator=generator)
+    return (shuffled[:n_train].sort().values.tolist(),
+            shuffled[n_train:].sort().values.tolist())

@@ -62,8 +62,8 @@ def session_surface(session: FitSession, resolution: int = 121) -> dict[str, Any
     """The loss surface of a linear session's training data (in its scaled input units)."""
     if not session.is_linear:
         raise JobError("the loss surface is drawn for the linear model only")
-    x = session.x_train.detach().cpu().double().numpy()
-    y = session.y_train.detach().cpu().double().numpy()
+    x = session.x_train.detach().cpu().numpy().astype(np.float64)
+    y = session.y_train.detach().cpu().numpy().astype(np.float64)
     return loss_surface(x, y, surface_bounds(x, y), resolution)
 
 

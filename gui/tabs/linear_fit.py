@@ -62,6 +62,76 @@ SETTINGS_PREFIX = "linear_fit/"
 OVERFIT_MARGIN = 1.05
 
 
+class UniformScatter(pg.ScatterPlotItem):
+    """A scatter whose spots all share the item's one style (no per-spot pens, sizes…).
+
+    pyqtgraph looks every new spot's style up in its symbol atlas one spot at a time: ~0.3 s
+    per ``setData`` of 200k points, most of a click's cost. With one style, one look-up
+    serves every spot.
+    """
+
+    def updateSpots(self, dataSet=None) -> None:  # noqa: N803 (pyqtgraph's name)
+        spots = self.data if dataSet is None else dataSet
+        if self.opts["pxMode"] and self.opts["useCache"] and len(spots):
+            style = (self.opts["symbol"], self.opts["size"], self.opts["pen"],
+                     self.opts["brush"])
+            spots["sourceRect"] = self.fragmentAtlas[[style]][0]
+        super().updateSpots(dataSet)  # finds no spot left to look up
+
+    def hide_spot(self, row: int) -> None:
+        """Hide one spot where it is, out of the item's bounds too (its x, y become NaN)."""
+        spot = self.data[row:row + 1]  # a view: the item's own record
+        spot["x"] = spot["y"] = np.nan
+        self.setPointsVisible(False, dataSet=spot)  # updates this spot only
+        self.prepareGeometryChange()
+        self.bounds = [None, None]
+        self.informViewBoundsChanged()
+
+
+class EditablePoints:
+    """Points drawn once, then edited in place as clicks add and remove them.
+
+    ``setData`` rebuilds a ScatterPlotItem's record array (~60 ms per 200k points even with one
+    style), so a removed point is hidden in its row of ``drawn`` and added points go to the
+    small ``added`` item. Clicks keep the data's order: the kept rows, then the added points.
+    """
+
+    def __init__(self, drawn: UniformScatter, added: UniformScatter) -> None:
+        self.drawn, self.added = drawn, added
+        self.kept_rows = np.arange(0)
+        self.added_x: list[float] = []
+        self.added_y: list[float] = []
+
+    def set_points(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.drawn.setData(x, y)
+        self.kept_rows = np.arange(len(x))
+        self.added_x, self.added_y = [], []
+        self.added.setData([], [])
+
+    def append(self, x: float, y: float) -> None:
+        self.added_x.append(x)
+        self.added_y.append(y)
+        self.added.setData(self.added_x, self.added_y)
+
+    def remove(self, index: int) -> None:
+        if index >= len(self.kept_rows):
+            del self.added_x[index - len(self.kept_rows)], self.added_y[index - len(self.kept_rows)]
+            self.added.setData(self.added_x, self.added_y)
+        elif 2 * (len(self.kept_rows) - 1) < len(self.drawn.data):
+            # mostly hidden rows (or none left): draw what is left afresh
+            x, y = self.shown()
+            self.set_points(np.delete(x, index), np.delete(y, index))
+        else:
+            self.drawn.hide_spot(int(self.kept_rows[index]))
+            self.kept_rows = np.delete(self.kept_rows, index)
+
+    def shown(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points drawn, in the data's order."""
+        x, y = self.drawn.getData()
+        return (np.concatenate([x[self.kept_rows], self.added_x]),
+                np.concatenate([y[self.kept_rows], self.added_y]))
+
+
 class LinearFitTab(QWidget):
     """Controls on the left; data + fit, loss curves and the loss surface on the right."""
 
@@ -80,7 +150,9 @@ class LinearFitTab(QWidget):
         self._stop_means_end = False  # Stop ends the run; Pause keeps it for Play to resume
         self._reset_when_idle = False
         self._restoring = False
-        self._drawn_points: tuple[FitData, list[int], list[int]] | None = None
+        self._drawn_points: tuple[FitData, list[int]] | None = None  # data and its val split
+        # (the data before, the edit that draws the data after) of a click being applied
+        self._pending_edit: tuple[FitData, Callable[[], None]] | None = None
         self._clear_history()
 
         self._build_controls()
@@ -243,13 +315,18 @@ class LinearFitTab(QWidget):
         self.data_plot.setLabel("bottom", "x")
         self.data_plot.setLabel("left", "y")
         self.data_plot.addLegend(offset=(5, 5))  # fixed items: names given at creation
-        self.train_points = pg.ScatterPlotItem(size=9, brush=pg.mkBrush(*TRAIN_COLOR),
-                                               pen=pg.mkPen("w"), name="train")
-        self.val_points = pg.ScatterPlotItem(size=11, symbol="s", brush=pg.mkBrush(*VAL_COLOR),
-                                             pen=pg.mkPen("w"), name="validation")
+        self.train_points = UniformScatter(size=9, brush=pg.mkBrush(*TRAIN_COLOR),
+                                           pen=pg.mkPen("w"), name="train")
+        self.val_points = UniformScatter(size=11, symbol="s", brush=pg.mkBrush(*VAL_COLOR),
+                                         pen=pg.mkPen("w"), name="validation")
         self.prediction_curve = pg.PlotDataItem(pen=pg.mkPen((240, 240, 90), width=2),
                                                 name="prediction")
+        # points added by clicks: the train points' style, no legend entry of their own
+        self.added_points = UniformScatter(size=9, brush=pg.mkBrush(*TRAIN_COLOR),
+                                           pen=pg.mkPen("w"))
+        self.train_layer = EditablePoints(self.train_points, self.added_points)
         self.data_plot.addItem(self.train_points)
+        self.data_plot.addItem(self.added_points)
         self.data_plot.addItem(self.val_points)
         # The view frames the data; a moving prediction must not rescale the axes every frame.
         self.data_plot.addItem(self.prediction_curve, ignoreBounds=True)
@@ -344,11 +421,13 @@ class LinearFitTab(QWidget):
             self.reset()  # new settings mean a new run
 
     # ---- data -------------------------------------------------------------------------------
-    def set_data(self, data: FitData) -> None:
-        """Replace the points (only while idle) and start over."""
+    def set_data(self, data: FitData, edit: Callable[[], None] | None = None) -> None:
+        """Replace the points (only while idle) and start over. ``edit`` changes the drawn
+        points from the current data to ``data`` in place, where no validation split is drawn."""
         if self.runner.is_running():
             self.app.show_status("Pause or stop training to change the data.", 4000)
             return
+        self._pending_edit = (self.data, edit) if edit is not None else None
         self.data = data
         self.reset()
 
@@ -371,13 +450,13 @@ class LinearFitTab(QWidget):
         return True
 
     def add_point(self, x: float, y: float) -> None:
-        self.set_data(self.data.with_point(x, y))
+        self.set_data(self.data.with_point(x, y), lambda: self.train_layer.append(x, y))
 
     def remove_point(self, index: int) -> None:
         if len(self.data) <= 2:
             self.app.show_status("A fit needs at least 2 points.", 4000)
             return
-        self.set_data(self.data.without_point(index))
+        self.set_data(self.data.without_point(index), lambda: self.train_layer.remove(index))
 
     def _on_scene_clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or event.double():
@@ -407,7 +486,7 @@ class LinearFitTab(QWidget):
         view = self.data_plot.vb
         # view → scene for all points at once; a ViewBox's transform is affine
         t = view.childTransform() * view.sceneTransform()
-        x, y = np.asarray(self.data.x), np.asarray(self.data.y)
+        x, y = self.data.arrays
         distances = np.hypot(t.m11() * x + t.m21() * y + t.m31() - scene_pos.x(),
                              t.m12() * x + t.m22() * y + t.m32() - scene_pos.y())
         nearest = int(np.argmin(distances))
@@ -654,20 +733,24 @@ class LinearFitTab(QWidget):
         self.message_label.setStyleSheet("color: #e05050; font-weight: bold" if error else "")
 
     def _draw_data(self) -> None:
-        x, y = np.asarray(self.data.x), np.asarray(self.data.y)
+        x, y = self.data.arrays
         session = self.session
-        if session is not None:
+        val_idx = session_val_indices(session) if session is not None else []
+        pending, self._pending_edit = self._pending_edit, None
+        drawn = self._drawn_points
+        if drawn is not None and drawn[0] is self.data and drawn[1] == val_idx:
+            pass  # a new setting keeps the points
+        elif pending is not None and drawn is not None and drawn[0] is pending[0] \
+                and not drawn[1] and not val_idx:
+            pending[1]()  # a click: one point changes, the others stay drawn
+        elif val_idx:  # a new split moves points between the two items
             train_idx = session_train_indices(session)
-            val_idx = session_val_indices(session)
-        else:
-            train_idx, val_idx = list(range(len(x))), []
-        # a new setting keeps the points: re-adding every spot costs ~1 s per 100k
-        drawn = (self.data, train_idx, val_idx)
-        if self._drawn_points is None or self._drawn_points[0] is not self.data or \
-                self._drawn_points[1:] != drawn[1:]:
-            self.train_points.setData(x[train_idx], y[train_idx])
+            self.train_layer.set_points(x[train_idx], y[train_idx])
             self.val_points.setData(x[val_idx], y[val_idx])
-            self._drawn_points = drawn
+        else:  # every point trains
+            self.train_layer.set_points(x, y)
+            self.val_points.setData([], [])
+        self._drawn_points = (self.data, val_idx)
         self.data_label.setText(
             f"{len(self.data)} points — {self.data.source}"
             + (f" ({len(val_idx)} held out for validation)" if len(val_idx) else "")
@@ -772,7 +855,8 @@ class LinearFitTab(QWidget):
             self.prediction_curve.setData([], [])
             return
         scale = self.scale_spin.value()
-        lo, hi = min(self.data.x), max(self.data.x)
+        x = self.data.arrays[0]
+        lo, hi = float(x.min()), float(x.max())
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
         xs = np.array([lo - pad, hi + pad])
         if isinstance(session, RaceSession):

@@ -313,6 +313,28 @@ def test_point_editing_keeps_data_immutable() -> None:
     added = data.with_point(40.0, 2.0)
     assert len(added) == 12 and len(data) == 11
     assert added.without_point(11) == data
+    assert added.without_point(0).x == data.x[1:] + (40.0,)
+    with pytest.raises(IndexError):
+        data.without_point(11)  # no silent copy for a point that is not there
+    x, y = added.arrays
+    assert x.tolist() == list(added.x) and y.tolist() == list(added.y)
+    assert not x.flags.writeable  # shared by every session of these data
+
+
+@pytest.mark.parametrize("scale", [0.1, 1 / 3, 1e-5, 123.456])
+@pytest.mark.parametrize("val_fraction", [0.0, 0.3])
+def test_session_inputs_are_torchs_float32_products(scale: float, val_fraction: float) -> None:
+    import torch
+
+    xs = tuple(math.sin(i) * 10.0 ** (i % 7) for i in range(500))
+    data = FitData(xs, tuple(range(500)))
+    session = FitSession(FitConfig(input_scale=scale, val_fraction=val_fraction), data)
+    scaled = scale * torch.tensor(xs, dtype=torch.float32)  # as the book writes it
+    train = torch.tensor(session.train_indices, dtype=torch.long)
+    val = torch.tensor(session.val_indices, dtype=torch.long)
+    assert torch.equal(session.x_train, scaled[train])
+    assert torch.equal(session.x_val, scaled[val])
+    assert torch.equal(session.y_train, torch.tensor(data.y, dtype=torch.float32)[train])
 
 
 # --- loss surface and race -------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_clicking_the_plot_adds_and_removes_points(qtbot, tab) -> None:
     click_at(70.0, 0.0)  # empty space: a new point
     qtbot.waitUntil(lambda: len(tab.data) == 12, timeout=5000)
     assert tab.data.x[-1] == pytest.approx(70.0, abs=1.0)
-    assert points(tab.train_points) == 12
+    assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
     click_at(tab.data.x[0], tab.data.y[0])  # on a point: removes it
     qtbot.waitUntil(lambda: len(tab.data) == 11, timeout=5000)
     assert 35.7 not in tab.data.x
@@ -198,11 +198,79 @@ def test_clicking_among_many_points_maps_them_in_one_go(qtbot, tab, monkeypatch)
     assert len(per_point) <= 1  # not one call per point (seconds for 200k points)
 
 
+def drawn_train(tab) -> tuple[list[float], list[float]]:
+    """The training points the data plot shows, in the data's order."""
+    x, y = tab.train_layer.shown()
+    return x.tolist(), y.tolist()
+
+
+def count_calls(monkeypatch, obj, name: str) -> list:
+    """Record each call of ``obj.name`` (still calling it)."""
+    calls = []
+    real = getattr(obj, name)
+    monkeypatch.setattr(obj, name, lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_clicks_edit_the_drawn_points_in_place(qtbot, tab, monkeypatch) -> None:
+    n = 3000
+    xs = (1000.0, *(i / 100 for i in range(1, n)))  # an outlier first, far to the right
+    tab.set_data(FitData(xs, tuple((i * 7919 % 1000) / 10 for i in range(n)), "many"))
+    redraws = count_calls(monkeypatch, tab.train_points, "setData")
+    view = tab.data_plot.vb
+
+    def click_on(index: int) -> None:
+        tab.click_at_scene(view.mapViewToScene(QPointF(tab.data.x[index], tab.data.y[index])))
+
+    click_on(1234)
+    assert len(tab.data) == n - 1 and drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
+    click_on(0)  # the outlier goes, and the view may frame the rest
+    assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
+    assert tab.train_points.dataBounds(0)[1] < 100
+    tab.click_at_scene(view.mapViewToScene(QPointF(15.0, 120.0)))  # empty space: a point
+    assert len(tab.data) == n - 1 and tab.data.y[-1] == pytest.approx(120.0, abs=5)
+    assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
+    click_on(n - 2)  # the point just added
+    assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y)) and len(tab.data) == n - 2
+    assert not redraws  # the 3000 points were never drawn again
+
+
+def test_removing_most_points_draws_the_rest_afresh(qtbot, tab, monkeypatch) -> None:
+    tab.set_data(FitData((0.0, 1.0, 2.0, 3.0, 4.0, 5.0), (0.0, 1.0, 4.0, 9.0, 16.0, 25.0)))
+    redraws = count_calls(monkeypatch, tab.train_points, "setData")
+    for index in (4, 0, 2, 1):
+        tab.remove_point(index)
+        assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
+    assert tab.data.x == (1.0, 5.0)
+    assert len(redraws) == 1  # once half the rows were hidden, not once per click
+
+
+def test_one_style_is_looked_up_once_and_draws_as_pyqtgraph_does(qtbot, monkeypatch) -> None:
+    import numpy as np
+    import pyqtgraph as pg
+
+    from gui.tabs.linear_fit import UniformScatter
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, 2000), rng.uniform(0, 1, 2000)
+    images = []
+    for kind in (pg.ScatterPlotItem, UniformScatter):
+        widget = pg.PlotWidget()
+        qtbot.addWidget(widget)
+        widget.resize(300, 200)
+        item = kind(size=9, brush=pg.mkBrush(70, 140, 255), pen=pg.mkPen("w"))
+        widget.addItem(item)
+        styles = count_calls(monkeypatch, item.fragmentAtlas, "_keys")
+        item.setData(x, y)
+        widget.getPlotItem().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        images.append(widget.grab().toImage())
+        looked_up = sum(len(list(call[0])) for call in styles)
+        assert looked_up == (1 if kind is UniformScatter else len(x))
+    assert images[0] == images[1]
+
+
 def test_a_new_setting_does_not_redraw_unchanged_points(qtbot, tab, monkeypatch) -> None:
-    redraws = []
-    real_set_data = tab.train_points.setData
-    monkeypatch.setattr(tab.train_points, "setData",
-                        lambda *a, **k: redraws.append(1) or real_set_data(*a, **k))
+    redraws = count_calls(monkeypatch, tab.train_points, "setData")
     type_into(qtbot, tab.lr_spin, "0.002")
     tab.epochs_spin.setValue(300)
     assert not redraws and points(tab.train_points) == 11
