@@ -8,7 +8,15 @@ import re
 import pytest
 
 from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE
-from engine.fit.data import FitData, book_data, load_csv, parse_csv_text, split_indices
+from engine.fit.data import (
+    BOOK_T_C,
+    BOOK_T_U,
+    FitData,
+    book_data,
+    load_csv,
+    parse_csv_text,
+    split_indices,
+)
 from engine.fit.surface import RaceSession, loss_surface, race_job, session_surface
 from engine.fit.trainer import FitConfig, FitSession, fit_job
 from engine.jobs import JobContext, JobError
@@ -225,6 +233,41 @@ def test_lowest_validation_loss_at_the_end_is_the_last_epoch() -> None:
     overfit = fit_job({"model": "mlp", "optimizer": "adam", "lr": 1e-2, "epochs": 600,
                        "val_fraction": 0.3}, JobContext())
     assert overfit["best_val_loss"] < overfit["val_loss"] and overfit["best_val_epoch"] < 600
+
+
+def plain_torch_fit(optimizer: str, lr: float, epochs: int, scale: float, val_fraction: float,
+                    seed: int) -> tuple[float, float, float, float]:
+    """The book's loop with torch.optim and a randperm split, written out plainly: the last
+    epoch's (train loss, val loss after the update, w, b)."""
+    import torch
+
+    t_u, t_c = scale * torch.tensor(BOOK_T_U), torch.tensor(BOOK_T_C)
+    n_val = max(1, int(val_fraction * len(t_u)))
+    shuffled = torch.randperm(len(t_u), generator=torch.Generator().manual_seed(seed))
+    train, val = shuffled[:-n_val].sort().values, shuffled[-n_val:].sort().values
+    params = torch.tensor([1.0, 0.0], requires_grad=True)
+    make = {"sgd": lambda: torch.optim.SGD([params], lr=lr),
+            "momentum": lambda: torch.optim.SGD([params], lr=lr, momentum=0.9),
+            "adam": lambda: torch.optim.Adam([params], lr=lr)}
+    optim = make[optimizer]()
+    for _ in range(epochs):
+        train_loss = ((params[0] * t_u[train] + params[1] - t_c[train]) ** 2).mean()
+        optim.zero_grad()
+        train_loss.backward()
+        optim.step()
+        with torch.no_grad():
+            val_loss = ((params[0] * t_u[val] + params[1] - t_c[val]) ** 2).mean()
+    return train_loss.item(), val_loss.item(), params[0].item(), params[1].item()
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1e-2), ("momentum", 1e-3), ("adam", 1e-1)])
+def test_each_epoch_matches_a_plain_pytorch_loop(optimizer: str, lr: float) -> None:
+    updates = []
+    fit_job({"optimizer": optimizer, "lr": lr, "epochs": 500, "input_scale": 0.1,
+             "val_fraction": 0.2, "seed": 7}, JobContext(progress=updates.append))
+    last = [u for u in updates if u["kind"] == "epoch"][-1]
+    assert (last["train_loss"], last["val_loss"], last["w"], last["b"]) == \
+        plain_torch_fit(optimizer, lr, 500, 0.1, 0.2, 7)
 
 
 def test_mlp_activation_and_seed_are_used() -> None:

@@ -353,6 +353,21 @@ def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epo
     assert tab.is_overfitting() == (best_epoch < epochs)
 
 
+def test_the_readout_shows_what_plain_pytorch_computes(qtbot, tab) -> None:
+    from tests.engine.test_fit import plain_torch_fit
+
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
+    tab.lr_spin.setValue(0.1)
+    tab.epochs_spin.setValue(500)
+    tab.val_spin.setValue(0.2)
+    tab.seed_spin.setValue(7)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    train, val, w, b = plain_torch_fit("adam", 0.1, 500, 0.1, 0.2, 7)
+    assert tab.loss_label.text() == f"{train:.6g}" and tab.val_label.text() == f"{val:.6g}"
+    assert tab.params_label.text() == f"w = {w:.5g}, b = {b:.5g}"
+
+
 def test_mlp_shows_overfitting(qtbot, tab) -> None:
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
