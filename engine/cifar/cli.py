@@ -245,6 +245,8 @@ def _run_train(args, stop_event: threading.Event) -> int:
                   "checkpoint": None}
     except Exception as exc:
         if main_rank:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _peer_failed(exc):
+                raise JobError(_peer_gone_message(args.checkpoint or args.resume)) from None
             raise
         if getattr(exc, "every_rank", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Rank 0 checks the same settings and says what is wrong; when it exits, torchrun
@@ -267,8 +269,19 @@ def _run_train(args, stop_event: threading.Event) -> int:
     return 0 if result.get("status") == "completed" else 130
 
 
+def _peer_gone_message(checkpoint: str | None) -> str:
+    """Rank 0's word when another rank has gone (killed, out of memory): not gloo's or NCCL's
+    socket error, but what happened and what was kept."""
+    message = "another process of this torchrun run stopped unexpectedly, so training stopped"
+    if checkpoint and os.path.isfile(checkpoint):
+        message += (f"; the checkpoint '{checkpoint}' keeps the last finished epoch (continue "
+                    f"with --resume {checkpoint})")
+    return message
+
+
 def _peer_failed(exc: BaseException) -> bool:
-    """Whether the process group broke because a peer (rank 0, with its own message) has gone."""
+    """Whether the process group broke because a peer (another rank, with its own message, or
+    killed) has gone."""
     try:
         import torch.distributed as dist
     except ImportError:

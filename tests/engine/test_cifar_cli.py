@@ -208,6 +208,26 @@ def test_other_ranks_print_only_their_own_problems(tiny_archive, capsys, monkeyp
     assert code == 1 and err.strip() == "error (rank 1): no data here"
 
 
+def test_rank_0_says_plainly_that_another_rank_has_gone(tiny_archive, tmp_path, capsys,
+                                                        monkeypatch):
+    import engine.cifar.trainer
+
+    def peer_killed(config, ctx):  # what gloo raises when the other rank is killed mid-step
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:402: "
+                           "Connection reset by peer. This is typically caused by ...")
+
+    checkpoint = tmp_path / "c.pt"
+    checkpoint.write_bytes(b"saved at the last epoch")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", peer_killed)
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive,
+                                "--checkpoint", checkpoint)
+    assert code == 1 and out == ""
+    assert err.startswith("error: another process of this torchrun run stopped unexpectedly")
+    assert f"--resume {checkpoint}" in err and "gloo" not in err
+
+
 
 def test_ctrl_c_while_pytorch_imports_still_prints_json(tiny_archive, capsys, monkeypatch):
     import contextlib
