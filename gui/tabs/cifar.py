@@ -1225,8 +1225,9 @@ class CifarTab(QWidget):
 
     def resume_from(self, path: str, epochs: int | None = None) -> None:
         """Show a checkpoint's settings in the controls and continue training it: to ``epochs``,
-        by default to the epochs it was planned for (a finished run: to the Epochs box's
-        value, at least one more epoch)."""
+        by default to the epochs it was planned for (a finished run: to the Epochs box's value;
+        at most its own epochs, it is only evaluated, as a run stopped in its final evaluation
+        needs and a run from an earlier session must be to show its results)."""
         from engine.cifar.checkpoint import describe, load_checkpoint
         from engine.jobs import JobError
 
@@ -1255,7 +1256,8 @@ class CifarTab(QWidget):
             self._show_recipe(blob["config"])
             if epochs is None:
                 epochs = info["epochs"] if info["epoch"] < info["epochs"] else asked
-            self.epochs_spin.setValue(max(int(epochs), info["epoch"] + 1))
+            # not before where it stopped: within an epoch, that epoch's end
+            self.epochs_spin.setValue(max(int(epochs), info["epoch"] + (1 if info["step"] else 0)))
         self._show_recipe_changes()
         self.set_classes(info["class_names"] if self._class_checks else None)
         self.checkpoint_edit.setText(path)  # the run goes on in its own file

@@ -438,3 +438,44 @@ def test_a_nan_loss_from_torchrun_reaches_the_live_view_as_nan(tab):
             "epoch_progress": 0.25, "lr": 0.1}
     tab._on_train_progress([{**step, "loss": 2.0}, _with_nans({**step, "loss": None})])
     assert "loss nan" in tab.speed_label.text()
+
+
+def train_net(qtbot, tab, checkpoint, epochs=1):
+    """A small run of the book's Net on the loaded data, waited for."""
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.epochs_spin.setValue(epochs)
+    tab.batch_spin.setValue(8)
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("fp32"))
+    tab.checkpoint_edit.setText(str(checkpoint))
+    tab.start_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+
+
+def test_resuming_a_run_stopped_in_its_final_evaluation_evaluates_it(
+        qtbot, tab, tiny_data, tmp_path, monkeypatch, app_state):
+    import engine.cifar.trainer as trainer
+    from engine.cifar.checkpoint import describe, load_checkpoint
+
+    load(qtbot, tab, tiny_data)
+    evaluate = trainer._final_evaluation
+    # what the final evaluation returns when Stop comes during it
+    monkeypatch.setattr(trainer, "_final_evaluation", lambda *args, **kwargs: None)
+    checkpoint = tmp_path / "run.pt"
+    train_net(qtbot, tab, checkpoint, epochs=2)
+    assert "Stopped during the final evaluation" in tab.result_label.text()
+    assert tab.last_result is None
+
+    monkeypatch.setattr(trainer, "_final_evaluation", evaluate)
+    tab.resume_from(str(checkpoint))  # as the message says: to evaluate it, not to train on
+    assert tab.epochs_spin.value() == 2
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error is None
+    assert tab.last_result["status"] == "completed" and tab.last_result["epochs"] == 2
+    assert describe(load_checkpoint(checkpoint))["epoch"] == 2
+    assert len(tab._confusion_labels) == 3 * 3  # the matrix is on screen
+
+    # with Epochs raised, a finished run trains on
+    tab.epochs_spin.setValue(3)
+    tab.resume_from(str(checkpoint))
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert tab.last_result["epochs"] == 3
