@@ -214,6 +214,11 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
         cfg[key] = str(cfg[key]).lower()
         if cfg[key] not in allowed:
             raise JobError(f"unknown {key} '{cfg[key]}'; choose one of: {', '.join(allowed)}")
+    # checked with the rest (not when the optimizer is built, after the data has loaded)
+    if cfg["optimizer"] == "nesterov" and cfg["momentum"] == 0:
+        raise JobError("Nesterov SGD needs a momentum above 0")
+    if cfg["optimizer"] == "muon" and not 0 < cfg["momentum"] < 1:
+        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
     cfg["translate"] = int(cfg["translate"])
     if not 0 <= cfg["translate"] <= 8:
         raise JobError("translate must be between 0 and 8 pixels")
@@ -520,10 +525,7 @@ def _make_optimizer(model: nn.Module, cfg: dict[str, Any], device: torch.device
     params = hook(lr, wd, **options) if callable(hook) else model.parameters()
     name = cfg["optimizer"]
     if name in ("sgd", "nesterov"):
-        momentum = cfg["momentum"]
-        if name == "nesterov" and momentum == 0:
-            raise JobError("Nesterov SGD needs a momentum above 0")
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd,
+        return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=wd,
                                nesterov=name == "nesterov",
                                # CUDA: one fused kernel per step; with fp16 GradScaler then hands
                                # its overflow check to that kernel instead of reading it back
@@ -541,8 +543,6 @@ def _make_muon(model: nn.Module, params, cfg: dict[str, Any]) -> MuonSGD:
     and ``momentum`` for the rest (keeping the model's own groups, e.g. Fast's bias groups).
     A model whose filters all feed BatchNorm (``scale_invariant_filters``) gets them rescaled to
     a fixed norm each step instead of weight decay, as airbench94_muon does."""
-    if not 0 < cfg["momentum"] < 1:
-        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
@@ -679,10 +679,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         dist.barrier()
     if resume_blob is not None:
         if [c.lower() for c in resume_blob["class_names"]] != [c.lower() for c in data.class_names]:
-            raise JobError(
+            raise on_every_rank(JobError(
                 f"the checkpoint's classes ({', '.join(resume_blob['class_names'])}) do not match "
                 f"the data's ({', '.join(data.class_names)})"
-            )
+            ))
         mean, std = list(resume_blob["mean"]), list(resume_blob["std"])
     else:
         mean, std = channel_stats(data.train_images)
@@ -737,9 +737,12 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     rng_state = None
     rng_ranks = None  # every rank's states, in checkpoints written under torchrun
     if resume_blob is not None:
-        ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
-        if int(resume_blob.get("step", 0)) > 0:
-            _check_mid_epoch_resume(resume_blob, cfg, position)
+        try:  # the same checkpoint and settings on every rank
+            ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
+            if int(resume_blob.get("step", 0)) > 0:
+                _check_mid_epoch_resume(resume_blob, cfg, position)
+        except JobError as exc:
+            raise on_every_rank(exc) from None
         was = {key: resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key))
                for key in OPTIMIZER_SETTINGS[cfg["optimizer"]]}
         asked = {key: (old, cfg[key]) for key, old in was.items() if old != cfg[key]}
@@ -760,7 +763,10 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             if lookahead is not None and resume_blob.get("lookahead_state") is not None:
                 lookahead.load_state_dict(resume_blob["lookahead_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise JobError(f"the optimizer state in the checkpoint does not fit: {exc}") from None
+            raise on_every_rank(JobError(
+                f"the optimizer state in the checkpoint does not fit: {exc}")) from None
+        except JobError as exc:  # the weight average's
+            raise on_every_rank(exc) from None
         start_epoch = int(resume_blob["epoch"])
         start_step = int(resume_blob.get("step", 0))
         if asked:

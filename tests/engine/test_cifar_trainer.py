@@ -922,3 +922,21 @@ def test_the_eta_counts_what_each_epoch_end_costs(monkeypatch):
     first_of_epoch_2 = next(e for e in events if e["phase"] == "train" and e["epoch"] == 2)
     # three epoch ends to come (two evaluations and the final one), ~10 s each
     assert 25 < first_of_epoch_2["eta_s"] < 35
+
+
+def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_once(tmp_path):
+    # the optimizer's own checks come with the other settings, before any data is loaded
+    with pytest.raises(JobError, match="Nesterov SGD needs a momentum above 0"):
+        resolve_config(base_config(optimizer="nesterov", momentum=0))
+    path = tmp_path / "stop.pt"
+    run(base_config(epochs=2, checkpoint=path, report_interval_s=0),
+        stop_when=lambda u: u.get("phase") == "train" and u["global_step"] == 8)
+    blob = {k: v for k, v in ckpt.load_checkpoint(path).items() if k not in ("format", "version")}
+    blob["model_state"] = dict(list(blob["model_state"].items())[1:])
+    ckpt.save_checkpoint(tmp_path / "weights-missing.pt", blob)
+    for resumed in ({"resume": path, "batch_size": 32},  # other batches mid-epoch
+                    {"resume": path, "dataset": synthetic_dataset(classes=("cat", "dog"))},
+                    {"resume": tmp_path / "weights-missing.pt"}):
+        with pytest.raises(JobError) as error:
+            run({"dataset": DATA, **resumed})
+        assert getattr(error.value, "every_rank", False), error.value
