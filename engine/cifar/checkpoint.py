@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import io
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -151,18 +152,29 @@ def _inconsistency(blob: dict) -> str | None:
         return (isinstance(value, (list, tuple)) and len(value) == count
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
 
+    def whole(value, low=0):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
     names = blob["class_names"]
     if not isinstance(names, (list, tuple)) or len(names) < 2 or not all(
             isinstance(n, str) for n in names):
         return "class_names must list at least two names"
     if not numbers(blob["mean"], 3) or not numbers(blob["std"], 3):
         return "mean and std must be three numbers each"
+    if not all(math.isfinite(v) for v in (*blob["mean"], *blob["std"])) or min(blob["std"]) <= 0:
+        return "mean and std must be finite, and std above 0"
     if not isinstance(blob["config"], dict):
         return "config must be a dictionary"
+    if not whole(blob["config"].get("epochs") or 1, low=1):
+        return "config's epochs must be a whole number of at least 1"
+    if not whole(blob.get("step", 0)):
+        return "step must be a whole number"
+    if not isinstance(blob.get("history") or [], list):
+        return "history must be a list of epochs"
     name = blob["model_name"]
     if not isinstance(name, str) or name not in MODELS or blob["config"].get("model", name) != name:
         return f"unknown or mismatched model {blob['model_name']!r}"
-    if not isinstance(blob["epoch"], int) or isinstance(blob["epoch"], bool) or blob["epoch"] < 0:
+    if not whole(blob["epoch"]):
         return "epoch must be a whole number"
     if not isinstance(blob["model_state"], dict):
         return "model_state must be a state dict"

@@ -274,9 +274,17 @@ def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
     for changes, problem in (({"mean": [0.5]}, "mean and std must be three numbers"),
                              ({"epoch": "two"}, "epoch must be a whole number"),
                              ({"model_name": "netwidth"}, "unknown or mismatched model"),
-                             ({"class_names": ["cat"]}, "class_names must list at least two")):
+                             ({"class_names": ["cat"]}, "class_names must list at least two"),
+                             ({"std": [0.0, 0.2, 0.2]}, "mean and std must be finite, and std"),
+                             ({"mean": [float("nan"), 0.5, 0.5]}, "mean and std must be finite"),
+                             ({"step": -3}, "step must be a whole number"),
+                             ({"history": "x"}, "history must be a list"),
+                             ({"config": {**ckpt.load_checkpoint(good)["config"],
+                                          "epochs": "abc"}}, "config's epochs must be")):
         with pytest.raises(JobError, match=f"inconsistent \\({problem}"):
             run({"dataset": DATA, "resume": edited(**changes)})
+        with pytest.raises(JobError, match=f"inconsistent \\({problem}"):  # not a NaN model
+            ckpt.export_model(edited(**changes), tmp_path / "x.pt")
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated upstream
