@@ -30,6 +30,14 @@ CPU_CHUNK = 4  # images per forward when each CPU core classifies its own chunks
 #: Models up to this many parameters get a frozen, oneDNN-optimized TorchScript copy for CPU
 #: inference (bigger ones would hold their weights twice).
 OPTIMIZE_MAX_PARAMS = 100_000_000
+#: At most this many decode (or, on a single-threaded CPU, decode+classify) workers a core: each
+#: CPU worker runs its own forward, so 16 on 2 cores took 1.6x the memory and 3x the time of 2.
+WORKERS_PER_CORE = 4
+
+
+def max_workers() -> int:
+    """The most workers :meth:`Classifier.classify_files` uses on this machine."""
+    return WORKERS_PER_CORE * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -281,13 +289,17 @@ class Classifier:
         runs single-threaded, each pool worker decodes *and* classifies its own small chunk, so
         every core works without intra-op threads waiting on each other (small batches are as
         fast per image as big ones for these networks on CPUs). Bad files come back with
-        ``error`` in their place. Stops between batches when ``should_stop()`` is true.
+        ``error`` in their place. Stops between batches when ``should_stop()`` is true (on a
+        single-threaded CPU, after yielding the chunks already being classified). ``workers``
+        is capped at :func:`max_workers`.
         ``prefetched`` holds images decoded ahead (see
         :func:`engine.classify.images.start_prefetch`); those it has not started are decoded here.
         """
         paths = list(paths)
         batch_size = max(1, int(batch_size))
         cores = os.cpu_count() or 1
+        if workers:
+            workers = min(int(workers), max_workers())
         if self.device.type == "cpu" and torch.get_num_threads() == 1 and (workers or cores) > 1:
             yield from self._classify_in_chunks(paths, top_k, min(batch_size, CPU_CHUNK),
                                                 workers or cores, fast_decode, thumbnail_size,
@@ -367,12 +379,19 @@ class Classifier:
             try:
                 while pending:
                     if stop():
-                        return
+                        break
                     results = pending.popleft().result()
                     following = next(queue, None)
                     if following is not None:
                         pending.append(pool.submit(run_chunk, following))
                     yield from results
+                # Stopped: the chunks a worker has begun are finished anyway (the pool waits
+                # for them), so they are yielded; those not begun are cancelled. The pool
+                # takes chunks in order, so the begun ones come first.
+                begun = [future for future in pending if not future.cancel()]
+                pending.clear()
+                for future in begun:
+                    yield from future.result()
             finally:
                 for future in pending:
                     future.cancel()

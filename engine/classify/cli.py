@@ -29,10 +29,12 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="FILE", help="load this .pth into the --model architecture")
     p.add_argument("--hub", metavar="REPO:ENTRY",
                    help="load from Torch Hub, e.g. pytorch/vision:resnet18 (REPO may be a folder)")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="predictions per image (5)")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="predictions per image (5; more than the model's classes gives all)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (32)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding (CPU: decode+classify) threads (default: one per core)")
+                   help="decoding (CPU: decode+classify) threads (default: one per core; "
+                   "at most 4 per core)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="PyTorch intra-op CPU threads (default on the CPU: 1, with one "
                    "decode+classify stream per core)")
@@ -109,10 +111,13 @@ def run(args) -> int:
         if not sep or not repo or not entry:
             raise JobError("--hub takes REPO:ENTRY, e.g. pytorch/vision:resnet18")
         config["hub"] = {"repo": repo, "entry": entry}
-    from engine.classify.images import collect_image_paths, start_prefetch
+    from engine.classify.images import find_images, skipped_note, start_prefetch
     from engine.classify.zoo import DEFAULT_MODEL, LITE0_PREPROCESS
 
-    config["paths"] = collect_image_paths(args.paths) or args.paths  # none: the job says where
+    found = find_images(args.paths)
+    if found.paths and found.skipped:
+        note(skipped_note(len(found.skipped)))
+    config["paths"] = found.paths or args.paths  # none: the job says where, and what it skipped
     # the optimized CPU copy takes ~0.5 s to build and saves ~7 ms a photo
     config["optimize"] = len(config["paths"]) >= OPTIMIZE_FROM_IMAGES
     config["inference_only"] = True  # no Grad-CAM: the default model's cached copy will do
@@ -144,6 +149,11 @@ def _first_interrupt_stops(ctx):
         signal.signal(signal.SIGINT, previous)
 
 
+def note(text: str) -> None:
+    """A remark on stderr that does not change the exit status."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def _looks_like_a_file(model: str) -> bool:
     return os.sep in model or "/" in model or model.lower().endswith(MODEL_FILE_SUFFIXES)
 
@@ -154,6 +164,7 @@ def _classify(args, config: dict) -> int:
     with heavy_imports():
         import torch
 
+        from engine.classify.classifier import WORKERS_PER_CORE, max_workers
         from engine.classify.jobs import classify_job
         from engine.cli import StderrProgress, print_json
         from engine.devices import resolve_device
@@ -161,6 +172,10 @@ def _classify(args, config: dict) -> int:
 
     device = resolve_device(args.device)
     workers = args.workers
+    if workers is not None and workers > max_workers():
+        note(f"--workers {workers} is more than this machine's {os.cpu_count() or 1} cores "
+             f"can use ({WORKERS_PER_CORE} per core): using {max_workers()}")
+        workers = max_workers()
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     elif device == "cpu":  # one single-threaded decode+classify stream per core (see Classifier)
@@ -171,6 +186,9 @@ def _classify(args, config: dict) -> int:
     with _first_interrupt_stops(ctx):
         outcome = classify_job(config, ctx)
     results = outcome["results"]  # names that are not UTF-8: engine.cli prints them escaped
+    shown = max((len(entry["top"]) for entry in results), default=args.top)
+    if 0 < shown < args.top:
+        note(f"--top {args.top} is more than the model's {shown} classes: showing all {shown}")
     if args.json:
         print_json(results)
     else:

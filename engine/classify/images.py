@@ -87,25 +87,50 @@ class PreparedImage:
     thumbnail: np.ndarray | None = None  # uint8 HxWx3, long side <= thumbnail_size
 
 
-def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
+@dataclass
+class FoundImages:
+    """What :func:`find_images` found: the image files, and the other files in the folders."""
+
+    paths: list[str]
+    skipped: list[str]  # files inside the folders given whose names are not images' (notes.txt)
+
+
+def find_images(paths: list[str | os.PathLike]) -> FoundImages:
     """Expand folders (recursively, sorted, images by suffix only) and keep files as given;
-    a file reached twice (given, and inside a folder given) is listed once.
+    a file reached twice (given, and inside a folder given) is listed once. Hidden files and
+    folders are left out without a word; other files that are not images are ``skipped``.
 
     Missing paths are kept, so they show up in the results with a reason instead of vanishing.
     """
     found: dict[str, str] = {}  # absolute path -> the path as given, in order
+    skipped: dict[str, str] = {}
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                        file = str(Path(root) / name)
-                        found.setdefault(os.path.abspath(file), file)
+                    if name.startswith("."):
+                        continue
+                    file = str(Path(root) / name)
+                    is_image = Path(name).suffix.lower() in IMAGE_SUFFIXES
+                    (found if is_image else skipped).setdefault(os.path.abspath(file), file)
         else:
             found.setdefault(os.path.abspath(path), str(path))
-    return list(found.values())
+    return FoundImages(list(found.values()),
+                       [file for key, file in skipped.items() if key not in found])
+
+
+def collect_image_paths(paths: list[str | os.PathLike]) -> list[str]:
+    """The image files among ``paths`` and in its folders (see :func:`find_images`)."""
+    return find_images(paths).paths
+
+
+def skipped_note(skipped: int) -> str:
+    """'3 files skipped (not images)': for status lines and the CLI."""
+    if skipped == 1:
+        return "1 file skipped (not an image)"
+    return f"{skipped} files skipped (not images)"
 
 
 def _pixel_limit() -> int | None:

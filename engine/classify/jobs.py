@@ -168,27 +168,30 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
     for up to this many images, reported as ``gradcam`` events).
 
     Returns ``{"status": "done" | "stopped", "model", "results": [ImageResult.to_json()],
-    "classified", "failed", "seconds", "images_per_second"}``. Bad files never stop the batch.
+    "classified", "failed", "skipped" (files in the folders that are not images), "total",
+    "seconds", "images_per_second"}``. Bad files never stop the batch.
     """
     with cpu_threads(config.get("threads"), ctx.device):
         return _classify(config, ctx)
 
 
 def _classify(config: dict, ctx: JobContext) -> dict:
-    from engine.classify.images import collect_image_paths
+    from engine.classify.images import find_images, skipped_note
 
     started = time.perf_counter()
     raw_paths = config.get("paths") or []
     if not raw_paths:
         raise JobError("no images given: pass image files or folders")
-    paths = collect_image_paths(raw_paths)
+    found = find_images(raw_paths)
+    paths, skipped = found.paths, len(found.skipped)
     if not paths:
-        raise JobError("no image files found in " + ", ".join(str(p) for p in raw_paths))
+        raise JobError("no image files found in " + ", ".join(str(p) for p in raw_paths)
+                       + (f": {skipped_note(skipped)}" if skipped else ""))
     try:
         classifier = get_classifier(config, ctx)
     except JobStopped:
         return {"status": "stopped", "results": [], "classified": 0, "failed": 0,
-                "seconds": time.perf_counter() - started}
+                "skipped": skipped, "total": len(paths), "seconds": time.perf_counter() - started}
     views = bool(config.get("views", False))
     gradcam_limit = int(config.get("gradcam_limit", 0))
     top_k = int(config.get("top_k", 5))
@@ -222,8 +225,7 @@ def _classify(config: dict, ctx: JobContext) -> dict:
             else:
                 ctx.report({"event": "gradcam", "path": result.path, "class_index": cls,
                             "label": result.top[0]["label"], "cam": cam})
-        if ctx.stopped():
-            break
+        # no break on a stop: the stream ends itself, after the images it had in hand
     seconds = time.perf_counter() - started
     stopped = ctx.stopped() and len(results) < total
     return {
@@ -232,6 +234,7 @@ def _classify(config: dict, ctx: JobContext) -> dict:
         "results": results,
         "classified": classified,
         "failed": failed,
+        "skipped": skipped,
         "total": total,
         "seconds": seconds,
         "images_per_second": len(results) / seconds if seconds > 0 else 0.0,

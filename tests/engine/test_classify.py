@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -586,3 +587,118 @@ def test_cli_ctrl_c_stops_and_prints_the_answers_so_far(monkeypatch, capsys, tmp
     assert out == f"{paths[0]}: tabby 90.0%\n"
     assert "stopped after 1 of 3 images" in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+@needs_book_photos
+def test_cli_notes_what_it_changed_or_left_out(tmp_path):
+    """--top beyond the model's classes, --workers beyond what the cores can use, and files in
+    the folder that are not images: each gets a note on stderr; the answers are unchanged."""
+    from engine.classify.classifier import max_workers
+
+    (tmp_path / "bobby.jpg").write_bytes((BOOK_IMAGES / "bobby.jpg").read_bytes())
+    (tmp_path / "notes.txt").write_text("not a photo")
+    out = _cli(str(tmp_path), "--json", "--top", "2000", "--workers", "1000")
+    assert out.returncode == 0, out.stderr
+    classes = len(json.loads(out.stdout)[0]["top"])
+    notes = [line for line in out.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        "note: 1 file skipped (not an image)",
+        f"note: --workers 1000 is more than this machine's {os.cpu_count()} cores can use "
+        f"(4 per core): using {max_workers()}",
+        f"note: --top 2000 is more than the model's {classes} classes: showing all {classes}",
+    ]
+    (tmp_path / "bobby.jpg").unlink()
+    only_notes = _cli(str(tmp_path))
+    assert only_notes.returncode == 1
+    assert only_notes.stderr.strip() == (f"error: no image files found in {tmp_path}: "
+                                         "1 file skipped (not an image)")
+
+
+def test_workers_are_capped_at_a_few_per_core(lite0, monkeypatch):
+    """Each single-threaded CPU worker runs its own forward: 1000 of them would only use memory."""
+    from engine.classify import classifier as module
+
+    pools = []
+    real_pool = module.ThreadPoolExecutor
+    monkeypatch.setattr(module, "ThreadPoolExecutor",
+                        lambda max_workers, **kw: pools.append(max_workers) or real_pool(
+                            max_workers=max_workers, **kw))
+    threads = torch.get_num_threads()
+    try:
+        for torch_threads in (1, 2):  # decode+classify workers; decode-only workers
+            torch.set_num_threads(torch_threads)
+            results = list(lite0.classify_files(["missing.jpg"], workers=1000))
+            assert results[0].error == "file not found"
+    finally:
+        torch.set_num_threads(threads)
+    assert pools == [module.max_workers()] * 2
+    assert module.max_workers() == module.WORKERS_PER_CORE * os.cpu_count()
+
+
+def test_a_stop_keeps_the_answers_of_chunks_already_being_classified(lite0, monkeypatch):
+    """On a single-threaded CPU each worker classifies its own chunk of 4; a stop (Ctrl-C)
+    while chunks are under way yields them once done (the pool finishes them anyway), and
+    cancels those not begun."""
+    from engine.classify.images import PreparedImage
+
+    paths = [f"/photos/{i}.jpg" for i in range(20)]  # five chunks
+    held = {paths[4]: threading.Event(), paths[8]: threading.Event()}  # chunks 2 and 3
+    may_finish, stop_asked = threading.Event(), threading.Event()
+
+    def prepare(path, *_args):
+        if path in held:  # both workers stay on their chunk until the stop is asked
+            held[path].set()
+            assert may_finish.wait(timeout=60)
+        return PreparedImage(path, np.zeros((224, 224, 3), np.uint8), (224, 224),
+                             (0.0, 0.0, 224.0, 224.0))
+
+    def should_stop():
+        if stop_asked.is_set():
+            may_finish.set()
+            return True
+        return False
+
+    monkeypatch.setattr(lite0, "_prepare", prepare)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stream = lite0.classify_files(paths, batch_size=4, workers=2, should_stop=should_stop)
+        first = [next(stream) for _ in range(4)]
+        assert all(event.wait(timeout=60) for event in held.values())  # chunks 4, 5 wait
+        stop_asked.set()
+        rest = list(stream)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.path for r in first + rest] == paths[:12]
+    assert all(r.top and not r.error for r in rest)
+
+
+def test_classify_job_reports_every_answer_its_stream_gives_after_a_stop(monkeypatch, tmp_path):
+    """The stream decides what it still has in hand after a stop; the job drops none of it.
+    A stop during the load still says how many images there were."""
+    from engine.classify import jobs
+    from engine.classify.classifier import ImageResult
+    from engine.jobs import JobStopped
+
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(3)]
+    ctx = JobContext("cpu")
+
+    class StoppedAfterTheFirst:
+        loaded = type("Loaded", (), {"info": type("Info", (), {"to_dict": lambda self: {}})()})()
+
+        def classify_files(self, paths, **_kwargs):
+            for index, path in enumerate(paths):
+                yield ImageResult(path, top=[{"label": "tabby", "index": 281, "prob": 0.9}])
+                if index == 0:
+                    ctx.request_stop()  # Ctrl-C while the other two were being classified
+
+    monkeypatch.setattr(jobs, "get_classifier", lambda config, ctx: StoppedAfterTheFirst())
+    out = classify_job({"paths": paths}, ctx)
+    assert out["status"] == "done" and [r["path"] for r in out["results"]] == paths
+
+    def stopped_while_loading(config, ctx):
+        raise JobStopped()
+
+    monkeypatch.setattr(jobs, "get_classifier", stopped_while_loading)
+    out = classify_job({"paths": paths}, JobContext("cpu"))
+    assert out["status"] == "stopped" and out["total"] == 3

@@ -14,9 +14,11 @@ from engine.classify.images import (
     ImageProblem,
     Preprocess,
     collect_image_paths,
+    find_images,
     open_image,
     prepare_image,
     preprocess_image,
+    skipped_note,
 )
 from tests.conftest import BOOK_IMAGES, needs_book_photos
 
@@ -181,6 +183,19 @@ def test_collect_image_paths_expands_folders_sorted(tmp_path, monkeypatch):
     assert collect_image_paths(["b.jpg", tmp_path, str(tmp_path / "b.jpg")])[:2] == [
         "b.jpg", str(tmp_path / "a.PNG")]
     assert len(collect_image_paths(["b.jpg", tmp_path])) == 3
+
+
+def test_files_in_a_folder_that_are_not_images_are_counted_as_skipped(tmp_path):
+    """notes.txt in a folder is skipped and said so; hidden files are not worth a word, and a
+    file given by name is tried, not skipped."""
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jpg", "notes.txt", "sub/data.csv", ".DS_Store", "given.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = find_images([tmp_path, tmp_path / "given.txt"])
+    assert found.paths == [str(tmp_path / n) for n in ("a.jpg", "given.txt")]
+    assert found.skipped == [str(tmp_path / n) for n in ("notes.txt", "sub/data.csv")]
+    assert (skipped_note(1), skipped_note(2)) == ("1 file skipped (not an image)",
+                                                  "2 files skipped (not images)")
 
 
 PREFETCH_CHECK = r"""
