@@ -89,6 +89,8 @@ def _is_main_rank() -> bool:
 def format_update(update: dict[str, Any]) -> str | None:
     """One human line for a progress update (None: nothing worth printing)."""
     phase = update.get("phase")
+    if phase == "load" and update.get("message"):  # a note (the cache cannot be written)
+        return update["message"]
     if phase == "load":
         total = update.get("total") or 0
         what = {"decode": "decoding images", "download": "downloading",
@@ -134,7 +136,9 @@ class _CliProgress:
             sys.stderr.write(PROGRESS_PREFIX + json_text(update) + "\n")
             sys.stderr.flush()
             return
-        if update.get("phase") in ("train", "load"):
+        if update.get("message") and update.get("phase") == "load":  # a note: shown even quiet
+            print(format_update(update), file=sys.stderr, flush=True)
+        elif update.get("phase") in ("train", "load"):
             total = update.get("total")
             # the last load update always shows, however soon after the one before
             self._steps({**update, "final": True} if total and update.get("done") == total

@@ -341,7 +341,12 @@ def load_dataset(
         data = _load_image_archive(root, report, stopped)
     data.source = str(root)
     if cache_file is not None:
-        _write_cache(cache_file, data)
+        problem = _write_cache(cache_file, data)
+        if problem:  # the data still loads, but the next load decodes it all again
+            report({"phase": "note", "message": (
+                f"cannot keep the decoded images in '{cache_file.parent}' ({problem}), so every "
+                "load decodes them again; set TORCHDESK_CACHE_DIR (headless: --cache-dir) to a "
+                "writable folder")})
         _remove_stale_caches(cache_file, prefix)
     return data
 
@@ -371,7 +376,8 @@ def _read_cache(cache_file: Path) -> CifarData | None:
         return None
 
 
-def _write_cache(cache_file: Path, data: CifarData) -> None:
+def _write_cache(cache_file: Path, data: CifarData) -> str | None:
+    """Save the decoded data for later loads; returns why it could not be (None: saved)."""
     blob = {
         "format": CACHE_FORMAT,
         "train_images": data.train_images.contiguous(),
@@ -385,8 +391,13 @@ def _write_cache(cache_file: Path, data: CifarData) -> None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(blob, tmp)
         os.replace(tmp, cache_file)
-    except (OSError, RuntimeError):  # torch.save reports a full or read-only disk as either
-        remove_quietly(tmp)  # no writable cache: the data still loads, just slower next time
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except RuntimeError:  # torch.save's word for a full or read-only disk
+        return "not writable, or the disk is full"
+    finally:  # after a failure or a second Ctrl-C: no half-written file as large as the data
+        remove_quietly(tmp)
+    return None
 
 
 def _archive_error(what: str, exc: BaseException) -> JobError:

@@ -257,3 +257,15 @@ def test_progress_json_lines_are_strict_json(capsys):
     assert line.startswith(PROGRESS_PREFIX)
     update = json.loads(line[len(PROGRESS_PREFIX):], parse_constant=lambda c: 1 / 0)
     assert update == {"phase": "train", "loss": None, "eta_s": None, "step": 3}
+
+
+def test_a_cache_that_cannot_be_written_is_said_even_when_quiet(tiny_archive, tmp_path, capsys):
+    from engine.cifar.cli import _CliProgress
+
+    (tmp_path / "file").write_text("a file where the cache folder would go")
+    code, out, err = in_process(capsys, "cifar", "info", "--data", tiny_archive,
+                                "--cache-dir", tmp_path / "file")
+    assert code == 0 and f"cannot keep the decoded images in '{tmp_path / 'file'}" in err
+    _CliProgress(quiet=True, as_json=False)({"phase": "load", "step_name": "note",
+                                             "message": "cannot keep the decoded images"})
+    assert capsys.readouterr().err == "cannot keep the decoded images\n"

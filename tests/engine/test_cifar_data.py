@@ -104,7 +104,33 @@ def test_a_cache_that_cannot_be_written_still_loads(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
 
     monkeypatch.setattr(cd.torch, "save", disk_full)
-    assert load(root, tmp_path).counts()["train"]["cat"] == 2
+    updates = []
+    assert load(root, tmp_path, report=updates.append).counts()["train"]["cat"] == 2
+    assert list((tmp_path / "cache" / "cifar").iterdir()) == []
+    notes = [u["message"] for u in updates if u["phase"] == "note"]  # why the next load is slow
+    assert len(notes) == 1 and str(tmp_path / "cache" / "cifar") in notes[0]
+    assert "TORCHDESK_CACHE_DIR" in notes[0]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named_with_the_reason(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+    (tmp_path / "file").write_text("a file where the cache folder would go")
+    updates = []
+    cd.load_dataset(root, cache_dir=tmp_path / "file", report=updates.append)
+    assert [u["phase"] for u in updates].count("note") == 1
+    assert "Not a directory" in next(u["message"] for u in updates if u["phase"] == "note")
+
+
+def test_a_second_ctrl_c_while_the_cache_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
+
+    def interrupted(obj, f):  # half of a file as large as the dataset, then Ctrl-C
+        Path(f).write_bytes(b"part")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cd.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load(root, tmp_path)
     assert list((tmp_path / "cache" / "cifar").iterdir()) == []
 
 
