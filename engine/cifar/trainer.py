@@ -590,8 +590,11 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if cfg.get("checkpoint") and rank == 0:
         try:
             ckpt.check_writable(cfg["checkpoint"], data=cfg.get("data"))
-        except JobError:
+        except JobError as exc:
             _leave_process_group(world)
+            if config.get("resume") and not config.get("checkpoint"):
+                raise JobError(f"{exc} (a resumed run writes to the checkpoint it resumes; to "
+                               "write another file, headless: --checkpoint FILE)") from None
             raise
     # Every training batch has the same shape: let cuDNN time its algorithms once (during the
     # warm-up) and keep the fastest. Process-wide, so put back afterwards (Classify's batches vary).
@@ -603,6 +606,20 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     finally:
         torch.backends.cudnn.benchmark = autotune
         _leave_process_group(world)
+
+
+def _same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
+    return Path(path).expanduser().resolve() == Path(other).expanduser().resolve()
+
+
+def _what_the_file_keeps(saved_at: tuple[int, int] | None) -> str:
+    """Where the checkpoint file stands after a failed write (None: nothing of this run)."""
+    if saved_at is None:
+        return "before its first checkpoint was saved"
+    epoch, step = saved_at
+    inside = f" and {step} steps of epoch {epoch + 1}" if step else ""
+    epochs = f"{epoch} finished epoch{'' if epoch == 1 else 's'}"
+    return f"and the checkpoint keeps {epochs}{inside} (resume from it)"
 
 
 def _leave_process_group(world: int) -> None:
@@ -843,9 +860,19 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             "torch_version": str(torch.__version__),
         }
 
+    # (epoch, step) the checkpoint file holds, for the message when a later write fails
+    saved_at = ((start_epoch, start_step) if resume_blob is not None and cfg.get("checkpoint")
+                and _same_file(cfg["checkpoint"], cfg["resume"]) else None)
+
     def write_checkpoint(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+        nonlocal saved_at
         if is_main and cfg.get("checkpoint"):
-            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
+            try:
+                ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
+            except JobError as exc:  # a full disk, say: the file is as it was
+                raise JobError(f"{exc}; training stopped, {_what_the_file_keeps(saved_at)}"
+                               ) from None
+            saved_at = (epoch, step)
 
     def stop_requested(step: int) -> bool:
         local = ctx.stopped()

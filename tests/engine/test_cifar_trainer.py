@@ -948,3 +948,41 @@ def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_onc
         with pytest.raises(JobError) as error:
             run({"dataset": DATA, **resumed})
         assert getattr(error.value, "every_rank", False), error.value
+
+
+def test_a_checkpoint_write_that_fails_mid_run_says_what_the_file_keeps(tmp_path, monkeypatch):
+    real_write = ckpt.write_atomically
+    writes = []
+
+    def disk_full_from_the_second_write(path, files, what):
+        writes.append(path)
+        if len(writes) >= 2:  # what write_atomically says when the disk is full
+            raise JobError(f"cannot write {what} '{path}': No space left on device")
+        real_write(path, files, what)
+
+    monkeypatch.setattr(ckpt, "write_atomically", disk_full_from_the_second_write)
+    path = tmp_path / "c.pt"
+    with pytest.raises(JobError, match=r"No space left on device; training stopped, and the "
+                                       r"checkpoint keeps 1 finished epoch \(resume from it\)$"):
+        run(base_config(epochs=3, checkpoint=path))
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    writes.clear()
+    writes.append("the first write fails too")
+    with pytest.raises(JobError, match="before its first checkpoint was saved$"):
+        run(base_config(epochs=3, checkpoint=tmp_path / "other.pt"))
+
+
+def test_a_resume_whose_file_cannot_be_written_says_how_to_write_elsewhere(tmp_path,
+                                                                         monkeypatch):
+    path = tmp_path / "c.pt"
+    run(base_config(epochs=1, checkpoint=path))
+
+    def read_only(target, data=None):
+        raise JobError(f"cannot write the checkpoint '{target}': Read-only file system")
+
+    monkeypatch.setattr(ckpt, "check_writable", read_only)
+    with pytest.raises(JobError, match=r"Read-only file system \(a resumed run writes to the "
+                                       r"checkpoint it resumes; .*--checkpoint FILE\)$"):
+        run({"dataset": DATA, "resume": path, "epochs": 2})
+    with pytest.raises(JobError, match="Read-only file system$"):  # a file the user chose
+        run({"dataset": DATA, "resume": path, "epochs": 2, "checkpoint": tmp_path / "new.pt"})
