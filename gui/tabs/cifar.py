@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QFont, QFontMetricsF, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -79,6 +79,7 @@ RECIPE_FIELD_LABELS = {"optimizer": "optimizer", "lr": "learning rate", "momentu
                        "flip": "flip", "translate": "shift"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
+MIN_CONFUSION_POINT_SIZE = 6.0  # smaller counts are hard to read: hidden instead
 
 
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
@@ -491,7 +492,10 @@ class CifarTab(QWidget):
         layout.addWidget(self.loss_plot, 1, 0)
         layout.addWidget(self.acc_plot, 1, 1)
 
-        self.confusion_plot = pg.PlotWidget(title="Confusion matrix (click a cell)")
+        # a short title: the plot is never narrower than its title plus the class names, and
+        # a longer one pushed the last column out of a small window
+        self.confusion_plot = pg.PlotWidget(title="Confusion matrix")
+        self.confusion_plot.setToolTip("Click a cell to see those test images")
         self.confusion_plot.setLabel("left", "true class")
         self.confusion_plot.setLabel("bottom", "predicted class")
         self.confusion_plot.setMouseEnabled(x=False, y=False)
@@ -502,15 +506,18 @@ class CifarTab(QWidget):
         self.confusion_image.setColorMap(pg.colormap.get("viridis"))
         self.confusion_plot.addItem(self.confusion_image)
         self.confusion_plot.scene().sigMouseClicked.connect(self._on_confusion_clicked)
+        self.confusion_plot.getViewBox().sigResized.connect(lambda *_: self._fit_confusion_text())
         self._reset_confusion_axes()
         layout.addWidget(self.confusion_plot, 2, 0)
 
         mistakes = QWidget()
         mistakes_layout = QVBoxLayout(mistakes)
         mistakes_layout.setContentsMargins(0, 0, 0, 0)
-        self.result_label = QLabel("Train a model to see its confusion matrix.")
+        self.result_label = QLabel("Train a model to see its confusion matrix; click a cell of "
+                                   "it to see those test images.")
         self.result_label.setWordWrap(True)
         self.mistakes_label = QLabel("")
+        self.mistakes_label.setWordWrap(True)  # a long line would squeeze the heatmap's column
         self.mistakes_list = QListWidget()
         self.mistakes_list.setViewMode(QListWidget.ViewMode.IconMode)
         self.mistakes_list.setIconSize(QSize(48, 48))
@@ -522,6 +529,8 @@ class CifarTab(QWidget):
         layout.addWidget(mistakes, 2, 1)
         layout.setRowStretch(1, 1)
         layout.setRowStretch(2, 1)
+        layout.setColumnStretch(0, 1)  # halves whatever the plots' titles and labels
+        layout.setColumnStretch(1, 1)
         return page
 
     def _build_data_page(self) -> QWidget:
@@ -1147,10 +1156,8 @@ class CifarTab(QWidget):
                 self._confusion_labels.append(text)
         self.confusion_plot.getAxis("left").setTicks(
             [[(i + 0.5, name) for i, name in enumerate(names)]])
-        short = [name if k <= 5 else name[:3] for name in names]  # room under narrow columns
-        self.confusion_plot.getAxis("bottom").setTicks(
-            [[(i + 0.5, name) for i, name in enumerate(short)]])
         self.confusion_plot.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
+        self._fit_confusion_text()
         worst = max(((i, j) for i in range(k) for j in range(k) if i != j),
                     key=lambda c: matrix[c], default=None)
         if worst is not None and matrix[worst] > 0:
@@ -1158,6 +1165,39 @@ class CifarTab(QWidget):
         else:
             self.mistakes_list.clear()
             self.mistakes_label.setText("No misclassified test images.")
+
+    def confusion_cell_pixels(self) -> float:
+        """The side of one heatmap cell on screen, in pixels."""
+        view_box = self.confusion_plot.getViewBox()
+        (x0, x1), (y0, y1) = view_box.viewRange()
+        return min(view_box.width() / (x1 - x0), view_box.height() / (y1 - y0))
+
+    def _fit_confusion_text(self) -> None:
+        """Size the counts and the column names to the cells (the view keeps its text at a
+        fixed size): smaller type as cells shrink, shorter names, and no counts where even
+        small type would overlap (clicking a cell still says its count)."""
+        if self.last_result is None:
+            return
+        cell = self.confusion_cell_pixels()
+        widest = max((label.toPlainText() for label in self._confusion_labels), key=len,
+                     default="")
+        font = QFont(self.confusion_plot.font())
+        size = font.pointSizeF()
+        while size > MIN_CONFUSION_POINT_SIZE and not _fits(font, widest, 0.9 * cell):
+            size = max(MIN_CONFUSION_POINT_SIZE, size - 0.5)
+            font.setPointSizeF(size)
+        counts_fit = _fits(font, widest, 0.9 * cell)
+        for label in self._confusion_labels:
+            label.setFont(font)
+            label.setVisible(counts_fit)
+        names = self.last_result["class_names"]
+        length = max(map(len, names))
+        axis_font = self.confusion_plot.font()
+        while length > 1 and not all(_fits(axis_font, name[:length] + " ", cell)  # a gap
+                                     for name in names):
+            length -= 1
+        self.confusion_plot.getAxis("bottom").setTicks(
+            [[(i + 0.5, name[:length]) for i, name in enumerate(names)]])
 
     def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:
         """(true, predicted) class of the heatmap cell under a scene position, if any."""
@@ -1391,6 +1431,12 @@ class CifarTab(QWidget):
         self.start_training(overrides={"max_test": 2000})
         wait(lambda: not self.is_training(), 300)
         self.pages.setCurrentIndex(0)
+
+
+def _fits(font: QFont, text: str, pixels: float) -> bool:
+    """Whether ``text`` in ``font`` fits a square of ``pixels``."""
+    metrics = QFontMetricsF(font)
+    return metrics.horizontalAdvance(text) <= pixels and metrics.height() <= pixels
 
 
 def _same_path(a: str, b: str) -> bool:

@@ -479,3 +479,66 @@ def test_resuming_a_run_stopped_in_its_final_evaluation_evaluates_it(
     tab.resume_from(str(checkpoint))
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     assert tab.last_result["epochs"] == 3
+
+
+def synthetic_result(class_names, per_class=1000):
+    """A completed run's result as the trainer returns it, with made-up counts."""
+    k = len(class_names)
+    confusion = [[(7 * i + 3 * j) % 60 if i != j else 0 for j in range(k)] for i in range(k)]
+    for i, row in enumerate(confusion):
+        row[i] = per_class - sum(row)
+    return {"status": "completed", "class_names": list(class_names), "confusion": confusion,
+            "misclassified": {f"{i},{j}": list(range(confusion[i][j]))
+                              for i in range(k) for j in range(k) if i != j},
+            "per_class_acc": {name: confusion[i][i] / per_class
+                              for i, name in enumerate(class_names)},
+            "test_acc": sum(confusion[i][i] for i in range(k)) / (k * per_class),
+            "epochs": 1, "train_time_s": 1.0, "config": {"data": "/elsewhere", "epochs": 1},
+            "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]}
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
+def test_the_confusion_matrix_fits_a_small_window(qtbot, open_tab):
+    from PySide6.QtGui import QFontMetricsF
+
+    from gui.tabs.cifar import CifarTab
+
+    tab = open_tab(CifarTab, size=(900, 620))  # a small window
+    tab._on_train_returned(synthetic_result(CIFAR10_CLASSES))
+    view_box = tab.confusion_plot.getViewBox()
+    heatmap = view_box.mapRectToScene(view_box.boundingRect())
+    assert heatmap.right() <= tab.confusion_plot.viewport().width()  # the last column shows
+    cell = tab.confusion_cell_pixels()
+    for label in tab._confusion_labels:  # counts of up to four digits, inside their cells
+        if label.isVisible():
+            assert QFontMetricsF(label.textItem.font()).horizontalAdvance(
+                label.toPlainText()) < cell
+    metrics = QFontMetricsF(tab.confusion_plot.font())
+    (columns,) = tab.confusion_plot.getAxis("bottom")._tickLevels
+    assert all(metrics.horizontalAdvance(name) < cell for _, name in columns)
+    assert [name for _, name in columns] == [n[:len(columns[0][1])] for n in CIFAR10_CLASSES]
+
+
+def test_the_confusion_counts_are_shown_where_cells_have_room(qtbot, open_tab):
+    from PySide6.QtGui import QFontMetricsF
+
+    from gui.tabs.cifar import CifarTab
+
+    tab = open_tab(CifarTab, size=(1016, 650))  # the tab of a 1024×700 window
+    tab._on_train_returned(synthetic_result(CIFAR10_CLASSES))
+    # a long line, wrapped: it does not widen its column, squeezing the heatmap's
+    assert "load the dataset" in tab.mistakes_label.text()
+    assert tab.mistakes_label.minimumSizeHint().width() < tab.confusion_plot.width()
+    cell = tab.confusion_cell_pixels()
+    for label in tab._confusion_labels:  # smaller type, in their cells
+        assert label.isVisible()
+        assert QFontMetricsF(label.textItem.font()).horizontalAdvance(label.toPlainText()) < cell
+
+    tab.resize(1300, 850)
+    tab._on_train_returned(synthetic_result(("airplane", "bird")))
+    assert all(label.isVisible() for label in tab._confusion_labels)
+    assert [name for _, name in tab.confusion_plot.getAxis("bottom")._tickLevels[0]] == [
+        "airplane", "bird"]
