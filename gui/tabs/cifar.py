@@ -697,7 +697,13 @@ class CifarTab(QWidget):
                 label = QLabel()
                 label.setPixmap(rgb_pixmap(image, 64))
                 self.grid_layout.addWidget(label, row, col + 1)
-        self.grid_layout.setColumnStretch(len(info["samples"][0]) + 1 if info["samples"] else 1, 1)
+        # the rows packed at the top and the images at the left, whatever loaded before
+        for row in range(self.grid_layout.rowCount()):
+            self.grid_layout.setRowStretch(row, 0)
+        for column in range(self.grid_layout.columnCount()):
+            self.grid_layout.setColumnStretch(column, 0)
+        self.grid_layout.setRowStretch(len(info["class_names"]), 1)
+        self.grid_layout.setColumnStretch(max(map(len, info["samples"]), default=0) + 1, 1)
 
     def selected_classes(self) -> list[str] | None:
         """Checked class names, or None when all are checked (or nothing is loaded)."""

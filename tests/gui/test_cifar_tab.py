@@ -542,3 +542,14 @@ def test_the_confusion_counts_are_shown_where_cells_have_room(qtbot, open_tab):
     assert all(label.isVisible() for label in tab._confusion_labels)
     assert [name for _, name in tab.confusion_plot.getAxis("bottom")._tickLevels[0]] == [
         "airplane", "bird"]
+
+
+def test_the_data_browser_packs_its_rows_at_the_top(qtbot, tab, tiny_data):
+    load(qtbot, tab, tiny_data)
+    tab.pages.setCurrentIndex(1)
+    rows = sorted({tab.grid_layout.cellRect(row, 1).top()
+                   for row in range(len(tab.data_info["class_names"]))})
+    thumbnail = tab.grid_layout.itemAtPosition(0, 1).widget().pixmap().height()
+    # one thumbnail and the spacing apart, not spread over the page's height
+    pitch = [below - above for above, below in zip(rows, rows[1:], strict=False)]
+    assert pitch and max(pitch) <= thumbnail + 2 * tab.grid_layout.spacing()
