@@ -494,7 +494,8 @@ def synthetic_result(class_names, per_class=1000):
                               for i, name in enumerate(class_names)},
             "test_acc": sum(confusion[i][i] for i in range(k)) / (k * per_class),
             "epochs": 1, "train_time_s": 1.0, "config": {"data": "/elsewhere", "epochs": 1},
-            "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]}
+            "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}],
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -553,3 +554,17 @@ def test_the_data_browser_packs_its_rows_at_the_top(qtbot, tab, tiny_data):
     # one thumbnail and the spacing apart, not spread over the page's height
     pitch = [below - above for above, below in zip(rows, rows[1:], strict=False)]
     assert pitch and max(pitch) <= thumbnail + 2 * tab.grid_layout.spacing()
+
+
+def test_a_run_shows_the_mean_and_std_it_normalized_with(qtbot, tab, tiny_data, tmp_path):
+    from gui.tabs.cifar import CifarTab
+
+    load(qtbot, tab, tiny_data)
+    shown_for_all = CifarTab._fmt(tab.data_info["mean"])
+    assert shown_for_all in tab.stats_label.text()
+    tab.set_classes(["cat", "dog"])
+    train_net(qtbot, tab, tmp_path / "run.pt")
+    used = tab.last_result["mean"]  # of the cats' and dogs' training images
+    assert CifarTab._fmt(used) != shown_for_all
+    assert (f"mean {CifarTab._fmt(used)} std {CifarTab._fmt(tab.last_result['std'])}"
+            in tab.result_label.text())
