@@ -752,8 +752,7 @@ class CifarTab(QWidget):
         n_test = sum(counts["test"][c] for c in chosen)
         text = (f"{len(chosen)} classes, {n_train} train / {n_test} test images.\n"
                 f"Mean {self._fmt(self.data_info['mean'])}  std {self._fmt(self.data_info['std'])}"
-                " (all classes' training images; a run's own, of its classes, come with its "
-                "results).")
+                " (all classes' training images; a run's own come with its results).")
         self.stats_label.setText(text)
 
     @staticmethod
@@ -1090,7 +1089,7 @@ class CifarTab(QWidget):
             f"Test accuracy {result['test_acc']:.2%} after {plural(result['epochs'], 'epoch')} "
             f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}\n"
             f"Normalized by mean {self._fmt(result['mean'])} std {self._fmt(result['std'])} "
-            "(its classes' training images).")
+            "(of its training images).")
         self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
 
     def _show_history(self, history: list[dict], losses: bool = True) -> None:
