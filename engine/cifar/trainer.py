@@ -103,6 +103,9 @@ OPTIMIZER_SETTINGS = {"sgd": _SGD_SETTINGS, "nesterov": _SGD_SETTINGS,
                       "adam": ("lr", "weight_decay"), "adamw": ("lr", "weight_decay"),
                       "muon": (*_SGD_SETTINGS, "muon_lr", "muon_momentum")}
 
+# The learning-rate schedule's settings, which a resumed run may change too.
+SCHEDULE_SETTINGS = ("schedule", "warmup", "lr_start", "lr_end")
+
 # What a mid-epoch checkpoint's remaining steps depend on (see _check_mid_epoch_resume).
 MID_EPOCH_KEYS = ("batch_size", "max_train", "seed")
 
@@ -761,7 +764,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         except JobError as exc:
             raise on_every_rank(exc) from None
         was = {key: resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key))
-               for key in OPTIMIZER_SETTINGS[cfg["optimizer"]]}
+               for key in (*OPTIMIZER_SETTINGS[cfg["optimizer"]], *SCHEDULE_SETTINGS)}
         asked = {key: (old, cfg[key]) for key, old in was.items() if old != cfg[key]}
         fresh_groups = [{k: v for k, v in g.items() if k != "params"}
                         for g in optimizer.param_groups]
@@ -791,8 +794,11 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             report({"phase": "resume", "message": "from here on: " + ", ".join(
                 f"{key.replace('_', ' ')} {old} -> {new}" for key, (old, new) in asked.items())})
         at = start_epoch * steps_per_epoch + start_step
-        if scheduler.last_epoch != at:  # other batches per epoch (batch size, image count)
-            _set_schedule_position(optimizer, scheduler, at)
+        moved = scheduler.last_epoch != at  # other batches per epoch (batch size, image count)
+        # The rates from the schedule as it is now (its settings or length may have changed):
+        # the checkpoint's would drive the first step. The same numbers when nothing changed.
+        _set_schedule_position(optimizer, scheduler, at)
+        if moved:
             report({"phase": "resume", "message": (
                 f"an epoch is now {steps_per_epoch} steps: the learning-rate schedule goes on "
                 f"from the start of epoch {start_epoch + 1}")})
@@ -1159,11 +1165,10 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
 def _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs) -> None:
     """After loading a checkpoint's optimizer and scheduler state, put back the hyperparameters
     of the freshly built optimizer (the user changed some), keeping the state (momentum
-    buffers, step counts) and the schedule's position."""
+    buffers, step counts); the rates follow with :func:`_set_schedule_position`."""
     for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
         group.update({k: v for k, v in fresh.items() if k != "lr"})
     scheduler.base_lrs = list(fresh_base_lrs)
-    _set_schedule_position(optimizer, scheduler, scheduler.last_epoch)
 
 
 def _set_schedule_position(optimizer, scheduler, step: int) -> None:

@@ -986,3 +986,21 @@ def test_a_resume_whose_file_cannot_be_written_says_how_to_write_elsewhere(tmp_p
         run({"dataset": DATA, "resume": path, "epochs": 2})
     with pytest.raises(JobError, match="Read-only file system$"):  # a file the user chose
         run({"dataset": DATA, "resume": path, "epochs": 2, "checkpoint": tmp_path / "new.pt"})
+
+
+def test_a_schedule_changed_on_resume_drives_the_very_first_step(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    run(base_config(epochs=2, schedule="warmup_linear", warmup=0.5, batch_size=96,
+                    checkpoint=path))  # one step per epoch: the last one's rate decayed to 0
+    rates = []
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    _, events = run({"dataset": DATA, "resume": path, "epochs": 3, "schedule": "constant"})
+    assert rates == [0.05]  # the constant rate, not the checkpoint's decayed one
+    assert "from here on: schedule warmup_linear -> constant" in [
+        e.get("message") for e in events]
