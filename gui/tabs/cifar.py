@@ -255,6 +255,7 @@ class CifarTab(QWidget):
         self._checkpoint_recipe_shown = False
         # the user's seed and train images while a resumed checkpoint's are shown
         self._users_run_values: dict[str, Any] = {}
+        self._resume_notes: list[str] = []  # the trainer's notes on the run being resumed
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -979,6 +980,7 @@ class CifarTab(QWidget):
         self._save_settings()
         # the last results stay until this run has started: a refused one keeps them
         self._results_pending_clear = True
+        self._resume_notes = []
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
             from engine.devices import list_devices
@@ -1030,7 +1032,7 @@ class CifarTab(QWidget):
             elif phase == "start":
                 if self._results_pending_clear:
                     self._results_pending_clear = False
-                    self._clear_results("")
+                    self._clear_results(self._resume_note())
                     self._reset_live_view()
                 if update.get("history"):  # a resumed run: the epochs it already trained
                     self._show_history(update["history"])
@@ -1040,7 +1042,12 @@ class CifarTab(QWidget):
             elif phase == "evaluate":
                 self.speed_label.setText("evaluating on the test set…")
             elif phase == "resume" and update.get("message"):
-                self.app.show_status(f"Resume: {update['message']}", 12000)
+                # kept in view while the run trains: one may say its result will differ from
+                # a run straight through, and the status bar shows only the last one
+                self._resume_notes.append(update["message"])
+                self.app.show_status(self._resume_note(), 12000)
+                if not self._results_pending_clear:
+                    self.result_label.setText(self._resume_note())
             elif phase == "warm-up":
                 self.speed_label.setText("warming up the device…")
         if curves_changed:
@@ -1056,6 +1063,10 @@ class CifarTab(QWidget):
                                           f"step {u['step']}/{u['steps_per_epoch']}")
             self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
                                      f"{format_duration(u['eta_s'])} · loss {u['loss']:.3f}")
+
+    def _resume_note(self) -> str:
+        """What the trainer said about the resumed run (the settings it goes on with)."""
+        return f"Resume: {'; '.join(self._resume_notes)}." if self._resume_notes else ""
 
     def _on_train_returned(self, result: dict) -> None:
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept

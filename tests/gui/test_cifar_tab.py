@@ -568,3 +568,16 @@ def test_a_run_shows_the_mean_and_std_it_normalized_with(qtbot, tab, tiny_data, 
     assert CifarTab._fmt(used) != shown_for_all
     assert (f"mean {CifarTab._fmt(used)} std {CifarTab._fmt(tab.last_result['std'])}"
             in tab.result_label.text())
+
+
+def test_what_the_trainer_says_about_a_resume_stays_in_view(qtbot, tab, tiny_data, tmp_path):
+    load(qtbot, tab, tiny_data)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.schedule_combo.setCurrentIndex(tab.schedule_combo.findData("warmup_linear"))
+    checkpoint = tmp_path / "run.pt"
+    train_net(qtbot, tab, checkpoint)
+    tab.resume_from(str(checkpoint), epochs=500)  # longer: the schedule is stretched
+    qtbot.waitUntil(lambda: not tab._results_pending_clear, timeout=60_000)  # it has started
+    assert "Resume: the learning-rate schedule was planned for 1" in tab.result_label.text()
+    tab.stop_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
