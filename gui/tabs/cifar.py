@@ -320,6 +320,7 @@ class CifarTab(QWidget):
         layout = QVBoxLayout(box)
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("folder, .tar.gz, or torchvision folder")
+        self.path_edit.returnPressed.connect(lambda: self.load_data())  # as Load does
         row = QHBoxLayout()
         row.addWidget(self.path_edit, 1)
         self.browse_folder_button = QPushButton("Folder…")

@@ -581,3 +581,10 @@ def test_what_the_trainer_says_about_a_resume_stays_in_view(qtbot, tab, tiny_dat
     assert "Resume: the learning-rate schedule was planned for 1" in tab.result_label.text()
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+
+
+def test_enter_in_the_data_field_loads_it(qtbot, tab, tiny_data):
+    qtbot.keyClicks(tab.path_edit, str(tiny_data))
+    qtbot.keyClick(tab.path_edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
+    assert tab.data_info is not None and tab.class_list.count() == 3
