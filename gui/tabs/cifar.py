@@ -655,9 +655,7 @@ class CifarTab(QWidget):
 
     def _on_data_loaded(self, info: dict) -> None:
         if info.get("status") == "stopped" or self._load_cancelled:
-            self.data_progress.setRange(0, 1)
-            self.data_progress.setValue(0)
-            self.data_progress.setFormat("cancelled")
+            self._show_load_failed("cancelled")
             return
         self.data_info = info
         self._data_path = self._loading_path
@@ -1132,13 +1130,19 @@ class CifarTab(QWidget):
         self._reset_confusion_axes()
 
     def _on_data_error(self, message: str) -> None:
+        if self._load_cancelled:  # the user gave up on it: no dialog about how it ended
+            self._show_load_failed("cancelled")
+            return
+        self._show_load_failed("not loaded")
+        self.app.show_error("CIFAR-10 data", message)
+
+    def _show_load_failed(self, how: str) -> None:
+        """An empty bar that says how the load ended, and which data is still shown."""
         self.data_progress.setRange(0, 1)
         self.data_progress.setValue(0)
-        if self._load_cancelled:  # the user gave up on it: no dialog about how it ended
-            self.data_progress.setFormat("cancelled")
-            return
-        self.data_progress.setFormat("not loaded")
-        self.app.show_error("CIFAR-10 data", message)
+        if self.data_info is not None and self._data_path is not None:
+            how += f"; {Path(self._data_path).name} is still shown"
+        self.data_progress.setFormat(how)
 
     def _on_train_error(self, message: str) -> None:
         self.speed_label.setText("error")

@@ -588,3 +588,16 @@ def test_enter_in_the_data_field_loads_it(qtbot, tab, tiny_data):
     qtbot.keyClick(tab.path_edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
     assert tab.data_info is not None and tab.class_list.count() == 3
+
+
+def test_a_failed_load_says_the_data_shown_is_still_the_last(qtbot, tab, tiny_data, tmp_path,
+                                                             app_state):
+    load(qtbot, tab, tiny_data)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tab.path_edit.setText(str(empty))
+    tab.load_data()
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=30_000)
+    assert "no CIFAR data found" in app_state.last_error[1]
+    assert tab.data_progress.format() == f"not loaded; {tiny_data.name} is still shown"
+    assert tab.class_list.count() == 3
