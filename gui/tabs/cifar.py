@@ -974,6 +974,12 @@ class CifarTab(QWidget):
             self.app.show_error("CIFAR-10 training",
                                 "Check at least two classes to train a classifier.")
             return
+        usable_gpus = self._usable_gpus() if self.app.device == ALL_GPUS else []
+        if self.app.device == ALL_GPUS and not usable_gpus:
+            self.app.show_error("CIFAR-10 training", "No usable GPU is left for \"All GPUs\" "
+                                "(gone since the Device menu listed them?); choose another "
+                                "device in the Device menu.")
+            return
         if not resume:
             self._users_run_values = {}  # a new run's seed and image count: what it trains with
         self._save_settings()
@@ -982,16 +988,20 @@ class CifarTab(QWidget):
         self._resume_notes = []
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
-            from engine.devices import list_devices
-
-            usable = [int(d.id.split(":")[1]) for d in list_devices()
-                      if d.kind in ("cuda", "rocm") and not d.problem]
-            self.torchrun.start({**config, "device": "cuda"}, usable)
+            self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
         else:
             from engine.cifar.trainer import train_job
 
             self.train_runner.start(train_job, config, self.app.device)
         self._update_buttons()
+
+    @staticmethod
+    def _usable_gpus() -> list[int]:
+        """CUDA indices of the GPUs that "All GPUs" trains on."""
+        from engine.devices import list_devices
+
+        return [int(d.id.split(":")[1]) for d in list_devices()
+                if d.kind in ("cuda", "rocm") and not d.problem]
 
     def stop_training(self) -> None:
         self.train_runner.stop()

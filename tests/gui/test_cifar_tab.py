@@ -601,3 +601,16 @@ def test_a_failed_load_says_the_data_shown_is_still_the_last(qtbot, tab, tiny_da
     assert "no CIFAR data found" in app_state.last_error[1]
     assert tab.data_progress.format() == f"not loaded; {tiny_data.name} is still shown"
     assert tab.class_list.count() == 3
+
+
+def test_all_gpus_with_none_left_says_so_instead_of_starting_torchrun(
+        qtbot, tab, tiny_data, app_state, monkeypatch):
+    import engine.devices
+    from gui.app_state import ALL_GPUS
+
+    load(qtbot, tab, tiny_data)
+    app_state.set_device(ALL_GPUS)  # chosen while there were GPUs; now none is usable
+    monkeypatch.setattr(engine.devices, "list_devices", lambda: [])
+    tab.start_training()
+    assert not tab.is_training()
+    assert "No usable GPU" in app_state.last_error[1]
