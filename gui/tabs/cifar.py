@@ -256,6 +256,7 @@ class CifarTab(QWidget):
         # the user's seed and train images while a resumed checkpoint's are shown
         self._users_run_values: dict[str, Any] = {}
         self._resume_notes: list[str] = []  # the trainer's notes on the run being resumed
+        self._training_epoch: int | None = None  # the epoch of the run's last step shown
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -986,6 +987,7 @@ class CifarTab(QWidget):
         # the last results stay until this run has started: a refused one keeps them
         self._results_pending_clear = True
         self._resume_notes = []
+        self._training_epoch = None
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
             self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
@@ -1027,6 +1029,7 @@ class CifarTab(QWidget):
             if phase == "train":
                 self._steps.append(update["global_step"] / update["steps_per_epoch"])
                 self._losses.append(update["loss"])
+                self._training_epoch = update["epoch"]
                 latest_train = update
                 curves_changed = True
             elif phase == "epoch":
@@ -1090,8 +1093,12 @@ class CifarTab(QWidget):
                     "(Resume it to evaluate).")
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
             elif result and result.get("checkpoint"):
-                self.result_label.setText(f"Stopped after {epochs}; checkpoint kept in "
-                                          f"{result['checkpoint']}.")
+                # a checkpoint written mid-epoch keeps that epoch's steps so far
+                within = self._training_epoch or 0
+                where = (f"during epoch {within} (after {epochs})"
+                         if within > int(result.get("epochs", 0)) else f"after {epochs}")
+                self.result_label.setText(f"Stopped {where}; checkpoint kept in "
+                                          f"{result['checkpoint']}: Resume… goes on from there.")
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
             elif self.checkpoint_edit.text().strip():
                 self.result_label.setText(f"Stopped after {epochs}, before a new step: the "

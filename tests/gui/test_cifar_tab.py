@@ -614,3 +614,18 @@ def test_all_gpus_with_none_left_says_so_instead_of_starting_torchrun(
     tab.start_training()
     assert not tab.is_training()
     assert "No usable GPU" in app_state.last_error[1]
+
+
+def test_a_stop_within_an_epoch_says_its_steps_are_kept(tab):
+    step = {"phase": "train", "epoch": 3, "epochs": 6, "step": 18, "steps_per_epoch": 37,
+            "global_step": 92, "total_steps": 222, "images_per_s": 100.0, "eta_s": 1.0,
+            "epoch_progress": 18 / 37, "lr": 0.1, "loss": 1.0}
+    tab._on_train_progress([step])
+    tab._on_train_returned({"status": "stopped", "epochs": 2, "checkpoint": "/runs/a.pt",
+                            "config": {"epochs": 6}})
+    assert tab.result_label.text() == ("Stopped during epoch 3 (after 2 full epochs); checkpoint "
+                                       "kept in /runs/a.pt: Resume… goes on from there.")
+    tab._on_train_progress([{**step, "step": 37, "epoch_progress": 1.0}])
+    tab._on_train_returned({"status": "stopped", "epochs": 3, "checkpoint": "/runs/a.pt",
+                            "config": {"epochs": 6}})
+    assert tab.result_label.text().startswith("Stopped after 3 full epochs; checkpoint kept")
