@@ -8,6 +8,27 @@ import sys
 
 from engine.fit.choices import ACTIVATION_NAMES, DEFAULT_HIDDEN, MODELS, OPTIMIZERS
 
+RESULT_HELP = """\
+which parameters each loss describes:
+  progress lines  "epoch N: loss L" is measured at the start of epoch N, before its
+                  update, as the book prints it; "val" after the update (at w, b shown)
+  summary, JSON   at the final parameters (after the last epoch's update)
+
+--json fields:
+  status          done, stopped (Ctrl-C) or diverged (see message)
+  message         why the run diverged ("" otherwise)
+  epochs          epochs run
+  params          the final parameters: {"w", "b"}, or the MLP's weight lists
+  train_loss      training loss at the final parameters (null if not finite)
+  val_loss        validation loss at the final parameters (null without --val-fraction)
+  best_val_epoch  the epoch whose parameters had the lowest validation loss
+  best_val_loss   that lowest validation loss
+  n_train, n_val  points trained on and held out
+  config, device  the settings used
+  with --race: status, message, epochs, leader (lowest final train loss), config and
+  racers: {name: the fields above for that optimizer}
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,6 +36,8 @@ def register(sub) -> None:
         help="fit w*x+b (or a small MLP) to x,y points: the book's thermometer data by default",
         description="Fit a model to x,y points by full-batch training, as in Deep Learning with "
         "PyTorch chapters 5-6. The defaults reproduce the book's gradient-descent run.",
+        epilog=RESULT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", metavar="FILE.csv", help="CSV of x,y rows (header optional); "
                    "default: the book's 11 thermometer readings")
@@ -76,7 +99,8 @@ def _print_summary(result: dict) -> None:
         print(f"w = {params['w']:.4f}, b = {params['b']:.4f}")
     else:
         print(f"{sum(_count(v) for v in params.values())} parameters")
-    print(f"train loss {result['train_loss']:.6f} after {result['epochs']} epochs")
+    print(f"train loss {result['train_loss']:.6f} at the final parameters, after "
+          f"{result['epochs']} epochs")
     if result["val_loss"] is not None:
         print(f"val loss {result['val_loss']:.6f} (lowest {result['best_val_loss']:.6f} at epoch "
               f"{result['best_val_epoch']})")

@@ -313,7 +313,8 @@ class FitSession:
                              and final <= END_GROWTH_FACTOR * max(start, floor, 1e-12)):
             return
         self.status = "diverged"
-        self.message = self._divergence_message(self.epoch, math.inf if final is None else final)
+        self.message = self._divergence_message(self.epoch, math.inf if final is None else final,
+                                                after_update=True)
         if on_epoch is not None:
             on_epoch({**self.last_update, "kind": "diverged", "message": self.message})
 
@@ -330,7 +331,10 @@ class FitSession:
         update): the data's size, not the step size, broke the run."""
         return self.initial_loss is not None and not math.isfinite(self.initial_loss)
 
-    def _divergence_message(self, epoch: int, loss_value: float) -> str:
+    def _divergence_message(self, epoch: int, loss_value: float,
+                            after_update: bool = False) -> str:
+        """Why the run diverged at ``epoch``; ``loss_value`` is measured before that epoch's
+        update (as its ``train_loss``), or after it with ``after_update``."""
         if self.starts_non_finite:
             return self._data_too_large_message()
         if math.isnan(loss_value):
@@ -339,8 +343,9 @@ class FitSession:
             what = "overflowed to infinity"
         else:
             what = f"exploded from {self.initial_loss:.4g} to {loss_value:.4g}"
+        when = "after its update" if after_update else "before its update"
         return (
-            f"Training diverged at epoch {epoch}: the loss {what}. Learning rate"
+            f"Training diverged at epoch {epoch}: the loss {when} {what}. Learning rate"
             f" {self.config.lr:g} makes steps too big for this data, so each update overshoots"
             " further." + join_tips(self.step_size_tips(self.config.optimizer != "adam"))
         )

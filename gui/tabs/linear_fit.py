@@ -292,6 +292,11 @@ class LinearFitTab(QWidget):
         readout.addRow("Val loss", self.val_label)
         readout.addRow("Parameters", self.params_label)
         readout.addRow("Gradients", self.grads_label)
+        # the book prints each epoch's loss before its update; the summary is at the end
+        self.readout_note = QLabel()
+        self.readout_note.setWordWrap(True)
+        self.readout_note.setStyleSheet("color: gray")
+        readout.addRow(self.readout_note)
         panel.addWidget(readout_box)
 
         self.message_label = QLabel()
@@ -583,6 +588,7 @@ class LinearFitTab(QWidget):
 
     def _start(self, run_epochs: int | None) -> None:
         self._stop_means_end = False
+        self.end_losses = None
         self._show_message("")
         job = race_job if isinstance(self.session, RaceSession) else fit_job
         self.runner.start(job, {"session": self.session, "run_epochs": run_epochs},
@@ -605,6 +611,8 @@ class LinearFitTab(QWidget):
         }
         self.race_dropped: set[str] = set()  # racers that diverged
         self.last_update: dict[str, Any] = {}
+        # the returned run's losses at its final parameters (a race: per racer), while idle
+        self.end_losses: dict[str, Any] | None = None
         self.last_snapshot: dict[str, Any] | None = None
         # (epoch, val loss) of the lowest validation loss so far, counted as the engine does
         self.best_val: tuple[int, float] | None = None
@@ -642,6 +650,8 @@ class LinearFitTab(QWidget):
                 self.last_update = update
             elif kind == "snapshot":
                 self.last_snapshot = update
+            elif kind == "diverged":  # the epoch the message names, not the last good one
+                self.last_update = update
         for history, values in ((self.epochs, epochs), (self.train_losses, train),
                                 (self.val_losses, val), (self.path_w, path_w),
                                 (self.path_b, path_b)):
@@ -673,6 +683,8 @@ class LinearFitTab(QWidget):
 
     def _on_returned(self, result: dict) -> None:
         self.last_result = result
+        self.end_losses = self._final_losses(result)
+        self._update_readout()
         self._loss_range = None
         self.loss_plot.enableAutoRange()
         self._redraw_curves()
@@ -706,6 +718,16 @@ class LinearFitTab(QWidget):
         self._show_message(message, error=True)
         self.app.show_error("Linear fit", message)
 
+    @staticmethod
+    def _final_losses(result: dict) -> dict[str, Any] | None:
+        """(train, val) loss at the final parameters: ``{"": …}``, or per racer; None for a
+        diverged run (its readout keeps the epoch the message names)."""
+        if result.get("status") == "diverged":
+            return None
+        racers = result.get("racers", {"": result})
+        return {name: (r["train_loss"], r["val_loss"]) for name, r in racers.items()
+                if r["status"] != "diverged"}
+
     def _result_summary(self, result: dict) -> str:
         if "racers" in result:
             parts = []
@@ -716,12 +738,14 @@ class LinearFitTab(QWidget):
                     parts.append(f"{name}: loss {r['train_loss']:.4g}, val {r['val_loss']:.4g}")
                 else:
                     parts.append(f"{name}: loss {r['train_loss']:.4g}")
-            return f"Race over after {result['epochs']} epochs — " + ", ".join(parts) + \
+            return f"Race over after {result['epochs']} epochs; at the final parameters " \
+                "— " + ", ".join(parts) + \
                 (f". Leader: {result['leader']}." if result.get("leader") else ".")
-        text = f"Done: {result['epochs']} epochs, train loss {result['train_loss']:.6f}"
+        text = f"Done: {result['epochs']} epochs. At the final parameters"
         params = result["params"]
         if "w" in params:
-            text += f", w = {params['w']:.4f}, b = {params['b']:.4f}"
+            text += f" (w = {params['w']:.4f}, b = {params['b']:.4f})"
+        text += f": train loss {result['train_loss']:.6f}"
         if result.get("val_loss") is not None:
             text += f", val loss {result['val_loss']:.4f} (lowest {result['best_val_loss']:.4f}" \
                     f" at epoch {result['best_val_epoch']})"
@@ -880,6 +904,8 @@ class LinearFitTab(QWidget):
             self.prediction_curve.setData(xs, w * scale * xs + b)
 
     def _race_leader(self) -> str | None:
+        if self.end_losses is not None and self.last_result is not None:
+            return self.last_result.get("leader")  # by the losses at the final parameters
         losses = {n: h["loss"][-1] for n, h in self.race_history.items()
                   if len(h["loss"]) and n not in self.race_dropped}
         finite = {n: v for n, v in losses.items() if math.isfinite(v)}
@@ -912,14 +938,20 @@ class LinearFitTab(QWidget):
             self.epoch_label.setText("0")
             for label in (self.loss_label, self.val_label, self.params_label, self.grads_label):
                 label.setText("–")
+            self.readout_note.setText("")
             return
-        self.epoch_label.setText(f"{update['epoch']:,}")
+        epoch = update["epoch"]
+        diverged = update.get("kind") == "diverged"
+        self.epoch_label.setText(f"{epoch:,}" + (" (diverged)" if diverged else ""))
+        self.readout_note.setText(self._readout_note(epoch))
         if update.get("kind") == "race":
             self._update_race_readout()
             return
-        self.loss_label.setText(f"{update['train_loss']:.6g}")
-        self.val_label.setText("–" if update.get("val_loss") is None
-                               else f"{update['val_loss']:.6g}")
+        train, val = update["train_loss"], update.get("val_loss")
+        if self.end_losses is not None:
+            train, val = self.end_losses[""]
+        self.loss_label.setText(format_loss(train, ".6g"))
+        self.val_label.setText(format_loss(val, ".6g"))
         if "w" in update:
             self.params_label.setText(f"w = {update['w']:.5g}, b = {update['b']:.5g}")
             self.grads_label.setText(f"∂L/∂w = {update['grad_w']:.4g}, "
@@ -931,6 +963,15 @@ class LinearFitTab(QWidget):
             self.grads_label.setText(f"‖∇θ‖ = {snap['grad_norm']:.4g}" if "grad_norm" in snap
                                      else "–")
 
+    def _readout_note(self, epoch: int) -> str:
+        """Which parameters the readout's numbers are measured at."""
+        if self.end_losses is not None:
+            return f"Losses at the parameters shown, after epoch {epoch:,}'s update" + \
+                ("; gradients from before it." if "grad_w" in self.last_update else ".")
+        return f"Train loss{' and gradients' if 'grad_w' in self.last_update else ''}: " \
+            f"before epoch {epoch:,}'s update, as the book prints it; val loss and " \
+            "parameters: after it."
+
     def _update_race_readout(self) -> None:
         losses, vals, params = [], [], []
         for name, history in self.race_history.items():
@@ -939,11 +980,16 @@ class LinearFitTab(QWidget):
                 vals.append(f"{name} diverged")
                 params.append(f"{name}: diverged")
                 continue
-            if len(history["loss"]):
-                losses.append(f"{name} {history['loss'][-1]:.4g}")
-                params.append(f"{name}: w {history['w'][-1]:.4f}, b {history['b'][-1]:.4f}")
-            if len(history["val"]):
-                vals.append(f"{name} {history['val'][-1]:.4g}")
+            if not len(history["loss"]):
+                continue
+            train = history["loss"][-1]
+            val = history["val"][-1] if len(history["val"]) else None
+            if self.end_losses is not None and name in self.end_losses:
+                train, val = self.end_losses[name]
+            losses.append(f"{name} {format_loss(train, '.4g')}")
+            params.append(f"{name}: w {history['w'][-1]:.4f}, b {history['b'][-1]:.4f}")
+            if val is not None:
+                vals.append(f"{name} {format_loss(val, '.4g')}")
         # one line per racer: three numbers side by side do not fit the panel
         self.loss_label.setText("\n".join(losses) or "–")
         with_val = any(len(history["val"]) for history in self.race_history.values())
@@ -1025,6 +1071,11 @@ class LinearFitTab(QWidget):
         self.reset()
         self.play()
         wait(lambda: not self.runner.is_running(), 120)
+
+
+def format_loss(value: float | None, spec: str) -> str:
+    """A loss for the readout; "–" where there is none (no split, or not finite)."""
+    return "–" if value is None else format(value, spec)
 
 
 def session_train_indices(session: FitSession | RaceSession) -> list[int]:

@@ -91,7 +91,9 @@ def test_a_run_that_ends_far_above_its_start_diverged() -> None:
     updates = []
     result = fit_job({**BOOK_GD, "lr": 0.033}, JobContext(progress=updates.append))
     assert result["status"] == "diverged" and updates[-1]["kind"] == "diverged"
-    assert "exploded from 80.36" in result["message"]
+    # the message's loss is the final one, not the last epoch's (before its update)
+    assert f"the loss after its update exploded from 80.36 to {result['train_loss']:.4g}." \
+        in result["message"]
     assert fit_job({**BOOK_GD, "lr": 0.02}, JobContext())["status"] == "done"
     # a first guess already on the line starts near 0: Adam's small wander is no divergence
     on_the_line = FitData((86.0, 64.0, 52.0, 27.0, 31.0), (8.6, 6.4, 5.2, 2.7, 3.1))
@@ -236,9 +238,9 @@ def test_lowest_validation_loss_at_the_end_is_the_last_epoch() -> None:
 
 
 def plain_torch_fit(optimizer: str, lr: float, epochs: int, scale: float, val_fraction: float,
-                    seed: int) -> tuple[float, float, float, float]:
+                    seed: int) -> tuple[float, float, float, float, float]:
     """The book's loop with torch.optim and a randperm split, written out plainly: the last
-    epoch's (train loss, val loss after the update, w, b)."""
+    epoch's (train loss, val loss after the update, w, b) and the train loss at that w, b."""
     import torch
 
     t_u, t_c = scale * torch.tensor(BOOK_T_U), torch.tensor(BOOK_T_C)
@@ -257,7 +259,9 @@ def plain_torch_fit(optimizer: str, lr: float, epochs: int, scale: float, val_fr
         optim.step()
         with torch.no_grad():
             val_loss = ((params[0] * t_u[val] + params[1] - t_c[val]) ** 2).mean()
-    return train_loss.item(), val_loss.item(), params[0].item(), params[1].item()
+        final_train = ((params[0] * t_u[train] + params[1] - t_c[train]) ** 2).mean()
+    return (train_loss.item(), val_loss.item(), params[0].item(), params[1].item(),
+            final_train.item())
 
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1e-2), ("momentum", 1e-3), ("adam", 1e-1)])
@@ -267,7 +271,7 @@ def test_each_epoch_matches_a_plain_pytorch_loop(optimizer: str, lr: float) -> N
              "val_fraction": 0.2, "seed": 7}, JobContext(progress=updates.append))
     last = [u for u in updates if u["kind"] == "epoch"][-1]
     assert (last["train_loss"], last["val_loss"], last["w"], last["b"]) == \
-        plain_torch_fit(optimizer, lr, 500, 0.1, 0.2, 7)
+        plain_torch_fit(optimizer, lr, 500, 0.1, 0.2, 7)[:4]
 
 
 def test_mlp_activation_and_seed_are_used() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,17 @@ def test_book_run_json() -> None:
     assert f"{result['params']['b']:.4f}" == "-17.3012"
     assert result["train_loss"] == pytest.approx(2.927648, abs=2e-6)
     assert result["val_loss"] is None
+
+
+def test_help_documents_every_json_field_and_which_parameters_its_losses_are_at() -> None:
+    helptext = run_fit("--help").stdout
+    fields = json.loads(run_fit("--epochs", "1", "--json", "-q").stdout)
+    race_fields = json.loads(run_fit("--race", "--epochs", "1", "--json", "-q").stdout)
+    assert all(name in helptext for name in (*fields, *race_fields))
+    assert "train_loss      training loss at the final parameters" in helptext
+    assert "before its\n                  update, as the book prints it" in helptext
+    text = run_fit("--epochs", "3", "-q").stdout
+    assert re.search(r"^train loss [0-9.]+ at the final parameters, after 3 epochs$", text, re.M)
 
 
 def test_diverged_run_exits_non_zero_with_one_line() -> None:

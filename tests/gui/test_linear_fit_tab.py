@@ -104,6 +104,12 @@ def test_divergence_is_explained_and_nothing_breaks(qtbot, tab, app_state) -> No
     text = tab.message_label.text()
     assert "diverged at epoch" in text and "input scale" in text and "learning rate" in text
     assert app_state.last_error is None  # shown in the tab and status bar, no dialog
+    # the readout shows the epoch the message names (not the last good one), and its loss
+    epoch = tab.last_result["epochs"]
+    assert f"diverged at epoch {epoch}: the loss before its update " in text
+    assert tab.epoch_label.text() == f"{epoch} (diverged)"
+    assert f"to {float(tab.loss_label.text()):.4g}." in text
+    assert f"before epoch {epoch}'s update" in tab.readout_note.text()
     # the fix it suggests works
     tab.scale_spin.setValue(0.1)
     tab.epochs_spin.setValue(300)
@@ -353,6 +359,38 @@ def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epo
     assert tab.is_overfitting() == (best_epoch < epochs)
 
 
+def test_readout_summary_and_cli_name_one_train_loss(qtbot, tab) -> None:
+    """The readout ends at the final parameters' train loss, as the summary and the CLI do;
+    the book's number (before the last update) stays on the curve, named in the note."""
+    tab.val_spin.setValue(0.9)
+    tab.epochs_spin.setValue(1_000_000)
+    click(qtbot, tab.play_button)
+    qtbot.waitUntil(lambda: points(tab.train_curve) > 0, timeout=RUN_TIMEOUT_MS)
+    assert "before epoch" in tab.readout_note.text()  # during the run: the book's print
+    click(qtbot, tab.stop_button)
+    wait_idle(qtbot, tab)
+    tab.epochs_spin.setValue(300)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    cli = subprocess.run(
+        [sys.executable, "-m", "engine", "fit", "--val-fraction", "0.9", "--epochs", "300",
+         "--json", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    final = json.loads(cli.stdout)["train_loss"]
+    assert tab.last_result["train_loss"] == final
+    assert tab.loss_label.text() == f"{final:.6g}"
+    assert "At the final parameters (w = " in tab.message_label.text()
+    assert f"train loss {final:.6f}" in tab.message_label.text()
+    assert tab.readout_note.text().startswith("Losses at the parameters shown, after epoch 300's")
+    book_print = tab.train_curve.getOriginalDataset()[1][-1]
+    assert f"{book_print:.6g}" != f"{final:.6g}"  # two measurements, each named for its own
+
+    click(qtbot, tab.step_button)  # a new run, paused after one epoch: at its parameters too
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "paused" and tab.epoch_label.text() == "1"
+    assert tab.loss_label.text() == f"{tab.last_result['train_loss']:.6g}"
+    assert tab.loss_label.text() != f"{tab.train_curve.getOriginalDataset()[1][-1]:.6g}"
+
+
 def test_the_readout_shows_what_plain_pytorch_computes(qtbot, tab) -> None:
     from tests.engine.test_fit import plain_torch_fit
 
@@ -363,8 +401,9 @@ def test_the_readout_shows_what_plain_pytorch_computes(qtbot, tab) -> None:
     tab.seed_spin.setValue(7)
     click(qtbot, tab.play_button)
     wait_idle(qtbot, tab)
-    train, val, w, b = plain_torch_fit("adam", 0.1, 500, 0.1, 0.2, 7)
-    assert tab.loss_label.text() == f"{train:.6g}" and tab.val_label.text() == f"{val:.6g}"
+    _, val, w, b, final_train = plain_torch_fit("adam", 0.1, 500, 0.1, 0.2, 7)
+    assert tab.loss_label.text() == f"{final_train:.6g}"
+    assert tab.val_label.text() == f"{val:.6g}"
     assert tab.params_label.text() == f"w = {w:.5g}, b = {b:.5g}"
 
 
