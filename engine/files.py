@@ -23,8 +23,8 @@ def remove_quietly(path: Path) -> None:
 
 def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
     """Write each ``{path: bytes}`` to a temporary file beside it, then rename them all into
-    place; on any failure the files are as they were (one already renamed into place gets
-    its earlier contents back) and the temporary files are removed. The bytes are
+    place; on any failure (a Ctrl-C too) the files are as they were (one already renamed into
+    place gets its earlier contents back) and the temporary files are removed. The bytes are
     serialized by the caller in memory: torch's own file writers report a full disk as an
     opaque RuntimeError (or, for TorchScript, abort the process)."""
     temporaries = {target: temporary_name(target) for target in files}
@@ -41,15 +41,22 @@ def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:
             earlier = target.read_bytes() if len(files) > 1 and target.is_file() else None
             os.replace(tmp, target)
             replaced.append((target, earlier))
-    except OSError as exc:
-        for target, earlier in reversed(replaced):
-            try:
-                if earlier is not None:
-                    target.write_bytes(earlier)
-                else:
-                    target.unlink()
-            except OSError:
-                pass
+    except BaseException as exc:  # also a Ctrl-C: no temporary file as large as a checkpoint
+        _put_back(replaced)
         for tmp in temporaries.values():
             remove_quietly(tmp)
-        raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise JobError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
+        raise
+
+
+def _put_back(replaced: list[tuple[Path, bytes | None]]) -> None:
+    """Undo renames already done: earlier contents written back, new files removed."""
+    for target, earlier in reversed(replaced):
+        try:
+            if earlier is not None:
+                target.write_bytes(earlier)
+            else:
+                target.unlink()
+        except OSError:
+            pass
