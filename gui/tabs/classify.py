@@ -7,8 +7,10 @@ Requests that arrive while a job runs (a second drop, a model change) wait in a 
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +52,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.classify import jobs as classify_jobs
-from engine.classify.images import IMAGE_SUFFIXES
+from engine.classify.images import IMAGE_SUFFIXES, skipped_note
 from engine.classify.zoo import params_text
 from gui.app_state import AppState
 from gui.bridge import JobRunner
@@ -66,8 +68,14 @@ from gui.widgets.classify_views import (
 DEFAULT_MODEL = "efficientnet_lite0"
 DETAIL_THUMBNAIL = 640
 ROW_THUMBNAIL = 40
-COLUMNS = ("File", "Top-1", "Probability", "Top-5", "Time (ms)")
+COLUMNS = ("File", "Top-1", "Prob.", "Top-5", "ms")
+COLUMN_TIPS = ("The photo (hover for its full path)", "The class the net thinks most likely",
+               "The net's probability for its top-1 class", "The five most likely classes",
+               "Milliseconds for this photo: decoding, resizing and its share of the batch")
 PROB_COLUMN = 2
+TIME_COLUMN = 4
+#: The widest text each number column shows: the column is made just wide enough for it.
+WIDEST_NUMBERS = {PROB_COLUMN: "100.0%", TIME_COLUMN: "99999"}
 ORIGINAL_CAPTION = "Original"
 NET_VIEW_CAPTION = "What the net sees (after resize, crop)"
 
@@ -104,6 +112,59 @@ class HubDialog(QDialog):
         form.addRow(buttons)
 
 
+class PastedImages:
+    """Pasted or dropped images (not files) saved as PNGs for the engine to read: one folder
+    for each tab, kept while it lives (its rows may show them again) and removed when it shuts
+    down. Folders left by a session that could not remove its own (a crash) go after a week."""
+
+    ROOT = "torchdesk-pasted"
+    KEEP_LEFTOVERS_S = 7 * 24 * 3600
+    #: What this class puts in ROOT: session folders, and the loose files of older versions.
+    OWN_PREFIXES = ("session-", "pasted-")
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+        atexit.register(self.remove)  # also when the app ends without closing the window
+
+    def save(self, image: QImage) -> Path | None:
+        """Save ``image`` as a new PNG; its path, or None if it cannot be written."""
+        try:
+            folder = self._session_folder()
+        except OSError:
+            return None
+        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}.png"
+        return path if image.save(str(path)) else None
+
+    def remove(self) -> None:
+        """Remove this session's images (the tab is going away)."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def _session_folder(self) -> Path:
+        if self._folder is None or not self._folder.is_dir():
+            root = Path(tempfile.gettempdir()) / self.ROOT
+            try:
+                root.mkdir(exist_ok=True)
+                self._remove_leftovers(root)
+                self._folder = Path(tempfile.mkdtemp(prefix=self.OWN_PREFIXES[0], dir=root))
+            except OSError:  # another user's folder, say: one of our own beside it
+                self._folder = Path(tempfile.mkdtemp(prefix=f"{self.ROOT}-"))
+        return self._folder
+
+    def _remove_leftovers(self, root: Path) -> None:
+        too_old = time.time() - self.KEEP_LEFTOVERS_S
+        for entry in root.iterdir():
+            try:
+                if entry.name.startswith(self.OWN_PREFIXES) and entry.stat().st_mtime < too_old:
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink()
+            except OSError:
+                pass  # gone already, or not ours to remove
+
+
 class ClassifyTab(QWidget):
     """Model picker, drop zone, per-image results with Grad-CAM, and a results table for folders."""
 
@@ -123,6 +184,8 @@ class ClassifyTab(QWidget):
         self.loaded_model: dict | None = None  # info of the model the engine holds now
         self._loaded_config: dict[str, Any] = dict(self.model_config)
         self._running_config: dict[str, Any] = dict(self.model_config)
+        self._loaded_device: str | None = None  # where the model in use last loaded
+        self._running_device: str | None = None  # the device the running job was given
         self.results: dict[str, dict] = {}  # path → JSON result (top, error) for the table
         self._name_items: dict[str, QTableWidgetItem] = {}  # path → its row's File cell
         self.current: dict | None = None  # the result in the detail view (with images)
@@ -131,6 +194,7 @@ class ClassifyTab(QWidget):
         self._folder_config: dict | None = None  # the folder run in progress, to redo it
         self._failure_note: str | None = None  # why the model in use is not the one asked for
         self._model_generation = 0  # counts model loads; each row keeps the one it came from
+        self.pasted = PastedImages()
         self._build()
         self._fill_models()
         remembered = str(self.app.settings.value("classify/model", DEFAULT_MODEL))
@@ -201,6 +265,8 @@ class ClassifyTab(QWidget):
         left_layout.addWidget(self.drop_zone)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for column, tip in enumerate(COLUMN_TIPS):
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.setSortingEnabled(True)
         self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -211,6 +277,7 @@ class ClassifyTab(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self._fit_number_columns()
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         left_layout.addWidget(self.table, 1)
         progress_row = QHBoxLayout()
@@ -260,9 +327,20 @@ class ClassifyTab(QWidget):
         cam_row.addStretch(1)
         right_layout.addLayout(cam_row)
         splitter.addWidget(right)
-        splitter.setSizes([520, 760])
+        splitter.setSizes([640, 640])  # at 1024 px the table's five columns need half
         root.addWidget(splitter, 1)
         self._update_buttons()
+
+    def _fit_number_columns(self) -> None:
+        """Probability and Time as wide as their header or their widest number, no wider, so
+        the file name keeps room on a small screen. Measured once: fitting to the rows would
+        look at every row each time one is added."""
+        padding = 4 * self.table.style().pixelMetric(
+            self.table.style().PixelMetric.PM_FocusFrameHMargin, None, self.table) + 8
+        for column, widest in WIDEST_NUMBERS.items():
+            self.table.resizeColumnToContents(column)  # no rows yet: the header's own width
+            content = self.table.fontMetrics().horizontalAdvance(widest) + padding
+            self.table.setColumnWidth(column, max(self.table.columnWidth(column), content))
 
     # ---- the model ----------
     def _fill_models(self) -> None:
@@ -474,11 +552,10 @@ class ClassifyTab(QWidget):
         """Classify a pasted or dropped image (not a file): saved to a temporary PNG first."""
         if not isinstance(image, QImage) or image.isNull():
             return False
-        folder = Path(tempfile.gettempdir()) / "torchdesk-pasted"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}.png"
-        if not image.save(str(path)):
-            self.app.show_error("Classify", f"Cannot save the image to {path}.")
+        path = self.pasted.save(image)
+        if path is None:
+            self.app.show_error("Classify", "Cannot save the image to a temporary file in "
+                                f"{tempfile.gettempdir()}: is the disk full?")
             return False
         self.add_paths([str(path)])
         return True
@@ -533,11 +610,12 @@ class ClassifyTab(QWidget):
             self._folder_config = config
         full_config = {**config, **self.model_config}
         self._running_config = dict(self.model_config)
+        self._running_device = self.app.single_device
         if kind == "folder":
             self.progress_bar.setFormat("%v / %m images")
             self.progress_bar.setRange(0, 0)
             self.app.show_status("Classifying…")
-        self.runner.start(job, full_config, self.app.single_device)
+        self.runner.start(job, full_config, self._running_device)
         self._update_buttons()
 
     def is_busy(self) -> bool:
@@ -569,6 +647,7 @@ class ClassifyTab(QWidget):
                 if self._job_kind == "load":  # rows from before are another load's
                     self._model_generation += 1
                 same = self._running_config == self._loaded_config
+                self._loaded_device = self._running_device
                 if same and self._failure_note and self.loaded_model is not None:
                     # the model in use, reloaded after another failed: keep saying so
                     self.loaded_model = update["model"]
@@ -606,8 +685,11 @@ class ClassifyTab(QWidget):
             if outcome["classified"] + outcome["failed"] == 0:
                 text = "No images found there."
             else:
-                text = (f"{outcome['classified']} images classified, {outcome['failed']} could "
-                        f"not be read, in {outcome['seconds']:.1f} s")
+                text = (f"{plural(outcome['classified'], 'image')} classified, "
+                        f"{outcome['failed']} could not be read")
+                if outcome.get("skipped"):
+                    text += f", {skipped_note(outcome['skipped'])}"
+                text += f", in {outcome['seconds']:.1f} s"
                 text += f" ({rate:.0f} images/s)." if outcome["classified"] else "."
             self.app.show_status(text, 10000)
             if self.table.rowCount() and not self.table.selectedItems():
@@ -618,18 +700,21 @@ class ClassifyTab(QWidget):
         self.download_panel.hide()
         self._finish_progress()
         failed = self._running_config
-        if self._job_kind == "load" or self.loaded_model is None or (
-            self._running_config != self._loaded_config
-        ):
+        # a job fails while loading when it had a model to load: another model than the one
+        # in use, or the one in use on a device it has not loaded on (a device change)
+        loading = (self._job_kind == "load" or self._running_config != self._loaded_config
+                   or self._running_device != self._loaded_device)
+        if loading:
             self._restore_loaded_model("not loaded")
-        if self._job_kind == "load" and self.model_config == failed:
-            # Nothing to fall back to (the device cannot take the model, say): each queued job
-            # would load it again and fail with this same message, one dialog after another.
-            redone = [q for q in self._queue if q[0] == "folder"]
+        if loading and (self.model_config == failed
+                        or self._loaded_device != self.app.single_device):
+            # No model is known to load on this device (it cannot take any, say): each queued
+            # job would load one and fail the same way, one dialog after another.
+            dropped_folder = any(q[0] == "folder" for q in self._queue)
             self._queue.clear()
-            if redone:
-                message += ("\n\nThe folder was not classified again: once a model loads "
-                            "(choose another device in the Device menu, say), open it again.")
+            if dropped_folder:
+                message += ("\n\nThe folder was not classified: once a model loads (choose "
+                            "another device in the Device menu, say), open it again.")
         self.app.show_error("Classify", message)
 
     def _restore_loaded_model(self, note: str) -> None:
@@ -897,7 +982,9 @@ class ClassifyTab(QWidget):
     def shutdown(self) -> bool:
         """Stop and join the worker (window closing); False if it is still running."""
         self._queue.clear()
-        return self.runner.shutdown(5000)
+        stopped = self.runner.shutdown(5000)
+        self.pasted.remove()
+        return stopped
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Classify the book's bobby.jpg with the offline default and show its Grad-CAM."""

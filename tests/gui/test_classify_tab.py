@@ -599,19 +599,17 @@ def test_small_models_show_their_exact_parameter_count():
     assert "25.6 M params" in _model_summary({"title": "ResNet-50", "params": 25_557_032})
 
 
-def test_a_device_that_cannot_take_the_model_says_so_once(quick_tab, qtbot, monkeypatch,
-                                                          app_state, tmp_path):
-    """The jobs queued behind a load that fails on the new device would fail the same way:
-    one message, which says the interrupted folder was not redone."""
+NO_GPU = "cannot put the model on cuda:0: no GPU here"
+
+
+def _jobs_that_work_on_the_cpu_only(monkeypatch, app_state):
+    """Loads fail on any other device; a folder runs until a stop; the dialogs are listed."""
     import engine.classify.jobs as jobs
     from engine.jobs import JobError
 
-    tab = quick_tab
-    no_gpu = "cannot put the model on cuda:0: no GPU here"
-
     def load_on_the_cpu_only(config, ctx):
         if ctx.device != "cpu":
-            raise JobError(no_gpu)
+            raise JobError(NO_GPU)
         return _fake_load(config, ctx)
 
     def classify_on_the_cpu_only(config, ctx):
@@ -628,11 +626,112 @@ def test_a_device_that_cannot_take_the_model_says_so_once(quick_tab, qtbot, monk
     monkeypatch.setattr(jobs, "classify_job", classify_on_the_cpu_only)
     errors = []
     monkeypatch.setattr(app_state, "show_error", lambda title, text: errors.append(text))
+    return errors
+
+
+def _photo_and_folder_on_show(tab, qtbot, tmp_path):
     tab.add_paths([str(tmp_path / "shown.jpg")])
     qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
     tab.add_paths([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
-    qtbot.waitUntil(lambda: tab.table.rowCount() == 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tab.table.rowCount() == 2, timeout=WAIT_MS)  # the folder runs
+
+
+def test_a_device_that_cannot_take_the_model_says_so_once(quick_tab, qtbot, monkeypatch,
+                                                          app_state, tmp_path):
+    """The jobs queued behind a load that fails on the new device would fail the same way:
+    one message, which says the interrupted folder was not redone."""
+    tab = quick_tab
+    errors = _jobs_that_work_on_the_cpu_only(monkeypatch, app_state)
+    _photo_and_folder_on_show(tab, qtbot, tmp_path)
     app_state.set_device("cuda:0")
     qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
     assert len(errors) == 1, errors
-    assert errors[0].startswith(no_gpu) and "folder was not classified again" in errors[0]
+    assert errors[0].startswith(NO_GPU) and "folder was not classified" in errors[0]
+
+
+def test_another_model_on_a_device_that_takes_none_says_so_once(quick_tab, qtbot, monkeypatch,
+                                                                app_state, tmp_path):
+    """Choosing another model while the device cannot take any: the fallback to the model in
+    use would fail there too, for the photo on show and again for the folder: one message."""
+    tab = quick_tab
+    errors = _jobs_that_work_on_the_cpu_only(monkeypatch, app_state)
+    _photo_and_folder_on_show(tab, qtbot, tmp_path)
+    app_state.set_device("cuda:0")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    errors.clear()
+    tab.set_model("resnet18")
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(NO_GPU)
+    assert tab.model_config == {"model": "efficientnet_lite0"}  # the picker goes back
+    app_state.set_device("cpu")  # a device that works: the tab works again
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert "loaded on cpu" in tab.model_info_label.text() and len(errors) == 1
+
+
+def test_at_1024_pixels_the_file_column_keeps_a_readable_width(qtbot, open_tab, monkeypatch):
+    """The number columns are as wide as their numbers, so a small screen leaves the file name
+    room beside its thumbnail (it once had about 50 px: the thumbnail alone)."""
+    import engine.classify.jobs as jobs
+    from gui.tabs.classify import PROB_COLUMN, ROW_THUMBNAIL, TIME_COLUMN, ClassifyTab
+
+    monkeypatch.setattr(jobs, "load_model_job", _fake_load)
+    tab = open_tab(ClassifyTab, size=(1024, 700))
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    tab._add_row(_fake_result("/photos/IMG_20240101_0001.jpg", prob=0.999))
+    metrics = tab.table.fontMetrics()
+    name_width = tab.table.columnWidth(0) - ROW_THUMBNAIL
+    assert name_width >= metrics.horizontalAdvance("IMG_0001.jpg"), name_width
+    for column, widest in ((PROB_COLUMN, "100.0%"), (TIME_COLUMN, "99999")):
+        assert tab.table.columnWidth(column) >= metrics.horizontalAdvance(widest)
+
+
+@needs_book_photos
+def test_a_folders_status_line_counts_the_files_that_are_not_images(tab, qtbot, monkeypatch,
+                                                                    app_state, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(BOOK_IMAGES / "cat1.png", folder / "cat1.png")
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "list.csv").write_text("neither")
+    messages = []
+    monkeypatch.setattr(app_state, "show_status", lambda text, timeout=0: messages.append(text))
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == 1, timeout=WAIT_MS)
+    summary = next(m for m in messages if " classified" in m)
+    assert summary.startswith("1 image classified, 0 could not be read, "
+                              "2 files skipped (not images), in ")
+
+
+def test_pasted_images_are_kept_while_the_tab_lives_and_removed_after(quick_tab, qtbot,
+                                                                      monkeypatch, tmp_path):
+    """Pasted images no longer pile up in the temporary folder: a tab's own go when it shuts
+    down, a crashed session's after a week; other windows' and other programs' files stay."""
+    import tempfile
+
+    import engine.classify.jobs as jobs
+    from gui.tabs.classify import PastedImages
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(jobs, "classify_job", lambda config, ctx: {"status": "done"})
+    root = tmp_path / PastedImages.ROOT
+    root.mkdir()
+    week_ago = time.time() - PastedImages.KEEP_LEFTOVERS_S - 60
+    (root / "pasted-old-version.png").write_bytes(b"png")
+    for name in ("session-crashed", "session-other-window", "theirs"):
+        (root / name).mkdir()
+    for name in ("session-crashed", "pasted-old-version.png", "theirs"):
+        os.utime(root / name, (week_ago, week_ago))
+    tab = quick_tab
+    image = QImage(8, 8, QImage.Format.Format_RGB32)
+    image.fill(Qt.GlobalColor.darkGreen)
+    for _ in range(2):
+        assert tab._add_image_data(image)
+        qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    first, second = sorted(tab.pasted._folder.iterdir())
+    assert first.is_file() and second.is_file()  # the first row can still show its image
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["session-other-window", "theirs", tab.pasted._folder.name])
+    folder = tab.pasted._folder
+    tab.shutdown()
+    assert not folder.exists() and (root / "session-other-window").is_dir()
