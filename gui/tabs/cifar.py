@@ -1048,6 +1048,11 @@ class CifarTab(QWidget):
                     self._reset_live_view()
                 if update.get("history"):  # a resumed run: the epochs it already trained
                     self._show_history(update["history"])
+                # not the last run's "epoch 6/6 — step 37/37" while this one warms up
+                epochs = int(update["epochs"])
+                self.epoch_progress.setValue(0)
+                self.epoch_progress.setFormat(
+                    f"epoch {min(int(update['start_epoch']) + 1, epochs)}/{epochs}")
                 self.speed_label.setText(
                     f"{update['model']}: {update['params']['trainable']:,} parameters on "
                     f"{update['device']} ×{update['world_size']} ({update['precision']})")

@@ -616,10 +616,14 @@ def test_all_gpus_with_none_left_says_so_instead_of_starting_torchrun(
     assert "No usable GPU" in app_state.last_error[1]
 
 
+# a step in the middle of epoch 3, as the trainer reports it
+MID_EPOCH_STEP = {"phase": "train", "epoch": 3, "epochs": 6, "step": 18, "steps_per_epoch": 37,
+                  "global_step": 92, "total_steps": 222, "images_per_s": 100.0, "eta_s": 1.0,
+                  "epoch_progress": 18 / 37, "lr": 0.1, "loss": 1.0}
+
+
 def test_a_stop_within_an_epoch_says_its_steps_are_kept(tab):
-    step = {"phase": "train", "epoch": 3, "epochs": 6, "step": 18, "steps_per_epoch": 37,
-            "global_step": 92, "total_steps": 222, "images_per_s": 100.0, "eta_s": 1.0,
-            "epoch_progress": 18 / 37, "lr": 0.1, "loss": 1.0}
+    step = MID_EPOCH_STEP
     tab._on_train_progress([step])
     tab._on_train_returned({"status": "stopped", "epochs": 2, "checkpoint": "/runs/a.pt",
                             "config": {"epochs": 6}})
@@ -629,3 +633,14 @@ def test_a_stop_within_an_epoch_says_its_steps_are_kept(tab):
     tab._on_train_returned({"status": "stopped", "epochs": 3, "checkpoint": "/runs/a.pt",
                             "config": {"epochs": 6}})
     assert tab.result_label.text().startswith("Stopped after 3 full epochs; checkpoint kept")
+
+
+
+def test_a_new_run_does_not_show_the_last_runs_epoch(tab):
+    tab._on_train_progress([MID_EPOCH_STEP])  # the last run's last step
+    assert tab.epoch_progress.format() == "epoch 3/6 — step 18/37"
+    tab._on_train_progress([{"phase": "start", "model": "net", "params": {"trainable": 10},
+                             "device": "cpu", "world_size": 1, "precision": "float32",
+                             "epochs": 500, "start_epoch": 0, "steps_per_epoch": 9,
+                             "batch_size": 4, "history": []}])
+    assert tab.epoch_progress.format() == "epoch 1/500" and tab.epoch_progress.value() == 0
