@@ -1311,9 +1311,10 @@ class CifarTab(QWidget):
 
     def resume_from(self, path: str, epochs: int | None = None) -> None:
         """Show a checkpoint's settings in the controls and continue training it: to ``epochs``,
-        by default to the epochs it was planned for (a finished run: to the Epochs box's value;
-        at most its own epochs, it is only evaluated, as a run stopped in its final evaluation
-        needs and a run from an earlier session must be to show its results)."""
+        by default to the epochs it was planned for. A finished run goes on to the Epochs box's
+        value; at most its own epochs, it is evaluated again without training (what a run
+        stopped in its final evaluation needs, and how an earlier session's run shows its
+        results)."""
         from engine.cifar.checkpoint import describe, load_checkpoint
         from engine.jobs import JobError
 
