@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 
 #: Endings of files people pass to --model by mistake (a file goes to --weights).
 MODEL_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".onnx", ".safetensors")
@@ -142,6 +143,9 @@ def _first_interrupt_stops(ctx):
         ctx.request_stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread gets signals (and may set their handlers)
+        return
     previous = signal.signal(signal.SIGINT, stop)
     try:
         yield

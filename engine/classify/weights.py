@@ -134,9 +134,10 @@ def _verified() -> dict:
     from engine.cache import cache_root
 
     try:
-        return json.loads((cache_root() / VERIFIED_FILE).read_text(encoding="utf-8"))
+        notes = json.loads((cache_root() / VERIFIED_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return notes if isinstance(notes, dict) else {}  # a file some other tool wrote there
 
 
 def _remember_verified(path: Path) -> None:
@@ -147,10 +148,10 @@ def _remember_verified(path: Path) -> None:
     from engine.cache import cache_root
     from engine.files import remove_quietly, temporary_name
 
-    notes = {**_verified(), str(path): _stamp(path)}
     note_file = cache_root() / VERIFIED_FILE
     tmp = temporary_name(note_file)
     try:
+        notes = {**_verified(), str(path): _stamp(path)}
         note_file.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(notes), encoding="utf-8")
         os.replace(tmp, note_file)

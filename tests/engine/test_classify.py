@@ -702,3 +702,22 @@ def test_classify_job_reports_every_answer_its_stream_gives_after_a_stop(monkeyp
     monkeypatch.setattr(jobs, "get_classifier", stopped_while_loading)
     out = classify_job({"paths": paths}, JobContext("cpu"))
     assert out["status"] == "stopped" and out["total"] == 3
+
+
+def test_the_cli_runs_from_a_thread_that_cannot_set_signal_handlers(monkeypatch, capsys):
+    """engine.cli.main called from a worker thread (an embedding program): no Ctrl-C handling,
+    and no 'error: ValueError: signal only works in main thread'."""
+    import engine.classify.jobs as jobs
+    from engine.cli import main
+
+    monkeypatch.setattr(jobs, "classify_job", lambda config, ctx: {
+        "status": "done", "classified": 1, "failed": 0,
+        "results": [{"path": config["paths"][0], "error": None,
+                     "top": [{"label": "tabby", "index": 281, "prob": 0.9}]}]})
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["classify", "cat.jpg"])))
+    worker.start()
+    worker.join(timeout=120)
+    out, err = capsys.readouterr()
+    assert codes == [0], err
+    assert out == "cat.jpg: tabby 90.0%\n"

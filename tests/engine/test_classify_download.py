@@ -4,6 +4,7 @@ offline, cancelled. Never touches the internet."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 from pathlib import Path
@@ -170,3 +171,19 @@ def test_a_good_cached_copy_is_hashed_once(tmp_path, monkeypatch):
     copy.write_bytes(PAYLOAD[:10])  # replaced since: checked again
     with pytest.raises(JobError, match="not the file published"):
         weights.ensure_weights(url)
+
+
+def test_a_notes_file_that_is_not_ours_only_costs_a_hash(tmp_path, monkeypatch):
+    """verified-weights.json holding something else (a list, say) is no crash: the copy is
+    hashed and the notes written again."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    url = weights.TORCHVISION_BASE_URL + _named(PAYLOAD)
+    copy = weights.cached_path(url)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(PAYLOAD)
+    notes = tmp_path / "cache" / weights.VERIFIED_FILE
+    notes.parent.mkdir()
+    notes.write_text("[1, 2]")
+    assert weights.ensure_weights(url) == copy
+    assert json.loads(notes.read_text()) == {str(copy): [len(PAYLOAD), copy.stat().st_mtime_ns]}
