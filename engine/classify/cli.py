@@ -97,8 +97,9 @@ def run(args) -> int:
         raise JobError("--top must be at least 1")
     if args.batch_size < 1:
         raise JobError("--batch-size must be at least 1")
-    if args.workers is not None and args.workers < 1:
-        raise JobError("--workers must be at least 1")
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise JobError(f"{flag} must be at least 1")
     if _looks_like_a_file(args.model):
         raise JobError(f"unknown model '{args.model}': --model takes a model name (see "
                        "--list-models); give a weights file with --weights FILE")
@@ -175,13 +176,18 @@ def _classify(args, config: dict) -> int:
         from engine.jobs import JobContext
 
     device = resolve_device(args.device)
+    cores = os.cpu_count() or 1
     workers = args.workers
     if workers is not None and workers > max_workers():
-        note(f"--workers {workers} is more than this machine's {os.cpu_count() or 1} cores "
+        note(f"--workers {workers} is more than this machine's {cores} cores "
              f"can use ({WORKERS_PER_CORE} per core): using {max_workers()}")
         workers = max_workers()
-    if args.threads and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = args.threads
+    if threads and threads > cores:  # intra-op threads beyond the cores wait on each other
+        note(f"--threads {threads} is more than this machine's {cores} cores: using {cores}")
+        threads = cores
+    if threads:
+        torch.set_num_threads(threads)
     elif device == "cpu":  # one single-threaded decode+classify stream per core (see Classifier)
         torch.set_num_threads(1)
     config["workers"] = workers

@@ -541,7 +541,7 @@ def test_small_jobs_skip_building_the_optimized_copy():
 
 @needs_book_photos
 def test_bad_counts_are_refused_before_anything_runs():
-    for flag, value in (("--workers", "-2"), ("--batch-size", "0")):
+    for flag, value in (("--workers", "-2"), ("--batch-size", "0"), ("--threads", "0")):
         out = _cli(str(BOOK_IMAGES / "bobby.jpg"), str(BOOK_IMAGES / "cat1.png"), flag, value)
         assert out.returncode == 1 and out.stdout == ""
         assert out.stderr.strip() == f"error: {flag} must be at least 1"
@@ -597,14 +597,16 @@ def test_cli_notes_what_it_changed_or_left_out(tmp_path):
 
     (tmp_path / "bobby.jpg").write_bytes((BOOK_IMAGES / "bobby.jpg").read_bytes())
     (tmp_path / "notes.txt").write_text("not a photo")
-    out = _cli(str(tmp_path), "--json", "--top", "2000", "--workers", "1000")
+    out = _cli(str(tmp_path), "--json", "--top", "2000", "--workers", "1000", "--threads", "999")
     assert out.returncode == 0, out.stderr
     classes = len(json.loads(out.stdout)[0]["top"])
     notes = [line for line in out.stderr.splitlines() if line.startswith("note: ")]
+    cores = os.cpu_count()
     assert notes == [
         "note: 1 file skipped (not an image)",
-        f"note: --workers 1000 is more than this machine's {os.cpu_count()} cores can use "
+        f"note: --workers 1000 is more than this machine's {cores} cores can use "
         f"(4 per core): using {max_workers()}",
+        f"note: --threads 999 is more than this machine's {cores} cores: using {cores}",
         f"note: --top 2000 is more than the model's {classes} classes: showing all {classes}",
     ]
     (tmp_path / "bobby.jpg").unlink()
