@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     run_opts.add_argument("--quiet", action="store_true", help="no progress lines")
     run_opts.add_argument("--progress-json", action="store_true",
                           help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train, setting_flags=_setting_flags(train))
 
     info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
     info.add_argument("--data", required=True)
@@ -80,6 +80,13 @@ def register(subparsers) -> None:
     export.add_argument("out", help="output file: .pt for TorchScript, .onnx for ONNX")
     export.add_argument("--json", action="store_true")
     export.set_defaults(func=run_export)
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each trainer config key's flag (``batch_size``: ``--batch-size``, ``tta_level``:
+    ``--tta``): the config is built from the parsed arguments under the same names."""
+    return {action.dest: action.option_strings[0] for action in parser._actions
+            if action.option_strings}
 
 
 def _is_main_rank() -> bool:
@@ -189,7 +196,7 @@ def _run_train(args, stop_event: threading.Event) -> int:
 
     with heavy_imports():
         from engine.cifar.data import parse_classes
-        from engine.cifar.trainer import on_every_rank, train_job
+        from engine.cifar.trainer import SettingError, on_every_rank, train_job
     from engine.devices import resolve_device
     from engine.jobs import JobContext, JobError, JobStopped
 
@@ -242,7 +249,12 @@ def _run_train(args, stop_event: threading.Event) -> int:
         ctx = JobContext(device=device, progress=progress, stop_event=stop_event)
         if stop_event.is_set():
             raise JobStopped()
-        result = train_job(config, ctx)
+        try:
+            result = train_job(config, ctx)
+        except SettingError as exc:  # named as typed: --batch-size, not batch_size
+            flagged = JobError(exc.naming(args.setting_flags.get(exc.key, exc.key)))
+            flagged.every_rank = getattr(exc, "every_rank", False)
+            raise flagged from None
     except JobStopped:  # stopped before training began (while the data was decoded)
         result = {"status": "stopped", "test_acc": None, "train_time_s": 0.0, "epochs": 0,
                   "history": [], "world_size": int(os.environ.get("WORLD_SIZE", "1")),

@@ -110,6 +110,19 @@ SCHEDULE_SETTINGS = ("schedule", "warmup", "lr_start", "lr_end")
 MID_EPOCH_KEYS = ("batch_size", "max_train", "seed")
 
 
+class SettingError(JobError):
+    """A setting the checks refuse. The message names it by its config ``key``; a front end
+    that calls it otherwise (a CLI flag, a form label) shows ``naming(its name)``."""
+
+    def __init__(self, key: str, template: str) -> None:
+        self.key = key
+        self.template = template  # "{name}" where the setting is named
+        super().__init__(self.naming(key))
+
+    def naming(self, name: str) -> str:
+        return self.template.replace("{name}", name)
+
+
 def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
     """Hyperparameter defaults for ``model`` on ``device_type``: the Fast recipe's own (its CPU or
     GPU recipe), else the generic ones. Includes ``model_options`` (e.g. Fast's variant)."""
@@ -137,10 +150,10 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
     if base is not None:
         for key in RESUME_MUST_MATCH:
             if key in user and _norm(user[key]) != _norm(base.get(key)):
-                raise JobError(
+                raise SettingError(key, (
                     f"the checkpoint was trained with {_shown(key, base.get(key))}, not "
-                    f"{_shown(key, user[key], named=False)}; leave {key} unset to resume it"
-                )
+                    f"{_shown(key, user[key], named=False)}; leave {{name}} unset to resume it"
+                ))
             # the checkpoint's spelling: a dataset may hold both "Cat" and "cat"
             user.pop(key, None)
         base = dict(base)
@@ -157,11 +170,17 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
             raise JobError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
         resolved = {**RUN_DEFAULTS, **model_defaults(model, device_type), **user, "model": model}
     resolved["resume"] = config.get("resume")
-    _validate(resolved, has_dataset=config.get("dataset") is not None)
+    try:
+        _validate(resolved, has_dataset=config.get("dataset") is not None)
+    except SettingError as exc:
+        if base is not None and exc.key not in user:  # a hand-edited checkpoint
+            raise SettingError(exc.key, f"{exc.template} (the checkpoint's value; set {{name}} "
+                                        "to replace it)") from None
+        raise
     if user.get("warmup") and resolved["schedule"] == "constant":
-        raise JobError("warmup applies to the warm-up schedules (warmup_linear, warmup_cosine); "
-                       "the schedule here is constant: choose one of those, or leave warmup "
-                       "unset")
+        raise SettingError("warmup", "{name} applies to the warm-up schedules (warmup_linear, "
+                           "warmup_cosine); the schedule here is constant: choose one of those, "
+                           "or leave {name} unset")
     return resolved
 
 
@@ -177,27 +196,42 @@ def _norm(value):
     return str(value).lower() if value is not None else None
 
 
+def _between(low: float, high: float, low_open: bool = False) -> str:
+    """A range in words: "from 0 to 1", "above 0 and at most 100"."""
+    return f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+
+
 def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
-    def positive_int(key):
+    def whole(key, low=1, high=None, allowed=None):
+        """An int in [low, high]; ``allowed`` says the range in words (default: from it)."""
+        allowed = allowed or (f"a whole number of at least {low}" if high is None
+                              else f"a whole number {_between(low, high)}")
         try:
             value = int(cfg[key])
-        except (TypeError, ValueError):
-            raise JobError(f"{key} must be a whole number, not {cfg[key]!r}") from None
-        if value < 1:
-            raise JobError(f"{key} must be at least 1, not {value}")
+        except (TypeError, ValueError, OverflowError):
+            raise SettingError(key, f"{{name}} must be {allowed}, not {cfg[key]!r}") from None
+        if value < low or (high is not None and value > high):
+            raise SettingError(key, f"{{name}} must be {allowed}, not {value}")
         cfg[key] = value
 
     def number(key, low=0.0, high=math.inf, low_open=False):
+        allowed = f"a number {_between(low, high, low_open)}"
         try:
             value = float(cfg[key])
         except (TypeError, ValueError):
-            raise JobError(f"{key} must be a number, not {cfg[key]!r}") from None
+            raise SettingError(key, f"{{name}} must be {allowed}, not {cfg[key]!r}") from None
         if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-            raise JobError(f"{key} = {value} is out of range")
+            raise SettingError(key, f"{{name}} must be {allowed}, not {value:g}")
         cfg[key] = value
 
+    def one_of(key, allowed):
+        cfg[key] = str(cfg[key]).lower()
+        if cfg[key] not in allowed:
+            raise SettingError(key, f"unknown {{name}} '{cfg[key]}'; choose one of: "
+                                    f"{', '.join(allowed)}")
+
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        positive_int(key)
+        whole(key)
     number("lr", low_open=True, high=100)
     number("momentum", high=0.9999)
     number("weight_decay", high=10)
@@ -210,45 +244,33 @@ def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     for key in ("lr_start", "lr_end"):  # older checkpoints lack them
         cfg[key] = cfg.get(key) or 0.0
         number(key, high=1.0)
-    if cfg.get("augment_per") not in (None, "batch", "epoch"):
-        raise JobError(f"augment_per must be 'batch' or 'epoch', not {cfg['augment_per']!r}")
+    if cfg.get("augment_per") is not None:
+        one_of("augment_per", ("batch", "epoch"))
     for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                          ("precision", PRECISIONS)):
-        cfg[key] = str(cfg[key]).lower()
-        if cfg[key] not in allowed:
-            raise JobError(f"unknown {key} '{cfg[key]}'; choose one of: {', '.join(allowed)}")
+        one_of(key, allowed)
     # checked with the rest (not when the optimizer is built, after the data has loaded)
     if cfg["optimizer"] == "nesterov" and cfg["momentum"] == 0:
-        raise JobError("Nesterov SGD needs a momentum above 0")
+        raise SettingError("momentum", "Nesterov SGD needs {name} above 0 (and at most 0.9999)")
     if cfg["optimizer"] == "muon" and not 0 < cfg["momentum"] < 1:
-        raise JobError("the Muon optimizer needs a momentum between 0 and 1 for its SGD part")
-    cfg["translate"] = int(cfg["translate"])
-    if not 0 <= cfg["translate"] <= 8:
-        raise JobError("translate must be between 0 and 8 pixels")
+        raise SettingError("momentum", "the Muon optimizer needs {name} above 0 and below 1 "
+                                       "for its SGD part")
+    whole("translate", low=0, high=8, allowed="a whole number of pixels from 0 to 8")
     cfg["flip"] = bool(cfg["flip"])
     cfg["alternate_flip"] = bool(cfg.get("alternate_flip", False))  # older checkpoints lack it
     cfg["lookahead"] = bool(cfg.get("lookahead", False))
-    cfg["whiten_bias_epochs"] = int(cfg.get("whiten_bias_epochs") or 0)
-    if cfg["whiten_bias_epochs"] < 0:
-        raise JobError("whiten_bias_epochs must be 0 (always train it) or more")
+    cfg["whiten_bias_epochs"] = cfg.get("whiten_bias_epochs") or 0
+    whole("whiten_bias_epochs", low=0, allowed="0 (always train it) or more")
     cfg["whiten_bias_fade"] = bool(cfg.get("whiten_bias_fade", False))  # older checkpoints lack it
     if cfg["whiten_bias_fade"] and cfg["whiten_bias_epochs"] == 0:
         raise JobError("whiten_bias_fade needs whiten_bias_epochs (the epochs to fade over)")
     for key in ("max_train", "max_test"):
         if cfg.get(key) is not None:
-            positive_int(key)
-    for key in ("seed", "tta_level", "eval_every"):
-        try:
-            cfg[key] = int(cfg[key])
-        except (TypeError, ValueError):
-            raise JobError(f"{key} must be a whole number, not {cfg[key]!r}") from None
-    if not 0 <= cfg["seed"] < 2**63:
-        raise JobError(f"seed must be between 0 and 2**63 - 1, not {cfg['seed']}")
-    if not 0 <= cfg["tta_level"] <= MAX_TTA_LEVEL:
-        raise JobError(f"tta_level must be between 0 (off) and {MAX_TTA_LEVEL}, "
-                       f"not {cfg['tta_level']}")
-    if cfg["eval_every"] < 0:
-        raise JobError(f"eval_every must be 0 (only at the end) or more, not {cfg['eval_every']}")
+            whole(key)
+    whole("seed", low=0, high=2**63 - 1, allowed="a whole number from 0 to 2**63 - 1")
+    whole("tta_level", low=0, high=MAX_TTA_LEVEL,
+          allowed=f"a whole number from 0 (off) to {MAX_TTA_LEVEL}")
+    whole("eval_every", low=0, allowed="a whole number, 0 (only at the end) or more")
     if not cfg.get("data") and not has_dataset:
         raise JobError("no data given: pass the dataset folder or archive (--data PATH)")
     if cfg.get("classes") == [] and cfg.get("resume"):  # older checkpoints: [] meant all

@@ -75,6 +75,32 @@ def test_user_errors_are_one_line_messages(tiny_archive, tmp_path, capsys):
     assert code == 1 and "--data PATH" in err
 
 
+@pytest.mark.parametrize(("flag", "bad", "allowed"), [
+    ("--epochs", "0", "a whole number of at least 1"),
+    ("--batch-size", "0", "a whole number of at least 1"),
+    ("--max-train", "-3", "a whole number of at least 1"),
+    ("--max-test", "0", "a whole number of at least 1"),
+    ("--lr", "nan", "a number above 0 and at most 100"),
+    ("--lr", "0", "a number above 0 and at most 100"),
+    ("--momentum", "1.5", "a number from 0 to 0.9999"),
+    ("--muon-lr", "inf", "a number above 0 and at most 100"),
+    ("--muon-momentum", "0", "a number above 0 and at most 0.9999"),
+    ("--weight-decay", "-1", "a number from 0 to 10"),
+    ("--label-smoothing", "1", "a number from 0 to 0.99"),
+    ("--warmup", "1.5", "a number from 0 to 1"),
+    ("--translate", "9", "a whole number of pixels from 0 to 8"),
+    ("--tta", "4", "a whole number from 0 (off) to 3"),
+    ("--eval-every", "-1", "a whole number, 0 (only at the end) or more"),
+    ("--seed", "-1", "a whole number from 0 to 2**63 - 1"),
+])
+def test_a_bad_value_is_named_by_its_flag_with_the_allowed_range(tiny_archive, capsys, flag,
+                                                                 bad, allowed):
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--model", "net",
+                              "--schedule", "warmup_linear", flag, bad)
+    assert code == 1
+    assert err.strip() == f"error: {flag} must be {allowed}, not {bad}"
+
+
 def test_info_reports_counts_and_channel_stats(tiny_archive, tmp_path, capsys):
     code, out, err = in_process(capsys, "cifar", "info", "--data", tiny_archive, "--cache-dir",
                                 tmp_path / "c", "--json")
@@ -148,7 +174,8 @@ def torch_equal(a, b):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--data", "ARCHIVE", "--model", "net", "--lr", "-1"], "error: lr = -1.0 is out of range"),
+    (["--data", "ARCHIVE", "--model", "net", "--lr", "-1"],
+     "error: --lr must be a number above 0 and at most 100, not -1"),
     (["--model", "net"], "error: pass --data PATH"),  # checked before the trainer's settings
 ])
 def test_torchrun_errors_print_once(tiny_archive, tmp_path, args, message):

@@ -150,17 +150,17 @@ def test_augmentation_flips_and_shifts_in_one_batched_gather():
 def test_bad_settings_are_clear_errors():
     with pytest.raises(JobError, match="unknown optimizer 'rmsprop'"):
         resolve_config(base_config(optimizer="rmsprop"))
-    with pytest.raises(JobError, match="batch_size must be at least 1"):
+    with pytest.raises(JobError, match="batch_size must be a whole number of at least 1, not 0"):
         resolve_config(base_config(batch_size=0))
     with pytest.raises(JobError, match="no data given"):
         resolve_config({"model": "net"})
     with pytest.raises(JobError, match="fp16 is for GPUs"):
         run(base_config(precision="fp16", epochs=1))
-    with pytest.raises(JobError, match="tta_level must be between 0 .off. and 3, not 7"):
+    with pytest.raises(JobError, match=r"tta_level must be .* from 0 \(off\) to 3, not 7"):
         resolve_config(base_config(tta_level=7))
-    with pytest.raises(JobError, match="eval_every must be 0"):
+    with pytest.raises(JobError, match=r"eval_every must be .*0 \(only at the end\) or more"):
         resolve_config(base_config(eval_every=-1))
-    with pytest.raises(JobError, match="seed must be between 0 and"):
+    with pytest.raises(JobError, match=r"seed must be .* from 0 to 2\*\*63 - 1, not -1"):
         resolve_config(base_config(seed=-1))
     # the book's nets train at a constant rate: a warm-up given for them would do nothing
     with pytest.raises(JobError, match="warmup applies to the warm-up schedules"):
@@ -317,10 +317,36 @@ def test_a_device_that_is_not_there_is_a_clear_error(monkeypatch):
         train_job(base_config(epochs=1), JobContext("cuda:0"))
 
 
+def test_a_refused_setting_can_be_named_by_each_front_end():
+    from engine.cifar.trainer import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        resolve_config(base_config(lr=float("nan")))
+    assert refused.value.key == "lr"
+    assert str(refused.value) == "lr must be a number above 0 and at most 100, not nan"
+    assert refused.value.naming("Learning rate") == \
+        "Learning rate must be a number above 0 and at most 100, not nan"
+    for bad in (float("inf"), "many"):  # int() raises OverflowError and ValueError
+        with pytest.raises(SettingError, match="seed must be a whole number from 0 to"):
+            resolve_config(base_config(seed=bad))
+
+
+def test_a_bad_value_from_a_checkpoint_is_said_to_be_the_checkpoints(tmp_path):
+    from engine.cifar.trainer import SettingError
+
+    checkpoint = base_config(lr=0.05)
+    with pytest.raises(SettingError) as refused:
+        resolve_config({"resume": "c.pt"}, base={**resolve_config(checkpoint), "lr": -1.0})
+    assert str(refused.value) == ("lr must be a number above 0 and at most 100, not -1 (the "
+                                  "checkpoint's value; set lr to replace it)")
+    assert resolve_config({"resume": "c.pt", "dataset": DATA, "lr": 0.1},
+                          base={**resolve_config(checkpoint), "lr": -1.0})["lr"] == 0.1
+
+
 def test_subset_sizes_must_be_positive():
     for key in ("max_train", "max_test"):
         for bad in (0, -5):
-            with pytest.raises(JobError, match=f"{key} must be at least 1"):
+            with pytest.raises(JobError, match=f"{key} must be a whole number of at least 1"):
                 resolve_config(base_config(**{key: bad}))
     assert resolve_config(base_config(max_train=None))["max_train"] is None
 
