@@ -248,6 +248,7 @@ class CifarTab(QWidget):
         self._results_pending_clear = False
         self._loading_path: str | None = None
         self._load_cancelled = False
+        self._data_notes: list[str] = []  # what the last load said (the cache is not written)
         self._shown_recipe_type: str | None = None  # device kind whose Fast recipe is shown
         self._recipe_stale = False  # the device changed during a run: show its recipe after
         self._recipe_defaults: dict[str, Any] = {}  # the shown recipe's defaults, as shown
@@ -346,6 +347,13 @@ class CifarTab(QWidget):
         self.data_progress.setTextVisible(True)
         self.data_progress.setFormat("")
         layout.addWidget(self.data_progress)
+        # what the load said beside its progress (the cache cannot be written): stays until
+        # the next load
+        self.data_note_label = QLabel("")
+        self.data_note_label.setWordWrap(True)
+        self.data_note_label.setTextFormat(Qt.TextFormat.PlainText)  # paths may hold '<'
+        self.data_note_label.setVisible(False)
+        layout.addWidget(self.data_note_label)
         self.class_list = QListWidget()
         self.class_list.setMaximumHeight(150)
         self.class_list.itemChanged.connect(lambda _item: self._on_classes_changed())
@@ -629,6 +637,7 @@ class CifarTab(QWidget):
 
         self._loading_path = path
         self._load_cancelled = False
+        self._show_data_notes([])
         self.data_progress.setRange(0, 0)
         self.data_progress.setFormat("loading…")
         self.data_runner.start(browse_job, {"path": path, "download": download},
@@ -636,7 +645,13 @@ class CifarTab(QWidget):
         self._update_buttons()
 
     def _on_data_progress(self, updates: list[dict]) -> None:
-        update = updates[-1]
+        notes = [u["message"] for u in updates if u.get("step_name") == "note" and u.get("message")]
+        if notes:
+            self._show_data_notes(self._data_notes + notes)
+        steps = [u for u in updates if u.get("step_name") != "note"]
+        if not steps:
+            return
+        update = steps[-1]
         total, done = int(update.get("total") or 0), int(update.get("done") or 0)
         what = {"decode": "decoding images (first time only)", "download": "downloading",
                 "cache": "reading cache", "extract": "unpacking"}.get(update.get("step_name"),
@@ -648,6 +663,12 @@ class CifarTab(QWidget):
                 self.data_progress.setFormat(f"{what} {done / 1e6:.1f}/{total / 1e6:.1f} MB")
             else:
                 self.data_progress.setFormat(f"{what} {done}/{total}")
+
+    def _show_data_notes(self, notes: list[str]) -> None:
+        """Show the load's notes in the data box (none: hide the line)."""
+        self._data_notes = list(dict.fromkeys(notes))  # each once, in order
+        self.data_note_label.setText("\n".join(n[:1].upper() + n[1:] for n in self._data_notes))
+        self.data_note_label.setVisible(bool(self._data_notes))
 
     def cancel_load(self) -> None:
         """Cancel the load or download: nothing it finds is applied, even if it ends first."""

@@ -644,3 +644,21 @@ def test_a_new_run_does_not_show_the_last_runs_epoch(tab):
                              "epochs": 500, "start_epoch": 0, "steps_per_epoch": 9,
                              "batch_size": 4, "history": []}])
     assert tab.epoch_progress.format() == "epoch 1/500" and tab.epoch_progress.value() == 0
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said_in_the_data_box(
+        qtbot, tab, tiny_data, tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(not_a_folder))
+    load(qtbot, tab, tiny_data)
+    assert tab.data_note_label.isVisible()  # stays after the load, beside the data it is about
+    note = tab.data_note_label.text()
+    assert note.startswith("Cannot keep the decoded images") and str(not_a_folder) in note
+    assert "TORCHDESK_CACHE_DIR" in note and tab.data_progress.format() == "loaded"
+
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))  # writable again
+    tab.load_data()
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
+    assert tab.data_progress.format() == "loaded"
+    assert not tab.data_note_label.isVisible() and tab.data_note_label.text() == ""
