@@ -2,7 +2,8 @@
 
 ``train`` works the same under ``torchrun --nproc_per_node=N -m engine cifar train ...``
 (DistributedDataParallel); only rank 0 prints. Ctrl-C (or SIGTERM) stops cleanly after the
-current step, keeps the checkpoint and prints the results so far.
+current step, keeps the checkpoint and prints the results so far; before training begins (while
+the data decodes) it ends the run with nothing trained or written.
 """
 
 from __future__ import annotations
@@ -137,8 +138,10 @@ class _CliProgress:
         self._steps = StderrProgress(format_update, interval=1.0, quiet=quiet)
         self._quiet = quiet
         self._as_json = as_json
+        self.phase: str | None = None  # the last update's: what a Ctrl-C now would stop
 
     def __call__(self, update: dict[str, Any]) -> None:
+        self.phase = update.get("phase", self.phase)
         if self._as_json:
             sys.stderr.write(PROGRESS_PREFIX + json_text(update) + "\n")
             sys.stderr.flush()
@@ -156,7 +159,20 @@ class _CliProgress:
                 print(line, file=sys.stderr, flush=True)
 
 
-def _install_stop_handlers(stop_event: threading.Event) -> dict:
+def stop_notice(phase: str | None) -> str:
+    """What a first Ctrl-C does, said when it arrives in ``phase`` (the last progress update's)."""
+    if phase in ("start", "train", "epoch"):
+        return "stopping after this step (Ctrl-C again to abort)"
+    if phase == "evaluate":
+        return "stopping: the final evaluation is given up (Ctrl-C again to abort)"
+    if phase == "done":
+        return "stopping (Ctrl-C again to abort)"
+    # the data loads (a decode stops within 256 images, its cache unwritten), or the warm-up
+    return ("stopping before training begins: nothing is trained and no checkpoint is written "
+            "(Ctrl-C again to abort)")
+
+
+def _install_stop_handlers(stop_event: threading.Event, progress: _CliProgress) -> dict:
     """First Ctrl-C/SIGTERM asks the job to stop (checkpoint kept); a second one interrupts.
 
     Returns the previous handlers, for :func:`_restore_handlers`."""
@@ -166,7 +182,7 @@ def _install_stop_handlers(stop_event: threading.Event) -> dict:
             raise KeyboardInterrupt
         stop_event.set()
         if _is_main_rank():
-            print("stopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+            print(stop_notice(progress.phase), file=sys.stderr, flush=True)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -184,14 +200,17 @@ def run_train(args) -> int:
     # Ctrl-C from the very start (PyTorch takes a second to import) stops cleanly, so --json
     # still prints its object.
     stop_event = threading.Event()
-    previous = _install_stop_handlers(stop_event)
+    main_rank = _is_main_rank()
+    progress = _CliProgress(quiet=args.quiet or not main_rank,
+                            as_json=args.progress_json and main_rank)
+    previous = _install_stop_handlers(stop_event, progress)
     try:
-        return _run_train(args, stop_event)
+        return _run_train(args, stop_event, progress)
     finally:
         _restore_handlers(previous)
 
 
-def _run_train(args, stop_event: threading.Event) -> int:
+def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int:
     from engine.imports import heavy_imports
 
     with heavy_imports():
@@ -233,8 +252,6 @@ def _run_train(args, stop_event: threading.Event) -> int:
         "report_interval_s": None if args.progress_json else 1.0,
     }
     main_rank = _is_main_rank()
-    progress = _CliProgress(quiet=args.quiet or not main_rank, as_json=args.progress_json
-                            and main_rank)
     try:
         try:  # every rank checks these alike: rank 0 alone says what is wrong
             if not args.data and not args.resume:

@@ -275,6 +275,34 @@ def test_ctrl_c_while_pytorch_imports_still_prints_json(tiny_archive, capsys, mo
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
+def test_ctrl_c_while_the_data_decodes_says_so_and_stops_the_decode(tmp_path, capsys,
+                                                                    monkeypatch):
+    import signal
+
+    import engine.cifar.data
+
+    folder = write_image_folder(tmp_path / "imgs", n_train=100, n_test=2)  # 306 images
+    decode = engine.cifar.data._decode_image
+    decoded = []
+
+    def decode_then_ctrl_c(raw, name):
+        if not decoded:
+            os.kill(os.getpid(), signal.SIGINT)
+        decoded.append(name)
+        return decode(raw, name)
+
+    monkeypatch.setattr(engine.cifar.data, "_decode_image", decode_then_ctrl_c)
+    code, out, err = in_process(capsys, "cifar", "train", "--data", folder, "--model", "net",
+                                "--cache-dir", tmp_path / "cache", "--checkpoint",
+                                tmp_path / "c.pt", "--json")
+    assert code == 130, err
+    assert json.loads(out)["status"] == "stopped"
+    assert "stopping before training begins: nothing is trained and no checkpoint is written" \
+        in err and "after this step" not in err
+    assert len(decoded) <= 257  # the decode looks for a stop every 256 images
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "imgs" not in p.parts]
+
+
 def test_progress_json_lines_are_strict_json(capsys):
     from engine.cifar.cli import PROGRESS_PREFIX, _CliProgress
 
