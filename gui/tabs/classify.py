@@ -554,8 +554,8 @@ class ClassifyTab(QWidget):
             return False
         path = self.pasted.save(image)
         if path is None:
-            self.app.show_error("Classify", "Cannot save the image to a temporary file in "
-                                f"{tempfile.gettempdir()}: is the disk full?")
+            self.app.show_error("Classify", "Cannot save the image as a temporary file in "
+                                f"{tempfile.gettempdir()}, so it cannot be classified.")
             return False
         self.add_paths([str(path)])
         return True
