@@ -26,7 +26,13 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="cifar_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    train = sub.add_parser("train", help="train a model (also under torchrun for DDP)")
+    train = sub.add_parser(
+        "train", help="train a model (also under torchrun for DDP)",
+        description="Train a CIFAR model. Under torchrun (DistributedDataParallel) each "
+        "process trains on its share of every batch, on the CPU or with --device cuda on the "
+        "GPU of its local rank (choose the GPUs with CUDA_VISIBLE_DEVICES); BatchNorm layers "
+        "normalize over each process's share, so the results differ a little from one "
+        "process's.")
     train.add_argument("--data", help="dataset folder or .tar.gz (optional with --resume)")
     train.add_argument("--model", help="fast, net, netwidth, netdropout, netbatchnorm, "
                        "netdepth, netres, netresdeep (default: fast)")
@@ -34,7 +40,8 @@ def register(subparsers) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
-    train.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, auto")
+    train.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, "
+                       "auto; under torchrun: cpu or cuda")
     train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint", help="write checkpoints here (each epoch, and on stop)")
     train.add_argument("--resume", help="continue from this checkpoint")
@@ -258,8 +265,9 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
                 raise JobError("pass --data PATH (the dataset folder or .tar.gz), or --resume "
                                "FILE")
             device = args.device.strip().lower()
-            if os.environ.get("WORLD_SIZE", "1") != "1" and device.startswith("cuda"):
-                device = "cuda"  # each rank takes cuda:LOCAL_RANK; just check CUDA exists
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.startswith("cuda:"):
+                raise JobError(_torchrun_gpu_index_message(device))
+            # under torchrun each rank takes cuda:LOCAL_RANK: this checks that CUDA is there
             device = resolve_device(device)
         except JobError as exc:
             raise on_every_rank(exc) from None
@@ -300,6 +308,14 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         else:
             _print_summary(result)
     return 0 if result.get("status") == "completed" else 130
+
+
+def _torchrun_gpu_index_message(device: str) -> str:
+    """Why ``--device cuda:N`` is refused under torchrun, and how to choose the GPUs."""
+    return (f"under torchrun each process trains on the GPU of its local rank "
+            f"(cuda:LOCAL_RANK), so --device {device} cannot choose one: pass --device cuda, "
+            "and choose the GPUs with CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=1,2 "
+            "torchrun --nproc_per_node=2 ...)")
 
 
 def _peer_gone_message(checkpoint: str | None) -> str:

@@ -256,6 +256,38 @@ def test_rank_0_says_plainly_that_another_rank_has_gone(tiny_archive, tmp_path, 
 
 
 
+def test_a_gpu_index_under_torchrun_is_refused_with_how_to_choose_gpus(tiny_archive, capsys,
+                                                                       monkeypatch):
+    import engine.cifar.trainer
+    import engine.devices
+
+    monkeypatch.setattr(engine.devices, "list_devices", lambda: [
+        engine.devices.DeviceInfo(id=id_, kind=kind, name=id_, memory_bytes=None)
+        for id_, kind in (("cpu", "cpu"), ("cuda:0", "cuda"), ("cuda:1", "cuda"))])
+    devices_given = []
+
+    def job(config, ctx):
+        devices_given.append(ctx.device)
+        return {"status": "completed", "test_acc": 0.5, "train_time_s": 0.0, "epochs": 1,
+                "world_size": 2}
+
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", job)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive,
+                                "--device", "cuda:1")
+    assert (code, out, devices_given) == (1, "", [])
+    assert err.startswith("error: under torchrun each process trains on the GPU of its local "
+                          "rank (cuda:LOCAL_RANK), so --device cuda:1 cannot choose one")
+    assert "--device cuda," in err and "CUDA_VISIBLE_DEVICES" in err
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--device", "cuda")
+    assert code == 0 and devices_given == ["cuda:0"], err  # each rank's own GPU: the trainer's
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: the GPU asked for
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--device",
+                              "cuda:1")
+    assert code == 0 and devices_given[-1] == "cuda:1", err
+
+
 def test_ctrl_c_while_pytorch_imports_still_prints_json(tiny_archive, capsys, monkeypatch):
     import contextlib
     import signal
