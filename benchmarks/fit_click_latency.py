@@ -2,10 +2,12 @@
 
 Builds the real LinearFitTab (offscreen) with N random points (no validation split), then
 alternately (a) clicks a point, which removes it, and (b) adds a point in empty space, timing
-each from the click until the data plot has been painted. The baseline, timed in the same run
-and interleaved with the clicks, is what a click used to cost at least: a plain
-``pg.ScatterPlotItem`` given all N points again with ``setData`` and painted in a plot of the
-same size. The ratio click / baseline is printed with the median and spread of each.
+each from the click until the data plot and the loss surface (new data, new contours) have
+been painted. The baseline, timed in the same run and interleaved with the clicks, is what a
+click used to cost at least: a plain ``pg.ScatterPlotItem`` given all N points again with
+``setData`` and painted in a plot of the same size. The ratio click / baseline is printed with
+the median and spread of each, and the loss surface's part of a click: its image and contours
+drawn for the data and painted.
 
     python benchmarks/fit_click_latency.py [--points 200000] [--clicks 12]
 """
@@ -71,6 +73,13 @@ def main() -> int:
         started = time.perf_counter()
         tab.click_at_scene(scene_pos)
         painted(tab.data_view)
+        painted(tab.surface_view)
+        return time.perf_counter() - started
+
+    def time_surface() -> float:
+        started = time.perf_counter()
+        tab._draw_surface()
+        painted(tab.surface_view)
         return time.perf_counter() - started
 
     def time_baseline() -> float:
@@ -82,7 +91,7 @@ def main() -> int:
 
     painted(tab.data_view)
     time_baseline()  # warm-up: the symbol atlas, the first paint
-    removes, adds, baselines = [], [], []
+    removes, adds, baselines, surfaces = [], [], [], []
     for i in range(args.clicks + 2):
         index = int(rng.integers(len(tab.data)))
         on_point = view.mapViewToScene(QPointF(tab.data.x[index], tab.data.y[index]))
@@ -93,10 +102,12 @@ def main() -> int:
         add_time = time_click(view.mapViewToScene(QPointF(5.0 + 6.0 * i, 150.0)))
         assert len(tab.data) == before, "the click did not add a point"
         baseline_time = time_baseline()
+        surface_time = time_surface()
         if i >= 2:  # warm-ups
             removes.append(remove_time)
             adds.append(add_time)
             baselines.append(baseline_time)
+            surfaces.append(surface_time)
     clicks = removes + adds
     ratio = statistics.median(clicks) / statistics.median(baselines)
     print(f"{args.points:,} points, {len(removes)} removals and {len(adds)} additions "
@@ -105,6 +116,7 @@ def main() -> int:
     print(f"  click → painted, addition: {spread(adds)}")
     print(f"  baseline, setData of every point → painted: {spread(baselines)}")
     print(f"  ratio click / baseline (medians): {ratio:.2f}")
+    print(f"  of a click, the loss surface and its contours → painted: {spread(surfaces)}")
     tab.shutdown()
     return 0
 

@@ -169,3 +169,44 @@ def log_loss(loss: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(loss, np.finfo(np.float64).tiny))
 
 
+
+
+def contour_segments(values: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                     levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lines where ``values`` (``values[i, j]`` at ``(xs[i], ys[j])``) crosses each level,
+    by marching squares in numpy: x and y of segment ends, two points per segment (for a
+    ``connect="pairs"`` curve). Crossings are linearly interpolated along the grid's edges."""
+    values = np.asarray(values, dtype=np.float64)
+    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64).ravel()
+    above = values > levels[:, None, None]
+    # a cell's corners: a (i, j), b (i+1, j), c (i+1, j+1), d (i, j+1)
+    corners = (above[:, :-1, :-1], above[:, 1:, :-1], above[:, 1:, 1:], above[:, :-1, 1:])
+    case = sum(corner.astype(np.uint8) << bit for bit, corner in enumerate(corners))
+    k, i, j = np.nonzero((case != 0) & (case != 15))  # only the cells a contour crosses
+    level = levels[k]
+    va, vb, vc, vd = values[i, j], values[i + 1, j], values[i + 1, j + 1], values[i, j + 1]
+    x0, x1, y0, y1 = xs[i], xs[i + 1], ys[j], ys[j + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # edges not crossed are not used
+        # the crossing on each edge: bottom (a-b), right (b-c), top (d-c), left (a-d)
+        edge_x = np.stack([x0 + (level - va) / (vb - va) * (x1 - x0), x1,
+                           x0 + (level - vd) / (vc - vd) * (x1 - x0), x0], axis=1)
+        edge_y = np.stack([y0, y0 + (level - vb) / (vc - vb) * (y1 - y0), y1,
+                           y0 + (level - va) / (vd - va) * (y1 - y0)], axis=1)
+    a, b, c, d = (corner[k, i, j] for corner in corners)
+    crossed = np.stack([a != b, b != c, d != c, a != d], axis=1)
+    single = crossed.sum(axis=1) == 2  # one segment joins the cell's two crossed edges
+    flags = crossed[single]
+    ends = [(single, np.argmax(flags, axis=1), 3 - np.argmax(flags[:, ::-1], axis=1))]
+    saddle = ~single  # four crossings: two segments, cutting off the corners unlike the centre
+    if saddle.any():
+        centre = (va + vb + vc + vd)[saddle] / 4 > level[saddle]
+        joined = centre == a[saddle]  # a and c joined: cut off b and d
+        ends += [(saddle, np.where(joined, 0, 3), np.where(joined, 1, 0)),
+                 (saddle, np.where(joined, 2, 1), np.where(joined, 3, 2))]
+    out_x, out_y = [], []
+    for cells, start, end in ends:
+        cell_x, cell_y, rows = edge_x[cells], edge_y[cells], np.arange(len(start))
+        out_x.append(np.stack([cell_x[rows, start], cell_x[rows, end]], axis=1).ravel())
+        out_y.append(np.stack([cell_y[rows, start], cell_y[rows, end]], axis=1).ravel())
+    return np.concatenate(out_x), np.concatenate(out_y)

@@ -39,7 +39,14 @@ from PySide6.QtWidgets import (
 from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE
 from engine.fit.data import FitData, book_data, load_csv
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN
-from engine.fit.surface import RACERS, RaceSession, log_loss, race_job, session_surface
+from engine.fit.surface import (
+    RACERS,
+    RaceSession,
+    contour_segments,
+    log_loss,
+    race_job,
+    session_surface,
+)
 from engine.fit.trainer import FitConfig, FitSession, fit_job
 from engine.jobs import JobError
 from gui.app_state import AppState
@@ -365,14 +372,14 @@ class LinearFitTab(QWidget):
         self.surface_plot.setLabel("bottom", "w")
         self.surface_plot.setLabel("left", "b")
         self.surface_legend = self.surface_plot.addLegend(offset=(-5, 5))
+        self._legend_entries: tuple[bool, bool] | None = None  # (race, race_val) they name
         self.surface_image = pg.ImageItem()
         self.surface_image.setColorMap(pg.colormap.get("viridis"))
         self.surface_plot.addItem(self.surface_image)
-        self.isocurves = []
-        for _ in range(CONTOUR_LEVELS):
-            iso = pg.IsocurveItem(level=0.0, pen=pg.mkPen(255, 255, 255, 110))
-            iso.setParentItem(self.surface_image)
-            self.isocurves.append(iso)
+        # every level's contour in one curve of segment pairs, drawn once per data change
+        # (pyqtgraph's IsocurveItem traces each level in Python: ~60 ms a click)
+        self.contours = pg.PlotCurveItem(pen=pg.mkPen(255, 255, 255, 110), connect="pairs")
+        self.surface_plot.addItem(self.contours)
         self.path_curve = self.surface_plot.plot(pen=pg.mkPen((240, 240, 90), width=2))
         self.race_paths = {
             name: self.surface_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2))
@@ -384,8 +391,7 @@ class LinearFitTab(QWidget):
         self.surface_plot.addItem(self.start_marker)
         # The surface and its contours stay put during a run: paint them from a cached pixmap.
         self.surface_image.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        for iso in self.isocurves:
-            iso.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.contours.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # ---- settings ------------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -785,8 +791,7 @@ class LinearFitTab(QWidget):
         linear = session is not None and (isinstance(session, RaceSession) or session.is_linear)
         if not linear:
             self.surface_image.clear()
-            for iso in self.isocurves:
-                iso.setData(None)
+            self.contours.setData([], [])
             return
         surface = session.surface() if isinstance(session, RaceSession) \
             else session_surface(session)
@@ -796,14 +801,20 @@ class LinearFitTab(QWidget):
         self.surface_image.setImage(levels, autoLevels=True)
         self.surface_image.setRect(QRectF(w[0] - dw / 2, b[0] - db / 2,
                                           w[-1] - w[0] + dw, b[-1] - b[0] + db))
-        for iso, level in zip(self.isocurves,
-                              np.linspace(levels.min(), levels.max(), CONTOUR_LEVELS + 2)[1:-1],
-                              strict=True):
-            iso.setData(levels, level)
+        self.contours.setData(*contour_segments(levels, w, b, self.contour_levels(levels)))
         optimum = surface["optimum"]
         self.optimum_marker.setData([optimum["w"]], [optimum["b"]])
         self.start_marker.setData([1.0], [0.0])
         self.surface_plot.setRange(xRange=(w[0], w[-1]), yRange=(b[0], b[-1]), padding=0)
+
+    @staticmethod
+    def contour_levels(log_losses: np.ndarray) -> np.ndarray:
+        """The log10 losses the contours are drawn at: evenly spaced inside the finite range
+        (none where the losses overflow everywhere)."""
+        finite = log_losses[np.isfinite(log_losses)]
+        if not len(finite):
+            return np.empty(0)
+        return np.linspace(finite.min(), finite.max(), CONTOUR_LEVELS + 2)[1:-1]
 
     def _redraw_curves(self, parts: tuple[str, ...] = ("loss", "fit")) -> None:
         """Push the history into the persistent plot items: the loss plot, and/or the fit
@@ -1018,6 +1029,13 @@ class LinearFitTab(QWidget):
             self.race_curves[name].setVisible(race)
             self.race_val_curves[name].setVisible(race_val)
             self.race_paths[name].setVisible(race)
+        self._fill_legends(race, race_val)
+
+    def _fill_legends(self, race: bool, race_val: bool) -> None:
+        """Name the curves shown; only when that changes (rebuilding costs ~15 ms a click)."""
+        if self._legend_entries == (race, race_val):
+            return
+        self._legend_entries = (race, race_val)
         self.loss_legend.clear()
         self.surface_legend.clear()
         if race:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
 from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE
@@ -17,7 +18,13 @@ from engine.fit.data import (
     parse_csv_text,
     split_indices,
 )
-from engine.fit.surface import RaceSession, loss_surface, race_job, session_surface
+from engine.fit.surface import (
+    RaceSession,
+    contour_segments,
+    loss_surface,
+    race_job,
+    session_surface,
+)
 from engine.fit.trainer import FitConfig, FitSession, fit_job
 from engine.jobs import JobContext, JobError
 
@@ -479,3 +486,27 @@ def test_progress_updates_hold_no_none_or_bools(config: dict) -> None:
     fit_job(config, JobContext(progress=updates.append))
     race_job({**config, "epochs": 20}, JobContext(progress=updates.append))
     assert updates and not any(_singletons(u) for u in updates)
+
+
+def test_contour_segments_lie_on_their_level_and_close_up() -> None:
+    xs, ys = np.linspace(-2, 2, 81), np.linspace(-1.5, 2.5, 61)
+    values = xs[:, None] ** 2 + ys[None, :] ** 2
+    x, y = contour_segments(values, xs, ys, [0.3, 1.0, 100.0])  # 100: off the grid
+    radius2 = x**2 + y**2
+    on_small = np.abs(radius2 - 0.3) < 0.01
+    assert len(x) % 2 == 0 and (on_small | (np.abs(radius2 - 1.0) < 0.01)).all()
+    assert 0 < on_small.sum() < len(x)  # both circles, nothing for the level off the grid
+    # closed loops: every segment end is another segment's start
+    ends, counts = np.unique(np.round(np.stack([x, y], axis=1), 9), axis=0, return_counts=True)
+    assert len(ends) == len(x) // 2 and (counts == 2).all()
+    assert contour_segments(values, xs, ys, [])[0].size == 0
+
+
+@pytest.mark.parametrize("level", [-0.001, 0.001])
+def test_contour_saddles_cut_off_the_corners_unlike_the_centre(level: float) -> None:
+    grid = np.linspace(-1.05, 1.05, 22)  # the origin mid-cell: a saddle cell for |level| < h²
+    x, y = contour_segments(grid[:, None] * grid[None, :], grid, grid, [level])
+    assert len(x) > 0 and np.allclose(x * y, level, atol=0.003)
+    # x * y = level never crosses an axis: both ends of each segment in one quadrant
+    ends_x, ends_y = np.sign(x).reshape(-1, 2), np.sign(y).reshape(-1, 2)
+    assert (ends_x[:, 0] == ends_x[:, 1]).all() and (ends_y[:, 0] == ends_y[:, 1]).all()

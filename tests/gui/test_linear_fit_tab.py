@@ -171,6 +171,60 @@ def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_sta
     assert points(tab.train_points) == 4 and "good.csv" in tab.data_label.text()
 
 
+def assert_contours_follow_the_loss(tab) -> None:
+    """Every drawn contour point has its level's loss, computed afresh from the training data
+    at that (w, b), and every level is drawn."""
+    import numpy as np
+
+    from engine.fit.surface import log_loss, session_surface
+
+    w, b = tab.contours.getData()
+    assert tab.contours.opts["connect"] == "pairs" and len(w) % 2 == 0 and len(w) > 0
+    session = tab.session
+    if hasattr(session, "sessions"):  # a race: each racer trains on the same points
+        session = session.sessions["gd"]
+    x = session.x_train.numpy().astype(np.float64)
+    y = session.y_train.numpy().astype(np.float64)
+    log_losses = np.log10(((w[:, None] * x + b[:, None] - y) ** 2).mean(axis=1))
+    levels = tab.contour_levels(log_loss(session_surface(session)["loss"]))
+    off_level = np.abs(log_losses[:, None] - levels[None, :])
+    spacing = levels[1] - levels[0]
+    assert off_level.min(axis=1).max() < 0.05 * spacing  # linear interpolation on the grid
+    assert (off_level.min(axis=0) < 0.05 * spacing).all()
+
+
+def test_contours_are_drawn_at_their_levels_and_follow_the_data(qtbot, tab) -> None:
+    assert_contours_follow_the_loss(tab)
+    before = tab.contours.getData()[0].copy()
+    tab.click_at_scene(tab.data_plot.vb.mapViewToScene(QPointF(70.0, 0.0)))  # a new point
+    assert len(tab.data) == 12 and len(tab.contours.getData()[0]) != len(before)
+    assert_contours_follow_the_loss(tab)
+    tab.race_check.setChecked(True)  # the race draws the same surface
+    assert_contours_follow_the_loss(tab)
+    tab.race_check.setChecked(False)
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))  # no surface for the MLP
+    assert len(tab.contours.getData()[0]) == 0
+
+
+def test_contours_match_pyqtgraphs_isocurves() -> None:
+    import numpy as np
+    import pyqtgraph.functions as fn
+
+    from engine.fit.surface import contour_segments
+
+    grid = np.arange(121.0)
+    values = np.sin(3 * np.linspace(-2, 2, 121))[:, None] * \
+        np.cos(2 * np.linspace(-1, 3, 121))[None, :]
+    # levels without saddle cells: pyqtgraph pairs a saddle's crossings one fixed way
+    for level in (0.5, -0.7, 0.93):
+        x, y = contour_segments(values, grid + 0.5, grid + 0.5, [level])  # pixel centres
+        ours = sorted(tuple(sorted(np.round(pair, 6).tolist()))
+                      for pair in np.stack([x, y], axis=1).reshape(-1, 2, 2))
+        theirs = sorted(tuple(sorted(np.round(np.array(segment, dtype=float), 6).tolist()))
+                        for segment in fn.isocurve(values, level))
+        assert ours == theirs and len(ours) > 100
+
+
 def test_clicking_the_plot_adds_and_removes_points(qtbot, tab) -> None:
     view = tab.data_plot.vb
     widget = tab.data_view
@@ -282,6 +336,23 @@ def test_a_new_setting_does_not_redraw_unchanged_points(qtbot, tab, monkeypatch)
     assert not redraws and points(tab.train_points) == 11
     tab.val_spin.setValue(0.2)  # a new split: the points are drawn again
     assert redraws and points(tab.train_points) == 9
+
+
+def legend_names(legend) -> list[str]:
+    return [label.text for _, label in legend.items]
+
+
+def test_legends_are_rebuilt_only_when_their_entries_change(qtbot, tab, monkeypatch) -> None:
+    rebuilds = count_calls(monkeypatch, tab.loss_legend, "clear")
+    tab.click_at_scene(tab.data_plot.vb.mapViewToScene(QPointF(70.0, 0.0)))
+    type_into(qtbot, tab.lr_spin, "0.002")
+    assert not rebuilds and legend_names(tab.loss_legend) == ["train", "validation"]
+    tab.race_check.setChecked(True)
+    assert legend_names(tab.loss_legend) == ["gd", "momentum", "adam"]
+    tab.val_spin.setValue(0.2)
+    assert legend_names(tab.loss_legend)[3:] == ["gd val", "momentum val", "adam val"]
+    assert legend_names(tab.surface_legend) == ["gd", "momentum", "adam", "start (1, 0)",
+                                                "minimum"]
 
 
 def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
