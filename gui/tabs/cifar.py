@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -276,6 +277,12 @@ class CifarTab(QWidget):
         self.data_runner.errored.connect(self._on_data_error)
         self.data_runner.finished.connect(self._update_buttons)
         self.train_runner = JobRunner(self)
+        self.export_runner = JobRunner(self)
+        self.export_runner.returned.connect(self._on_exported)
+        self.export_runner.errored.connect(self._on_export_error)
+        self.export_runner.finished.connect(self._on_export_finished)
+        self._export_title = "Export"  # what an export's error is said under
+        self._after_export: Callable[[dict[str, Any]], None] | None = None
         self.torchrun = TorchrunProcess(self)
         for runner in (self.train_runner, self.torchrun):
             runner.progress.connect(self._on_train_progress)
@@ -964,6 +971,10 @@ class CifarTab(QWidget):
     def is_training(self) -> bool:
         return self.train_runner.is_running() or self.torchrun.is_running()
 
+    def _is_busy(self) -> bool:
+        """Loading, training or exporting: no run may start."""
+        return self.is_training() or self.data_runner.is_running() or self.is_exporting()
+
     def _refusal_to_train(self) -> str | None:
         """Why a run cannot start from what the tab shows, or None."""
         typed = self.path_edit.text().strip()
@@ -975,7 +986,7 @@ class CifarTab(QWidget):
     def start_training(self, resume: str | None = None,
                        overrides: dict[str, Any] | None = None) -> None:
         """Start training from the controls (``resume``: continue that checkpoint instead)."""
-        if self.is_training() or self.data_runner.is_running():
+        if self._is_busy():
             return
         refusal = self._refusal_to_train()
         if refusal:
@@ -1339,7 +1350,7 @@ class CifarTab(QWidget):
         from engine.cifar.checkpoint import describe, load_checkpoint
         from engine.jobs import JobError
 
-        if self.is_training() or self.data_runner.is_running():
+        if self._is_busy():
             return
         refusal = self._refusal_to_train()  # before the controls show the checkpoint
         if refusal:
@@ -1392,17 +1403,37 @@ class CifarTab(QWidget):
         source = self._finished_checkpoint()
         if source is None:
             return
+        # the dialog's own overwrite question would be about the name as typed, before
+        # export_path adds the suffix: the tab asks about the files the export writes
         path, chosen = QFileDialog.getSaveFileName(
             self, "Export model", str(Path(source).with_suffix(".torchscript.pt")),
-            "TorchScript (*.pt);;ONNX (*.onnx)")
-        if path:
-            self.export_to(self.export_path(path, chosen))
+            "TorchScript (*.pt);;ONNX (*.onnx)", "", QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return
+        out = self.export_path(path, chosen)
+        existing = [file for file in _export_files(out) if file.is_file()]
+        if existing and not self._confirm_replace(existing):
+            return
+        self.export_to(out)
+
+    def _confirm_replace(self, files: list[Path]) -> bool:
+        """Ask whether to replace these existing files (those an export would write)."""
+        names = " and ".join(f"'{file.name}'" for file in files)
+        one = len(files) == 1
+        answer = QMessageBox.question(
+            self, "Export model", f"{names} already {'exists' if one else 'exist'} in "
+            f"{files[0].parent}. Replace {'it' if one else 'them'}?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     @staticmethod
     def export_path(path: str, chosen_filter: str) -> str:
         """``path`` with the suffix of the file type chosen in the dialog, unless it has one of
         the export suffixes already (its suffix then says the format)."""
-        if Path(path).suffix.lower() in (".pt", ".onnx"):
+        from engine.cifar.checkpoint import EXPORT_SUFFIXES
+
+        if Path(path).suffix.lower() in EXPORT_SUFFIXES:
             return path
         return path + (".onnx" if "onnx" in chosen_filter.lower() else ".pt")
 
@@ -1413,64 +1444,78 @@ class CifarTab(QWidget):
             return None
         return path
 
-    def export_to(self, out_path: str) -> dict[str, Any] | None:
-        """Export the current checkpoint; returns the export's description (None on error)."""
-        from engine.cifar.checkpoint import export_model
-        from engine.jobs import JobError
+    def is_exporting(self) -> bool:
+        return self.export_runner.is_running()
 
+    def export_to(self, out_path: str, title: str = "Export",
+                  then: Callable[[dict[str, Any]], None] | None = None) -> bool:
+        """Export the current checkpoint on the worker thread; the outcome is said (errors under
+        ``title``) and the export's description handed to ``then``. False: not started."""
+        if self.is_exporting() or self.is_training():
+            return False
         source = self._finished_checkpoint()
         if source is None:
-            return None
-        try:
-            meta = export_model(source, out_path)
-        except JobError as exc:
-            self.app.show_error("Export", str(exc))
-            return None
+            return False
+        self._export_title, self._after_export = title, then
+        self.export_button.setText("Exporting…")
+        self.app.show_status(f"Exporting the model to {out_path}…")  # until the outcome
+        self.export_runner.start(_export_job, {"checkpoint": source, "out": out_path})
+        self._update_buttons()
+        return True
+
+    def _on_exported(self, meta: dict[str, Any]) -> None:
         self.app.show_status(f"Exported {meta['format']} model to {meta['path']}", 6000)
-        return meta
+        if self._after_export is not None:
+            self._after_export(meta)
 
-    def classify_description(self) -> dict[str, Any] | None:
-        """A plain description of the trained model for the Classify tab.
+    def _on_export_error(self, message: str) -> None:
+        self.app.show_error(self._export_title, message)
 
-        ``{"format": "torchscript", "path", "model", "class_names", "mean", "std",
-        "input_size": 32, "input"}`` — the TorchScript file takes float RGB in [0, 1],
-        N×3×32×32, and normalizes inside (mean/std are given for display).
-        """
-        source = self._finished_checkpoint()
-        if source is None:
-            return None
-        return self.export_to(str(Path(source).with_suffix(".torchscript.pt")))
+    def _on_export_finished(self) -> None:
+        self.export_button.setText("Export…")
+        self._update_buttons()
 
     def use_in_classify(self) -> None:
-        description = self.classify_description()
-        if description is not None:
-            self.app.use_in_classify.emit(description)
+        """Hand the trained model to the Classify tab, exported beside its checkpoint.
+
+        The description emitted: ``{"format": "torchscript", "path", "model", "class_names",
+        "mean", "std", "input_size": 32, "input"}`` — the TorchScript file takes float RGB in
+        [0, 1], N×3×32×32, and normalizes inside (mean/std are given for display).
+        """
+        source = self._finished_checkpoint()
+        if source is not None:
+            self.export_to(str(Path(source).with_suffix(".torchscript.pt")), "Use in Classify",
+                           self.app.use_in_classify.emit)
 
     # ---- state ----------------------------------------------------------------------------
     def _update_buttons(self) -> None:
         loading = self.data_runner.is_running()
         training = self.is_training()
+        exporting = self.is_exporting()
         idle = not loading and not training
         # what a run trains on and with stays as it started until it ends
         for widget in (self.path_edit, self.browse_folder_button, self.browse_archive_button,
                        self.load_button, self.download_button, self.class_list,
-                       self.all_classes_button, self.cifar2_button, self.train_button,
-                       self.resume_button):
+                       self.all_classes_button, self.cifar2_button):
             widget.setEnabled(idle)
+        for widget in (self.train_button, self.resume_button):  # an export reads the checkpoint
+            widget.setEnabled(idle and not exporting)
         self.model_group.setEnabled(not training)
-        self.checkpoint_edit.setEnabled(not training)
+        self.checkpoint_edit.setEnabled(not training and not exporting)
         self.cancel_load_button.setEnabled(loading)
         self.stop_button.setEnabled(training)
         checkpoint = self.checkpoint_edit.text().strip()
-        have_model = not training and bool(checkpoint) and Path(checkpoint).is_file()
+        have_model = (not training and not exporting and bool(checkpoint)
+                      and Path(checkpoint).is_file())
         self.export_button.setEnabled(have_model)
         self.classify_button.setEnabled(have_model)
 
     def shutdown(self) -> bool:
-        """Stop and join the data and training jobs (window closing); False if a worker thread
-        is still running (a torchrun child that will not stop is killed)."""
+        """Stop and join the data, training and export jobs (window closing); False if a worker
+        thread is still running (a torchrun child that will not stop is killed)."""
         self._save_settings()
-        ended = [self.data_runner.shutdown(5000), self.train_runner.shutdown(10000)]
+        ended = [self.data_runner.shutdown(5000), self.train_runner.shutdown(10000),
+                 self.export_runner.shutdown(10000)]  # an export cannot stop: it ends soon
         # torchrun gives its ranks 30 s after passing the stop on, then kills them itself;
         # killing torchrun first would leave them running (they are in their own sessions)
         self.torchrun.shutdown(40000)
@@ -1499,6 +1544,20 @@ class CifarTab(QWidget):
         self.start_training(overrides={"max_test": 2000})
         wait(lambda: not self.is_training(), 300)
         self.pages.setCurrentIndex(0)
+
+
+def _export_files(out_path: str) -> list[Path]:
+    """The files an export to ``out_path`` writes: the model, and for ONNX its description
+    beside it (engine.cifar.checkpoint.export_model)."""
+    out = Path(out_path).expanduser()
+    return [out, out.with_suffix(".json")] if out.suffix.lower() == ".onnx" else [out]
+
+
+def _export_job(config: dict[str, Any], _ctx) -> dict[str, Any]:
+    """Job: export ``config["checkpoint"]`` to ``config["out"]``; returns its description."""
+    from engine.cifar.checkpoint import export_model
+
+    return export_model(config["checkpoint"], config["out"])
 
 
 def _fits(font: QFont, text: str, pixels: float) -> bool:

@@ -342,6 +342,7 @@ def test_export_takes_the_suffix_of_the_chosen_file_type():
     assert CifarTab.export_path("/m/model", "ONNX (*.onnx)") == "/m/model.onnx"
     assert CifarTab.export_path("/m/model", "TorchScript (*.pt)") == "/m/model.pt"
     assert CifarTab.export_path("/m/model.onnx", "TorchScript (*.pt)") == "/m/model.onnx"
+    assert CifarTab.export_path("/m/model.pth", "ONNX (*.onnx)") == "/m/model.pth"  # as the CLI
 
 
 def test_torchrun_command_mirrors_the_cli(tmp_path):
@@ -662,3 +663,134 @@ def test_a_cache_folder_that_cannot_be_written_is_said_in_the_data_box(
     qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
     assert tab.data_progress.format() == "loaded"
     assert not tab.data_note_label.isVisible() and tab.data_note_label.text() == ""
+
+
+@pytest.fixture
+def trained_checkpoint(tmp_path):
+    """A checkpoint of one epoch of the book's Net on a few synthetic images."""
+    from engine.cifar.trainer import train_job
+    from engine.jobs import JobContext
+    from tests.engine.cifar_helpers import synthetic_dataset
+
+    checkpoint = tmp_path / "trained.pt"
+    train_job({"dataset": synthetic_dataset(n_train=24, n_test=12), "model": "net", "epochs": 1,
+               "batch_size": 12, "precision": "fp32", "checkpoint": checkpoint},
+              JobContext("cpu"))
+    return checkpoint
+
+
+class SaveDialog:
+    """Stands in for QFileDialog.getSaveFileName: answers with a name and a file type."""
+
+    def __init__(self, monkeypatch, path, file_type="TorchScript (*.pt)"):
+        from gui.tabs import cifar
+
+        self.answer, self.options = (str(path), file_type), []
+        monkeypatch.setattr(cifar.QFileDialog, "getSaveFileName", self)
+
+    def __call__(self, parent, caption, directory, filters, selected="", options=None):
+        self.options.append(options)
+        return self.answer
+
+
+class ReplaceQuestion:
+    """Stands in for QMessageBox.question: records what is asked, answers ``yes``."""
+
+    def __init__(self, monkeypatch, yes):
+        from gui.tabs import cifar
+
+        self.yes, self.asked = yes, []
+        monkeypatch.setattr(cifar.QMessageBox, "question", self)
+
+    def __call__(self, parent, title, text, buttons, default):
+        from PySide6.QtWidgets import QMessageBox
+
+        self.asked.append(text)
+        return QMessageBox.StandardButton.Yes if self.yes else QMessageBox.StandardButton.No
+
+
+def export_and_wait(qtbot, tab):
+    """Click Export…; the export runs on the worker with the controls busy until it ends."""
+    with qtbot.waitSignal(tab.export_runner.finished, timeout=60_000):
+        qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+        assert tab.is_exporting() and tab.export_button.text() == "Exporting…"
+        for widget in (tab.export_button, tab.classify_button, tab.train_button,
+                       tab.resume_button, tab.checkpoint_edit):
+            assert not widget.isEnabled()
+    assert tab.export_button.text() == "Export…"
+    for widget in (tab.export_button, tab.classify_button, tab.train_button, tab.resume_button,
+                   tab.checkpoint_edit):
+        assert widget.isEnabled()
+
+
+def test_export_runs_on_the_worker_and_gives_the_controls_back(
+        qtbot, tab, trained_checkpoint, tmp_path, monkeypatch, app_state):
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    tab.checkpoint_edit.setText(str(trained_checkpoint))
+    dialog = SaveDialog(monkeypatch, tmp_path / "model")
+    export_and_wait(qtbot, tab)
+    assert (tmp_path / "model.pt").is_file() and app_state.last_error is None
+    assert statuses[-1] == f"Exported torchscript model to {tmp_path / 'model.pt'}"
+
+    notes = tmp_path / "notes.pt"  # not an export: refused, and said so
+    notes.write_text("my notes")
+    dialog.answer = (str(notes), "TorchScript (*.pt)")
+    ReplaceQuestion(monkeypatch, yes=True)
+    export_and_wait(qtbot, tab)
+    assert app_state.last_error[0] == "Export" and "is not a TorchDesk export" in \
+        app_state.last_error[1]
+    assert notes.read_text() == "my notes"
+
+
+def test_export_asks_before_replacing_the_files_it_writes_under_their_suffixed_names(
+        qtbot, tab, trained_checkpoint, tmp_path, monkeypatch, app_state):
+    from PySide6.QtWidgets import QFileDialog
+
+    from engine.cifar.checkpoint import export_model
+
+    tab.checkpoint_edit.setText(str(trained_checkpoint))
+    earlier = tmp_path / "model.pt"
+    export_model(trained_checkpoint, earlier)
+    earlier_file = earlier.stat().st_ino  # a new export is a new file put in its place
+    dialog = SaveDialog(monkeypatch, tmp_path / "model")  # typed without its suffix
+    question = ReplaceQuestion(monkeypatch, yes=False)
+    qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+    # the dialog does not ask about 'model'; the tab asks about 'model.pt'
+    assert dialog.options == [QFileDialog.Option.DontConfirmOverwrite]
+    assert question.asked == [f"'model.pt' already exists in {tmp_path}. Replace it?"]
+    assert not tab.is_exporting() and earlier.stat().st_ino == earlier_file
+
+    # ONNX writes model.json beside model.onnx: that is asked about too
+    (tmp_path / "model.json").write_text("{}")
+    dialog.answer = (str(tmp_path / "model"), "ONNX (*.onnx)")
+    qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+    assert question.asked[-1] == f"'model.json' already exists in {tmp_path}. Replace it?"
+    (tmp_path / "model.onnx").write_bytes(b"\x08")
+    qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+    assert question.asked[-1] == (f"'model.onnx' and 'model.json' already exist in {tmp_path}. "
+                                  "Replace them?")
+    assert not tab.is_exporting()
+
+    question.yes = True  # replacing the earlier export, once asked
+    dialog.answer = (str(tmp_path / "model"), "TorchScript (*.pt)")
+    export_and_wait(qtbot, tab)
+    assert app_state.last_error is None and earlier.stat().st_ino != earlier_file
+
+
+def test_use_in_classify_exports_on_the_worker_then_hands_the_model_over(
+        qtbot, tab, trained_checkpoint, app_state):
+    tab.checkpoint_edit.setText(str(trained_checkpoint))
+    with qtbot.waitSignal(app_state.use_in_classify, timeout=60_000) as handed_over:
+        qtbot.mouseClick(tab.classify_button, Qt.MouseButton.LeftButton)
+        assert tab.is_exporting() and not tab.classify_button.isEnabled()
+    assert handed_over.args[0]["path"] == str(trained_checkpoint.with_suffix(".torchscript.pt"))
+    qtbot.waitUntil(lambda: tab.classify_button.isEnabled(), timeout=10_000)
+
+    trained_checkpoint.with_suffix(".torchscript.pt").unlink()
+    trained_checkpoint.with_suffix(".torchscript.pt").mkdir()  # in the export's way
+    with qtbot.waitSignal(tab.export_runner.finished, timeout=60_000):
+        qtbot.mouseClick(tab.classify_button, Qt.MouseButton.LeftButton)
+    assert app_state.last_error[0] == "Use in Classify" and "is a folder" in \
+        app_state.last_error[1]
+    assert tab.classify_button.isEnabled()
