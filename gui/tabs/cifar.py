@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.cli import format_duration
+from engine.jobs import JobError
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
 from gui.samples import cifar_archive
@@ -78,6 +79,9 @@ RECIPE_FIELD_LABELS = {"optimizer": "optimizer", "lr": "learning rate", "momentu
                        "weight_decay": "weight decay", "label_smoothing": "label smoothing",
                        "schedule": "schedule", "batch_size": "batch size", "epochs": "epochs",
                        "flip": "flip", "translate": "shift"}
+# what a settings error calls each field (the rest keep their config key)
+SETTING_LABELS = {**RECIPE_FIELD_LABELS, "seed": "seed", "precision": "precision",
+                  "max_train": "train images"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
 MIN_CONFUSION_POINT_SIZE = 6.0  # smaller counts are hard to read: hidden instead
@@ -1013,6 +1017,11 @@ class CifarTab(QWidget):
                                 "(gone since the Device menu listed them?); choose another "
                                 "device in the Device menu.")
             return
+        if usable_gpus and not resume:  # torchrun would name the settings by their flags
+            problem = _settings_problem(config)
+            if problem:
+                self.app.show_error("CIFAR-10 training", problem)
+                return
         if not resume:
             self._users_run_values = {}  # a new run's seed and image count: what it trains with
         self._save_settings()
@@ -1024,9 +1033,7 @@ class CifarTab(QWidget):
         if self.app.device == ALL_GPUS:
             self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
         else:
-            from engine.cifar.trainer import train_job
-
-            self.train_runner.start(train_job, config, self.app.device)
+            self.train_runner.start(_train_job, config, self.app.device)
         self._update_buttons()
 
     @staticmethod
@@ -1348,7 +1355,6 @@ class CifarTab(QWidget):
         stopped in its final evaluation needs, and how an earlier session's run shows its
         results)."""
         from engine.cifar.checkpoint import describe, load_checkpoint
-        from engine.jobs import JobError
 
         if self._is_busy():
             return
@@ -1551,6 +1557,35 @@ def _export_files(out_path: str) -> list[Path]:
     beside it (engine.cifar.checkpoint.export_model)."""
     out = Path(out_path).expanduser()
     return [out, out.with_suffix(".json")] if out.suffix.lower() == ".onnx" else [out]
+
+
+def _labelled(exc) -> JobError:
+    """A trainer SettingError naming the tab's field ("Batch size must be …"), not its key."""
+    label = SETTING_LABELS.get(exc.key)
+    return JobError(exc.naming(label[:1].upper() + label[1:] if label else exc.key))
+
+
+def _train_job(config: dict[str, Any], ctx) -> dict[str, Any]:
+    """The trainer's job, its settings errors naming the tab's fields."""
+    from engine.cifar.trainer import SettingError, train_job
+
+    try:
+        return train_job(config, ctx)
+    except SettingError as exc:
+        raise _labelled(exc) from None
+
+
+def _settings_problem(config: dict[str, Any]) -> str | None:
+    """What the trainer's checks say about a new run's settings (for CUDA), or None."""
+    from engine.cifar.trainer import SettingError, resolve_config
+
+    try:
+        resolve_config(config, device_type="cuda")
+    except SettingError as exc:
+        return str(_labelled(exc))
+    except (JobError, ImportError):  # not about the settings: the run itself says it
+        pass
+    return None
 
 
 def _export_job(config: dict[str, Any], _ctx) -> dict[str, Any]:

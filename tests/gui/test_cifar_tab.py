@@ -794,3 +794,31 @@ def test_use_in_classify_exports_on_the_worker_then_hands_the_model_over(
     assert app_state.last_error[0] == "Use in Classify" and "is a folder" in \
         app_state.last_error[1]
     assert tab.classify_button.isEnabled()
+
+
+def test_settings_errors_name_the_tabs_fields(qtbot, tab, tiny_data, app_state, monkeypatch):
+    from gui.app_state import ALL_GPUS
+
+    tab.path_edit.setText(str(tiny_data))  # the settings are checked before the data loads
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData("net"))
+    tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("nesterov"))
+    tab.momentum_spin.setValue(0.0)
+    tab.start_training()
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error == ("CIFAR-10 training",
+                                    "Nesterov SGD needs Momentum above 0 (and at most 0.9999)")
+    tab.momentum_spin.setValue(0.9)
+    tab.start_training(overrides={"batch_size": 0})
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error[1] == "Batch size must be a whole number of at least 1, not 0"
+
+    # under torchrun they are checked before it starts (it would name them --batch-size)
+    app_state.set_device(ALL_GPUS)
+    monkeypatch.setattr(tab, "_usable_gpus", lambda: [0])
+    started = []
+    monkeypatch.setattr(tab.torchrun, "start", lambda *args: started.append(args))
+    app_state.last_error = None
+    tab.max_train_spin.setValue(100)
+    tab.start_training(overrides={"max_train": -1})
+    assert started == [] and not tab.is_training()
+    assert app_state.last_error[1] == "Train images must be a whole number of at least 1, not -1"
