@@ -256,10 +256,16 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
+        """Files dropped on a tab go to it where it takes them (a dataset on the CIFAR-10 tab,
+        a CSV on Linear fit); anything else goes to Classify."""
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
-        if paths:
-            event.acceptProposedAction()
-            self.open_paths(paths)
+        if not paths:
+            return
+        event.acceptProposedAction()
+        take_dropped = getattr(self.tabs.currentWidget(), "take_dropped_paths", None)
+        if take_dropped is not None and take_dropped(paths):
+            return
+        self.open_paths(paths)
 
     # ---- settings, closing, screenshots ---------------------------------------------------
     def _restore_settings(self) -> None:

@@ -145,6 +145,39 @@ def test_dropped_files_go_to_the_classify_tab(window, tmp_path):
     assert tab.received_paths == [str(photo)]
 
 
+def _drop(window, path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    window.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                                Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+
+
+def test_a_drop_goes_to_the_tab_showing_where_it_takes_those_files(window, tmp_path):
+    class TakesCsv(QWidget):
+        def __init__(self):
+            super().__init__()
+            self.taken = []
+
+        def take_dropped_paths(self, paths):
+            if all(p.endswith(".csv") for p in paths):
+                self.taken.extend(paths)
+                return True
+            return False
+
+    classify, showing = _TabWithJob(), TakesCsv()
+    window.tab_widgets["Classify"] = classify
+    window.app.torch_ready = True
+    window.tabs.addTab(showing, "Takes CSV")
+    window.tabs.setCurrentWidget(showing)
+
+    _drop(window, tmp_path / "points.csv")
+    assert showing.taken == [str(tmp_path / "points.csv")]
+    assert classify.received_paths == []
+
+    _drop(window, tmp_path / "photo.jpg")  # not the showing tab's: Classify's
+    assert classify.received_paths == [str(tmp_path / "photo.jpg")]
+
+
 def test_ctrl_o_opens_the_classify_tabs_dialogs_from_any_tab(window, qtbot):
     from PySide6.QtTest import QTest
 
