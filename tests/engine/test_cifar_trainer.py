@@ -960,7 +960,7 @@ def test_the_eta_counts_what_each_epoch_end_costs(monkeypatch):
 
 def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_once(tmp_path):
     # the optimizer's own checks come with the other settings, before any data is loaded
-    with pytest.raises(JobError, match="Nesterov SGD needs a momentum above 0"):
+    with pytest.raises(JobError, match="Nesterov SGD needs momentum above 0"):
         resolve_config(base_config(optimizer="nesterov", momentum=0))
     path = tmp_path / "stop.pt"
     run(base_config(epochs=2, checkpoint=path, report_interval_s=0),
