@@ -67,6 +67,10 @@ CONTOUR_LEVELS = 10
 SETTINGS_PREFIX = "linear_fit/"
 # An epoch's validation loss this much above the best one marks the run as overfitting.
 OVERFIT_MARGIN = 1.05
+# Small, see-through legends; one wider or taller than this share of its plot would cover the
+# data there (a small window), so it is hidden and its plot's tooltip names the curves.
+LEGEND_STYLE = {"labelTextSize": "8pt", "verSpacing": -6, "brush": pg.mkBrush(0, 0, 0, 150)}
+LEGEND_MAX_SHARE = (0.4, 0.5)  # of the plot's width, height
 
 
 class UniformScatter(pg.ScatterPlotItem):
@@ -326,7 +330,8 @@ class LinearFitTab(QWidget):
         self.data_plot = self.data_view.getPlotItem()
         self.data_plot.setLabel("bottom", "x")
         self.data_plot.setLabel("left", "y")
-        self.data_plot.addLegend(offset=(5, 5))  # fixed items: names given at creation
+        # fixed items: names given at creation
+        self.data_legend = self.data_plot.addLegend(offset=(5, 5), **LEGEND_STYLE)
         self.train_points = UniformScatter(size=9, brush=pg.mkBrush(*TRAIN_COLOR),
                                            pen=pg.mkPen("w"), name="train")
         self.val_points = UniformScatter(size=11, symbol="s", brush=pg.mkBrush(*VAL_COLOR),
@@ -347,7 +352,7 @@ class LinearFitTab(QWidget):
         self.loss_plot = self.loss_view.getPlotItem()
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.setLabel("left", "mean squared error")
-        self.loss_legend = self.loss_plot.addLegend(offset=(-5, 5))
+        self.loss_legend = self.loss_plot.addLegend(offset=(-5, 5), **LEGEND_STYLE)
         self.train_curve = self.loss_plot.plot(pen=pg.mkPen(TRAIN_COLOR, width=2))
         self.val_curve = self.loss_plot.plot(pen=pg.mkPen(VAL_COLOR, width=2))
         self.race_curves = {
@@ -371,7 +376,7 @@ class LinearFitTab(QWidget):
         self.surface_plot = self.surface_view.getPlotItem()
         self.surface_plot.setLabel("bottom", "w")
         self.surface_plot.setLabel("left", "b")
-        self.surface_legend = self.surface_plot.addLegend(offset=(-5, 5))
+        self.surface_legend = self.surface_plot.addLegend(offset=(-5, 5), **LEGEND_STYLE)
         self._legend_entries: tuple[bool, bool] | None = None  # (race, race_val) they name
         self.surface_image = pg.ImageItem()
         self.surface_image.setColorMap(pg.colormap.get("viridis"))
@@ -392,6 +397,10 @@ class LinearFitTab(QWidget):
         # The surface and its contours stay put during a run: paint them from a cached pixmap.
         self.surface_image.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.contours.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.legends = ((self.data_view, self.data_legend), (self.loss_view, self.loss_legend),
+                        (self.surface_view, self.surface_legend))
+        for view, _ in self.legends:
+            view.getPlotItem().vb.sigResized.connect(self._fit_legends)
 
     # ---- settings ------------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -1051,6 +1060,18 @@ class LinearFitTab(QWidget):
             self.surface_legend.addItem(self.path_curve, "path")
         self.surface_legend.addItem(self.start_marker, "start (1, 0)")
         self.surface_legend.addItem(self.optimum_marker, "minimum")
+        self._fit_legends()
+
+    def _fit_legends(self, *_: Any) -> None:
+        """Show each legend only where it leaves its plot's data in view (see LEGEND_MAX_SHARE)."""
+        for view, legend in self.legends:
+            plot_size, size = view.getPlotItem().vb.boundingRect(), legend.boundingRect()
+            fits = size.width() <= LEGEND_MAX_SHARE[0] * plot_size.width() and \
+                size.height() <= LEGEND_MAX_SHARE[1] * plot_size.height()
+            legend.setVisible(fits)
+            names = ", ".join(label.text for _, label in legend.items)
+            view.setToolTip("" if fits else
+                            f"Legend hidden at this size (enlarge the window to see it): {names}")
 
     def _update_buttons(self) -> None:
         running = self.runner.is_running()

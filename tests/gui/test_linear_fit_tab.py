@@ -355,6 +355,29 @@ def test_legends_are_rebuilt_only_when_their_entries_change(qtbot, tab, monkeypa
                                                 "minimum"]
 
 
+def test_legends_in_a_small_window_leave_the_data_in_view(qtbot, tab) -> None:
+    from gui.tabs.linear_fit import LEGEND_MAX_SHARE
+
+    def legends_leave_room() -> bool:
+        for view, legend in tab.legends:
+            plot, size = view.getPlotItem().vb.boundingRect(), legend.boundingRect()
+            if legend.isVisible() and (size.width() > LEGEND_MAX_SHARE[0] * plot.width() or
+                                       size.height() > LEGEND_MAX_SHARE[1] * plot.height()):
+                return False
+        return True
+
+    assert all(legend.isVisible() for _, legend in tab.legends)  # 1300×850
+    tab.resize(700, 440)
+    qtbot.waitUntil(lambda: not tab.loss_legend.isVisible(), timeout=5000)
+    assert legends_leave_room()
+    assert tab.loss_view.toolTip().endswith("train, validation")
+    tab.race_check.setChecked(True)  # more entries, same rule
+    assert legends_leave_room() and "momentum" in tab.surface_view.toolTip()
+    tab.resize(1300, 850)
+    qtbot.waitUntil(lambda: tab.surface_legend.isVisible(), timeout=5000)
+    assert legends_leave_room() and tab.surface_view.toolTip() == ""
+
+
 def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
     tab.race_check.setChecked(True)
     tab.epochs_spin.setValue(300)
