@@ -1560,9 +1560,8 @@ def _export_files(out_path: str) -> list[Path]:
 
 
 def _labelled(exc) -> JobError:
-    """A trainer SettingError naming the tab's field ("Batch size must be …"), not its key."""
-    label = SETTING_LABELS.get(exc.key)
-    return JobError(exc.naming(label[:1].upper() + label[1:] if label else exc.key))
+    """A trainer SettingError naming the tab's field ("batch size must be …"), not its key."""
+    return JobError(exc.naming(SETTING_LABELS.get(exc.key, exc.key)))
 
 
 def _train_job(config: dict[str, Any], ctx) -> dict[str, Any]:

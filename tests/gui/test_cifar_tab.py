@@ -806,11 +806,11 @@ def test_settings_errors_name_the_tabs_fields(qtbot, tab, tiny_data, app_state, 
     tab.start_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
     assert app_state.last_error == ("CIFAR-10 training",
-                                    "Nesterov SGD needs Momentum above 0 (and at most 0.9999)")
+                                    "Nesterov SGD needs momentum above 0 (and at most 0.9999)")
     tab.momentum_spin.setValue(0.9)
     tab.start_training(overrides={"batch_size": 0})
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
-    assert app_state.last_error[1] == "Batch size must be a whole number of at least 1, not 0"
+    assert app_state.last_error[1] == "batch size must be a whole number of at least 1, not 0"
 
     # under torchrun they are checked before it starts (it would name them --batch-size)
     app_state.set_device(ALL_GPUS)
@@ -821,4 +821,4 @@ def test_settings_errors_name_the_tabs_fields(qtbot, tab, tiny_data, app_state, 
     tab.max_train_spin.setValue(100)
     tab.start_training(overrides={"max_train": -1})
     assert started == [] and not tab.is_training()
-    assert app_state.last_error[1] == "Train images must be a whole number of at least 1, not -1"
+    assert app_state.last_error[1] == "train images must be a whole number of at least 1, not -1"
