@@ -469,6 +469,17 @@ class LinearFitTab(QWidget):
         self.app.show_status(f"Loaded {len(data)} points from {data.source}.", 5000)
         return True
 
+    def take_dropped_paths(self, paths: list[str]) -> bool:
+        """A CSV dropped on the tab loads, as Load CSV… does; other files are not this tab's."""
+        if not paths or not all(p.lower().endswith((".csv", ".txt")) for p in paths):
+            return False
+        if len(paths) > 1:
+            self.app.show_status("Drop one CSV file at a time: the fit uses one set of points.",
+                                 6000)
+        else:
+            self.load_csv_file(paths[0])
+        return True
+
     def add_point(self, x: float, y: float) -> None:
         self.set_data(self.data.with_point(x, y), lambda: self.train_layer.append(x, y))
 

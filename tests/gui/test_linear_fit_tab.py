@@ -171,6 +171,21 @@ def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_sta
     assert points(tab.train_points) == 4 and "good.csv" in tab.data_label.text()
 
 
+def test_a_csv_dropped_on_the_tab_loads_and_other_files_are_left_to_classify(
+        tab, tmp_path, app_state) -> None:
+    good = tmp_path / "points.CSV"
+    good.write_text("0,1\n1,3\n2,5\n")
+    assert tab.take_dropped_paths([str(good)])
+    assert len(tab.data) == 3 and "points.CSV" in tab.data_label.text()
+
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    assert tab.take_dropped_paths([str(good), str(good)])  # taken, but not loaded twice
+    assert len(tab.data) == 3 and "one CSV file" in statuses[-1]
+    assert not tab.take_dropped_paths([str(tmp_path / "photo.jpg")])
+    assert not tab.take_dropped_paths([str(good), str(tmp_path / "photo.jpg")])
+
+
 def assert_contours_follow_the_loss(tab) -> None:
     """Every drawn contour point has its level's loss, computed afresh from the training data
     at that (w, b), and every level is drawn."""
