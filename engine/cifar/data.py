@@ -514,9 +514,13 @@ def _decode_image(raw: bytes, name: str) -> np.ndarray:
                 img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
-        raise JobError(f"cannot decode image '{name}': not an image Pillow can read") from None
+        raise JobError(f"cannot decode image '{name}': not an image Pillow can read; "
+                       f"{_REPLACE_IT}") from None
     except (OSError, ValueError) as exc:
-        raise JobError(f"cannot decode image '{name}': {exc}") from None
+        raise JobError(f"cannot decode image '{name}': {exc}; {_REPLACE_IT}") from None
+
+
+_REPLACE_IT = "replace that file with a good copy, or remove it from the dataset"
 
 
 def _split_entries(entries: list[tuple[str, str, object]], where: str):

@@ -831,11 +831,15 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         rng_state = resume_blob.get("rng")
         rng_ranks = resume_blob.get("rng_ranks")
         if start_epoch >= cfg["epochs"] and start_step == 0:
-            report({"phase": "resume", "message": "the checkpoint already finished its epochs"})
+            report({"phase": "resume", "message": (
+                f"the checkpoint already finished its {start_epoch} "
+                f"epoch{'s' if start_epoch != 1 else ''}: it is evaluated, not trained (ask for "
+                "more epochs to train on)")})
         planned = int(resume_blob["config"].get("epochs") or cfg["epochs"])
         if planned != cfg["epochs"] and cfg["schedule"] != "constant":
             report({"phase": "resume", "message": (
-                f"the learning-rate schedule was planned for {planned} epochs and now spans "
+                f"the learning-rate schedule was planned for {planned} "
+                f"epoch{'s' if planned != 1 else ''} and now spans "
                 f"{cfg['epochs']}: the rate jumps to where a {cfg['epochs']}-epoch run would be, "
                 f"so the result differs from {cfg['epochs']} epochs straight (exact with the "
                 "constant schedule)")})

@@ -255,10 +255,14 @@ def test_empty_splits_and_mismatched_classes(tmp_path):
         load(tmp_path / "m", tmp_path)
 
 
-def test_undecodable_image_names_the_file(tmp_path):
+def test_undecodable_image_names_the_file_and_what_to_do(tmp_path):
     root = write_image_folder(tmp_path / "d", n_train=1, n_test=1)
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(JobError, match="broken.jpg"):
+    with pytest.raises(JobError, match="broken.jpg.*replace that file .* or remove it"):
+        load(root, tmp_path)
+    good = next((root / "train" / "cat").iterdir()).read_bytes()
+    (root / "train" / "dog" / "broken.jpg").write_bytes(good[: len(good) // 2])  # cut short
+    with pytest.raises(JobError, match="broken.jpg.*truncated.*replace that file"):
         load(root, tmp_path)
 
 

@@ -351,6 +351,16 @@ def test_subset_sizes_must_be_positive():
     assert resolve_config(base_config(max_train=None))["max_train"] is None
 
 
+def test_resume_notes_count_one_epoch_as_one_and_say_a_finished_run_is_evaluated(tmp_path):
+    run(base_config(epochs=1, schedule="warmup_linear", checkpoint=tmp_path / "one.pt"))
+    _, events = run({"dataset": DATA, "resume": tmp_path / "one.pt"})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert any("already finished its 1 epoch: it is evaluated, not trained" in n for n in notes)
+    _, events = run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert any("planned for 1 epoch and now spans 2" in n for n in notes)
+
+
 def test_resuming_a_scheduled_run_for_more_epochs_says_it_differs(tmp_path):
     config = base_config(schedule="warmup_linear", checkpoint=tmp_path / "two.pt")
     run(config)
