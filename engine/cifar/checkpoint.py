@@ -30,6 +30,7 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_state", "class_names", "mean", "std", "config", "epoch")
 METADATA_FILE = "torchdesk.json"
 EXPORT_SUFFIXES = {".pt": "torchscript", ".pth": "torchscript", ".onnx": "onnx"}
+FORMAT_SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}  # what a name without one is given
 
 
 def _make_folder(folder: Path) -> None:
@@ -249,22 +250,18 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     if out.is_dir():
         raise JobError(f"'{out}' is a folder; give the export a file name ending in .pt or .onnx")
     _refuse_special_file(out, "the export")
-    fmt = fmt or EXPORT_SUFFIXES.get(out.suffix.lower())
-    if fmt is None:
-        raise JobError(f"give the export a name ending in .pt (TorchScript) or .onnx (ONNX), "
-                       f"not '{out.name}'")
-    fmt = fmt.lower()
-    sidecar = _resolved_target(out.with_suffix(".json"))  # ONNX's description lies beside it
+    fmt = export_format(out, fmt)
+    out, *description_file = export_targets(out, fmt)
     source = Path(checkpoint).expanduser().resolve()
-    if out.resolve() == source or (fmt == "onnx" and sidecar.resolve() == source):
+    if any(target.resolve() == source for target in (out, *description_file)):
         raise JobError("the export would overwrite the checkpoint it is made from; "
                        "choose another file name")
-    if fmt == "onnx" and sidecar.is_dir():
-        raise JobError(f"the ONNX export's description '{sidecar}' would replace a folder; "
-                       "choose another file name")
-    if fmt == "onnx":
+    for sidecar in description_file:
+        if sidecar.is_dir():
+            raise JobError(f"the ONNX export's description '{sidecar}' would replace a "
+                           "folder; choose another file name")
         _refuse_special_file(sidecar, "the export")
-    _check_export_target(out, fmt, sidecar)
+    _check_export_target(out, fmt, description_file)
     blob = load_checkpoint(checkpoint)
     wrapper = NormalizedClassifier(model_from_checkpoint(blob, Path(checkpoint).name),
                                    list(blob["mean"]), list(blob["std"])).eval()
@@ -307,10 +304,44 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
         except Exception as exc:
             raise JobError(f"ONNX export failed: {_first_line(exc)}") from None
         description = json.dumps(meta, indent=2).encode("utf-8")
-        write_atomically(out, {out: model_bytes, sidecar: description}, "the export")
-    else:
-        raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
+        write_atomically(out, {out: model_bytes, description_file[0]: description},
+                         "the export")
     return meta
+
+
+def export_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format an export to ``out`` is written in: ``fmt`` if given, else the one its
+    suffix names (.pt or .pth: TorchScript; .onnx: ONNX)."""
+    fmt = fmt or EXPORT_SUFFIXES.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise JobError(f"give the export a name ending in .pt (TorchScript) or .onnx (ONNX), "
+                       f"not '{Path(out).name}'")
+    if fmt.lower() not in FORMAT_SUFFIXES:
+        raise JobError(f"unknown export format '{fmt}'; use torchscript or onnx")
+    return fmt.lower()
+
+
+def export_name(path: str, fmt: str) -> str:
+    """``path`` as given when its suffix names an export format (it then says the format, as
+    on the command line), else with ``fmt``'s suffix added (.pt or .onnx)."""
+    if Path(path).suffix.lower() in EXPORT_SUFFIXES:
+        return path
+    return path + FORMAT_SUFFIXES[export_format(path, fmt)]
+
+
+def export_targets(out: str | os.PathLike, fmt: str | None = None) -> list[Path]:
+    """The files an export to ``out`` writes, symbolic links followed: the model, and for ONNX
+    its description ``<name>.json`` beside it."""
+    out = _resolved_target(Path(out).expanduser())
+    if export_format(out, fmt) == "onnx":
+        return [out, _resolved_target(out.with_suffix(".json"))]
+    return [out]
+
+
+def export_job(config: dict[str, Any], _ctx) -> dict[str, Any]:
+    """Job: export ``config["checkpoint"]`` to ``config["out"]`` (in ``config["format"]``, or
+    the one its suffix names); returns the description written."""
+    return export_model(config["checkpoint"], config["out"], config.get("format"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -318,12 +349,11 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
-def _check_export_target(out: Path, fmt: str, sidecar: Path) -> None:
+def _check_export_target(out: Path, fmt: str, description_file: list[Path]) -> None:
     """Refuse to replace a file that is not an earlier export (a checkpoint, notes, ...);
     each file the export writes is judged on its own."""
     targets = [(out, _is_torchscript_export if fmt == "torchscript" else _is_onnx_model)]
-    if fmt == "onnx":
-        targets.append((sidecar, _is_onnx_description))
+    targets += [(sidecar, _is_onnx_description) for sidecar in description_file]
     for path, replaceable in targets:
         if path.is_file() and path.stat().st_size > 0 and not replaceable(path):
             raise JobError(f"'{path}' exists and is not a TorchDesk export, so it is not "

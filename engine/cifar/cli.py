@@ -392,11 +392,12 @@ def run_download(args) -> int:
 
 
 def run_export(args) -> int:
-    from engine.cifar.checkpoint import export_model
+    from engine.cifar.checkpoint import export_job, export_targets
 
-    meta = export_model(args.checkpoint, args.out)
+    meta = export_job({"checkpoint": args.checkpoint, "out": args.out}, None)
     if args.json:
         print_json(meta)
     else:
-        print(f"wrote {meta['path']} ({meta['format']}; classes: {', '.join(meta['class_names'])})")
+        written = " and ".join(map(str, export_targets(meta["path"], meta["format"])))
+        print(f"wrote {written} ({meta['format']}; classes: {', '.join(meta['class_names'])})")
     return 0

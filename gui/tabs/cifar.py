@@ -1417,7 +1417,9 @@ class CifarTab(QWidget):
         if not path:
             return
         out = self.export_path(path, chosen)
-        existing = [file for file in _export_files(out) if file.is_file()]
+        from engine.cifar.checkpoint import export_targets
+
+        existing = [file for file in export_targets(out) if file.is_file()]
         if existing and not self._confirm_replace(existing):
             return
         self.export_to(out)
@@ -1437,11 +1439,9 @@ class CifarTab(QWidget):
     def export_path(path: str, chosen_filter: str) -> str:
         """``path`` with the suffix of the file type chosen in the dialog, unless it has one of
         the export suffixes already (its suffix then says the format)."""
-        from engine.cifar.checkpoint import EXPORT_SUFFIXES
+        from engine.cifar.checkpoint import export_name
 
-        if Path(path).suffix.lower() in EXPORT_SUFFIXES:
-            return path
-        return path + (".onnx" if "onnx" in chosen_filter.lower() else ".pt")
+        return export_name(path, "onnx" if "onnx" in chosen_filter.lower() else "torchscript")
 
     def _finished_checkpoint(self) -> str | None:
         path = self.checkpoint_edit.text().strip()
@@ -1465,7 +1465,9 @@ class CifarTab(QWidget):
         self._export_title, self._after_export = title, then
         self.export_button.setText("Exporting…")
         self.app.show_status(f"Exporting the model to {out_path}…")  # until the outcome
-        self.export_runner.start(_export_job, {"checkpoint": source, "out": out_path})
+        from engine.cifar.checkpoint import export_job
+
+        self.export_runner.start(export_job, {"checkpoint": source, "out": out_path})
         self._update_buttons()
         return True
 
@@ -1552,13 +1554,6 @@ class CifarTab(QWidget):
         self.pages.setCurrentIndex(0)
 
 
-def _export_files(out_path: str) -> list[Path]:
-    """The files an export to ``out_path`` writes: the model, and for ONNX its description
-    beside it (engine.cifar.checkpoint.export_model)."""
-    out = Path(out_path).expanduser()
-    return [out, out.with_suffix(".json")] if out.suffix.lower() == ".onnx" else [out]
-
-
 def _labelled(exc) -> JobError:
     """A trainer SettingError naming the tab's field ("batch size must be …"), not its key."""
     return JobError(exc.naming(SETTING_LABELS.get(exc.key, exc.key)))
@@ -1585,13 +1580,6 @@ def _settings_problem(config: dict[str, Any]) -> str | None:
     except (JobError, ImportError):  # not about the settings: the run itself says it
         pass
     return None
-
-
-def _export_job(config: dict[str, Any], _ctx) -> dict[str, Any]:
-    """Job: export ``config["checkpoint"]`` to ``config["out"]``; returns its description."""
-    from engine.cifar.checkpoint import export_model
-
-    return export_model(config["checkpoint"], config["out"])
 
 
 def _fits(font: QFont, text: str, pixels: float) -> bool:

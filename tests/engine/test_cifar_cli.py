@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -49,6 +50,12 @@ def test_train_json_then_resume_then_export(tiny_archive, tmp_path, capsys):
                                 tmp_path / "model.pt", "--json")
     assert code == 0, err
     assert json.loads(out)["class_names"] == ["cat", "dog"]
+    if importlib.util.find_spec("onnx") is not None:  # the text names both files it writes
+        code, out, err = in_process(capsys, "cifar", "export", tmp_path / "c.pt",
+                                    tmp_path / "model.onnx")
+        assert code == 0, err
+        assert out.startswith(f"wrote {tmp_path / 'model.onnx'} and {tmp_path / 'model.json'} "
+                              "(onnx; classes: cat, dog)")
 
 
 def in_process(capsys, *args):

@@ -867,6 +867,26 @@ def test_export_names_and_places_are_checked(tmp_path):
         ckpt.export_model(good, tmp_path / "other_run.onnx")
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TorchScript is deprecated upstream
+def test_export_targets_are_the_files_an_export_writes(tmp_path):
+    pytest.importorskip("onnx")
+    good = tmp_path / "good.pt"
+    run(base_config(epochs=1, checkpoint=good))
+    for name in ("model.pt", "model.pth", "model.onnx", "linked.onnx"):
+        folder = tmp_path / name.replace(".", "-")
+        (folder / "elsewhere").mkdir(parents=True)
+        if name == "linked.onnx":  # a link is followed: its target and the target's .json
+            (folder / name).symlink_to(folder / "elsewhere" / "model.onnx")
+        ckpt.export_model(good, folder / name)
+        written = {path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()}
+        assert set(ckpt.export_targets(folder / name)) == written, name
+    assert ckpt.export_targets(tmp_path / "m.onnx", "torchscript") == [tmp_path / "m.onnx"]
+    with pytest.raises(JobError, match=r"ending in .pt \(TorchScript\) or .onnx"):
+        ckpt.export_targets(tmp_path / "model.json")
+    assert ckpt.export_name("/m/model", "onnx") == "/m/model.onnx"
+    assert ckpt.export_name("/m/model.pth", "onnx") == "/m/model.pth"  # its suffix says it
+
+
 def test_classes_without_test_images_have_no_accuracy():
     result, _ = run(base_config(epochs=1, max_test=1))
     per_class = result["per_class_acc"]

@@ -778,6 +778,23 @@ def test_export_asks_before_replacing_the_files_it_writes_under_their_suffixed_n
     assert app_state.last_error is None and earlier.stat().st_ino != earlier_file
 
 
+def test_export_through_a_link_asks_about_the_files_it_writes_there(
+        qtbot, tab, tmp_path, monkeypatch):
+    checkpoint = tmp_path / "run.pt"  # not read: the export is not started
+    checkpoint.write_bytes(b"x")
+    tab.checkpoint_edit.setText(str(checkpoint))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "real.json").write_text("{}")
+    (tmp_path / "linked.onnx").symlink_to(tmp_path / "elsewhere" / "real.onnx")
+    SaveDialog(monkeypatch, tmp_path / "linked.onnx", "ONNX (*.onnx)")
+    question = ReplaceQuestion(monkeypatch, yes=False)
+    qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+    # the export writes through the link: real.onnx and real.json (linked.json is untouched)
+    assert question.asked == [f"'real.json' already exists in {tmp_path / 'elsewhere'}. "
+                              "Replace it?"]
+    assert not tab.is_exporting()
+
+
 def test_use_in_classify_exports_on_the_worker_then_hands_the_model_over(
         qtbot, tab, trained_checkpoint, app_state):
     tab.checkpoint_edit.setText(str(trained_checkpoint))
