@@ -112,15 +112,26 @@ MID_EPOCH_KEYS = ("batch_size", "max_train", "seed")
 
 class SettingError(JobError):
     """A setting the checks refuse. The message names it by its config ``key``; a front end
-    that calls it otherwise (a CLI flag, a form label) shows ``naming(its name)``."""
+    that calls it otherwise (a CLI flag, a form label) shows ``naming(its name)``.
 
-    def __init__(self, key: str, template: str) -> None:
+    ``whose`` says whose value it is, for the advice that ends the message: None (the value
+    asked for), ``"checkpoint"`` (the resumed checkpoint's, not asked for: hand-edited) or
+    ``"differs"`` (asked for, but a resume keeps the checkpoint's). Each front end may word
+    that advice its own way (``naming``'s ``advice``); the default is the command line's."""
+
+    CLI_ADVICE = {"checkpoint": " (the checkpoint's value; set {name} to replace it)",
+                  "differs": "; leave {name} unset to resume it"}
+
+    def __init__(self, key: str, problem: str, whose: str | None = None) -> None:
         self.key = key
-        self.template = template  # "{name}" where the setting is named
+        self.problem = problem  # "{name}" where the setting is named
+        self.whose = whose
         super().__init__(self.naming(key))
 
-    def naming(self, name: str) -> str:
-        return self.template.replace("{name}", name)
+    def naming(self, name: str, advice: dict[str, str] | None = None) -> str:
+        """The message with the setting called ``name``, ending in ``advice[whose]``."""
+        tail = (self.CLI_ADVICE if advice is None else advice).get(self.whose, "")
+        return (self.problem + tail).replace("{name}", name)
 
 
 def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
@@ -152,8 +163,7 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
             if key in user and _norm(user[key]) != _norm(base.get(key)):
                 raise SettingError(key, (
                     f"the checkpoint was trained with {_shown(key, base.get(key))}, not "
-                    f"{_shown(key, user[key], named=False)}; leave {{name}} unset to resume it"
-                ))
+                    f"{_shown(key, user[key], named=False)}"), whose="differs")
             # the checkpoint's spelling: a dataset may hold both "Cat" and "cat"
             user.pop(key, None)
         base = dict(base)
@@ -174,8 +184,7 @@ def resolve_config(config: dict[str, Any], base: dict[str, Any] | None = None,
         _validate(resolved, has_dataset=config.get("dataset") is not None)
     except SettingError as exc:
         if base is not None and exc.key not in user:  # a hand-edited checkpoint
-            raise SettingError(exc.key, f"{exc.template} (the checkpoint's value; set {{name}} "
-                                        "to replace it)") from None
+            raise SettingError(exc.key, exc.problem, whose="checkpoint") from None
         raise
     if user.get("warmup") and resolved["schedule"] == "constant":
         raise SettingError("warmup", "{name} applies to the warm-up schedules (warmup_linear, "

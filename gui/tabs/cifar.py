@@ -82,6 +82,13 @@ RECIPE_FIELD_LABELS = {"optimizer": "optimizer", "lr": "learning rate", "momentu
 # what a settings error calls each field (the rest keep their config key)
 SETTING_LABELS = {**RECIPE_FIELD_LABELS, "seed": "seed", "precision": "precision",
                   "max_train": "train images"}
+# The end of a refused setting's message on Resume, which passes none of the recipe's fields
+# (SettingError.whose): the command line's advice to set or leave out a flag cannot be followed.
+RESUME_ADVICE = {
+    "checkpoint": " (the checkpoint's value, which Resume keeps: start a new run with Train "
+                  "to choose another)",
+    "differs": "; Resume goes on with the checkpoint's {name}: start a new run with Train to "
+               "choose another"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
 MIN_CONFUSION_POINT_SIZE = 6.0  # smaller counts are hard to read: hidden instead
@@ -1555,8 +1562,9 @@ class CifarTab(QWidget):
 
 
 def _labelled(exc) -> JobError:
-    """A trainer SettingError naming the tab's field ("batch size must be …"), not its key."""
-    return JobError(exc.naming(SETTING_LABELS.get(exc.key, exc.key)))
+    """A trainer SettingError naming the tab's field ("batch size must be …"), not its key, with
+    advice a tab user can follow."""
+    return JobError(exc.naming(SETTING_LABELS.get(exc.key, exc.key), RESUME_ADVICE))
 
 
 def _train_job(config: dict[str, Any], ctx) -> dict[str, Any]:

@@ -341,6 +341,14 @@ def test_a_bad_value_from_a_checkpoint_is_said_to_be_the_checkpoints(tmp_path):
                                   "checkpoint's value; set lr to replace it)")
     assert resolve_config({"resume": "c.pt", "dataset": DATA, "lr": 0.1},
                           base={**resolve_config(checkpoint), "lr": -1.0})["lr"] == 0.1
+    # the advice is the command line's unless a front end words its own
+    assert refused.value.whose == "checkpoint"
+    assert refused.value.naming("LR", {"checkpoint": " (kept: {name})"}) == \
+        "LR must be a number above 0 and at most 100, not -1 (kept: LR)"
+    with pytest.raises(SettingError) as refused:
+        resolve_config({"resume": "c.pt", "model": "fast"}, base=resolve_config(checkpoint))
+    assert refused.value.whose == "differs" and str(refused.value) == \
+        "the checkpoint was trained with model 'net', not 'fast'; leave model unset to resume it"
 
 
 def test_subset_sizes_must_be_positive():

@@ -813,6 +813,21 @@ def test_use_in_classify_exports_on_the_worker_then_hands_the_model_over(
     assert tab.classify_button.isEnabled()
 
 
+def test_a_bad_value_in_a_resumed_checkpoint_gets_advice_a_tab_user_can_follow(
+        qtbot, tab, trained_checkpoint, app_state):
+    from engine.cifar import checkpoint as ckpt
+
+    blob = ckpt.load_checkpoint(trained_checkpoint)
+    blob["config"]["lr"] = -1.0  # edited by hand: Resume passes no learning rate to replace it
+    ckpt.save_checkpoint(trained_checkpoint, blob)
+    tab.resume_from(str(trained_checkpoint))
+    qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error == (
+        "CIFAR-10 training", "learning rate must be a number above 0 and at most 100, not -1 "
+        "(the checkpoint's value, which Resume keeps: start a new run with Train to choose "
+        "another)")
+
+
 def test_settings_errors_name_the_tabs_fields(qtbot, tab, tiny_data, app_state, monkeypatch):
     from gui.app_state import ALL_GPUS
 
