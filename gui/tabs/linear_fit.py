@@ -441,15 +441,17 @@ class LinearFitTab(QWidget):
             self.reset()  # new settings mean a new run
 
     # ---- data -------------------------------------------------------------------------------
-    def set_data(self, data: FitData, edit: Callable[[], None] | None = None) -> None:
-        """Replace the points (only while idle) and start over. ``edit`` changes the drawn
-        points from the current data to ``data`` in place, where no validation split is drawn."""
+    def set_data(self, data: FitData, edit: Callable[[], None] | None = None) -> bool:
+        """Replace the points (only while idle) and start over; False while training. ``edit``
+        changes the drawn points from the current data to ``data`` in place, where no
+        validation split is drawn."""
         if self.runner.is_running():
             self.app.show_status("Pause or stop training to change the data.", 4000)
-            return
+            return False
         self._pending_edit = (self.data, edit) if edit is not None else None
         self.data = data
         self.reset()
+        return True
 
     def _choose_csv(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load x,y points", "",
@@ -465,7 +467,8 @@ class LinearFitTab(QWidget):
             self._show_message(f"Could not load the CSV: {exc}", error=True)
             self.app.show_error("Could not load the CSV", str(exc))
             return False
-        self.set_data(data)
+        if not self.set_data(data):
+            return False
         self.app.show_status(f"Loaded {len(data)} points from {data.source}.", 5000)
         return True
 

@@ -182,8 +182,24 @@ def test_a_csv_dropped_on_the_tab_loads_and_other_files_are_left_to_classify(
     app_state.status_message.connect(lambda text, _ms: statuses.append(text))
     assert tab.take_dropped_paths([str(good), str(good)])  # taken, but not loaded twice
     assert len(tab.data) == 3 and "one CSV file" in statuses[-1]
-    assert not tab.take_dropped_paths([str(tmp_path / "photo.jpg")])
-    assert not tab.take_dropped_paths([str(good), str(tmp_path / "photo.jpg")])
+    assert not tab.take_dropped_paths([str(photo := tmp_path / "photo.jpg")])
+    assert not tab.take_dropped_paths([str(good), str(photo)])
+
+
+def test_a_csv_dropped_during_a_run_is_not_loaded_and_not_said_to_be(
+        qtbot, tab, tmp_path, app_state) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("0,1\n1,3\n2,5\n3,7\n")
+    tab.epochs_spin.setValue(tab.epochs_spin.maximum())
+    click(qtbot, tab.play_button)
+    assert tab.is_running()
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    assert tab.take_dropped_paths([str(other)])  # the tab's file, refused while it trains
+    assert len(tab.data) == 11 and not any("Loaded" in s for s in statuses)
+    assert "Pause or stop training" in statuses[-1]
+    click(qtbot, tab.stop_button)
+    wait_idle(qtbot, tab)
 
 
 def assert_contours_follow_the_loss(tab) -> None:
