@@ -13,6 +13,7 @@ import importlib
 import json
 import math
 import os
+import select
 import sys
 import time
 from typing import Any
@@ -179,13 +180,40 @@ def _run(args) -> int:
     except JobStopped:
         print("stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return _reader_gone()
+    except BrokenPipeError as exc:
+        if _stdout_reader_gone():
+            return _reader_gone()
+        return _report_unexpected(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # last resort: one line, the traceback only on request
-        if os.environ.get("TORCHDESK_DEBUG"):
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _report_unexpected(exc)
+
+
+def _report_unexpected(exc: Exception) -> int:
+    if os.environ.get("TORCHDESK_DEBUG"):
+        raise exc
+    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout itself is the broken pipe, not a socket or worker pipe of the job: its
+    flush fails the same way, or (stdout already flushed) the pipe reports that it has no
+    reader."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):  # Windows: a flush that works is all we can know
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -130,6 +130,31 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     assert stderr == ""
 
 
+def test_a_broken_pipe_of_the_job_itself_is_an_error():
+    """A socket whose peer went away is a failure to report; only stdout's reader leaving is
+    quiet."""
+    script = (
+        "import argparse, socket, sys\n"
+        "import engine.cli as cli\n"
+        "def command(args):\n"
+        "    print('partial result')\n"
+        "    ours, theirs = socket.socketpair()\n"
+        "    theirs.close()\n"
+        "    ours.sendall(b'x' * 100000)\n"
+        "def parser():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    p.set_defaults(func=command)\n"
+        "    return p\n"
+        "cli.build_parser = parser\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: BrokenPipeError"), result.stderr
+    assert result.stdout == "partial result\n"
+
+
 def test_a_closed_stdout_is_no_error():
     """Started with stdout closed (``>&-``): the command runs, its output goes nowhere."""
     result = subprocess.run([sys.executable, "-m", "engine", "devices", "--json"], cwd=ROOT,
