@@ -169,8 +169,6 @@ def log_loss(loss: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(loss, np.finfo(np.float64).tiny))
 
 
-
-
 def contour_segments(values: np.ndarray, xs: np.ndarray, ys: np.ndarray,
                      levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The lines where ``values`` (``values[i, j]`` at ``(xs[i], ys[j])``) crosses each level,

@@ -94,6 +94,7 @@ class UniformScatter(pg.ScatterPlotItem):
         spot = self.data[row:row + 1]  # a view: the item's own record
         spot["x"] = spot["y"] = np.nan
         self.setPointsVisible(False, dataSet=spot)  # updates this spot only
+        self.invalidate()  # its style was looked up already: updateSpots would not repaint
         self.prepareGeometryChange()
         self.bounds = [None, None]
         self.informViewBoundsChanged()
@@ -999,12 +1000,13 @@ class LinearFitTab(QWidget):
 
     def _readout_note(self, epoch: int) -> str:
         """Which parameters the readout's numbers are measured at."""
+        has_gradients = "grad_w" in self.last_update
         if self.end_losses is not None:
-            return f"Losses at the parameters shown, after epoch {epoch:,}'s update" + \
-                ("; gradients from before it." if "grad_w" in self.last_update else ".")
-        return f"Train loss{' and gradients' if 'grad_w' in self.last_update else ''}: " \
-            f"before epoch {epoch:,}'s update, as the book prints it; val loss and " \
-            "parameters: after it."
+            gradients = "; gradients from before it" if has_gradients else ""
+            return f"Losses at the parameters shown, after epoch {epoch:,}'s update{gradients}."
+        train = "Train loss and gradients" if has_gradients else "Train loss"
+        return (f"{train}: before epoch {epoch:,}'s update, as the book prints it; "
+                "val loss and parameters: after it.")
 
     def _update_race_readout(self) -> None:
         losses, vals, params = [], [], []
