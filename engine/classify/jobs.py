@@ -216,7 +216,8 @@ def _classify(config: dict, ctx: JobContext) -> dict:
         results.append(result.to_json())
         ctx.report({"event": "result", "index": index, "total": total,
                     "result": result.to_dict() if views else result.to_json()})
-        if gradcam_limit and result.net_view is not None and result.top and index < gradcam_limit:
+        wants_gradcam = gradcam_limit and index < gradcam_limit and not ctx.stopped()
+        if wants_gradcam and result.net_view is not None and result.top:
             cls = result.top[0]["index"]
             try:
                 cam = classifier.grad_cam(result.net_view, cls)
@@ -225,7 +226,8 @@ def _classify(config: dict, ctx: JobContext) -> dict:
             else:
                 ctx.report({"event": "gradcam", "path": result.path, "class_index": cls,
                             "label": result.top[0]["label"], "cam": cam})
-        # no break on a stop: the stream ends itself, after the images it had in hand
+        # no break on a stop: the stream ends itself, after the images it had in hand (their
+        # answers are kept; their Grad-CAMs, a backward pass each, are not made)
     seconds = time.perf_counter() - started
     stopped = ctx.stopped() and len(results) < total
     return {

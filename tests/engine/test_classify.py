@@ -581,12 +581,19 @@ def test_cli_ctrl_c_stops_and_prints_the_answers_so_far(monkeypatch, capsys, tmp
         return {"status": "stopped", "results": results, "classified": 1, "failed": 0,
                 "total": len(config["paths"])}
 
+    def users_handler(_signum, _frame):
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(jobs, "classify_job", interrupted_after_the_first)
-    assert main(["classify", *paths]) == 130
+    before = signal.signal(signal.SIGINT, users_handler)
+    try:
+        assert main(["classify", *paths]) == 130
+        assert signal.getsignal(signal.SIGINT) is users_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
     out, err = capsys.readouterr()
     assert out == f"{paths[0]}: tabby 90.0%\n"
     assert "stopped after 1 of 3 images" in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 @needs_book_photos
@@ -644,7 +651,7 @@ def test_a_stop_keeps_the_answers_of_chunks_already_being_classified(lite0, monk
     from engine.classify.images import PreparedImage
 
     paths = [f"/photos/{i}.jpg" for i in range(20)]  # five chunks
-    held = {paths[4]: threading.Event(), paths[8]: threading.Event()}  # chunks 2 and 3
+    held = {paths[4]: threading.Event(), paths[8]: threading.Event()}  # chunks 1, 2 (from 0)
     may_finish, stop_asked = threading.Event(), threading.Event()
 
     def prepare(path, *_args):
@@ -665,8 +672,8 @@ def test_a_stop_keeps_the_answers_of_chunks_already_being_classified(lite0, monk
     torch.set_num_threads(1)
     try:
         stream = lite0.classify_files(paths, batch_size=4, workers=2, should_stop=should_stop)
-        first = [next(stream) for _ in range(4)]
-        assert all(event.wait(timeout=60) for event in held.values())  # chunks 4, 5 wait
+        first = [next(stream) for _ in range(4)]  # chunk 0
+        assert all(event.wait(timeout=60) for event in held.values())  # chunks 1, 2 wait
         stop_asked.set()
         rest = list(stream)
     finally:
@@ -676,27 +683,37 @@ def test_a_stop_keeps_the_answers_of_chunks_already_being_classified(lite0, monk
 
 
 def test_classify_job_reports_every_answer_its_stream_gives_after_a_stop(monkeypatch, tmp_path):
-    """The stream decides what it still has in hand after a stop; the job drops none of it.
-    A stop during the load still says how many images there were."""
+    """The stream decides what it still has in hand after a stop; the job drops none of it,
+    but makes no more Grad-CAMs (a backward pass each). A stop during the load still says how
+    many images there were."""
     from engine.classify import jobs
     from engine.classify.classifier import ImageResult
     from engine.jobs import JobStopped
 
     paths = [str(tmp_path / f"{i}.jpg") for i in range(3)]
-    ctx = JobContext("cpu")
+    ctx = JobContext("cpu", progress=lambda update: None)
 
     class StoppedAfterTheFirst:
         loaded = type("Loaded", (), {"info": type("Info", (), {"to_dict": lambda self: {}})()})()
+        def __init__(self):
+            self.grad_cams = []
 
         def classify_files(self, paths, **_kwargs):
             for index, path in enumerate(paths):
-                yield ImageResult(path, top=[{"label": "tabby", "index": 281, "prob": 0.9}])
+                yield ImageResult(path, top=[{"label": "tabby", "index": 281, "prob": 0.9}],
+                                  net_view=np.zeros((224, 224, 3), np.uint8))
                 if index == 0:
                     ctx.request_stop()  # Ctrl-C while the other two were being classified
 
-    monkeypatch.setattr(jobs, "get_classifier", lambda config, ctx: StoppedAfterTheFirst())
-    out = classify_job({"paths": paths}, ctx)
+        def grad_cam(self, net_view, class_index):
+            self.grad_cams.append(class_index)
+            return np.zeros(net_view.shape[:2], np.float32)
+
+    classifier = StoppedAfterTheFirst()
+    monkeypatch.setattr(jobs, "get_classifier", lambda config, ctx: classifier)
+    out = classify_job({"paths": paths, "views": True, "gradcam_limit": 3}, ctx)
     assert out["status"] == "done" and [r["path"] for r in out["results"]] == paths
+    assert classifier.grad_cams == [281]  # the first image's, made before the stop
 
     def stopped_while_loading(config, ctx):
         raise JobStopped()
