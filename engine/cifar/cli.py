@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     run_opts.add_argument("--cache-dir", help="where decoded data is cached")
     run_opts.add_argument("--quiet", action="store_true", help="no progress lines")
     run_opts.add_argument("--progress-json", action="store_true",
-                          help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr")
+                          help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr (a "
+                          "refused setting too: phase 'error', its 'setting' by config key)")
     train.set_defaults(func=run_train, setting_flags=_setting_flags(train))
 
     info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
@@ -277,6 +278,8 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         try:
             result = train_job(config, ctx)
         except SettingError as exc:  # named as typed: --batch-size, not batch_size
+            if args.progress_json:  # for a front end that names the setting its own way
+                progress({"phase": "error", "setting": exc.as_dict()})
             flagged = JobError(exc.naming(args.setting_flags.get(exc.key, exc.key)))
             flagged.every_rank = getattr(exc, "every_rank", False)
             raise flagged from None

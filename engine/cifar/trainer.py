@@ -133,6 +133,10 @@ class SettingError(JobError):
         tail = (self.CLI_ADVICE if advice is None else advice).get(self.whose, "")
         return (self.problem + tail).replace("{name}", name)
 
+    def as_dict(self) -> dict[str, str | None]:
+        """Plain data (for another process), made back into the error by ``SettingError(**it)``."""
+        return {"key": self.key, "problem": self.problem, "whose": self.whose}
+
 
 def model_defaults(model: str, device_type: str = "cpu") -> dict[str, Any]:
     """Hyperparameter defaults for ``model`` on ``device_type``: the Fast recipe's own (its CPU or

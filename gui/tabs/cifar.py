@@ -107,7 +107,9 @@ class TorchrunProcess(QObject):
     """Runs ``torchrun … -m engine cifar train --progress-json --json`` as a child process.
 
     Same signals as :class:`JobRunner` (progress batches at most ~30 per second, returned,
-    errored, finished) so the tab shows a multi-GPU run exactly like a single-device one.
+    errored, finished) so the tab shows a multi-GPU run exactly like a single-device one. A
+    setting the trainer refuses is said by ``name_setting`` (given the trainer's SettingError),
+    not as the command line names it (by its flag).
     """
 
     progress = Signal(object)  # a list, as is: Qt's conversion would drop non-UTF-8 names
@@ -115,11 +117,16 @@ class TorchrunProcess(QObject):
     errored = Signal(str)
     finished = Signal()
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None,
+                 name_setting: Callable[[Any], str] = str) -> None:
         super().__init__(parent)
+        self._name_setting = name_setting
+        self._setting_error: dict | None = None  # what --progress-json said of a refused one
         self._process: QProcess | None = None
         self._pending: list[dict] = []
         self._stderr_tail: list[str] = []
+        self._error_line: str | None = None  # the CLI's last, kept: torchrun's report fills
+        # the tail after it
         self._buffer = b""
         self._timer = QTimer(self)
         self._timer.setInterval(33)
@@ -160,6 +167,8 @@ class TorchrunProcess(QObject):
 
         self._prefix = PROGRESS_PREFIX.encode()
         self._pending, self._stderr_tail, self._buffer = [], [], b""
+        self._error_line = None
+        self._setting_error = None
         process = QProcess(self)
         environment = QProcessEnvironment.systemEnvironment()
         environment.insert("CUDA_VISIBLE_DEVICES", self.visible_devices(gpus))
@@ -201,11 +210,18 @@ class TorchrunProcess(QObject):
         for line in lines:
             if line.startswith(self._prefix):
                 try:
-                    self._pending.append(_with_nans(json.loads(line[len(self._prefix):])))
+                    update = json.loads(line[len(self._prefix):])
                 except ValueError:
-                    pass
+                    continue
+                if isinstance(update, dict) and update.get("phase") == "error":
+                    self._setting_error = update.get("setting")
+                elif isinstance(update, dict):
+                    self._pending.append(_with_nans(update))
             elif line.strip():
-                self._stderr_tail = (self._stderr_tail + [line.decode(errors="replace")])[-20:]
+                text = line.decode(errors="replace")
+                self._stderr_tail = (self._stderr_tail + [text])[-20:]
+                if text.startswith("error:"):
+                    self._error_line = text
 
     def _deliver(self) -> None:
         if self._pending:
@@ -225,14 +241,26 @@ class TorchrunProcess(QObject):
             try:
                 result = json.loads(documents[-1])
             except ValueError:
-                self._stderr_tail.append("error: torchrun's result could not be read "
-                                         f"({documents[-1][:80]}…)")
+                self._error_line = ("error: torchrun's result could not be read "
+                                    f"({documents[-1][:80]}…)")
         if isinstance(result, dict):
             self._finish(result, None)
-        else:
-            errors = [line for line in self._stderr_tail if line.startswith("error:")]
-            message = errors[-1][6:].strip() if errors else "\n".join(self._stderr_tail[-5:])
-            self._finish(None, message or f"torchrun exited with code {code}")
+            return
+        message = self._refused_setting()
+        if message is None:
+            message = (self._error_line[6:].strip() if self._error_line
+                       else "\n".join(self._stderr_tail[-5:]))
+        self._finish(None, message or f"torchrun exited with code {code}")
+
+    def _refused_setting(self) -> str | None:
+        """The refused setting --progress-json reported, said by ``name_setting``; None if none
+        (or not in the form the CLI writes: its error line then says it)."""
+        from engine.cifar.trainer import SettingError
+
+        try:
+            return self._name_setting(SettingError(**self._setting_error))
+        except (TypeError, AttributeError):  # None, or not what SettingError takes
+            return None
 
     def _finish(self, result, error) -> None:
         self._timer.stop()
@@ -294,7 +322,7 @@ class CifarTab(QWidget):
         self.export_runner.finished.connect(self._on_export_finished)
         self._export_title = "Export"  # what an export's error is said under
         self._after_export: Callable[[dict[str, Any]], None] | None = None
-        self.torchrun = TorchrunProcess(self)
+        self.torchrun = TorchrunProcess(self, name_setting=lambda exc: str(_labelled(exc)))
         for runner in (self.train_runner, self.torchrun):
             runner.progress.connect(self._on_train_progress)
             runner.returned.connect(self._on_train_returned)

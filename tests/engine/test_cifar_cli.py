@@ -353,6 +353,21 @@ def test_progress_json_lines_are_strict_json(capsys):
     assert update == {"phase": "train", "loss": None, "eta_s": None, "step": 3}
 
 
+def test_progress_json_carries_a_refused_setting_by_its_config_key(tiny_archive, capsys):
+    from engine.cifar.cli import PROGRESS_PREFIX
+    from engine.cifar.trainer import SettingError
+
+    code, _, err = in_process(capsys, "cifar", "train", "--data", tiny_archive, "--model", "net",
+                              "--batch-size", "0", "--progress-json")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[-1] == "error: --batch-size must be a whole number of at least 1, not 0"
+    update = json.loads(lines[-2][len(PROGRESS_PREFIX):])
+    assert update["phase"] == "error" and update["setting"]["key"] == "batch_size"
+    assert SettingError(**update["setting"]).naming("Batch size") == \
+        "Batch size must be a whole number of at least 1, not 0"
+
+
 def test_a_cache_that_cannot_be_written_is_said_even_when_quiet(tiny_archive, tmp_path, capsys):
     from engine.cifar.cli import _CliProgress
 

@@ -387,6 +387,18 @@ def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch)
     assert not process.is_running()
 
 
+def test_torchrun_process_says_the_clis_error_not_torchruns_report(qtbot, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from gui.tabs.cifar import TorchrunProcess
+
+    process = TorchrunProcess()
+    with qtbot.waitSignal(process.errored, timeout=180_000) as errored:  # said by rank 0 alone
+        process.start({"data": str(tmp_path), "model": "bogus", "device": "cpu"}, gpus=[0, 1])
+    # torchrun's own failure report (some 40 lines) follows the CLI's error line
+    assert errored.args[0].startswith("unknown model 'bogus'; choose one of: ")
+
+
 def test_results_survive_a_refused_start_and_a_reload_and_train_uses_the_shown_data(
         qtbot, tab, tiny_data, tmp_path, app_state):
     load(qtbot, tab, tiny_data)
@@ -822,6 +834,31 @@ def test_a_bad_value_in_a_resumed_checkpoint_gets_advice_a_tab_user_can_follow(
     ckpt.save_checkpoint(trained_checkpoint, blob)
     tab.resume_from(str(trained_checkpoint))
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=60_000)
+    assert app_state.last_error == (
+        "CIFAR-10 training", "learning rate must be a number above 0 and at most 100, not -1 "
+        "(the checkpoint's value, which Resume keeps: start a new run with Train to choose "
+        "another)")
+
+
+def test_a_resume_under_all_gpus_names_a_refused_setting_as_the_tab_does(
+        qtbot, tab, trained_checkpoint, app_state, monkeypatch):
+    """torchrun's --progress-json says which setting it refused; the tab names it (two CPU
+    ranks stand in for the GPUs)."""
+    from engine.cifar import checkpoint as ckpt
+    from gui.app_state import ALL_GPUS
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    blob = ckpt.load_checkpoint(trained_checkpoint)
+    blob["config"]["lr"] = -1.0
+    ckpt.save_checkpoint(trained_checkpoint, blob)
+    app_state.set_device(ALL_GPUS)
+    monkeypatch.setattr(tab, "_usable_gpus", lambda: [0, 1])
+    start = tab.torchrun.start
+    monkeypatch.setattr(tab.torchrun, "start",
+                        lambda config, gpus: start({**config, "device": "cpu"}, gpus))
+    with qtbot.waitSignal(tab.torchrun.finished, timeout=180_000):
+        tab.resume_from(str(trained_checkpoint))
+        assert tab.torchrun.is_running()
     assert app_state.last_error == (
         "CIFAR-10 training", "learning rate must be a number above 0 and at most 100, not -1 "
         "(the checkpoint's value, which Resume keeps: start a new run with Train to choose "
