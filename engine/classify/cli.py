@@ -116,19 +116,18 @@ def run(args) -> int:
     from engine.classify.images import find_images, skipped_note, start_prefetch
     from engine.classify.zoo import DEFAULT_MODEL, LITE0_PREPROCESS
 
-    found = find_images(args.paths)
-    if found.paths and found.skipped:
+    found = config["found"] = find_images(args.paths)  # the job takes this walk as it is
+    if found.paths and found.skipped:  # none found: the job says where, and what it skipped
         note(skipped_note(len(found.skipped)))
-    config["paths"] = found.paths or args.paths  # none: the job says where, and what it skipped
     # the optimized CPU copy takes ~0.5 s to build and saves ~7 ms a photo
-    config["optimize"] = len(config["paths"]) >= OPTIMIZE_FROM_IMAGES
+    config["optimize"] = len(found.paths) >= OPTIMIZE_FROM_IMAGES
     config["inference_only"] = True  # no Grad-CAM: the default model's cached copy will do
     prefetch = None
     if args.model == DEFAULT_MODEL and not (args.weights or args.hub) and args.device == "cpu":
         # decode the first photos on another core while torch imports and the model loads
-        if len(config["paths"]) > 1:
+        if len(found.paths) > 1:
             prefetch = config["prefetched"] = start_prefetch(
-                config["paths"], LITE0_PREPROCESS, config["fast_decode"])
+                found.paths, LITE0_PREPROCESS, config["fast_decode"])
     try:
         return _classify(args, config)
     finally:

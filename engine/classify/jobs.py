@@ -165,7 +165,9 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
     ``optimize`` (True: build the faster CPU copy of the model, ~0.5 s, repaid after ~70 photos),
     ``fast_decode`` (False: JPEG draft decoding), ``views`` (False: include thumbnail and the net's
     view in each result), ``thumbnail_size`` (256), ``gradcam_limit`` (0: Grad-CAM of the top class
-    for up to this many images, reported as ``gradcam`` events).
+    for up to this many images, reported as ``gradcam`` events), ``found`` (None: the
+    :func:`~engine.classify.images.find_images` of ``paths`` when a caller walked them already,
+    as the CLI does to prefetch; the job walks them otherwise).
 
     Returns ``{"status": "done" | "stopped", "model", "results": [ImageResult.to_json()],
     "classified", "failed", "skipped" (files in the folders that are not images), "total",
@@ -182,7 +184,9 @@ def _classify(config: dict, ctx: JobContext) -> dict:
     raw_paths = config.get("paths") or []
     if not raw_paths:
         raise JobError("no images given: pass image files or folders")
-    found = find_images(raw_paths)
+    found = config.get("found")
+    if found is None:
+        found = find_images(raw_paths)
     paths, skipped = found.paths, len(found.skipped)
     if not paths:
         raise JobError("no image files found in " + ", ".join(str(p) for p in raw_paths)

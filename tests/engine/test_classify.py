@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -604,16 +605,17 @@ def test_cli_notes_what_it_changed_or_left_out(tmp_path):
 
     (tmp_path / "bobby.jpg").write_bytes((BOOK_IMAGES / "bobby.jpg").read_bytes())
     (tmp_path / "notes.txt").write_text("not a photo")
-    out = _cli(str(tmp_path), "--json", "--top", "2000", "--workers", "1000", "--threads", "999")
+    cores, workers = os.cpu_count(), max_workers()  # as the CLI's process sees them
+    out = _cli(str(tmp_path), "--json", "--top", "2000", "--workers", str(workers + 1),
+               "--threads", str(cores + 1))
     assert out.returncode == 0, out.stderr
     classes = len(json.loads(out.stdout)[0]["top"])
     notes = [line for line in out.stderr.splitlines() if line.startswith("note: ")]
-    cores = os.cpu_count()
     assert notes == [
         "note: 1 file skipped (not an image)",
-        f"note: --workers 1000 is more than this machine's {cores} cores can use "
-        f"(4 per core): using {max_workers()}",
-        f"note: --threads 999 is more than this machine's {cores} cores: using {cores}",
+        f"note: --workers {workers + 1} is more than this machine's {cores} cores can use "
+        f"(4 per core): using {workers}",
+        f"note: --threads {cores + 1} is more than this machine's {cores} cores: using {cores}",
         f"note: --top 2000 is more than the model's {classes} classes: showing all {classes}",
     ]
     (tmp_path / "bobby.jpg").unlink()
@@ -682,26 +684,35 @@ def test_a_stop_keeps_the_answers_of_chunks_already_being_classified(lite0, monk
     assert all(r.top and not r.error for r in rest)
 
 
+class _AllTabbies:
+    """Stands in for a loaded Classifier: every image is a tabby."""
+
+    loaded = SimpleNamespace(info=SimpleNamespace(to_dict=dict))
+
+    def classify_file(self, path, *_args, net_view=None):
+        from engine.classify.classifier import ImageResult
+
+        return ImageResult(path, top=[{"label": "tabby", "index": 281, "prob": 0.9}],
+                           net_view=net_view)
+
+
 def test_classify_job_reports_every_answer_its_stream_gives_after_a_stop(monkeypatch, tmp_path):
     """The stream decides what it still has in hand after a stop; the job drops none of it,
     but makes no more Grad-CAMs (a backward pass each). A stop during the load still says how
     many images there were."""
     from engine.classify import jobs
-    from engine.classify.classifier import ImageResult
     from engine.jobs import JobStopped
 
     paths = [str(tmp_path / f"{i}.jpg") for i in range(3)]
     ctx = JobContext("cpu", progress=lambda update: None)
 
-    class StoppedAfterTheFirst:
-        loaded = type("Loaded", (), {"info": type("Info", (), {"to_dict": lambda self: {}})()})()
+    class StoppedAfterTheFirst(_AllTabbies):
         def __init__(self):
             self.grad_cams = []
 
         def classify_files(self, paths, **_kwargs):
             for index, path in enumerate(paths):
-                yield ImageResult(path, top=[{"label": "tabby", "index": 281, "prob": 0.9}],
-                                  net_view=np.zeros((224, 224, 3), np.uint8))
+                yield self.classify_file(path, net_view=np.zeros((224, 224, 3), np.uint8))
                 if index == 0:
                     ctx.request_stop()  # Ctrl-C while the other two were being classified
 
@@ -721,6 +732,32 @@ def test_classify_job_reports_every_answer_its_stream_gives_after_a_stop(monkeyp
     monkeypatch.setattr(jobs, "get_classifier", stopped_while_loading)
     out = classify_job({"paths": paths}, JobContext("cpu"))
     assert out["status"] == "stopped" and out["total"] == 3
+
+
+def test_the_cli_walks_the_folders_once_and_its_job_counts_what_it_skipped(monkeypatch, capsys,
+                                                                          tmp_path):
+    """The CLI walks the folders before the model loads (to prefetch); the job takes that walk
+    instead of walking them again, so its outcome counts the files skipped."""
+    from engine.classify import images, jobs
+    from engine.cli import main
+
+    (tmp_path / "cat.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    walks, outcomes = [], []
+    real_find_images, real_classify_job = images.find_images, jobs.classify_job
+    monkeypatch.setattr(images, "find_images",
+                        lambda paths: walks.append(paths) or real_find_images(paths))
+    monkeypatch.setattr(jobs, "classify_job", lambda config, ctx: outcomes.append(
+        real_classify_job(config, ctx)) or outcomes[-1])
+    monkeypatch.setattr(jobs, "get_classifier", lambda config, ctx: _AllTabbies())
+    threads = torch.get_num_threads()
+    try:
+        assert main(["classify", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the CLI sets one per stream
+    assert walks == [[str(tmp_path)]]
+    assert outcomes[0]["skipped"] == 1 and outcomes[0]["classified"] == 1
+    assert "note: 1 file skipped (not an image)" in capsys.readouterr().err
 
 
 def test_the_cli_runs_from_a_thread_that_cannot_set_signal_handlers(monkeypatch, capsys):
