@@ -364,6 +364,8 @@ class LinearFitTab(QWidget):
             name: self.loss_plot.plot(pen=pg.mkPen(RACER_PENS[name], width=2, style=Qt.DashLine))
             for name in RACERS
         }
+        # one legend entry for all three (a legend sample only, never drawn on the plot)
+        self.race_val_key = pg.PlotDataItem(pen=pg.mkPen("#888888", width=2, style=Qt.DashLine))
         for curve in (self.train_curve, self.val_curve, *self.race_curves.values(),
                       *self.race_val_curves.values()):
             make_fast(curve)
@@ -1068,8 +1070,7 @@ class LinearFitTab(QWidget):
                 self.loss_legend.addItem(self.race_curves[name], name)
                 self.surface_legend.addItem(self.race_paths[name], name)
             if race_val:
-                for name in RACERS:
-                    self.loss_legend.addItem(self.race_val_curves[name], f"{name} val")
+                self.loss_legend.addItem(self.race_val_key, "dashed: val")
         else:
             self.loss_legend.addItem(self.train_curve, "train")
             self.loss_legend.addItem(self.val_curve, "validation")

@@ -381,7 +381,7 @@ def test_legends_are_rebuilt_only_when_their_entries_change(qtbot, tab, monkeypa
     tab.race_check.setChecked(True)
     assert legend_names(tab.loss_legend) == ["gd", "momentum", "adam"]
     tab.val_spin.setValue(0.2)
-    assert legend_names(tab.loss_legend)[3:] == ["gd val", "momentum val", "adam val"]
+    assert legend_names(tab.loss_legend)[3:] == ["dashed: val"]
     assert legend_names(tab.surface_legend) == ["gd", "momentum", "adam", "start (1, 0)",
                                                 "minimum"]
 
@@ -452,6 +452,16 @@ def test_race_shows_each_racers_validation_loss(qtbot, tab) -> None:
     assert "val" in tab.message_label.text()
     tab.val_spin.setValue(0.0)
     assert not any(curve.isVisible() for curve in tab.race_val_curves.values())
+
+
+def test_a_race_with_validation_keeps_its_loss_legend_in_a_short_window(qtbot, tab) -> None:
+    tab.resize(1300, 600)  # six entries (one per racer's val curve) were too tall here
+    tab.race_check.setChecked(True)
+    tab.val_spin.setValue(0.2)
+    qtbot.wait(50)  # the plots' resize signals
+    labels = [label.text for _, label in tab.loss_legend.items]
+    assert labels == ["gd", "momentum", "adam", "dashed: val"]
+    assert tab.loss_legend.isVisible()
 
 
 @pytest.mark.parametrize("lr, epochs", [
