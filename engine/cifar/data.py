@@ -112,6 +112,23 @@ def select_classes(data: CifarData, names: list[str] | None) -> CifarData:
     """Keep only ``names`` (in that order; labels become 0..k-1). ``None`` keeps everything."""
     if names is None:
         return data
+    old_ids = class_ids(data, names)
+    remap = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    remap[old_ids] = torch.arange(len(old_ids))
+
+    def pick(images, labels, index):
+        keep = remap[labels] >= 0
+        return images[keep], remap[labels[keep]], index[keep]
+
+    tr = pick(data.train_images, data.train_labels, data.train_index)
+    te = pick(data.test_images, data.test_labels, data.test_index)
+    return CifarData(*tr[:2], *te[:2], [data.class_names[i] for i in old_ids], data.source,
+                     train_index=tr[2], test_index=te[2])
+
+
+def class_ids(data: CifarData, names: list[str]) -> list[int]:
+    """The indices of the classes ``names`` in ``data`` (checked: known, each once, two or
+    more); a name's case may differ where the dataset has only one spelling."""
     if len(names) == 0:
         raise JobError("no classes chosen: choose at least two classes to train a classifier")
     lookup = {name.lower(): i for i, name in enumerate(data.class_names)}
@@ -128,17 +145,7 @@ def select_classes(data: CifarData, names: list[str] | None) -> CifarData:
         raise JobError("each class may be chosen only once")
     if len(names) < 2:
         raise JobError("choose at least two classes to train a classifier")
-    remap = torch.full((data.num_classes,), -1, dtype=torch.int64)
-    remap[old_ids] = torch.arange(len(old_ids))
-
-    def pick(images, labels, index):
-        keep = remap[labels] >= 0
-        return images[keep], remap[labels[keep]], index[keep]
-
-    tr = pick(data.train_images, data.train_labels, data.train_index)
-    te = pick(data.test_images, data.test_labels, data.test_index)
-    return CifarData(*tr[:2], *te[:2], [data.class_names[i] for i in old_ids], data.source,
-                     train_index=tr[2], test_index=te[2])
+    return old_ids
 
 
 def limit_split(data: CifarData, max_train: int | None, max_test: int | None,
@@ -158,21 +165,48 @@ def limit_split(data: CifarData, max_train: int | None, max_test: int | None,
                      train_index=tr[2], test_index=te[2])
 
 
+def channel_sums(images: torch.Tensor) -> dict[str, Any]:
+    """Per-channel sums and sums of squares of uint8 N×3×H×W images' values, exact integers,
+    and the pixels per channel: what :func:`stats_from_sums` needs, for any group of images
+    (several groups' add up to their union's)."""
+    sums, squares = torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)
+    for chunk in images.split(1024):
+        x = chunk.to(torch.int64)
+        sums += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    pixels = images.shape[0] * images.shape[2] * images.shape[3] if images.ndim == 4 else 0
+    return {"sums": sums.tolist(), "squares": squares.tolist(), "pixels": pixels}
+
+
+def added_sums(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The :func:`channel_sums` of several groups of images together."""
+    return {"sums": [sum(g["sums"][c] for g in groups) for c in range(3)],
+            "squares": [sum(g["squares"][c] for g in groups) for c in range(3)],
+            "pixels": sum(g["pixels"] for g in groups)}
+
+
+def stats_from_sums(sums: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, rounded to 4 places, from :func:`channel_sums`
+    (exact integers: the same images give the same numbers however they were grouped)."""
+    n = sums["pixels"]
+    if not n:
+        raise JobError("no training images to compute the mean and standard deviation from")
+    mean = [total / (255 * n) for total in sums["sums"]]
+    # n·Σx² − (Σx)² is exact in integers; the float variance is then never below 0
+    std = [max((square * n - total * total) / (65025 * n * n), 1e-12) ** 0.5
+           for total, square in zip(sums["sums"], sums["squares"], strict=True)]
+    return [round(v, 4) for v in mean], [round(v, 4) for v in std]
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units over uint8 N×3×H×W images (the book's numbers)."""
-    if images.numel() == 0:
-        raise JobError("no training images to compute the mean and standard deviation from")
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    for chunk in images.split(4096):
-        x = chunk.to(torch.float64) / 255.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
-    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
+    return stats_from_sums(channel_sums(images))
+
+
+def class_channel_sums(data: CifarData) -> dict[str, dict[str, Any]]:
+    """Each class's :func:`channel_sums` over its training images, by class name."""
+    return {name: channel_sums(data.train_images[data.train_labels == k])
+            for k, name in enumerate(data.class_names)}
 
 
 def sample_grid(data: CifarData, per_class: int = 8, seed: int = 0) -> dict:
@@ -718,8 +752,9 @@ def browse_job(config: dict, ctx) -> dict:
     ``classes`` (optional subset); ``per_class`` (grid size); ``cache_dir``.
     Returns plain data: ``source``, ``class_names`` (all of the source's classes), ``counts``,
     ``samples`` (per-class uint8 HWC numpy arrays), ``mean``/``std`` (of the chosen classes'
-    training images) and ``test_images`` (every test image, uint8 N×32×32×3 numpy, indexed like
-    the trainer's ``misclassified`` lists).
+    training images), ``class_sums`` (each class's :func:`channel_sums`, for the mean and std
+    of any classes: :func:`added_sums`, :func:`stats_from_sums`) and ``test_images`` (every
+    test image, uint8 N×32×32×3 numpy, indexed like the trainer's ``misclassified`` lists).
     """
 
     def relay(update):
@@ -738,8 +773,10 @@ def browse_job(config: dict, ctx) -> dict:
             raise JobStopped()
 
     check_stop()
-    chosen = select_classes(data, config.get("classes"))
-    mean, std = channel_stats(chosen.train_images)
+    class_sums = class_channel_sums(data)
+    chosen = (data.class_names if config.get("classes") is None
+              else [data.class_names[k] for k in class_ids(data, config["classes"])])
+    mean, std = stats_from_sums(added_sums([class_sums[name] for name in chosen]))
     check_stop()
     grid = sample_grid(data, per_class=int(config.get("per_class", 8)))
     check_stop()
@@ -750,5 +787,6 @@ def browse_job(config: dict, ctx) -> dict:
         "samples": grid["samples"],
         "mean": mean,
         "std": std,
+        "class_sums": class_sums,
         "test_images": data.test_images.permute(0, 2, 3, 1).contiguous().numpy(),
     }

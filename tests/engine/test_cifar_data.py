@@ -372,6 +372,19 @@ def test_channel_stats_match_a_direct_computation():
     assert std == pytest.approx(expected_std.tolist(), abs=1e-4)
 
 
+def test_channel_stats_of_classes_come_from_their_sums_exactly():
+    images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(30) % 3
+    data = cd.CifarData(images, labels, images[:3], labels[:3], ["cat", "dog", "ship"], "t")
+    sums = cd.class_channel_sums(data)
+    for chosen in (["cat", "dog"], ["ship", "cat"], ["cat", "dog", "ship"]):
+        grouped = cd.stats_from_sums(cd.added_sums([sums[name] for name in chosen]))
+        assert grouped == cd.channel_stats(cd.select_classes(data, chosen).train_images)
+    assert cd.channel_stats(torch.full((2, 3, 4, 4), 7, dtype=torch.uint8))[1] == [0.0] * 3
+    with pytest.raises(JobError, match="no training images"):
+        cd.stats_from_sums(cd.added_sums([]))
+
+
 def test_sample_grid_gives_hwc_images_per_class(tmp_path):
     data = load(write_image_folder(tmp_path / "d", n_train=4, n_test=1), tmp_path)
     grid = cd.sample_grid(data, per_class=3)

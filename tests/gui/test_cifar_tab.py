@@ -569,18 +569,25 @@ def test_the_data_browser_packs_its_rows_at_the_top(qtbot, tab, tiny_data):
     assert pitch and max(pitch) <= thumbnail + 2 * tab.grid_layout.spacing()
 
 
-def test_a_run_shows_the_mean_and_std_it_normalized_with(qtbot, tab, tiny_data, tmp_path):
+def test_the_data_box_and_a_run_show_the_mean_and_std_it_normalizes_with(
+        qtbot, tab, tiny_data, tmp_path):
     from gui.tabs.cifar import CifarTab
 
     load(qtbot, tab, tiny_data)
     shown_for_all = CifarTab._fmt(tab.data_info["mean"])
     assert shown_for_all in tab.stats_label.text()
-    tab.set_classes(["cat", "dog"])
+    tab.set_classes(["cat", "dog"])  # the data box follows the classes chosen
+    box = tab.stats_label.text()
     train_net(qtbot, tab, tmp_path / "run.pt")
     used = tab.last_result["mean"]  # of the cats' and dogs' training images
     assert CifarTab._fmt(used) != shown_for_all
+    normalized = f"{CifarTab._fmt(used)}  std {CifarTab._fmt(tab.last_result['std'])}"
+    assert f"Mean {normalized} of their training images" in box
+    assert tab.chosen_mean_std() == (used, tab.last_result["std"])
     assert (f"mean {CifarTab._fmt(used)} std {CifarTab._fmt(tab.last_result['std'])}"
             in tab.result_label.text())
+    tab.set_classes(None)
+    assert shown_for_all in tab.stats_label.text()
 
 
 def test_what_the_trainer_says_about_a_resume_stays_in_view(qtbot, tab, tiny_data, tmp_path):
