@@ -716,6 +716,32 @@ class CifarTab(QWidget):
         self.data_note_label.setText("\n".join(n[:1].upper() + n[1:] for n in self._data_notes))
         self.data_note_label.setVisible(bool(self._data_notes))
 
+    def take_dropped_paths(self, paths: list[str]) -> bool:
+        """A dataset (a folder, .tar.gz, .tgz or .tar) dropped on the tab loads, as Enter in the
+        data field does; a TorchDesk checkpoint goes to the Checkpoint field, where Export…,
+        Use in Classify and Resume… take it. Anything else is not this tab's (False)."""
+        kinds = [_dropped_kind(path) for path in paths]
+        if not paths or None in kinds:
+            return False
+        if len(paths) > 1:
+            self.app.show_status("Drop one dataset (a folder or archive) or one checkpoint at a "
+                                 "time.", 6000)
+            return True
+        if self._is_busy():
+            doing = ("a run is training" if self.is_training() else "data is loading"
+                     if self.data_runner.is_running() else "the model is being exported")
+            self.app.show_status(f"Not now: {doing}. Drop it again when that has ended.", 6000)
+            return True
+        if kinds[0] == "data":
+            self.path_edit.setText(paths[0])
+            self.load_data()
+        else:
+            self.checkpoint_edit.setText(paths[0])
+            self.app.show_status(f"Checkpoint {paths[0]}: Export… and Use in Classify use its "
+                                 "model, Resume… continues it (a new run with Train would write "
+                                 "over it).", 10000)
+        return True
+
     def cancel_load(self) -> None:
         """Cancel the load or download: nothing it finds is applied, even if it ends first."""
         self._load_cancelled = True
@@ -1587,6 +1613,19 @@ class CifarTab(QWidget):
         self.start_training(overrides={"max_test": 2000})
         wait(lambda: not self.is_training(), 300)
         self.pages.setCurrentIndex(0)
+
+
+def _dropped_kind(path: str) -> str | None:
+    """What a dropped path is to the tab: "data" (a folder or archive), "checkpoint" (a
+    TorchDesk checkpoint; an exported model's .pt is not one), or None."""
+    dropped = Path(path)
+    if dropped.is_dir() or dropped.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+        return "data"
+    if dropped.suffix.lower() in (".pt", ".pth") and dropped.is_file():
+        from engine.cifar.checkpoint import is_checkpoint_file
+
+        return "checkpoint" if is_checkpoint_file(dropped) else None
+    return None
 
 
 def _labelled(exc) -> JobError:

@@ -610,6 +610,39 @@ def test_enter_in_the_data_field_loads_it(qtbot, tab, tiny_data):
     assert tab.data_info is not None and tab.class_list.count() == 3
 
 
+def test_a_dropped_dataset_loads_and_a_dropped_checkpoint_goes_to_its_field(
+        qtbot, tab, tiny_data, trained_checkpoint, tmp_path, app_state):
+    from engine.cifar.checkpoint import export_model
+    from tests.engine.cifar_helpers import write_image_archive
+
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    archive = write_image_archive(tiny_data, tmp_path / "tiny.tgz")
+    assert tab.take_dropped_paths([str(archive)])
+    assert tab.path_edit.text() == str(archive) and tab.data_runner.is_running()
+    # while it loads, a drop of the tab's own is refused and said; others go to Classify
+    assert tab.take_dropped_paths([str(tiny_data)])
+    assert statuses[-1] == "Not now: data is loading. Drop it again when that has ended."
+    assert tab.path_edit.text() == str(archive)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    assert not tab.take_dropped_paths([str(photo)])
+    qtbot.waitUntil(lambda: not tab.data_runner.is_running(), timeout=60_000)
+    assert tab.data_info is not None and tab.class_list.count() == 3
+
+    assert tab.take_dropped_paths([str(trained_checkpoint)])
+    assert tab.checkpoint_edit.text() == str(trained_checkpoint) and not tab.is_training()
+    assert tab.export_button.isEnabled()
+    assert statuses[-1].startswith(f"Checkpoint {trained_checkpoint}: Export… and Use in ")
+    exported = tmp_path / "model.pt"  # an exported model is Classify's, not a checkpoint
+    export_model(trained_checkpoint, exported)
+    assert not tab.take_dropped_paths([str(exported)])
+    assert not tab.take_dropped_paths([str(tiny_data), str(photo)])
+    assert tab.take_dropped_paths([str(tiny_data), str(archive)])  # taken, neither loaded
+    assert statuses[-1].startswith("Drop one dataset") and not tab.data_runner.is_running()
+    assert tab.checkpoint_edit.text() == str(trained_checkpoint)
+
+
 def test_a_failed_load_says_the_data_shown_is_still_the_last(qtbot, tab, tiny_data, tmp_path,
                                                              app_state):
     load(qtbot, tab, tiny_data)
