@@ -844,10 +844,27 @@ class CifarTab(QWidget):
         counts = self.data_info["counts"]
         n_train = sum(counts["train"][c] for c in chosen)
         n_test = sum(counts["test"][c] for c in chosen)
-        text = (f"{len(chosen)} classes, {n_train} train / {n_test} test images.\n"
-                f"Mean {self._fmt(self.data_info['mean'])}  std {self._fmt(self.data_info['std'])}"
-                " (all classes' training images; a run's own come with its results).")
+        text = f"{len(chosen)} classes, {n_train} train / {n_test} test images."
+        mean_std = self.chosen_mean_std()
+        if mean_std is not None:
+            text += (f"\nMean {self._fmt(mean_std[0])}  std {self._fmt(mean_std[1])} of their "
+                     "training images, which a run normalizes with (one of fewer train images "
+                     "says its own with its results).")
         self.stats_label.setText(text)
+
+    def chosen_mean_std(self) -> tuple[list[float], list[float]] | None:
+        """The chosen classes' training images' channel mean and std, as the trainer computes
+        them; None when nothing is loaded or they have no training images."""
+        from engine.cifar.data import added_sums, stats_from_sums
+
+        if self.data_info is None:
+            return None
+        sums = self.data_info["class_sums"]
+        try:
+            return stats_from_sums(added_sums([sums[name] for name in
+                                               self.selected_classes() or sums]))
+        except JobError:  # no training images
+            return None
 
     @staticmethod
     def _fmt(values) -> str:
