@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PySide6.QtCore import QRectF, QSize, Qt, QUrl
 from PySide6.QtGui import (
@@ -64,6 +64,12 @@ from gui.widgets.classify_views import (
     heatmap_rgba,
     rgb_to_qimage,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DETAIL_THUMBNAIL = 640
@@ -115,16 +121,20 @@ class HubDialog(QDialog):
 class PastedImages:
     """Pasted or dropped images (not files) saved as PNGs for the engine to read: one folder
     for each tab, kept while it lives (its rows may show them again) and removed when it shuts
-    down. Folders left by a session that could not remove its own (a crash) go after a week."""
+    down or the app exits. A folder's lock file is locked while its tab lives, so the next tab
+    to paste removes the folders whose lock nobody holds (a crashed session's)."""
 
     ROOT = "torchdesk-pasted"
-    KEEP_LEFTOVERS_S = 7 * 24 * 3600
-    #: What this class puts in ROOT: session folders, and the loose files of older versions.
-    OWN_PREFIXES = ("session-", "pasted-")
+    SESSION_PREFIX = "session-"
+    LOCK_NAME = ".lock"
+    #: What has no lock to tell whether it is in use (the loose PNGs of older versions, their
+    #: session folders without a lock file) goes after a week.
+    UNLOCKED_PREFIXES = ("session-", "pasted-")
+    KEEP_UNLOCKED_S = 7 * 24 * 3600
 
     def __init__(self) -> None:
         self._folder: Path | None = None
-        atexit.register(self.remove)  # also when the app ends without closing the window
+        self._lock: BinaryIO | None = None  # held open (and locked) while the folder is in use
 
     def save(self, image: QImage) -> Path | None:
         """Save ``image`` as a new PNG; its path, or None if it cannot be written."""
@@ -137,32 +147,75 @@ class PastedImages:
 
     def remove(self) -> None:
         """Remove this session's images (the tab is going away)."""
+        atexit.unregister(self.remove)
+        if self._lock is not None:
+            self._lock.close()  # first: Windows removes no open file
+            self._lock = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
     def _session_folder(self) -> Path:
         if self._folder is None or not self._folder.is_dir():
-            root = Path(tempfile.gettempdir()) / self.ROOT
-            try:
-                root.mkdir(exist_ok=True)
-                self._remove_leftovers(root)
-                self._folder = Path(tempfile.mkdtemp(prefix=self.OWN_PREFIXES[0], dir=root))
-            except OSError:  # another user's folder, say: one of our own beside it
-                self._folder = Path(tempfile.mkdtemp(prefix=f"{self.ROOT}-"))
+            self.remove()
+            self._folder, self._lock = self._new_session_folder()
+            atexit.register(self.remove)  # also when the app ends without closing the window
         return self._folder
 
+    def _new_session_folder(self) -> tuple[Path, BinaryIO]:
+        temp = Path(tempfile.gettempdir())
+        try:
+            folder = self._new_folder_in(temp / self.ROOT)
+        except OSError:  # another user's: this user's own beside it (Windows' temp is the user's)
+            folder = self._new_folder_in(
+                temp / f"{self.ROOT}-{os.getuid() if hasattr(os, 'getuid') else 'own'}")
+        lock = open(folder / self.LOCK_NAME, "wb")  # noqa: SIM115 (held until remove)
+        _lock_file(lock, wait=True)  # a tab checking whether this is a leftover lets go at once
+        lock.write(f"{os.getpid()}\n".encode())  # an empty lock file is not taken yet
+        lock.flush()
+        return folder, lock
+
+    def _new_folder_in(self, root: Path) -> Path:
+        root.mkdir(exist_ok=True)
+        self._remove_leftovers(root)
+        return Path(tempfile.mkdtemp(prefix=self.SESSION_PREFIX, dir=root))
+
     def _remove_leftovers(self, root: Path) -> None:
-        too_old = time.time() - self.KEEP_LEFTOVERS_S
         for entry in root.iterdir():
             try:
-                if entry.name.startswith(self.OWN_PREFIXES) and entry.stat().st_mtime < too_old:
+                if self._is_leftover(entry):
                     if entry.is_dir():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
                         entry.unlink()
             except OSError:
                 pass  # gone already, or not ours to remove
+
+    def _is_leftover(self, entry: Path) -> bool:
+        if entry.name.startswith(self.SESSION_PREFIX):
+            try:
+                with open(entry / self.LOCK_NAME, "rb") as lock:
+                    if not _lock_file(lock, wait=False):
+                        return False  # its tab is alive
+                    if lock.read():
+                        return True  # its tab took the lock and is gone
+            except FileNotFoundError:
+                pass
+        too_old = time.time() - self.KEEP_UNLOCKED_S
+        return entry.name.startswith(self.UNLOCKED_PREFIXES) and entry.stat().st_mtime < too_old
+
+
+def _lock_file(file: BinaryIO, wait: bool) -> bool:
+    """Lock ``file`` until it is closed, waiting for another process's lock or not; whether it
+    is locked now."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        else:
+            msvcrt.locking(file.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
 
 
 class ClassifyTab(QWidget):

@@ -277,6 +277,34 @@ def test_image_dragged_from_a_browser_and_clear(tab, qtbot, app_state):
     assert not tab.is_busy()
 
 
+def test_pasted_images_of_a_user_who_cannot_use_the_shared_folder(qtbot, monkeypatch,
+                                                                    tmp_path):
+    """Another user's shared folder: this user's own beside it, its leftovers removed alike.
+    A removed session holds nothing until exit."""
+    import gc
+    import tempfile
+    import weakref
+
+    from gui.tabs.classify import PastedImages
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / PastedImages.ROOT).write_text("not a folder we can use")
+    crashed = PastedImages()
+    assert crashed.save(_green_image())
+    crashed._lock.close()  # as when its process ends
+    pasted = PastedImages()
+    saved = pasted.save(_green_image())
+    assert saved.parent.parent == crashed._folder.parent != tmp_path / PastedImages.ROOT
+    assert [p.name for p in saved.parent.parent.iterdir()] == [saved.parent.name]
+    crashed.remove()
+    pasted.remove()
+    assert not saved.parent.exists()
+    removed = weakref.ref(pasted)
+    del pasted
+    gc.collect()
+    assert removed() is None  # no longer kept for atexit
+
+
 @needs_book_photos
 def test_paste_an_image_from_the_clipboard(tab, qtbot):
     image = QImage(str(BOOK_IMAGES / "bobby.jpg"))
@@ -703,10 +731,23 @@ def test_a_folders_status_line_counts_the_files_that_are_not_images(tab, qtbot, 
                               "2 files skipped (not images), in ")
 
 
+def _green_image():
+    image = QImage(8, 8, QImage.Format.Format_RGB32)
+    image.fill(Qt.GlobalColor.darkGreen)
+    return image
+
+
+def _week_old(*paths):
+    week_ago = time.time() - 8 * 24 * 3600
+    for path in paths:
+        os.utime(path, (week_ago, week_ago))
+
+
 def test_pasted_images_are_kept_while_the_tab_lives_and_removed_after(quick_tab, qtbot,
                                                                       monkeypatch, tmp_path):
     """Pasted images no longer pile up in the temporary folder: a tab's own go when it shuts
-    down, a crashed session's after a week; other windows' and other programs' files stay."""
+    down, a crashed session's when the next tab pastes; another window's stay however long
+    ago it pasted, and other programs' files stay."""
     import tempfile
 
     import engine.classify.jobs as jobs
@@ -714,24 +755,25 @@ def test_pasted_images_are_kept_while_the_tab_lives_and_removed_after(quick_tab,
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(jobs, "classify_job", lambda config, ctx: {"status": "done"})
+    other_window = PastedImages()
+    assert other_window.save(_green_image())
     root = tmp_path / PastedImages.ROOT
-    root.mkdir()
-    week_ago = time.time() - PastedImages.KEEP_LEFTOVERS_S - 60
     (root / "pasted-old-version.png").write_bytes(b"png")
-    for name in ("session-crashed", "session-other-window", "theirs"):
+    for name in ("session-crashed", "session-first-version", "session-being-made", "theirs"):
         (root / name).mkdir()
-    for name in ("session-crashed", "pasted-old-version.png", "theirs"):
-        os.utime(root / name, (week_ago, week_ago))
+    (root / "session-crashed" / PastedImages.LOCK_NAME).write_text("12345\n")
+    (root / "session-being-made" / PastedImages.LOCK_NAME).write_bytes(b"")  # not locked yet
+    _week_old(root / "pasted-old-version.png", root / "session-first-version", root / "theirs",
+              other_window._folder, other_window._folder / PastedImages.LOCK_NAME)
     tab = quick_tab
-    image = QImage(8, 8, QImage.Format.Format_RGB32)
-    image.fill(Qt.GlobalColor.darkGreen)
     for _ in range(2):
-        assert tab._add_image_data(image)
+        assert tab._add_image_data(_green_image())
         qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
-    first, second = sorted(tab.pasted._folder.iterdir())
+    first, second = sorted(p for p in tab.pasted._folder.iterdir() if p.suffix == ".png")
     assert first.is_file() and second.is_file()  # the first row can still show its image
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["session-other-window", "theirs", tab.pasted._folder.name])
+        ["session-being-made", "theirs", other_window._folder.name, tab.pasted._folder.name])
     folder = tab.pasted._folder
     tab.shutdown()
-    assert not folder.exists() and (root / "session-other-window").is_dir()
+    assert not folder.exists() and other_window._folder.is_dir()
+    other_window.remove()
