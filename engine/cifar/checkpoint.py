@@ -166,7 +166,8 @@ def _inconsistency(blob: dict) -> str | None:
         return "mean and std must be finite, and std above 0"
     if not isinstance(blob["config"], dict):
         return "config must be a dictionary"
-    if not whole(blob["config"].get("epochs") or 1, low=1):
+    planned = blob["config"].get("epochs")
+    if planned is not None and not whole(planned, low=1):  # older checkpoints lack it
         return "config's epochs must be a whole number of at least 1"
     if not whole(blob.get("step", 0)):
         return "step must be a whole number"

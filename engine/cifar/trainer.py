@@ -214,25 +214,36 @@ def _between(low: float, high: float, low_open: bool = False) -> str:
     return f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
 
 
+def _brief(value) -> str:
+    """``repr(value)``, but a huge int as "about 10**N" (its repr can be thousands of digits,
+    and past 4300 Python refuses to write it)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"{'-' if value < 0 else ''}about 10**{int(math.log10(abs(value)))}"
+    return repr(value)
+
+
 def _validate(cfg: dict[str, Any], has_dataset: bool = False) -> None:
     def whole(key, low=1, high=None, allowed=None):
         """An int in [low, high]; ``allowed`` says the range in words (default: from it)."""
         allowed = allowed or (f"a whole number of at least {low}" if high is None
                               else f"a whole number {_between(low, high)}")
+        raw = cfg[key]
         try:
-            value = int(cfg[key])
+            value = int(raw)
+            if isinstance(raw, float) and raw != value:  # int(2.7) would quietly train 2
+                raise ValueError
         except (TypeError, ValueError, OverflowError):
-            raise SettingError(key, f"{{name}} must be {allowed}, not {cfg[key]!r}") from None
+            raise SettingError(key, f"{{name}} must be {allowed}, not {_brief(raw)}") from None
         if value < low or (high is not None and value > high):
-            raise SettingError(key, f"{{name}} must be {allowed}, not {value}")
+            raise SettingError(key, f"{{name}} must be {allowed}, not {_brief(value)}")
         cfg[key] = value
 
     def number(key, low=0.0, high=math.inf, low_open=False):
         allowed = f"a number {_between(low, high, low_open)}"
         try:
             value = float(cfg[key])
-        except (TypeError, ValueError):
-            raise SettingError(key, f"{{name}} must be {allowed}, not {cfg[key]!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int like 10**400
+            raise SettingError(key, f"{{name}} must be {allowed}, not {_brief(cfg[key])}") from None
         if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
             raise SettingError(key, f"{{name}} must be {allowed}, not {value:g}")
         cfg[key] = value

@@ -169,6 +169,17 @@ def test_bad_settings_are_clear_errors():
     assert resolve_config(base_config(warmup=0.0))["schedule"] == "constant"
 
 
+def test_huge_and_fractional_numbers_are_refused_clearly():
+    with pytest.raises(JobError, match=r"lr must be a number above 0 and at most 100, "
+                                       r"not about 10\*\*400"):
+        resolve_config(base_config(lr=10**400))
+    with pytest.raises(JobError, match=r"seed must be .* not about 10\*\*5000"):
+        resolve_config(base_config(seed=10**5000))  # past what Python writes as digits
+    with pytest.raises(JobError, match="epochs must be a whole number of at least 1, not 2.7"):
+        resolve_config(base_config(epochs=2.7))
+    assert resolve_config(base_config(epochs=3.0))["epochs"] == 3
+
+
 def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tmp_path):
     path = tmp_path / "c.pt"
     result, events = run(base_config(checkpoint=path, tta_level=2),
@@ -279,8 +290,9 @@ def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):
                              ({"mean": [float("nan"), 0.5, 0.5]}, "mean and std must be finite"),
                              ({"step": -3}, "step must be a whole number"),
                              ({"history": "x"}, "history must be a list"),
-                             ({"config": {**ckpt.load_checkpoint(good)["config"],
-                                          "epochs": "abc"}}, "config's epochs must be")):
+                             *(({"config": {**ckpt.load_checkpoint(good)["config"],
+                                            "epochs": bad}}, "config's epochs must be")
+                               for bad in ("abc", 0, False, ""))):
         with pytest.raises(JobError, match=f"inconsistent \\({problem}"):
             run({"dataset": DATA, "resume": edited(**changes)})
         with pytest.raises(JobError, match=f"inconsistent \\({problem}"):  # not a NaN model
