@@ -1,4 +1,4 @@
-"""Writing files so that a crash or a full disk never leaves a broken one."""
+"""Files: written so that a crash or a full disk never leaves a broken one; told apart by kind."""
 
 from __future__ import annotations
 
@@ -60,3 +60,26 @@ def _put_back(replaced: list[tuple[Path, bytes | None]]) -> None:
                 target.unlink()
         except OSError:
             pass
+
+
+def pytorch_file_kind(path: str | os.PathLike) -> str | None:
+    """"torchscript", "torch.save" (a zip archive or the legacy pickle format), or None when
+    the file is neither (an image, a text file, an empty file)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = None
+    if names is not None:
+        entries = {n.split("/", 1)[-1] for n in names}
+        if "constants.pkl" in entries:  # how torch.load itself tells TorchScript apart
+            return "torchscript"
+        return "torch.save" if "data.pkl" in entries else None
+    try:
+        with open(path, "rb") as f:
+            start = f.read(1)
+    except OSError:
+        return None
+    return "torch.save" if start == b"\x80" else None  # a pickle (protocol 2+) opcode

@@ -178,6 +178,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _model_file_hint(path: str) -> str:
+    """What to do with a model file given as a photo (dropped on Classify, say)."""
+    from engine.files import pytorch_file_kind
+
+    kind = pytorch_file_kind(path)
+    if kind == "torchscript":
+        return (": it is a TorchScript model (a net trained on the CIFAR-10 tab goes to Classify "
+                "with that tab's \"Use in Classify\")")
+    if kind == "torch.save":
+        return ": it is a PyTorch file (weights load with Import weights…, or --weights headless)"
+    return ""
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open any image Pillow reads as upright 8-bit RGB, or raise :class:`ImageProblem`.
 
@@ -225,7 +238,7 @@ def open_image_sized(
     except ImageProblem:
         raise
     except UnidentifiedImageError:
-        raise ImageProblem("not an image Pillow can read") from None
+        raise ImageProblem("not an image Pillow can read" + _model_file_hint(path)) from None
     except Image.DecompressionBombError:
         limit = _pixel_limit()
         raise ImageProblem(

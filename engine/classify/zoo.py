@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.classify.images import Preprocess
+from engine.files import pytorch_file_kind
 from engine.jobs import JobError
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -250,7 +251,7 @@ def _read_state_dict(path: str, what: str) -> dict:
         raise JobError(f"weights file not found: {path}")
     name = os.path.basename(path)
     not_weights = f"{name} is not a PyTorch weights file (a .pth that torch.save wrote)"
-    kind = _pytorch_file_kind(path)
+    kind = pytorch_file_kind(path)
     if kind == "torchscript":
         raise JobError(f"{name} is a TorchScript model, not weights for {what}: weights are a "
                        "state dict saved with torch.save. (A net trained on TorchDesk's "
@@ -280,29 +281,6 @@ def _read_state_dict(path: str, what: str) -> dict:
     ):
         raise JobError(f"{path} holds no state dict of tensors for {what}")
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _pytorch_file_kind(path: str) -> str | None:
-    """"torchscript", "torch.save" (a zip archive or the legacy pickle format), or None when
-    the file is neither (an image, a text file, an empty file)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        names = None
-    if names is not None:
-        entries = {n.split("/", 1)[-1] for n in names}
-        if "constants.pkl" in entries:  # how torch.load itself tells TorchScript apart
-            return "torchscript"
-        return "torch.save" if "data.pkl" in entries else None
-    try:
-        with open(path, "rb") as f:
-            start = f.read(1)
-    except OSError:
-        return None
-    return "torch.save" if start == b"\x80" else None  # a pickle (protocol 2+) opcode
 
 
 def fit_state_dict(module, state: dict, path: str, what: str) -> None:

@@ -318,3 +318,18 @@ def test_a_pillow_that_does_not_know_avif_still_lists_the_other_suffixes(monkeyp
     monkeypatch.setattr(features, "check_module", unknown)
     suffixes = images._readable_suffixes()
     assert ".jpg" in suffixes and ".avif" not in suffixes
+
+
+def test_a_model_file_given_as_a_photo_says_what_it_is_and_where_it_goes(tmp_path):
+    import torch
+
+    weights, scripted, text = tmp_path / "w.pth", tmp_path / "model.pt", tmp_path / "notes.jpg"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    text.write_text("not a photo")
+    with pytest.raises(ImageProblem, match="PyTorch file .*Import weights"):
+        open_image(weights)
+    with pytest.raises(ImageProblem, match="TorchScript model .*Use in Classify"):
+        open_image(scripted)
+    with pytest.raises(ImageProblem, match="^not an image Pillow can read$"):
+        open_image(text)
