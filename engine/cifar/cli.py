@@ -355,6 +355,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         print(f"  {name:<12} {'n/a (no test images)' if acc is None else f'{acc:.2%}'}")
     if result.get("checkpoint"):
         print(f"checkpoint  {result['checkpoint']}")
+    if result.get("warning"):
+        print(f"warning     {result['warning']}")
 
 
 def run_info(args) -> int:

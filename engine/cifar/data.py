@@ -349,8 +349,10 @@ def load_dataset(
 ) -> CifarData:
     """Load all of a dataset (every class) as uint8 tensors, decoding only the first time.
 
-    ``report`` receives ``{"phase": "decode", "done": i, "total": n}`` while decoding and
-    ``{"phase": "cache", ...}`` when reading the cache; ``stopped()`` cancels (JobStopped).
+    ``report`` receives ``{"phase": "decode", "done": i, "total": n}`` while decoding,
+    ``{"phase": "cache", ...}`` when reading the cache and ``{"phase": "note", "message": ...}``
+    for something the user should know (a cache folder that cannot be written: every load
+    decodes again); ``stopped()`` cancels (JobStopped).
     ``check_md5`` verifies torchvision batch files against torchvision's MD5 list.
     """
     path = Path(path).expanduser()
@@ -745,6 +747,19 @@ def download_cifar10(
 # ----------------------------------------------------------------------------- GUI job
 
 
+def load_reporter(ctx) -> Report:
+    """A ``report`` for :func:`load_dataset` and :func:`download_cifar10` that passes their
+    updates to the job context ``ctx`` as ``{"phase": "load", "step_name": <their phase>}``,
+    throttled; each step's last update and every note always get through."""
+
+    def relay(update):
+        finished = "done" in update and update["done"] == update.get("total")
+        ctx.throttled_report({**update, "phase": "load", "step_name": update["phase"]},
+                             force=finished or update["phase"] == "note")
+
+    return relay
+
+
 def browse_job(config: dict, ctx) -> dict:
     """Job for the data browser: optionally download, load (decoding once), summarise.
 
@@ -757,10 +772,7 @@ def browse_job(config: dict, ctx) -> dict:
     test image, uint8 N×32×32×3 numpy, indexed like the trainer's ``misclassified`` lists).
     """
 
-    def relay(update):
-        ctx.throttled_report({**update, "phase": "load", "step_name": update.get("phase")},
-                             force=update.get("done") == update.get("total"))
-
+    relay = load_reporter(ctx)
     path = config.get("path")
     if not path:
         raise JobError("choose a dataset folder or archive first")

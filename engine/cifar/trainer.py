@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from engine.cifar import checkpoint as ckpt
-from engine.cifar.data import CifarData, channel_stats, limit_split, load_dataset, select_classes
+from engine.cifar.data import (
+    CifarData,
+    channel_stats,
+    limit_split,
+    load_dataset,
+    load_reporter,
+    select_classes,
+)
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
 from engine.devices import (
@@ -615,12 +622,8 @@ def prepare_data(cfg: dict[str, Any], ctx: JobContext, dataset: CifarData | None
                  ) -> CifarData:
     """Load (or take) the dataset, then apply the class subset and size limits of ``cfg``."""
 
-    def loading_report(update):
-        ctx.throttled_report({**update, "phase": "load", "step_name": update.get("phase")},
-                             force=update.get("done") == update.get("total"))
-
     if dataset is None:
-        dataset = load_dataset(cfg["data"], report=loading_report, stopped=ctx.stopped,
+        dataset = load_dataset(cfg["data"], report=load_reporter(ctx), stopped=ctx.stopped,
                                cache_dir=cfg.get("cache_dir"), check_md5=cfg["check_md5"])
     data = select_classes(dataset, cfg.get("classes"))
     data = limit_split(data, cfg.get("max_train"), cfg.get("max_test"), seed=cfg["seed"])
@@ -669,6 +672,16 @@ def _what_the_file_keeps(saved_at: tuple[int, int] | None) -> str:
     inside = f" and {step} steps of epoch {epoch + 1}" if step else ""
     epochs = f"{epoch} finished epoch{'' if epoch == 1 else 's'}"
     return f"and the checkpoint keeps {epochs}{inside} (resume from it)"
+
+
+def _what_the_file_holds(saved_at: tuple[int, int] | None) -> str:
+    """A sentence on the checkpoint file when the finished model could not be written."""
+    if saved_at is None:
+        return "no checkpoint of this run was written"
+    epoch, step = saved_at
+    inside = f" and {step} steps of epoch {epoch + 1}" if step else ""
+    return (f"the checkpoint holds its {epoch} finished epoch{'' if epoch == 1 else 's'}{inside} "
+            "(resume from it to train and save the rest)")
 
 
 def _leave_process_group(world: int) -> None:
@@ -860,7 +873,8 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
                 f"epoch{'s' if start_epoch != 1 else ''}: it is evaluated, not trained (ask for "
                 "more epochs to train on)")})
         planned = int(resume_blob["config"].get("epochs") or cfg["epochs"])
-        if planned != cfg["epochs"] and cfg["schedule"] != "constant":
+        if (planned != cfg["epochs"] and cfg["schedule"] != "constant"
+                and start_epoch < cfg["epochs"]):  # else nothing trains on that schedule
             report({"phase": "resume", "message": (
                 f"the learning-rate schedule was planned for {planned} "
                 f"epoch{'s' if planned != 1 else ''} and now spans "
@@ -920,15 +934,21 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     saved_at = ((start_epoch, start_step) if resume_blob is not None and cfg.get("checkpoint")
                 and _same_file(cfg["checkpoint"], cfg["resume"]) else None)
 
-    def write_checkpoint(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+    def save(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+        """Write the checkpoint (rank 0, when one is asked for); a failed write raises, and
+        leaves the file as it was (a full disk, say)."""
         nonlocal saved_at
         if is_main and cfg.get("checkpoint"):
-            try:
-                ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
-            except JobError as exc:  # a full disk, say: the file is as it was
-                raise JobError(f"{exc}; training stopped, {_what_the_file_keeps(saved_at)}"
-                               ) from None
+            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
             saved_at = (epoch, step)
+
+    def write_checkpoint(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+        """``save`` during training: a failed write ends it."""
+        try:
+            save(epoch, step, ranks_rng)
+        except JobError as exc:
+            raise JobError(f"{exc}; training stopped, {_what_the_file_keeps(saved_at)}"
+                           ) from None
 
     def stop_requested(step: int) -> bool:
         local = ctx.stopped()
@@ -1128,9 +1148,16 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
     eval_start = time.perf_counter()
     weights_saved = False  # the trained weights are in the checkpoint, whatever comes next
     final = None
-    if is_main and status == "completed":
-        write_checkpoint(cfg["epochs"], 0)
-        weights_saved = bool(cfg.get("checkpoint"))
+    finished_training = is_main and status == "completed"
+    if finished_training:
+        # Training is over: a failed write no longer ends the run, whose evaluation is still
+        # worth having; the result warns that the checkpoint was not written.
+        try:
+            save(cfg["epochs"], 0)
+            weights_saved = bool(cfg.get("checkpoint"))
+        except JobError as exc:
+            result["warning"] = (f"the trained model was not saved ({exc}); "
+                                 + _what_the_file_holds(saved_at))
         report({"phase": "evaluate"})
         # None: a stop came during the evaluation (TTA on the CPU takes a while): Stop means
         # stop, so it is given up rather than waited for
@@ -1145,7 +1172,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             if history:
                 history[-1]["test_acc"] = final["test_acc"]
                 report({"phase": "epoch", **history[-1]})
-                write_checkpoint(cfg["epochs"], 0)
+                if weights_saved:
+                    try:
+                        save(cfg["epochs"], 0)
+                    except JobError as exc:
+                        result["warning"] = (f"the test accuracy was not added to the "
+                                             f"checkpoint ({exc}); it holds the trained model "
+                                             "without it")
     if is_main and final is None:
         tested = [row["test_acc"] for row in history if "test_acc" in row]
         result["test_acc"] = tested[-1] if tested else None
@@ -1168,8 +1201,11 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
         "class_names": list(data.class_names),
         "mean": mean,
         "std": std,
-        "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint")
-                       and (status == "completed" or steps_done or weights_saved) else None),
+        "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint") and (
+            weights_saved if finished_training else steps_done) else None),
+        # [epoch, step] the checkpoint file holds (steps into the next epoch): None when this
+        # run has not written it (nor resumed from it)
+        "saved_at": list(saved_at) if saved_at is not None else None,
         "config": _plain_config(cfg),
         "train_images": len(train_y),
         "test_images": len(test_y),

@@ -297,7 +297,6 @@ class CifarTab(QWidget):
         # the user's seed and train images while a resumed checkpoint's are shown
         self._users_run_values: dict[str, Any] = {}
         self._resume_notes: list[str] = []  # the trainer's notes on the run being resumed
-        self._training_epoch: int | None = None  # the epoch of the run's last step shown
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -1106,7 +1105,6 @@ class CifarTab(QWidget):
         # the last results stay until this run has started: a refused one keeps them
         self._results_pending_clear = True
         self._resume_notes = []
-        self._training_epoch = None
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
             self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
@@ -1146,7 +1144,6 @@ class CifarTab(QWidget):
             if phase == "train":
                 self._steps.append(update["global_step"] / update["steps_per_epoch"])
                 self._losses.append(update["loss"])
-                self._training_epoch = update["epoch"]
                 latest_train = update
                 curves_changed = True
             elif phase == "epoch":
@@ -1206,28 +1203,9 @@ class CifarTab(QWidget):
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
             self.stopped_result = result
             self.speed_label.setText("stopped")
-            epochs = plural(int((result or {}).get("epochs", 0)), "full epoch")
-            planned = ((result or {}).get("config") or {}).get("epochs")
-            if result and result.get("checkpoint") and result.get("epochs") == planned:
-                self.result_label.setText(
-                    f"Stopped during the final evaluation; the trained model "
-                    f"({plural(planned, 'epoch')}) is kept in {result['checkpoint']} "
-                    "(Resume it to evaluate).")
+            self.result_label.setText(self._stopped_message(result or {}))
+            if result and result.get("checkpoint"):
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
-            elif result and result.get("checkpoint"):
-                # a checkpoint written mid-epoch keeps that epoch's steps so far
-                within = self._training_epoch or 0
-                where = (f"during epoch {within} (after {epochs})"
-                         if within > int(result.get("epochs", 0)) else f"after {epochs}")
-                self.result_label.setText(f"Stopped {where}; checkpoint kept in "
-                                          f"{result['checkpoint']}: Resume… goes on from there.")
-                self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
-            elif self.checkpoint_edit.text().strip():
-                self.result_label.setText(f"Stopped after {epochs}, before a new step: the "
-                                          "checkpoint file is as it was.")
-            else:
-                self.result_label.setText(f"Stopped after {epochs}; nothing was kept (set a "
-                                          "checkpoint file to keep a run you stop).")
             return
         self.last_result = result
         self._show_history(result.get("history") or [], losses=False)
@@ -1238,8 +1216,33 @@ class CifarTab(QWidget):
             f"Test accuracy {result['test_acc']:.2%} after {plural(result['epochs'], 'epoch')} "
             f"({result['train_time_s']:.1f} s training).\nPer class: {per_class}\n"
             f"Normalized by mean {self._fmt(result['mean'])} std {self._fmt(result['std'])} "
-            "(of its training images).")
+            "(of its training images)."
+            + (f"\nWarning: {result['warning']}." if result.get("warning") else ""))
+        if result.get("warning"):
+            self.app.show_status(f"Warning: {result['warning']}", 12000)
         self.speed_label.setText(f"{result['status']} · test acc {result['test_acc']:.2%}")
+
+    def _stopped_message(self, result: dict) -> str:
+        """What a stopped run kept: its checkpoint's epoch and step, as the trainer says."""
+        checkpoint, warning = result.get("checkpoint"), result.get("warning")
+        planned = (result.get("config") or {}).get("epochs")
+        if result.get("epochs") == planned and (checkpoint or warning):
+            if not checkpoint:  # the finished model could not be written
+                return f"Stopped during the final evaluation; {warning}."
+            return (f"Stopped during the final evaluation; the trained model "
+                    f"({plural(planned, 'epoch')}) is kept in {checkpoint} (Resume it to "
+                    "evaluate).")
+        epochs = plural(int(result.get("epochs", 0)), "full epoch")
+        if checkpoint:
+            epoch, step = result.get("saved_at") or (result.get("epochs", 0), 0)
+            # a checkpoint written mid-epoch keeps that epoch's steps so far
+            where = (f"during epoch {epoch + 1} (after {plural(epoch, 'full epoch')})" if step
+                     else f"after {plural(epoch, 'full epoch')}")
+            return f"Stopped {where}; checkpoint kept in {checkpoint}: Resume… goes on from there."
+        if self.checkpoint_edit.text().strip():
+            return f"Stopped after {epochs}, before a new step: the checkpoint file is as it was."
+        return (f"Stopped after {epochs}; nothing was kept (set a checkpoint file to keep a run "
+                "you stop).")
 
     def _show_history(self, history: list[dict], losses: bool = True) -> None:
         """Draw a run's per-epoch rows: accuracies, and (``losses``) each epoch's mean training

@@ -378,3 +378,12 @@ def test_a_cache_that_cannot_be_written_is_said_even_when_quiet(tiny_archive, tm
     _CliProgress(quiet=True, as_json=False)({"phase": "load", "step_name": "note",
                                              "message": "cannot keep the decoded images"})
     assert capsys.readouterr().err == "cannot keep the decoded images\n"
+
+
+def test_the_summary_says_a_checkpoint_that_was_not_written(capsys):
+    from engine.cifar.cli import _print_summary
+
+    _print_summary({"status": "completed", "test_acc": 0.5, "train_time_s": 1.0, "epochs": 1,
+                    "world_size": 1, "checkpoint": None,
+                    "warning": "the trained model was not saved (disk full)"})
+    assert "warning     the trained model was not saved (disk full)" in capsys.readouterr().out

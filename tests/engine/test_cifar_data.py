@@ -112,6 +112,20 @@ def test_a_cache_that_cannot_be_written_still_loads(tmp_path, monkeypatch):
     assert "TORCHDESK_CACHE_DIR" in notes[0]
 
 
+def test_load_progress_is_throttled_but_keeps_notes_and_each_steps_end():
+    from engine.jobs import JobContext
+
+    updates = []
+    relay = cd.load_reporter(JobContext(progress=updates.append, min_interval=3600))
+    relay({"phase": "cache", "done": 1, "total": 1})  # a step's end: always shown
+    relay({"phase": "decode", "done": 3, "total": 10})  # within the interval: dropped
+    relay({"phase": "note", "message": "the cache cannot be written"})
+    relay({"phase": "download", "done": 5, "total": 0})  # a size unknown is not an end
+    relay({"phase": "decode", "done": 10, "total": 10})
+    assert [(u["phase"], u["step_name"], u.get("done")) for u in updates] == [
+        ("load", "cache", 1), ("load", "note", None), ("load", "decode", 10)]
+
+
 def test_a_cache_folder_that_cannot_be_made_is_named_with_the_reason(tmp_path):
     root = write_image_folder(tmp_path / "imgs", n_train=2, n_test=1)
     (tmp_path / "file").write_text("a file where the cache folder would go")

@@ -87,6 +87,7 @@ def test_stop_mid_epoch_keeps_a_checkpoint_that_resumes_exactly(tmp_path):
     assert stopped["status"] == "stopped"
     saved = ckpt.load_checkpoint(tmp_path / "stop.pt")
     assert (saved["epoch"], saved["step"]) == (1, 2)
+    assert stopped["saved_at"] == [1, 2]  # a front end words its stop from this
     resumed, _ = run({"dataset": DATA, "resume": tmp_path / "stop.pt"})
     assert resumed["status"] == "completed"
     assert resumed["test_acc"] == straight["test_acc"]
@@ -379,6 +380,17 @@ def test_resume_notes_count_one_epoch_as_one_and_say_a_finished_run_is_evaluated
     _, events = run({"dataset": DATA, "resume": tmp_path / "one.pt", "epochs": 2})
     notes = [u["message"] for u in events if u.get("phase") == "resume"]
     assert any("planned for 1 epoch and now spans 2" in n for n in notes)
+
+
+def test_resuming_a_stopped_run_with_the_epochs_it_finished_says_only_that_it_is_evaluated(
+        tmp_path):
+    path = tmp_path / "three.pt"
+    run(base_config(epochs=3, schedule="warmup_linear", checkpoint=path),
+        stop_when=lambda u: u.get("phase") == "epoch" and u["epoch"] == 2)
+    assert ckpt.load_checkpoint(path)["epoch"] == 2
+    _, events = run({"dataset": DATA, "resume": path, "epochs": 2})
+    notes = [u["message"] for u in events if u.get("phase") == "resume"]
+    assert len(notes) == 1 and "it is evaluated, not trained" in notes[0], notes
 
 
 def test_resuming_a_scheduled_run_for_more_epochs_says_it_differs(tmp_path):
@@ -1046,6 +1058,40 @@ def test_a_checkpoint_write_that_fails_mid_run_says_what_the_file_keeps(tmp_path
     writes.append("the first write fails too")
     with pytest.raises(JobError, match="before its first checkpoint was saved$"):
         run(base_config(epochs=3, checkpoint=tmp_path / "other.pt"))
+
+
+def test_a_checkpoint_write_that_fails_after_training_keeps_the_result_and_warns(
+        tmp_path, monkeypatch):
+    real_write = ckpt.write_atomically
+    failing = set()  # which writes fail, counted from 1
+    writes = []
+
+    def disk_full(path, files, what):
+        writes.append(path)
+        if len(writes) in failing:
+            raise JobError(f"cannot write {what} '{path}': No space left on device")
+        real_write(path, files, what)
+
+    monkeypatch.setattr(ckpt, "write_atomically", disk_full)
+    failing.add(2)  # epoch 1's end is written; the finished model is not
+    result, _ = run(base_config(checkpoint=tmp_path / "c.pt"))
+    assert result["status"] == "completed" and result["test_acc"] is not None
+    assert result["checkpoint"] is None
+    assert result["warning"].startswith("the trained model was not saved (cannot write")
+    assert result["warning"].endswith("No space left on device); the checkpoint holds its 1 "
+                                      "finished epoch (resume from it to train and save the "
+                                      "rest)")
+    writes.clear()
+    failing.clear()
+    failing.add(3)  # the model is written; the test accuracy added after the evaluation is not
+    result, _ = run(base_config(checkpoint=tmp_path / "d.pt"))
+    assert result["status"] == "completed" and result["checkpoint"] == str(tmp_path / "d.pt")
+    assert "the test accuracy was not added to the checkpoint" in result["warning"]
+    assert ckpt.load_checkpoint(tmp_path / "d.pt")["epoch"] == 2
+    writes.clear()
+    failing.add(1)  # one epoch: its first write is the finished model's
+    result, _ = run(base_config(epochs=1, checkpoint=tmp_path / "e.pt"))
+    assert result["warning"].endswith("; no checkpoint of this run was written")
 
 
 def test_a_resume_whose_file_cannot_be_written_says_how_to_write_elsewhere(tmp_path,

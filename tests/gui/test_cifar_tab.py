@@ -676,17 +676,27 @@ MID_EPOCH_STEP = {"phase": "train", "epoch": 3, "epochs": 6, "step": 18, "steps_
 
 
 def test_a_stop_within_an_epoch_says_its_steps_are_kept(tab):
-    step = MID_EPOCH_STEP
-    tab._on_train_progress([step])
+    # the trainer says where its checkpoint stands: no step of this run need have been shown
+    # (a resumed mid-epoch run stopped before its first report)
     tab._on_train_returned({"status": "stopped", "epochs": 2, "checkpoint": "/runs/a.pt",
-                            "config": {"epochs": 6}})
+                            "saved_at": [2, 18], "config": {"epochs": 6}})
     assert tab.result_label.text() == ("Stopped during epoch 3 (after 2 full epochs); checkpoint "
                                        "kept in /runs/a.pt: Resume… goes on from there.")
-    tab._on_train_progress([{**step, "step": 37, "epoch_progress": 1.0}])
+    tab._on_train_progress([MID_EPOCH_STEP])  # a step shown is not what the file holds
     tab._on_train_returned({"status": "stopped", "epochs": 3, "checkpoint": "/runs/a.pt",
-                            "config": {"epochs": 6}})
+                            "saved_at": [3, 0], "config": {"epochs": 6}})
     assert tab.result_label.text().startswith("Stopped after 3 full epochs; checkpoint kept")
 
+
+def test_a_finished_run_whose_checkpoint_was_not_written_shows_its_result_and_warns(tab):
+    warning = ("the trained model was not saved (cannot write the checkpoint 'c.pt': No space "
+               "left on device); no checkpoint of this run was written")
+    tab._on_train_returned({**synthetic_result(("cat", "dog")), "warning": warning})
+    assert tab.result_label.text().startswith("Test accuracy")
+    assert tab.result_label.text().endswith(f"\nWarning: {warning}.")
+    tab._on_train_returned({"status": "stopped", "epochs": 1, "checkpoint": None,
+                            "warning": warning, "config": {"epochs": 1}})
+    assert tab.result_label.text() == f"Stopped during the final evaluation; {warning}."
 
 
 def test_a_new_run_does_not_show_the_last_runs_epoch(tab):
