@@ -185,17 +185,36 @@ def added_sums(groups: list[dict[str, Any]]) -> dict[str, Any]:
             "pixels": sum(g["pixels"] for g in groups)}
 
 
+# The least std normalized by: a channel that spreads less than one grey level of 255 (one
+# colour throughout, say) carries next to nothing, and dividing by its spread (0 for a constant
+# channel) would blow a stray pixel up to thousands, or make every input NaN. A constant channel
+# then normalizes to a constant, and the other channels train as usual.
+MIN_STD = 0.0039
+
+
 def stats_from_sums(sums: dict[str, Any]) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units, rounded to 4 places, from :func:`channel_sums`
-    (exact integers: the same images give the same numbers however they were grouped)."""
+    (exact integers: the same images give the same numbers however they were grouped); a std
+    is at least :data:`MIN_STD`."""
     n = sums["pixels"]
     if not n:
         raise JobError("no training images to compute the mean and standard deviation from")
     mean = [total / (255 * n) for total in sums["sums"]]
-    # n·Σx² − (Σx)² is exact in integers; the float variance is then never below 0
-    std = [max((square * n - total * total) / (65025 * n * n), 1e-12) ** 0.5
-           for total, square in zip(sums["sums"], sums["squares"], strict=True)]
-    return [round(v, 4) for v in mean], [round(v, 4) for v in std]
+    std = [max(round(variance ** 0.5, 4), MIN_STD) for variance in _variances(sums)]
+    return [round(v, 4) for v in mean], std
+
+
+def _variances(sums: dict[str, Any]) -> list[float]:
+    """Each channel's variance in [0, 1] units (0 exactly for a constant channel)."""
+    n = sums["pixels"]
+    # n·Σx² − (Σx)² is exact in integers: never below 0
+    return [(square * n - total * total) / (65025 * n * n)
+            for total, square in zip(sums["sums"], sums["squares"], strict=True)]
+
+
+def all_one_colour(sums: dict[str, Any]) -> bool:
+    """Whether the images of :func:`channel_sums` are every one a single, shared colour."""
+    return bool(sums["pixels"]) and not any(_variances(sums))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

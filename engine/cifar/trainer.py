@@ -26,11 +26,13 @@ from torch import nn
 from engine.cifar import checkpoint as ckpt
 from engine.cifar.data import (
     CifarData,
-    channel_stats,
+    all_one_colour,
+    channel_sums,
     limit_split,
     load_dataset,
     load_reporter,
     select_classes,
+    stats_from_sums,
 )
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
@@ -764,7 +766,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             ))
         mean, std = list(resume_blob["mean"]), list(resume_blob["std"])
     else:
-        mean, std = channel_stats(data.train_images)
+        sums = channel_sums(data.train_images)
+        if all_one_colour(sums):
+            raise on_every_rank(JobError(
+                f"every training image is one and the same colour ({len(data.train_labels)} "
+                "images), so there is nothing to learn from them: check that the images "
+                "decoded as they should (open a few), or choose other classes"))
+        mean, std = stats_from_sums(sums)
     train_x = data.train_images.to(device)
     train_y = data.train_labels.to(device)
     test_x = data.test_images.to(device)

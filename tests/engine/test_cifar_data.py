@@ -394,7 +394,12 @@ def test_channel_stats_of_classes_come_from_their_sums_exactly():
     for chosen in (["cat", "dog"], ["ship", "cat"], ["cat", "dog", "ship"]):
         grouped = cd.stats_from_sums(cd.added_sums([sums[name] for name in chosen]))
         assert grouped == cd.channel_stats(cd.select_classes(data, chosen).train_images)
-    assert cd.channel_stats(torch.full((2, 3, 4, 4), 7, dtype=torch.uint8))[1] == [0.0] * 3
+    # a constant channel's std is floored: normalizing by 0 would make every input NaN
+    one_colour = torch.full((2, 3, 4, 4), 7, dtype=torch.uint8)
+    assert cd.channel_stats(one_colour)[1] == [cd.MIN_STD] * 3
+    assert cd.all_one_colour(cd.channel_sums(one_colour))
+    one_colour[0, 1, 0, 0] = 8  # a single other pixel
+    assert not cd.all_one_colour(cd.channel_sums(one_colour))
     with pytest.raises(JobError, match="no training images"):
         cd.stats_from_sums(cd.added_sums([]))
 

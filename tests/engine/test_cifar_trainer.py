@@ -181,6 +181,21 @@ def test_huge_and_fractional_numbers_are_refused_clearly():
     assert resolve_config(base_config(epochs=3.0))["epochs"] == 3
 
 
+def test_images_of_one_colour_are_refused_and_a_constant_channel_trains():
+    import dataclasses
+    import math
+
+    blank = dataclasses.replace(DATA, train_images=torch.zeros_like(DATA.train_images))
+    with pytest.raises(JobError, match="every training image is one and the same colour"):
+        run(base_config(dataset=blank, epochs=1))
+    no_blue = DATA.train_images.clone()
+    no_blue[:, 2] = 0  # red-green images: the blue channel's std is 0
+    result, _ = run(base_config(dataset=dataclasses.replace(DATA, train_images=no_blue),
+                                epochs=1))
+    assert result["std"][2] > 0 and all(math.isfinite(row["train_loss"])
+                                        for row in result["history"])
+
+
 def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tmp_path):
     path = tmp_path / "c.pt"
     result, events = run(base_config(checkpoint=path, tta_level=2),
