@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from engine.cli import StderrProgress, format_duration, json_text, print_json
@@ -190,13 +191,31 @@ def _install_stop_handlers(stop_event: threading.Event, progress: _CliProgress) 
             raise KeyboardInterrupt
         stop_event.set()
         if _is_main_rank():
-            print(stop_notice(progress.phase), file=sys.stderr, flush=True)
+            _say_from_a_signal_handler(stop_notice(progress.phase))
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def _say_from_a_signal_handler(line: str) -> None:
+    """Write a line to stderr's file descriptor: the signal may have landed while stderr was
+    writing a progress line, and print would then fail ("reentrant call inside
+    BufferedWriter"). A stream without one (captured in memory) is printed to."""
+    stream = sys.stderr
+    if stream is None:  # started with stderr closed
+        return
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in memory
+        print(line, file=stream, flush=True)
+        return
+    try:
+        os.write(fd, (line + "\n").encode(stream.encoding or "utf-8", errors="replace"))
+    except OSError:  # a closed descriptor, a reader gone: the notice is not worth a crash
+        pass
 
 
 def _restore_handlers(previous: dict) -> None:
@@ -260,6 +279,7 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         "report_interval_s": None if args.progress_json else 1.0,
     }
     main_rank = _is_main_rank()
+    started_ns = time.time_ns()  # a checkpoint file changed since is this run's
     try:
         try:  # every rank checks these alike: rank 0 alone says what is wrong
             if not args.data and not args.resume:
@@ -290,7 +310,9 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
     except Exception as exc:
         if main_rank:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _peer_failed(exc):
-                raise JobError(_peer_gone_message(args.checkpoint or args.resume)) from None
+                raise JobError(_peer_gone_message(args.checkpoint or args.resume,
+                                                  resumed=args.resume, since_ns=started_ns)
+                               ) from None
             raise
         if getattr(exc, "every_rank", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Rank 0 checks the same settings and says what is wrong; when it exits, torchrun
@@ -321,26 +343,36 @@ def _torchrun_gpu_index_message(device: str) -> str:
             "torchrun --nproc_per_node=2 ...)")
 
 
-def _peer_gone_message(checkpoint: str | None) -> str:
+def _peer_gone_message(checkpoint: str | None, resumed: str | None, since_ns: int) -> str:
     """Rank 0's word when another rank has gone (killed, out of memory): not gloo's or NCCL's
-    socket error, but what happened and what was kept."""
+    socket error, but what happened and what the checkpoint file holds (``since_ns``: when
+    this run began; a file written since is this run's)."""
     message = "another process of this torchrun run stopped unexpectedly, so training stopped"
-    if checkpoint and os.path.isfile(checkpoint):
-        message += (f"; the checkpoint '{checkpoint}' keeps the last finished epoch (continue "
-                    f"with --resume {checkpoint})")
-    return message
+    if not checkpoint:
+        return message
+    try:
+        written = os.stat(checkpoint).st_mtime_ns >= since_ns
+    except OSError:
+        written = False
+    if written:
+        return (f"{message}; the checkpoint '{checkpoint}' holds the last epoch it saved "
+                f"(continue with --resume {checkpoint})")
+    if resumed:  # the file it resumed is as it found it
+        return f"{message} before it saved a checkpoint (continue with --resume {resumed})"
+    return f"{message} before it saved a checkpoint"
+
+
+# How a process group says that another rank has gone: gloo's socket errors, NCCL's
+# ncclRemoteError. Not every DistError: rank 0's own NCCL failures and store timeouts are not.
+PEER_GONE = ("connection reset by peer", "connection closed by peer",
+             "remote process exiting prematurely")
 
 
 def _peer_failed(exc: BaseException) -> bool:
     """Whether the process group broke because a peer (another rank, with its own message, or
     killed) has gone."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return False
-    distributed_error = getattr(dist, "DistError", ())
-    return isinstance(exc, distributed_error) or (
-        isinstance(exc, RuntimeError) and "peer" in str(exc).lower())
+    return isinstance(exc, RuntimeError) and any(words in str(exc).lower()
+                                                 for words in PEER_GONE)
 
 
 def _print_summary(result: dict[str, Any]) -> None:

@@ -246,21 +246,37 @@ def test_rank_0_says_plainly_that_another_rank_has_gone(tiny_archive, tmp_path, 
                                                         monkeypatch):
     import engine.cifar.trainer
 
-    def peer_killed(config, ctx):  # what gloo raises when the other rank is killed mid-step
-        raise RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:402: "
-                           "Connection reset by peer. This is typically caused by ...")
-
     checkpoint = tmp_path / "c.pt"
-    checkpoint.write_bytes(b"saved at the last epoch")
+
+    def failing(message, saves=False):
+        def job(config, ctx):
+            if saves:  # an epoch's end, before the other rank went
+                checkpoint.write_bytes(b"saved at the last epoch")
+            raise RuntimeError(message)
+        return job
+
+    # what gloo raises when the other rank is killed mid-step
+    gone = ("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:402: Connection reset by "
+            "peer. This is typically caused by ...")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(engine.cifar.trainer, "train_job", peer_killed)
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing(gone, saves=True))
     code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive,
                                 "--checkpoint", checkpoint)
     assert code == 1 and out == ""
     assert err.startswith("error: another process of this torchrun run stopped unexpectedly")
-    assert f"--resume {checkpoint}" in err and "gloo" not in err
-
+    assert "holds the last epoch it saved" in err and f"--resume {checkpoint}" in err
+    assert "gloo" not in err
+    # the file is an older run's: nothing of this one is there to resume
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing(gone))
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive,
+                                "--checkpoint", checkpoint)
+    assert err.strip().endswith("so training stopped before it saved a checkpoint")
+    # rank 0's own failure (a store timeout, say) is said as it is, "peer" or not
+    own = "wait timeout after 30000ms, keys: /peer_ready"
+    monkeypatch.setattr(engine.cifar.trainer, "train_job", failing(own))
+    code, out, err = in_process(capsys, "cifar", "train", "--data", tiny_archive)
+    assert own in err and "another process" not in err
 
 
 def test_a_gpu_index_under_torchrun_is_refused_with_how_to_choose_gpus(tiny_archive, capsys,
@@ -387,3 +403,40 @@ def test_the_summary_says_a_checkpoint_that_was_not_written(capsys):
                     "world_size": 1, "checkpoint": None,
                     "warning": "the trained model was not saved (disk full)"})
     assert "warning     the trained model was not saved (disk full)" in capsys.readouterr().out
+
+
+def test_a_ctrl_c_while_stderr_writes_a_progress_line_still_says_it_stops(tmp_path,
+                                                                         monkeypatch):
+    import io
+    import signal
+    import threading
+
+    from engine.cifar.cli import _CliProgress, _install_stop_handlers, _restore_handlers
+
+    log = os.open(tmp_path / "stderr.txt", os.O_WRONLY | os.O_CREAT)
+
+    class InterruptedDisk(io.RawIOBase):
+        """stderr's file, where the first write is interrupted by a Ctrl-C."""
+
+        def writable(self):
+            return True
+
+        def fileno(self):
+            return log
+
+        def write(self, data):
+            if not stop_event.is_set():
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+            return os.write(log, data)
+
+    stop_event = threading.Event()
+    stderr = io.TextIOWrapper(io.BufferedWriter(InterruptedDisk()), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stderr)
+    previous = _install_stop_handlers(stop_event, _CliProgress(quiet=True, as_json=False))
+    try:
+        print("epoch 1/2 step 3/9  loss 1.2", file=stderr, flush=True)  # no RuntimeError
+    finally:
+        _restore_handlers(previous)
+        os.close(log)
+    written = (tmp_path / "stderr.txt").read_text()
+    assert stop_event.is_set() and "stopping" in written and "epoch 1/2 step 3/9" in written
