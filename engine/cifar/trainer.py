@@ -36,6 +36,7 @@ from engine.cifar.data import (
 )
 from engine.cifar.models import MODELS, build_model, count_parameters
 from engine.cifar.optim import MuonSGD
+from engine.cifar.paths import same_path
 from engine.devices import (
     cpu_has_native_bf16,
     cuda_has_native_bf16,
@@ -662,10 +663,6 @@ def train_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         _leave_process_group(world)
 
 
-def _same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
-    return Path(path).expanduser().resolve() == Path(other).expanduser().resolve()
-
-
 def _what_the_file_keeps(saved_at: tuple[int, int] | None) -> str:
     """Where the checkpoint file stands after a failed write (None: nothing of this run)."""
     if saved_at is None:
@@ -940,7 +937,7 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
 
     # (epoch, step) the checkpoint file holds, for the message when a later write fails
     saved_at = ((start_epoch, start_step) if resume_blob is not None and cfg.get("checkpoint")
-                and _same_file(cfg["checkpoint"], cfg["resume"]) else None)
+                and same_path(cfg["checkpoint"], cfg["resume"]) else None)
 
     def save(epoch: int, step: int, ranks_rng: list | None = None) -> None:
         """Write the checkpoint (rank 0, when one is asked for); a failed write raises, and

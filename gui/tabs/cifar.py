@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.cifar.paths import same_path
 from engine.cli import format_duration
 from engine.jobs import JobError
 from gui.app_state import ALL_GPUS, AppState
@@ -1059,7 +1060,7 @@ class CifarTab(QWidget):
     def _refusal_to_train(self) -> str | None:
         """Why a run cannot start from what the tab shows, or None."""
         typed = self.path_edit.text().strip()
-        if self._data_path is not None and typed and not _same_path(typed, self._data_path):
+        if self._data_path is not None and typed and not same_path(typed, self._data_path):
             return (f"The data field names {typed}, but the dataset shown is {self._data_path}. "
                     "Press Load to use the new one, or put the path back.")
         return None
@@ -1416,10 +1417,10 @@ class CifarTab(QWidget):
         classes), so its test-image indices point at the right images."""
         config = (self.last_result or {}).get("config") or {}
         trained_on = str(config.get("data") or "")
-        same_path = bool(trained_on) and self._data_path is not None and _same_path(
+        same_data = bool(trained_on) and self._data_path is not None and same_path(
             trained_on, self._data_path)
         names = {n.lower() for n in (self.data_info or {}).get("class_names", [])}
-        return same_path and all(n.lower() in names for n in self.last_result["class_names"])
+        return same_data and all(n.lower() in names for n in self.last_result["class_names"])
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _choose_resume(self) -> None:
@@ -1681,10 +1682,6 @@ def _fits(font: QFont, text: str, pixels: float) -> bool:
     """Whether ``text`` in ``font`` fits a square of ``pixels``."""
     metrics = QFontMetricsF(font)
     return metrics.horizontalAdvance(text) <= pixels and metrics.height() <= pixels
-
-
-def _same_path(a: str, b: str) -> bool:
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 # Numbers that strict JSON sends as null when they are NaN or infinite (a diverging loss).

@@ -467,3 +467,12 @@ def test_cancel_ends_a_download_that_the_server_has_stalled(tmp_path, server):
         cd.download_cifar10(tmp_path / "dl", report=events.append, md5="0" * 32, url=url,
                             stopped=lambda: bool(events) and events[-1]["done"] >= sent)
     assert not list((tmp_path / "dl").iterdir())  # no partial file left
+
+
+def test_same_path_sees_through_links_and_dot_dots(tmp_path):
+    from engine.cifar.paths import same_path
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    assert same_path(tmp_path / "link", tmp_path / "data" / ".." / "data")
+    assert not same_path(tmp_path / "data", tmp_path)
