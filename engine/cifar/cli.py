@@ -27,6 +27,11 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="cifar_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
+    flags: dict[str, str] = {}  # each config key's flag (tta_level: --tta), for its errors
+
+    def flagged(group, flag: str, **options) -> None:
+        flags[group.add_argument(flag, **options).dest] = flag
+
     train = sub.add_parser(
         "train", help="train a model (also under torchrun for DDP)",
         description="Train a CIFAR model. Under torchrun (DistributedDataParallel) each "
@@ -34,45 +39,45 @@ def register(subparsers) -> None:
         "GPU of its local rank (choose the GPUs with CUDA_VISIBLE_DEVICES); BatchNorm layers "
         "normalize over each process's share, so the results differ a little from one "
         "process's.")
-    train.add_argument("--data", help="dataset folder or .tar.gz (optional with --resume)")
-    train.add_argument("--model", help="fast, net, netwidth, netdropout, netbatchnorm, "
-                       "netdepth, netres, netresdeep (default: fast)")
-    train.add_argument("--classes", help="comma-separated class names, or cifar2")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, "
-                       "auto; under torchrun: cpu or cuda")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--checkpoint", help="write checkpoints here (each epoch, and on stop)")
-    train.add_argument("--resume", help="continue from this checkpoint")
-    train.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    flagged(train, "--data", help="dataset folder or .tar.gz (optional with --resume)")
+    flagged(train, "--model", help="fast, net, netwidth, netdropout, netbatchnorm, "
+                   "netdepth, netres, netresdeep (default: fast)")
+    flagged(train, "--classes", help="comma-separated class names, or cifar2")
+    flagged(train, "--epochs", type=int)
+    flagged(train, "--batch-size", type=int)
+    flagged(train, "--lr", type=float)
+    flagged(train, "--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, "
+                   "auto; under torchrun: cpu or cuda")
+    flagged(train, "--seed", type=int)
+    flagged(train, "--checkpoint", help="write checkpoints here (each epoch, and on stop)")
+    flagged(train, "--resume", help="continue from this checkpoint")
+    flagged(train, "--json", action="store_true", help="print the results as one JSON object")
     tuning = train.add_argument_group("recipe (defaults depend on the model)")
-    tuning.add_argument("--optimizer", choices=["sgd", "nesterov", "adam", "adamw", "muon"],
-                        help="muon: Muon for the conv filters, Nesterov SGD for the rest")
-    tuning.add_argument("--momentum", type=float)
-    tuning.add_argument("--muon-lr", type=float, help="Muon's learning rate for the filters")
-    tuning.add_argument("--muon-momentum", type=float, help="Muon's momentum for the filters")
-    tuning.add_argument("--weight-decay", type=float)
-    tuning.add_argument("--label-smoothing", type=float)
-    tuning.add_argument("--schedule", choices=["constant", "warmup_linear", "warmup_cosine"])
-    tuning.add_argument("--warmup", type=float, help="fraction of steps spent warming up")
-    tuning.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-    tuning.add_argument("--translate", type=int, help="random shift in pixels (0 = off)")
-    tuning.add_argument("--tta", type=int, dest="tta_level", help="test-time augmentation level")
-    tuning.add_argument("--eval-every", type=int, help="epochs between test evaluations (0: end)")
+    flagged(tuning, "--optimizer", choices=["sgd", "nesterov", "adam", "adamw", "muon"],
+                help="muon: Muon for the conv filters, Nesterov SGD for the rest")
+    flagged(tuning, "--momentum", type=float)
+    flagged(tuning, "--muon-lr", type=float, help="Muon's learning rate for the filters")
+    flagged(tuning, "--muon-momentum", type=float, help="Muon's momentum for the filters")
+    flagged(tuning, "--weight-decay", type=float)
+    flagged(tuning, "--label-smoothing", type=float)
+    flagged(tuning, "--schedule", choices=["constant", "warmup_linear", "warmup_cosine"])
+    flagged(tuning, "--warmup", type=float, help="fraction of steps spent warming up")
+    flagged(tuning, "--flip", action=argparse.BooleanOptionalAction, default=None)
+    flagged(tuning, "--translate", type=int, help="random shift in pixels (0 = off)")
+    flagged(tuning, "--tta", type=int, dest="tta_level", help="test-time augmentation level")
+    flagged(tuning, "--eval-every", type=int, help="epochs between test evaluations (0: end)")
     run_opts = train.add_argument_group("running")
-    run_opts.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    run_opts.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    run_opts.add_argument("--compile", action="store_true", default=None)
-    run_opts.add_argument("--max-train", type=int, help="use at most N training images")
-    run_opts.add_argument("--max-test", type=int, help="use at most N test images")
-    run_opts.add_argument("--cache-dir", help="where decoded data is cached")
-    run_opts.add_argument("--quiet", action="store_true", help="no progress lines")
-    run_opts.add_argument("--progress-json", action="store_true",
-                          help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr (a "
-                          "refused setting too: phase 'error', its 'setting' by config key)")
-    train.set_defaults(func=run_train, setting_flags=_setting_flags(train))
+    flagged(run_opts, "--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    flagged(run_opts, "--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    flagged(run_opts, "--compile", action="store_true", default=None)
+    flagged(run_opts, "--max-train", type=int, help="use at most N training images")
+    flagged(run_opts, "--max-test", type=int, help="use at most N test images")
+    flagged(run_opts, "--cache-dir", help="where decoded data is cached")
+    flagged(run_opts, "--quiet", action="store_true", help="no progress lines")
+    flagged(run_opts, "--progress-json", action="store_true",
+                  help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr (a "
+                  "refused setting too: phase 'error', its 'setting' by config key)")
+    train.set_defaults(func=run_train, setting_flags=flags)
 
     info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
     info.add_argument("--data", required=True)
@@ -92,11 +97,13 @@ def register(subparsers) -> None:
     export.set_defaults(func=run_export)
 
 
-def _setting_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Each trainer config key's flag (``batch_size``: ``--batch-size``, ``tta_level``:
-    ``--tta``): the config is built from the parsed arguments under the same names."""
-    return {action.dest: action.option_strings[0] for action in parser._actions
-            if action.option_strings}
+def _setting_message(exc, flags: dict[str, str]) -> str:
+    """A refused setting's message, named by its flag; a key without one (only a checkpoint
+    holds it: whiten_bias_epochs, lr_start) is named in words."""
+    if exc.key in flags:
+        return exc.naming(flags[exc.key])
+    return exc.naming(exc.key.replace("_", " "),
+                      advice={"checkpoint": " (the checkpoint's value, which no flag replaces)"})
 
 
 def _is_main_rank() -> bool:
@@ -300,7 +307,7 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         except SettingError as exc:  # named as typed: --batch-size, not batch_size
             if args.progress_json:  # for a front end that names the setting its own way
                 progress({"phase": "error", "setting": exc.as_dict()})
-            flagged = JobError(exc.naming(args.setting_flags.get(exc.key, exc.key)))
+            flagged = JobError(_setting_message(exc, args.setting_flags))
             flagged.every_rank = getattr(exc, "every_rank", False)
             raise flagged from None
     except JobStopped:  # stopped before training began (while the data was decoded)

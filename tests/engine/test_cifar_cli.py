@@ -440,3 +440,20 @@ def test_a_ctrl_c_while_stderr_writes_a_progress_line_still_says_it_stops(tmp_pa
         os.close(log)
     written = (tmp_path / "stderr.txt").read_text()
     assert stop_event.is_set() and "stopping" in written and "epoch 1/2 step 3/9" in written
+
+
+def test_a_refused_setting_is_named_by_its_flag_or_else_in_words():
+    from engine.cifar.cli import _setting_message
+    from engine.cifar.trainer import SettingError
+    from engine.cli import build_parser
+
+    flags = build_parser().parse_args(["cifar", "train"]).setting_flags
+    assert flags["tta_level"] == "--tta" and flags["batch_size"] == "--batch-size"
+    assert _setting_message(SettingError("tta_level", "{name} must be at most 3, not 7"),
+                            flags) == "--tta must be at most 3, not 7"
+    # only a (hand-edited) checkpoint holds it: no flag to name, nor to set it with
+    refused = SettingError("whiten_bias_epochs", "{name} must be 0 or more, not -1",
+                           whose="checkpoint")
+    assert _setting_message(refused, flags) == ("whiten bias epochs must be 0 or more, not -1 "
+                                                "(the checkpoint's value, which no flag "
+                                                "replaces)")
