@@ -701,10 +701,13 @@ def _checked_settings(config: dict[str, Any], ctx: JobContext
                       ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The checkpoint to resume (or None) and the resolved, checked config.
 
-    A JobError about the settings themselves carries ``every_rank = True``: under torchrun
-    every rank checks the same ones, so rank 0's message speaks for all (problems with files
-    can differ from machine to machine)."""
-    resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
+    A JobError about the settings, or the checkpoint to resume, carries ``every_rank = True``:
+    under torchrun every rank checks the same ones, so rank 0's message speaks for all (a rank
+    that alone cannot read the file, on another machine, says so after a grace period)."""
+    try:
+        resume_blob = ckpt.load_checkpoint(config["resume"]) if config.get("resume") else None
+    except JobError as exc:  # missing, a folder, unreadable: alike on every rank
+        raise on_every_rank(exc) from None
     try:
         cfg = resolve_config(config, base=resume_blob["config"] if resume_blob else None,
                              device_type=str(ctx.device).split(":")[0])

@@ -1047,7 +1047,8 @@ def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_onc
     ckpt.save_checkpoint(tmp_path / "weights-missing.pt", blob)
     for resumed in ({"resume": path, "batch_size": 32},  # other batches mid-epoch
                     {"resume": path, "dataset": synthetic_dataset(classes=("cat", "dog"))},
-                    {"resume": tmp_path / "weights-missing.pt"}):
+                    {"resume": tmp_path / "weights-missing.pt"},
+                    {"resume": tmp_path / "not-there.pt"}):  # rank 1 is not first to say it
         with pytest.raises(JobError) as error:
             run({"dataset": DATA, **resumed})
         assert getattr(error.value, "every_rank", False), error.value
