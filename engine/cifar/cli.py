@@ -22,15 +22,44 @@ PROGRESS_PREFIX = "@progress "
 EVERY_RANK_GRACE_S = 20.0  # how long a rank waits for rank 0 to report a settings error
 
 
+def train_arguments(config: dict[str, Any]) -> list[str]:
+    """The ``cifar train`` arguments for a trainer config (what the window passes to torchrun),
+    from the flags defined here; None leaves a setting to its default. A key with no flag is
+    refused, so that no setting is dropped on the way."""
+    from engine.cli import build_parser
+
+    actions = build_parser().parse_args(["cifar", "train"]).train_actions
+    args: list[str] = []
+    for key, value in config.items():
+        action = actions.get(key)
+        if action is None:
+            raise ValueError(f"cifar train has no flag for the setting {key!r}")
+        flag = action.option_strings[0]
+        if value is None:
+            continue
+        if action.nargs == 0:  # a switch: --compile, or --flip / --no-flip
+            if value:
+                args.append(flag)
+            elif len(action.option_strings) > 1:
+                args.append(action.option_strings[1])
+        elif key == "classes":
+            args += [flag, ",".join(value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cifar", help="CIFAR-10: train a CNN, inspect data, export")
     sub = parser.add_subparsers(dest="cifar_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     flags: dict[str, str] = {}  # each config key's flag (tta_level: --tta), for its errors
+    actions: dict[str, argparse.Action] = {}  # each config key's argument, for train_arguments
 
     def flagged(group, flag: str, **options) -> None:
-        flags[group.add_argument(flag, **options).dest] = flag
+        action = group.add_argument(flag, **options)
+        flags[action.dest], actions[action.dest] = flag, action
 
     train = sub.add_parser(
         "train", help="train a model (also under torchrun for DDP)",
@@ -77,7 +106,7 @@ def register(subparsers) -> None:
     flagged(run_opts, "--progress-json", action="store_true",
                   help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr (a "
                   "refused setting too: phase 'error', its 'setting' by config key)")
-    train.set_defaults(func=run_train, setting_flags=flags)
+    train.set_defaults(func=run_train, setting_flags=flags, train_actions=actions)
 
     info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
     info.add_argument("--data", required=True)

@@ -136,28 +136,11 @@ class TorchrunProcess(QObject):
     @staticmethod
     def command(config: dict[str, Any], nproc: int) -> list[str]:
         """The argument list (after the Python executable) for a training config."""
-        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "engine", "cifar", "train", "--device", config.get("device", "cuda"),
-                "--json", "--progress-json"]
-        flags = {"data": "--data", "model": "--model", "epochs": "--epochs",
-                 "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-                 "checkpoint": "--checkpoint", "resume": "--resume", "optimizer": "--optimizer",
-                 "momentum": "--momentum", "weight_decay": "--weight-decay",
-                 "label_smoothing": "--label-smoothing", "schedule": "--schedule",
-                 "translate": "--translate", "precision": "--precision", "warmup": "--warmup",
-                 "tta_level": "--tta", "eval_every": "--eval-every",
-                 "max_train": "--max-train", "max_test": "--max-test",
-                 "cache_dir": "--cache-dir"}
-        for key, flag in flags.items():
-            if config.get(key) is not None:
-                args += [flag, str(config[key])]
-        if config.get("classes"):
-            args += ["--classes", ",".join(config["classes"])]
-        if config.get("flip") is not None:
-            args.append("--flip" if config["flip"] else "--no-flip")
-        if config.get("compile"):
-            args.append("--compile")
-        return args
+        from engine.cifar.cli import train_arguments
+
+        return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "engine", "cifar", "train", "--json", "--progress-json",
+                *train_arguments({"device": "cuda", **config})]
 
     def is_running(self) -> bool:
         return self._process is not None

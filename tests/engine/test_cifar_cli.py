@@ -457,3 +457,19 @@ def test_a_refused_setting_is_named_by_its_flag_or_else_in_words():
     assert _setting_message(refused, flags) == ("whiten bias epochs must be 0 or more, not -1 "
                                                 "(the checkpoint's value, which no flag "
                                                 "replaces)")
+
+
+def test_train_arguments_parse_back_to_the_config_they_came_from():
+    from engine.cifar.cli import train_arguments
+    from engine.cli import build_parser
+
+    config = {"data": "/d", "model": "fast", "classes": ["cat", "dog"], "epochs": 3,
+              "lr": 0.05, "muon_lr": 0.2, "tta_level": 2, "flip": False, "compile": True,
+              "channels_last": True, "max_train": None, "device": "cuda"}
+    args = build_parser().parse_args(["cifar", "train", *train_arguments(config)])
+    for key, value in config.items():
+        expected = "cat,dog" if key == "classes" else value
+        assert getattr(args, key) == expected, key
+    assert "--max-train" not in train_arguments(config)  # None: the default
+    with pytest.raises(ValueError, match="no flag for the setting 'whiten_bias_epochs'"):
+        train_arguments({"whiten_bias_epochs": 2})

@@ -357,6 +357,21 @@ def test_torchrun_command_mirrors_the_cli(tmp_path):
     assert "--lr" not in args and "--progress-json" in args
 
 
+def test_torchrun_gets_every_setting_the_tab_trains_with(tab):
+    from engine.cli import build_parser
+    from gui.tabs.cifar import TorchrunProcess
+
+    config = {**tab.training_config(), "data": "/d", "max_test": 2000}
+    args = TorchrunProcess.command(config, nproc=2)
+    parsed = build_parser().parse_args(args[args.index("engine") + 1:])
+    for key, value in config.items():
+        got = getattr(parsed, key)
+        if value is False and got is None:  # a switch with no --no- form: off by default
+            continue
+        if value is not None:
+            assert got == (",".join(value) if key == "classes" else value), key
+
+
 def test_all_gpus_hides_the_gpus_it_does_not_use(monkeypatch):
     from gui.tabs.cifar import TorchrunProcess
 
