@@ -831,8 +831,8 @@ class CifarTab(QWidget):
         mean_std = self.chosen_mean_std()
         if mean_std is not None:
             text += (f"\nMean {self._fmt(mean_std[0])}  std {self._fmt(mean_std[1])} of their "
-                     "training images, which a run normalizes with (one of fewer train images "
-                     "says its own with its results).")
+                     "training images: a run normalizes with these (a run on fewer "
+                     "\"Train images\" uses its own, shown with its results).")
         self.stats_label.setText(text)
 
     def chosen_mean_std(self) -> tuple[list[float], list[float]] | None:
