@@ -37,12 +37,17 @@ def train_arguments(config: dict[str, Any]) -> list[str]:
         flag = action.option_strings[0]
         if value is None:
             continue
-        if action.nargs == 0:  # a switch: --compile, or --flip / --no-flip
+        if action.nargs == 0:  # a switch: --flip / --no-flip
             if value:
                 args.append(flag)
             elif len(action.option_strings) > 1:
                 args.append(action.option_strings[1])
+            else:
+                raise ValueError(f"cifar train cannot turn {flag} off")
         elif key == "classes":
+            if any("," in name for name in value):
+                raise ValueError("a class name with a comma cannot be passed to torchrun's "
+                                 f"--classes: {', '.join(repr(n) for n in value if ',' in n)}")
             args += [flag, ",".join(value)]
         else:
             args += [flag, str(value)]
@@ -98,7 +103,8 @@ def register(subparsers) -> None:
     run_opts = train.add_argument_group("running")
     flagged(run_opts, "--precision", choices=["auto", "fp32", "bf16", "fp16"])
     flagged(run_opts, "--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    flagged(run_opts, "--compile", action="store_true", default=None)
+    flagged(run_opts, "--compile", action=argparse.BooleanOptionalAction, default=None,
+            help="torch.compile the model (--no-compile: not, also when resuming one that was)")
     flagged(run_opts, "--max-train", type=int, help="use at most N training images")
     flagged(run_opts, "--max-test", type=int, help="use at most N test images")
     flagged(run_opts, "--cache-dir", help="where decoded data is cached")

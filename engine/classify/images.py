@@ -182,7 +182,10 @@ def _model_file_hint(path: str) -> str:
     """What to do with a model file given as a photo (dropped on Classify, say)."""
     from engine.files import pytorch_file_kind
 
-    kind = pytorch_file_kind(path)
+    try:
+        kind = pytorch_file_kind(path)
+    except Exception:  # a damaged zip can raise what zipfile pleases: no hint, the error stands
+        return ""
     if kind == "torchscript":
         return (": it is a TorchScript model (a net trained on the CIFAR-10 tab goes to Classify "
                 "with that tab's \"Use in Classify\")")

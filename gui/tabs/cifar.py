@@ -149,6 +149,7 @@ class TorchrunProcess(QObject):
         """One rank per GPU in ``gpus`` (CUDA indices; the others are hidden from the ranks)."""
         from engine.cifar.cli import PROGRESS_PREFIX
 
+        arguments = self.command(config, len(gpus))  # first: a setting it cannot pass raises
         self._prefix = PROGRESS_PREFIX.encode()
         self._pending, self._stderr_tail, self._buffer = [], [], b""
         self._error_line = None
@@ -157,14 +158,13 @@ class TorchrunProcess(QObject):
         environment = QProcessEnvironment.systemEnvironment()
         environment.insert("CUDA_VISIBLE_DEVICES", self.visible_devices(gpus))
         process.setProcessEnvironment(environment)
-        nproc = len(gpus)
         process.setWorkingDirectory(str(Path(__file__).resolve().parents[2]))
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_error)
         self._process = process
         self._timer.start()
-        process.start(sys.executable, self.command(config, nproc))
+        process.start(sys.executable, arguments)
 
     @staticmethod
     def visible_devices(gpus: list[int]) -> str:
@@ -281,6 +281,9 @@ class CifarTab(QWidget):
         # the user's seed and train images while a resumed checkpoint's are shown
         self._users_run_values: dict[str, Any] = {}
         self._resume_notes: list[str] = []  # the trainer's notes on the run being resumed
+        # a checkpoint that does not hold the model its run trained (its last write failed):
+        # Export and Use in Classify would hand on an older model
+        self._unsaved_checkpoint: str | None = None
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
@@ -1091,7 +1094,11 @@ class CifarTab(QWidget):
         self._resume_notes = []
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
-            self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
+            try:
+                self.torchrun.start({**config, "device": "cuda"}, usable_gpus)
+            except ValueError as exc:  # a setting torchrun's command line cannot carry
+                self.app.show_error("CIFAR-10 training", f"\"All GPUs\" cannot run this: {exc}")
+                return
         else:
             self.train_runner.start(_train_job, config, self.app.device)
         self._update_buttons()
@@ -1184,6 +1191,8 @@ class CifarTab(QWidget):
         return f"Resume: {'; '.join(self._resume_notes)}." if self._resume_notes else ""
 
     def _on_train_returned(self, result: dict) -> None:
+        self._unsaved_checkpoint = (self.checkpoint_edit.text().strip()
+                                    if result and result.get("warning") else None)
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
             self.stopped_result = result
             self.speed_label.setText("stopped")
@@ -1579,9 +1588,13 @@ class CifarTab(QWidget):
         self.stop_button.setEnabled(training)
         checkpoint = self.checkpoint_edit.text().strip()
         have_model = (not training and not exporting and bool(checkpoint)
-                      and Path(checkpoint).is_file())
+                      and Path(checkpoint).is_file() and checkpoint != self._unsaved_checkpoint)
         self.export_button.setEnabled(have_model)
         self.classify_button.setEnabled(have_model)
+        unsaved = checkpoint == self._unsaved_checkpoint and not training
+        for button in (self.export_button, self.classify_button):
+            button.setToolTip("The last run's model could not be written to this checkpoint: "
+                              "it holds an older one." if unsaved else "")
 
     def shutdown(self) -> bool:
         """Stop and join the data, training and export jobs (window closing); False if a worker

@@ -473,3 +473,8 @@ def test_train_arguments_parse_back_to_the_config_they_came_from():
     assert "--max-train" not in train_arguments(config)  # None: the default
     with pytest.raises(ValueError, match="no flag for the setting 'whiten_bias_epochs'"):
         train_arguments({"whiten_bias_epochs": 2})
+    # off is passed too: a resume would otherwise take the checkpoint's compile=True
+    assert train_arguments({"compile": False, "resume": "a.pt"}) == ["--no-compile",
+                                                                     "--resume", "a.pt"]
+    with pytest.raises(ValueError, match="class name with a comma .*'a,b'"):
+        train_arguments({"classes": ["a,b", "c"]})

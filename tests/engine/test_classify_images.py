@@ -333,3 +333,17 @@ def test_a_model_file_given_as_a_photo_says_what_it_is_and_where_it_goes(tmp_pat
         open_image(scripted)
     with pytest.raises(ImageProblem, match="^not an image Pillow can read$"):
         open_image(text)
+
+
+def test_a_file_that_breaks_the_model_file_check_is_still_just_not_an_image(tmp_path,
+                                                                            monkeypatch):
+    import zipfile
+
+    def unsupported(*_args, **_kwargs):
+        raise NotImplementedError("zip file version 9.9")  # what zipfile says of some zips
+
+    monkeypatch.setattr(zipfile, "ZipFile", unsupported)
+    odd = tmp_path / "odd.jpg"
+    odd.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ImageProblem, match="^not an image Pillow can read$"):
+        open_image(odd)

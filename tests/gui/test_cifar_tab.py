@@ -365,11 +365,8 @@ def test_torchrun_gets_every_setting_the_tab_trains_with(tab):
     args = TorchrunProcess.command(config, nproc=2)
     parsed = build_parser().parse_args(args[args.index("engine") + 1:])
     for key, value in config.items():
-        got = getattr(parsed, key)
-        if value is False and got is None:  # a switch with no --no- form: off by default
-            continue
         if value is not None:
-            assert got == (",".join(value) if key == "classes" else value), key
+            assert getattr(parsed, key) == (",".join(value) if key == "classes" else value), key
 
 
 def test_all_gpus_hides_the_gpus_it_does_not_use(monkeypatch):
@@ -697,7 +694,8 @@ def test_a_stop_within_an_epoch_says_its_steps_are_kept(tab):
                             "saved_at": [2, 18], "config": {"epochs": 6}})
     assert tab.result_label.text() == ("Stopped during epoch 3 (after 2 full epochs); checkpoint "
                                        "kept in /runs/a.pt: Resume… goes on from there.")
-    tab._on_train_progress([MID_EPOCH_STEP])  # a step shown is not what the file holds
+    # a step shown (epoch 5, step 18) is not what the file holds (the end of epoch 3)
+    tab._on_train_progress([{**MID_EPOCH_STEP, "epoch": 5, "global_step": 166}])
     tab._on_train_returned({"status": "stopped", "epochs": 3, "checkpoint": "/runs/a.pt",
                             "saved_at": [3, 0], "config": {"epochs": 6}})
     assert tab.result_label.text().startswith("Stopped after 3 full epochs; checkpoint kept")
@@ -712,6 +710,22 @@ def test_a_finished_run_whose_checkpoint_was_not_written_shows_its_result_and_wa
     tab._on_train_returned({"status": "stopped", "epochs": 1, "checkpoint": None,
                             "warning": warning, "config": {"epochs": 1}})
     assert tab.result_label.text() == f"Stopped during the final evaluation; {warning}."
+
+
+def test_export_is_off_for_a_checkpoint_that_missed_its_runs_last_write(tab, tmp_path):
+    older = tmp_path / "run.pt"
+    older.write_bytes(b"the epoch before")  # what the file still holds
+    tab.checkpoint_edit.setText(str(older))
+    tab._on_train_returned({**synthetic_result(("cat", "dog")), "checkpoint": None,
+                            "warning": "the trained model was not saved (disk full)"})
+    tab._update_buttons()
+    assert not tab.export_button.isEnabled() and not tab.classify_button.isEnabled()
+    assert "holds an older one" in tab.export_button.toolTip()
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"x")
+    tab.checkpoint_edit.setText(str(other))  # another file: its own model
+    tab._update_buttons()
+    assert tab.export_button.isEnabled() and tab.export_button.toolTip() == ""
 
 
 def test_a_new_run_does_not_show_the_last_runs_epoch(tab):
@@ -956,3 +970,17 @@ def test_settings_errors_name_the_tabs_fields(qtbot, tab, tiny_data, app_state, 
     tab.start_training(overrides={"max_train": -1})
     assert started == [] and not tab.is_training()
     assert app_state.last_error[1] == "train images must be a whole number of at least 1, not -1"
+
+
+def test_all_gpus_refuses_a_setting_torchrun_cannot_carry_and_is_not_left_training(
+        tab, tiny_data, app_state, monkeypatch):
+    from gui.app_state import ALL_GPUS
+
+    tab.path_edit.setText(str(tiny_data))
+    app_state.set_device(ALL_GPUS)
+    monkeypatch.setattr(tab, "_usable_gpus", lambda: [0])
+    monkeypatch.setattr(tab, "selected_classes", lambda: ["cat,dog", "ship"])  # a folder's name
+    tab.start_training()
+    assert not tab.is_training() and tab.train_button.isEnabled()
+    assert app_state.last_error[0] == "CIFAR-10 training"
+    assert "class name with a comma" in app_state.last_error[1]
