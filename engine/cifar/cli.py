@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from engine.cli import StderrProgress, format_duration, json_text, print_json
@@ -321,7 +320,8 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         "report_interval_s": None if args.progress_json else 1.0,
     }
     main_rank = _is_main_rank()
-    started_ns = time.time_ns()  # a checkpoint file changed since is this run's
+    # a checkpoint file changed since is this run's (its writes rename a new file into place)
+    checkpoint_before = _file_signature(args.checkpoint or args.resume)
     try:
         try:  # every rank checks these alike: rank 0 alone says what is wrong
             if not args.data and not args.resume:
@@ -353,8 +353,8 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
         if main_rank:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _peer_failed(exc):
                 raise JobError(_peer_gone_message(args.checkpoint or args.resume,
-                                                  resumed=args.resume, since_ns=started_ns)
-                               ) from None
+                                                  resumed=args.resume,
+                                                  before=checkpoint_before)) from None
             raise
         if getattr(exc, "every_rank", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Rank 0 checks the same settings and says what is wrong; when it exits, torchrun
@@ -385,17 +385,25 @@ def _torchrun_gpu_index_message(device: str) -> str:
             "torchrun --nproc_per_node=2 ...)")
 
 
-def _peer_gone_message(checkpoint: str | None, resumed: str | None, since_ns: int) -> str:
+def _file_signature(path: str | None) -> tuple[int, int, int] | None:
+    """Inode, modification time and size of ``path``, or None where there is no such file."""
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _peer_gone_message(checkpoint: str | None, resumed: str | None,
+                       before: tuple[int, int, int] | None) -> str:
     """Rank 0's word when another rank has gone (killed, out of memory): not gloo's or NCCL's
-    socket error, but what happened and what the checkpoint file holds (``since_ns``: when
-    this run began; a file written since is this run's)."""
+    socket error, but what happened and what the checkpoint file holds (``before``: its
+    :func:`_file_signature` when this run began; a file changed since is this run's)."""
     message = "another process of this torchrun run stopped unexpectedly, so training stopped"
     if not checkpoint:
         return message
-    try:
-        written = os.stat(checkpoint).st_mtime_ns >= since_ns
-    except OSError:
-        written = False
+    now = _file_signature(checkpoint)
+    written = now is not None and now != before
     if written:
         return (f"{message}; the checkpoint '{checkpoint}' holds the last epoch it saved "
                 f"(continue with --resume {checkpoint})")
