@@ -27,10 +27,13 @@ def train_arguments(config: dict[str, Any]) -> list[str]:
     refused, so that no setting is dropped on the way."""
     from engine.cli import build_parser
 
-    actions = build_parser().parse_args(["cifar", "train"]).train_actions
+    settings = build_parser().parse_args(["cifar", "train"]).train_settings
     args: list[str] = []
     for key, value in config.items():
-        action = actions.get(key)
+        if key == "device":  # the job's device, not a setting of its config
+            args += ["--device", str(value)]
+            continue
+        action = settings.get(key)
         if action is None:
             raise ValueError(f"cifar train has no flag for the setting {key!r}")
         flag = action.option_strings[0]
@@ -59,11 +62,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     flags: dict[str, str] = {}  # each config key's flag (tta_level: --tta), for its errors
-    actions: dict[str, argparse.Action] = {}  # each config key's argument, for train_arguments
+    settings: dict[str, argparse.Action] = {}  # the trainer config's keys and their arguments
 
-    def flagged(group, flag: str, **options) -> None:
+    def flagged(group, flag: str, setting: bool = True, **options) -> None:
         action = group.add_argument(flag, **options)
-        flags[action.dest], actions[action.dest] = flag, action
+        flags[action.dest] = flag
+        if setting:
+            settings[action.dest] = action
 
     train = sub.add_parser(
         "train", help="train a model (also under torchrun for DDP)",
@@ -79,12 +84,13 @@ def register(subparsers) -> None:
     flagged(train, "--epochs", type=int)
     flagged(train, "--batch-size", type=int)
     flagged(train, "--lr", type=float)
-    flagged(train, "--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, "
-                   "auto; under torchrun: cpu or cuda")
+    flagged(train, "--device", setting=False, default="cpu",
+            help="cpu (default), cuda, cuda:1, mps, auto; under torchrun: cpu or cuda")
     flagged(train, "--seed", type=int)
     flagged(train, "--checkpoint", help="write checkpoints here (each epoch, and on stop)")
     flagged(train, "--resume", help="continue from this checkpoint")
-    flagged(train, "--json", action="store_true", help="print the results as one JSON object")
+    flagged(train, "--json", setting=False, action="store_true",
+            help="print the results as one JSON object")
     tuning = train.add_argument_group("recipe (defaults depend on the model)")
     flagged(tuning, "--optimizer", choices=["sgd", "nesterov", "adam", "adamw", "muon"],
                 help="muon: Muon for the conv filters, Nesterov SGD for the rest")
@@ -107,11 +113,11 @@ def register(subparsers) -> None:
     flagged(run_opts, "--max-train", type=int, help="use at most N training images")
     flagged(run_opts, "--max-test", type=int, help="use at most N test images")
     flagged(run_opts, "--cache-dir", help="where decoded data is cached")
-    flagged(run_opts, "--quiet", action="store_true", help="no progress lines")
-    flagged(run_opts, "--progress-json", action="store_true",
+    flagged(run_opts, "--quiet", setting=False, action="store_true", help="no progress lines")
+    flagged(run_opts, "--progress-json", setting=False, action="store_true",
                   help=f"progress as '{PROGRESS_PREFIX}{{json}}' lines on stderr (a "
                   "refused setting too: phase 'error', its 'setting' by config key)")
-    train.set_defaults(func=run_train, setting_flags=flags, train_actions=actions)
+    train.set_defaults(func=run_train, setting_flags=flags, train_settings=settings)
 
     info = sub.add_parser("info", help="load a dataset (decoding it once) and describe it")
     info.add_argument("--data", required=True)
@@ -287,38 +293,14 @@ def _run_train(args, stop_event: threading.Event, progress: _CliProgress) -> int
     from engine.devices import resolve_device
     from engine.jobs import JobContext, JobError, JobStopped
 
-    config = {
-        "data": args.data,
+    config = {key: getattr(args, key) for key in args.train_settings}
+    config.update({
         "model": args.model.lower() if args.model else None,
         "classes": parse_classes(args.classes),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "checkpoint": args.checkpoint,
-        "resume": args.resume,
-        "optimizer": args.optimizer,
-        "momentum": args.momentum,
-        "muon_lr": args.muon_lr,
-        "muon_momentum": args.muon_momentum,
-        "weight_decay": args.weight_decay,
-        "label_smoothing": args.label_smoothing,
-        "schedule": args.schedule,
-        "warmup": args.warmup,
-        "flip": args.flip,
-        "translate": args.translate,
-        "tta_level": args.tta_level,
-        "eval_every": args.eval_every,
-        "precision": args.precision,
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "max_train": args.max_train,
-        "max_test": args.max_test,
-        "cache_dir": args.cache_dir,
         # progress lines print at most once a second; fewer reports also mean fewer GPU syncs
         # (each reads the loss back). A GUI reading --progress-json keeps the live rate.
         "report_interval_s": None if args.progress_json else 1.0,
-    }
+    })
     main_rank = _is_main_rank()
     # a checkpoint file changed since is this run's (its writes rename a new file into place)
     checkpoint_before = _file_signature(args.checkpoint or args.resume)

@@ -475,6 +475,8 @@ def test_train_arguments_parse_back_to_the_config_they_came_from():
     assert "--max-train" not in train_arguments(config)  # None: the default
     with pytest.raises(ValueError, match="no flag for the setting 'whiten_bias_epochs'"):
         train_arguments({"whiten_bias_epochs": 2})
+    with pytest.raises(ValueError, match="no flag for the setting 'json'"):  # not a setting
+        train_arguments({"json": True})
     # off is passed too: a resume would otherwise take the checkpoint's compile=True
     assert train_arguments({"compile": False, "resume": "a.pt"}) == ["--no-compile",
                                                                      "--resume", "a.pt"]
