@@ -1164,8 +1164,13 @@ def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
             save(cfg["epochs"], 0)
             weights_saved = bool(cfg.get("checkpoint"))
         except JobError as exc:
-            result["warning"] = (f"the trained model was not saved ({exc}); "
-                                 + _what_the_file_holds(saved_at))
+            if saved_at == (cfg["epochs"], 0):
+                # a finished checkpoint resumed to evaluate it: the file still holds the
+                # trained model, and the write after the evaluation says if it fails again
+                weights_saved = True
+            else:
+                result["warning"] = (f"the trained model was not saved ({exc}); "
+                                     + _what_the_file_holds(saved_at))
         report({"phase": "evaluate"})
         # None: a stop came during the evaluation (TTA on the CPU takes a while): Stop means
         # stop, so it is given up rather than waited for

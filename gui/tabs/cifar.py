@@ -1191,8 +1191,9 @@ class CifarTab(QWidget):
         return f"Resume: {'; '.join(self._resume_notes)}." if self._resume_notes else ""
 
     def _on_train_returned(self, result: dict) -> None:
-        self._unsaved_checkpoint = (self.checkpoint_edit.text().strip()
-                                    if result and result.get("warning") else None)
+        self._unsaved_checkpoint = (self.checkpoint_edit.text().strip() if result
+                                    and result.get("warning") and not result.get("checkpoint")
+                                    else None)
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
             self.stopped_result = result
             self.speed_label.setText("stopped")

@@ -1108,6 +1108,14 @@ def test_a_checkpoint_write_that_fails_after_training_keeps_the_result_and_warns
     failing.add(1)  # one epoch: its first write is the finished model's
     result, _ = run(base_config(epochs=1, checkpoint=tmp_path / "e.pt"))
     assert result["warning"].endswith("; no checkpoint of this run was written")
+    writes.clear()
+    failing.clear()
+    failing.add(1)  # a finished checkpoint resumed to be evaluated: its rewrite fails
+    result, _ = run({"dataset": DATA, "resume": tmp_path / "d.pt"})
+    # not "the trained model was not saved": the file holds it, and the test accuracy is added
+    assert result["test_acc"] is not None and result["checkpoint"] == str(tmp_path / "d.pt")
+    assert "warning" not in result and len(writes) == 2
+    assert ckpt.load_checkpoint(tmp_path / "d.pt")["history"][-1]["test_acc"] == result["test_acc"]
 
 
 def test_a_resume_whose_file_cannot_be_written_says_how_to_write_elsewhere(tmp_path,

@@ -726,6 +726,11 @@ def test_export_is_off_for_a_checkpoint_that_missed_its_runs_last_write(tab, tmp
     tab.checkpoint_edit.setText(str(other))  # another file: its own model
     tab._update_buttons()
     assert tab.export_button.isEnabled() and tab.export_button.toolTip() == ""
+    # the trained model was written; only the test accuracy could not be added
+    tab._on_train_returned({**synthetic_result(("cat", "dog")), "checkpoint": str(other),
+                            "warning": "the test accuracy was not added to the checkpoint"})
+    tab._update_buttons()
+    assert tab.export_button.isEnabled()
 
 
 def test_a_new_run_does_not_show_the_last_runs_epoch(tab):
