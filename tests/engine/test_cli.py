@@ -82,12 +82,14 @@ def test_json_output_carries_file_names_that_are_not_utf8():
     assert json.loads(text) == {"class_names": ["b\\xe9b\\xe9"], "per_class": {"b\\xe9b\\xe9": 0.5}}
 
 
-def test_text_output_survives_a_name_that_is_not_utf8():
-    script = (
+def _script_running_command(body: str) -> str:
+    """A ``python -c`` script that runs ``engine.cli.main`` with one command whose body (code
+    indented by four spaces) is ``body``."""
+    return (
         "import argparse, sys\n"
         "import engine.cli as cli\n"
         "def command(args):\n"
-        "    print('class ' + __import__('os').fsdecode(b'b\\xe9b\\xe9'))\n"
+        f"{body}"
         "def parser():\n"
         "    p = argparse.ArgumentParser()\n"
         "    p.set_defaults(func=command)\n"
@@ -95,6 +97,11 @@ def test_text_output_survives_a_name_that_is_not_utf8():
         "cli.build_parser = parser\n"
         "sys.exit(cli.main([]))\n"
     )
+
+
+def test_text_output_survives_a_name_that_is_not_utf8():
+    script = _script_running_command(
+        "    print('class ' + __import__('os').fsdecode(b'b\\xe9b\\xe9'))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -133,21 +140,12 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
 def test_a_broken_pipe_of_the_job_itself_is_an_error():
     """A socket whose peer went away is a failure to report; only stdout's reader leaving is
     quiet."""
-    script = (
-        "import argparse, socket, sys\n"
-        "import engine.cli as cli\n"
-        "def command(args):\n"
+    script = _script_running_command(
+        "    import socket\n"
         "    print('partial result')\n"
         "    ours, theirs = socket.socketpair()\n"
         "    theirs.close()\n"
-        "    ours.sendall(b'x' * 100000)\n"
-        "def parser():\n"
-        "    p = argparse.ArgumentParser()\n"
-        "    p.set_defaults(func=command)\n"
-        "    return p\n"
-        "cli.build_parser = parser\n"
-        "sys.exit(cli.main([]))\n"
-    )
+        "    ours.sendall(b'x' * 100000)\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2
