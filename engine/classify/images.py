@@ -223,21 +223,21 @@ def open_image_sized(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            _check_size(img)
-            width, height = img.size
-            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            if draft_size and img.format == "JPEG":
-                w, h = img.size
-                scale = min(w, h) / draft_size
-                if scale >= 2:
-                    img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-            img.load()
-            if orientation != 1:  # exif_transpose copies even an upright image: 2 ms a photo
-                img = ImageOps.exif_transpose(img)
-            return to_rgb(img), (width, height)
+            with Image.open(path) as img:  # closes the file animated formats keep open
+                _check_size(img)
+                width, height = img.size
+                orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+                if orientation in (5, 6, 7, 8):
+                    width, height = height, width
+                if draft_size and img.format == "JPEG":
+                    w, h = img.size
+                    scale = min(w, h) / draft_size
+                    if scale >= 2:
+                        img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+                img.load()
+                if orientation != 1:  # exif_transpose copies even an upright image: 2 ms a photo
+                    img = ImageOps.exif_transpose(img)
+                return to_rgb(img), (width, height)
     except ImageProblem:
         raise
     except UnidentifiedImageError:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import struct
 import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -67,6 +69,26 @@ def test_gif_first_frame_webp_bmp_tiff(tmp_path):
         path = _save(blue, tmp_path / f"x.{suffix}", **({"lossless": True} if suffix == "webp"
                                                          else {}))
         assert open_image(path).getpixel((8, 8)) == (0, 0, 255)
+
+
+def test_opening_leaves_no_file_open(tmp_path):
+    """Animated images keep their file open after load, and so do failures: a folder of
+    thousands of photos must not wait for the garbage collector to close them."""
+    gif = tmp_path / "anim.gif"
+    Image.new("RGB", (16, 16), "red").save(
+        gif, save_all=True, append_images=[Image.new("RGB", (16, 16), "blue")])
+    cut = tmp_path / "cut.png"
+    _save(Image.new("RGB", (64, 64), "green"), tmp_path / "whole.png")
+    cut.write_bytes((tmp_path / "whole.png").read_bytes()[:60])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        opened = open_image(gif)
+        assert opened.getpixel((8, 8))[0] > 200  # the frame is kept when its file is closed
+        del opened
+        with pytest.raises(ImageProblem):
+            open_image(cut)
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_exif_orientation_is_applied(tmp_path):
