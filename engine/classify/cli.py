@@ -66,11 +66,32 @@ def _format_progress(update: dict) -> str | None:
         of = f" of {total / 1e6:.1f}" if total else ""
         return (f"downloading {update['file']}: {done:.1f}{of} MB, "
                 f"{update['speed'] / 1e6:.1f} MB/s" + (f", {eta:.0f} s left" if eta else ""))
+    if event == "verify":
+        total = update["total"]
+        percent = f"{100 * update['bytes'] / total:.0f}%" if total else "100%"
+        what = (f"the downloaded weights {update['file']}" if update.get("downloaded")
+                else f"the weights {update['file']} (once, at their first use)")
+        return f"checking {what}: {percent} of {total / 1e6:.1f} MB"
     if event == "model" and not update.get("cached"):
         return f"model: {update['model']['title']} ({update['load_seconds']:.1f} s)"
     if event == "result":
         return f"{update['index'] + 1}/{update['total']} images"
     return None
+
+
+def _each_phase_at_once(progress):
+    """``progress``, except that the first update of a download or of a check is printed
+    however soon after the line before it ('checking…' right after the download's last line)."""
+    phase = None
+
+    def report(update: dict) -> None:
+        nonlocal phase
+        event = update.get("event")
+        first = event in ("download", "verify") and event != phase
+        phase = event
+        progress({**update, "final": True} if first else update)
+
+    return report
 
 
 def _list_models(as_json: bool) -> int:
@@ -190,7 +211,7 @@ def _classify(args, config: dict) -> int:
     elif device == "cpu":  # one single-threaded decode+classify stream per core (see Classifier)
         torch.set_num_threads(1)
     config["workers"] = workers
-    progress = StderrProgress(_format_progress, interval=1.0, quiet=False)
+    progress = _each_phase_at_once(StderrProgress(_format_progress, interval=1.0, quiet=False))
     ctx = JobContext(device=device, progress=progress)
     with _first_interrupt_stops(ctx):
         outcome = classify_job(config, ctx)
@@ -207,6 +228,9 @@ def _classify(args, config: dict) -> int:
             else:
                 best = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in entry["top"])
                 print(f"{entry['path']}: {best}")
+    if outcome["status"] == "stopped" and outcome.get("reason"):  # while loading the model
+        print(outcome["reason"], file=sys.stderr)
+        return 130
     if outcome["status"] == "stopped":
         print(f"stopped after {len(results)} of {outcome.get('total', len(results))} images",
               file=sys.stderr)

@@ -10,6 +10,7 @@ time, hub entry, device, precision), so the GUI loads a model once and every lat
 decodes and runs it.
 
 Reports (plain data): ``{"event": "download", "file", "bytes", "total", "speed", "eta"}``,
+``{"event": "verify", ...}`` (the same keys and ``downloaded``: the weights' SHA-256 check),
 ``{"event": "model", "model": info dict, "load_seconds"}``,
 ``{"event": "result", "index", "total", "result": ImageResult.to_dict()}``,
 ``{"event": "gradcam", "path", "class_index", "label", "cam": float32 HxW}``,
@@ -171,7 +172,8 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
 
     Returns ``{"status": "done" | "stopped", "model", "results": [ImageResult.to_json()],
     "classified", "failed", "skipped" (files in the folders that are not images), "total",
-    "seconds", "images_per_second"}``. Bad files never stop the batch.
+    "seconds", "images_per_second"}``, and ``reason`` when stopped while the model's weights
+    were downloaded or checked. Bad files never stop the batch.
     """
     with cpu_threads(config.get("threads"), ctx.device):
         return _classify(config, ctx)
@@ -193,9 +195,10 @@ def _classify(config: dict, ctx: JobContext) -> dict:
                        + (f": {skipped_note(skipped)}" if skipped else ""))
     try:
         classifier = get_classifier(config, ctx)
-    except JobStopped:
-        return {"status": "stopped", "results": [], "classified": 0, "failed": 0,
-                "skipped": skipped, "total": len(paths), "seconds": time.perf_counter() - started}
+    except JobStopped as exc:
+        return {"status": "stopped", "reason": str(exc) or None, "results": [], "classified": 0,
+                "failed": 0, "skipped": skipped, "total": len(paths),
+                "seconds": time.perf_counter() - started}
     views = bool(config.get("views", False))
     gradcam_limit = int(config.get("gradcam_limit", 0))
     top_k = int(config.get("top_k", 5))
@@ -281,11 +284,12 @@ def _grad_cam(config: dict, ctx: JobContext) -> dict:
 
 
 def load_model_job(config: dict, ctx: JobContext) -> dict:
-    """Load (downloading if needed) the model in ``config`` and keep it; returns its info."""
+    """Load (downloading if needed) the model in ``config`` and keep it; returns its info, or
+    ``{"status": "stopped", "reason"}`` (what was stopped, when a download or check says)."""
     try:
         classifier = get_classifier(config, ctx)
-    except JobStopped:
-        return {"status": "stopped"}
+    except JobStopped as exc:
+        return {"status": "stopped", "reason": str(exc) or None}
     return {"status": "done", "model": classifier.loaded.info.to_dict()}
 
 

@@ -695,6 +695,8 @@ class ClassifyTab(QWidget):
             event = update.get("event")
             if event == "download":
                 self._show_download(update)
+            elif event == "verify":
+                self._show_check(update)
             elif event == "model":
                 self.download_panel.hide()
                 if self._job_kind == "load":  # rows from before are another load's
@@ -732,7 +734,9 @@ class ClassifyTab(QWidget):
                 # a classify job loads its model only when it differs from the one loaded
                 if kind == "load" or self._running_config != self._loaded_config:
                     self._restore_loaded_model("not loaded (cancelled)")
-                self.app.show_status("Stopped.", 4000)
+                reason = outcome.get("reason")  # what was stopped, while loading the model
+                self.app.show_status(f"{reason[0].upper()}{reason[1:]}." if reason else "Stopped.",
+                                     8000 if reason else 4000)
         elif kind == "folder":
             rate = outcome.get("images_per_second", 0.0)
             if outcome["classified"] + outcome["failed"] == 0:
@@ -817,6 +821,20 @@ class ClassifyTab(QWidget):
             text += f" of {_megabytes(total)}"
         text += f" · {update['speed'] / 1e6:.1f} MB/s"
         if eta is not None:
+            text += f" · {eta:.0f} s left"
+        self.download_label.setText(text)
+
+    def _show_check(self, update: dict) -> None:
+        """The SHA-256 check of weights (after a download, or once for a copy already on
+        disk), in the download's panel: its Cancel and Esc stop it."""
+        self.download_panel.show()
+        total, done = update["total"], update["bytes"]
+        self.download_bar.setRange(0, 1000)
+        self.download_bar.setValue(round(1000 * done / total) if total else 1000)
+        what = "the downloaded weights" if update.get("downloaded") else "the weights on disk"
+        text = f"Checking {what} ({update['file']}): {_megabytes(done)} of {_megabytes(total)}"
+        eta = update.get("eta")
+        if eta is not None and eta >= 1:
             text += f" · {eta:.0f} s left"
         self.download_label.setText(text)
 

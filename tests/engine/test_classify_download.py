@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -34,9 +35,10 @@ def test_good_download_lands_in_torch_cache_with_progress(server, tmp_path, monk
     assert path == tmp_path / "torch-home" / "hub" / "checkpoints" / name
     assert path.read_bytes() == PAYLOAD
     assert _leftovers() == [path]
-    last = updates[-1]
-    assert last["event"] == "download" and last["file"] == name
+    last = [u for u in updates if u["event"] == "download"][-1]
+    assert last["file"] == name
     assert last["bytes"] == last["total"] == len(PAYLOAD) and last["speed"] > 0
+    assert updates[-1]["event"] == "verify"  # then its hash is checked
     assert weights.is_cached(url)
     assert weights.ensure_weights(url) == path  # second call: no download
 
@@ -163,8 +165,10 @@ def test_a_good_cached_copy_is_hashed_once(tmp_path, monkeypatch):
     copy.parent.mkdir(parents=True)
     copy.write_bytes(PAYLOAD)
     hashed = []
-    real_sha256 = weights._sha256
-    monkeypatch.setattr(weights, "_sha256", lambda path: hashed.append(path) or real_sha256(path))
+    real_sha256 = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of",
+                        lambda path, *args, **kwargs: hashed.append(path)
+                        or real_sha256(path, *args, **kwargs))
     assert weights.ensure_weights(url) == copy
     assert weights.ensure_weights(url) == copy
     assert hashed == [copy]
@@ -187,3 +191,157 @@ def test_a_notes_file_that_is_not_ours_only_costs_a_hash(tmp_path, monkeypatch):
     notes.write_text("[1, 2]")
     assert weights.ensure_weights(url) == copy
     assert json.loads(notes.read_text()) == {str(copy): [len(PAYLOAD), copy.stat().st_mtime_ns]}
+
+
+# ---- the SHA-256 check: progress and stop, like the download ------------------------------------
+FEW_MB = bytes(range(256)) * (4 * 4096)  # 4 MiB
+SMALL_CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def small_hash_steps(monkeypatch):
+    """Hash 64 KiB at a time and report every step, so a few MB give many reports."""
+    monkeypatch.setattr(weights, "HASH_CHUNK_BYTES", SMALL_CHUNK)
+    monkeypatch.setattr(weights, "CHECK_REPORT_INTERVAL_S", 0.0)
+
+
+def _copy_in_cache(tmp_path, monkeypatch, payload: bytes = FEW_MB) -> tuple[str, Path, Path]:
+    """A good copy of some weights already in the cache: (its url, its path, the notes file)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    url = weights.TORCHVISION_BASE_URL + _named(payload)
+    copy = weights.cached_path(url)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(payload)
+    return url, copy, tmp_path / "cache" / weights.VERIFIED_FILE
+
+
+def _checks(updates: list[dict]) -> list[dict]:
+    return [u for u in updates if u["event"] == "verify"]
+
+
+def test_checking_a_cached_copy_reports_progress_up_to_its_size(tmp_path, monkeypatch,
+                                                                small_hash_steps):
+    url, copy, notes = _copy_in_cache(tmp_path, monkeypatch)
+    updates = []
+    assert weights.ensure_weights(url, progress=updates.append) == copy
+    checks = _checks(updates)
+    done = [u["bytes"] for u in checks]
+    assert done[0] == 0 and done[-1] == len(FEW_MB)
+    assert len(done) == len(FEW_MB) // SMALL_CHUNK + 1 and done == sorted(set(done))
+    assert all(u["total"] == len(FEW_MB) and u["file"] == copy.name for u in checks)
+    assert not any(u["downloaded"] for u in checks)
+    assert str(copy) in json.loads(notes.read_text())
+    updates.clear()
+    weights.ensure_weights(url, progress=updates.append)  # remembered: no check, no reports
+    assert updates == []
+
+
+def test_progress_of_a_check_is_throttled(tmp_path, monkeypatch):
+    """Between the first and the last, reports come at most every CHECK_REPORT_INTERVAL_S, on
+    a fake clock that moves 10 ms each time it is read (no timing in the test)."""
+    class FakeClock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.01
+            return self.now
+
+    clock = FakeClock()
+    monkeypatch.setattr(weights, "HASH_CHUNK_BYTES", SMALL_CHUNK)
+    monkeypatch.setattr(weights.time, "monotonic", clock)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(FEW_MB)
+    reported_at = []
+    updates = []
+    digest = weights.sha256_of(path, progress=lambda u: (updates.append(u),
+                                                         reported_at.append(clock.now)))
+    assert digest == hashlib.sha256(FEW_MB).hexdigest()
+    assert updates[0]["bytes"] == 0 and updates[-1]["bytes"] == len(FEW_MB)
+    assert 3 <= len(updates) < len(FEW_MB) // SMALL_CHUNK  # some between, not one per chunk
+    gaps = [b - a for a, b in zip(reported_at[:-2], reported_at[1:-1], strict=True)]
+    assert min(gaps) >= weights.CHECK_REPORT_INTERVAL_S - 1e-9
+
+
+def test_a_check_stopped_midway_is_not_remembered_and_runs_again(tmp_path, monkeypatch,
+                                                                 small_hash_steps):
+    url, copy, notes = _copy_in_cache(tmp_path, monkeypatch)
+    updates = []
+
+    def stop_halfway() -> bool:
+        checks = _checks(updates)
+        return bool(checks) and checks[-1]["bytes"] >= len(FEW_MB) // 2
+
+    with pytest.raises(JobStopped, match=f"stopped checking {copy.name}: it is not marked as "
+                                         "checked, and is checked again"):
+        weights.ensure_weights(url, progress=updates.append, should_stop=stop_halfway)
+    assert 0 < _checks(updates)[-1]["bytes"] < len(FEW_MB)
+    assert copy.read_bytes() == FEW_MB  # the user's file stays
+    assert not notes.exists() or str(copy) not in json.loads(notes.read_text())
+    updates.clear()
+    assert weights.ensure_weights(url, progress=updates.append) == copy  # checked again, whole
+    assert _checks(updates)[-1]["bytes"] == len(FEW_MB)
+    assert str(copy) in json.loads(notes.read_text())
+
+
+def test_a_download_is_checked_with_progress_and_a_stop_then_saves_nothing(server,
+                                                                           small_hash_steps):
+    name = _named(PAYLOAD)
+    url = server(name, "good")
+    updates = []
+
+    def stop_once_checking() -> bool:
+        checks = _checks(updates)
+        return bool(checks) and checks[-1]["bytes"] > 0
+
+    with pytest.raises(JobStopped, match=f"stopped checking the downloaded {name}; nothing was "
+                                         "saved"):
+        weights.ensure_weights(url, progress=updates.append, should_stop=stop_once_checking)
+    assert updates[0]["event"] == "download" and _checks(updates)[0]["downloaded"]
+    assert _leftovers() == []
+    updates.clear()
+    path = weights.ensure_weights(url, progress=updates.append)
+    assert path.read_bytes() == PAYLOAD and _checks(updates)[-1]["bytes"] == len(PAYLOAD)
+
+
+def test_cli_shows_the_check_and_its_first_ctrl_c_stops_it(tmp_path, monkeypatch, capsys,
+                                                           small_hash_steps):
+    """`python -m engine classify --model squeezenet1_1` with a copy of its weights brought from
+    elsewhere: stderr says the file is being checked; Ctrl-C midway stops the check (exit 130,
+    saying the file is checked again next time), and the next run checks it again."""
+    import signal
+
+    from PIL import Image
+
+    from engine.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    copy = weights.checkpoint_dir() / "squeezenet1_1-b8a52dc0.pth"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(FEW_MB)  # not the published file: only a full check can tell
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 48), "green").save(photo)
+    real_report = weights._report
+
+    def ctrl_c_halfway(progress, name, done, total, *args, **kwargs):
+        real_report(progress, name, done, total, *args, **kwargs)
+        if done >= len(FEW_MB) // 2 and not interrupted:
+            interrupted.append(done)
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C
+
+    interrupted: list[int] = []
+    monkeypatch.setattr(weights, "_report", ctrl_c_halfway)
+    assert main(["classify", str(photo), "--model", "squeezenet1_1"]) == 130
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"checking the weights {copy.name} (once, at their first use): 0% of 4.2 MB" in err
+    assert f"stopped checking {copy.name}: it is not marked as checked, and is checked again" \
+        in err
+    assert "Traceback" not in err
+    notes = tmp_path / "cache" / weights.VERIFIED_FILE
+    assert not notes.exists() or str(copy) not in json.loads(notes.read_text())
+
+    monkeypatch.setattr(weights, "_report", real_report)
+    assert main(["classify", str(photo), "--model", "squeezenet1_1"]) == 1  # checked again
+    assert f"{copy} is not the file published" in capsys.readouterr().err

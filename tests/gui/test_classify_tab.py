@@ -210,6 +210,66 @@ def test_cancel_download_leaves_no_file(tab, qtbot, monkeypatch):
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
+def test_checking_weights_on_disk_shows_progress_and_escape_stops_it(tab, qtbot, monkeypatch,
+                                                                    app_state):
+    """Weights copied into the cache are checked (SHA-256) before their first use: the download
+    panel shows the check, Esc stops it with a message, nothing is remembered as checked, and
+    the next load checks the file again (here: finds it is not the published one)."""
+    import json
+
+    from PySide6.QtTest import QTest
+
+    import engine.classify.jobs as jobs
+    from engine.cache import cache_root
+    from engine.classify import weights
+
+    monkeypatch.setattr(weights, "HASH_CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(weights, "CHECK_REPORT_INTERVAL_S", 0.0)
+    real_load = jobs.load_model_job
+
+    def load_that_waits_halfway_through_the_check(config, ctx):
+        report = ctx.report
+
+        def paused_midway(update):  # until Esc: the stop surely comes during the check
+            report(update)
+            if update["event"] == "verify" and 0 < update["bytes"] < update["total"]:
+                ctx.stop_event.wait(timeout=WAIT_MS / 1000)
+
+        ctx.report = paused_midway
+        return real_load(config, ctx)
+
+    monkeypatch.setattr(jobs, "load_model_job", load_that_waits_halfway_through_the_check)
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    copy = weights.checkpoint_dir() / "squeezenet1_1-b8a52dc0.pth"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(b"\1" * 2 * 1024 * 1024)
+    try:
+        tab.set_model("squeezenet1_1")
+        qtbot.waitUntil(lambda: tab.download_panel.isVisible()
+                        and tab.download_bar.value() > 0, timeout=WAIT_MS)
+        assert tab.download_label.text().startswith(
+            f"Checking the weights on disk ({copy.name}): 0.1 MB of 2.1 MB")
+        tab.activateWindow()
+        qtbot.waitActive(tab)
+        QTest.keyClick(tab.table, Qt.Key.Key_Escape)
+        qtbot.waitUntil(lambda: not tab.is_busy(), timeout=30_000)
+        assert not tab.download_panel.isVisible()
+        assert "cancelled" in tab.model_info_label.text()
+        assert tab.loaded_model["id"] == "efficientnet_lite0"
+        assert any(text.startswith(f"Stopped checking {copy.name}: it is not marked as checked")
+                   for text in statuses)
+        notes = cache_root() / weights.VERIFIED_FILE
+        assert not notes.exists() or str(copy) not in json.loads(notes.read_text())
+
+        monkeypatch.setattr(jobs, "load_model_job", real_load)
+        tab.set_model("squeezenet1_1")  # checked again, to the end this time
+        qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+        assert app_state.last_error and "is not the file published" in app_state.last_error[1]
+    finally:
+        copy.unlink()
+
+
 @needs_book_photos
 def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     from torchvision.models import resnet18
