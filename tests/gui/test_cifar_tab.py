@@ -346,7 +346,7 @@ def test_export_takes_the_suffix_of_the_chosen_file_type():
 
 
 def test_torchrun_command_mirrors_the_cli(tmp_path):
-    from gui.tabs.cifar import TorchrunProcess
+    from gui.torchrun import TorchrunProcess
 
     args = TorchrunProcess.command({"data": "/d", "model": "fast", "epochs": 3,
                                     "classes": ["cat", "dog"], "flip": True, "lr": None,
@@ -359,7 +359,7 @@ def test_torchrun_command_mirrors_the_cli(tmp_path):
 
 def test_torchrun_gets_every_setting_the_tab_trains_with(tab):
     from engine.cli import build_parser
-    from gui.tabs.cifar import TorchrunProcess
+    from gui.torchrun import TorchrunProcess
 
     config = {**tab.training_config(), "data": "/d", "max_test": 2000}
     args = TorchrunProcess.command(config, nproc=2)
@@ -370,7 +370,7 @@ def test_torchrun_gets_every_setting_the_tab_trains_with(tab):
 
 
 def test_all_gpus_hides_the_gpus_it_does_not_use(monkeypatch):
-    from gui.tabs.cifar import TorchrunProcess
+    from gui.torchrun import TorchrunProcess
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert TorchrunProcess.visible_devices([0, 2, 3]) == "0,2,3"
@@ -381,7 +381,7 @@ def test_all_gpus_hides_the_gpus_it_does_not_use(monkeypatch):
 def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch):
     """The "All GPUs" launcher, exercised with two CPU ranks (gloo) instead of GPUs."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    from gui.tabs.cifar import TorchrunProcess
+    from gui.torchrun import TorchrunProcess
 
     root = write_image_folder(tmp_path / "imgs", n_train=8, n_test=2)
     process = TorchrunProcess()
@@ -402,7 +402,7 @@ def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch)
 def test_torchrun_process_says_the_clis_error_not_torchruns_report(qtbot, tmp_path,
                                                                     monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    from gui.tabs.cifar import TorchrunProcess
+    from gui.torchrun import TorchrunProcess
 
     process = TorchrunProcess()
     with qtbot.waitSignal(process.errored, timeout=180_000) as errored:  # said by rank 0 alone
@@ -452,7 +452,7 @@ def test_results_survive_a_refused_start_and_a_reload_and_train_uses_the_shown_d
 def test_a_nan_loss_from_torchrun_reaches_the_live_view_as_nan(tab):
     import math
 
-    from gui.tabs.cifar import _with_nans
+    from gui.torchrun import _with_nans
 
     update = _with_nans({"phase": "train", "loss": None, "message": None, "history": [
         {"epoch": 1, "train_loss": None, "train_acc": 0.5}]})
