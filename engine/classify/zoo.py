@@ -362,17 +362,18 @@ def load_model(
         weights = _torchvision_weights(arch, weights_name)
         info = torchvision_model_info(arch, weights_name)
         preprocess = _preprocess_from_weights(weights)
-        module = models.get_model(arch, weights=None)
         if weights_file:
-            state = _read_state_dict(weights_file, info.title)
-            fit_state_dict(module, state, weights_file, info.title)
+            path = weights_file
         else:
             from engine.classify.weights import ensure_weights
 
-            path = ensure_weights(weights.url, progress=progress, should_stop=should_stop)
-            state = _read_state_dict(str(path), info.title)
-            fit_state_dict(module, state, str(path), info.title)
+            path = str(ensure_weights(weights.url, progress=progress, should_stop=should_stop))
             info.on_disk = True
+        # the weights are fetched, checked and read before the network is built: a big one
+        # takes seconds to build (ViT-H/14: 633 M parameters), which nobody can stop or follow
+        state = _read_state_dict(path, info.title)
+        module = models.get_model(arch, weights=None)
+        fit_state_dict(module, state, path, info.title)
     if weights_file:
         info = ModelInfo(**{**asdict(info), "source": "file", "file": weights_file,
                             "title": f"{info.title} ← {os.path.basename(weights_file)}",

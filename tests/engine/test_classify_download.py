@@ -345,3 +345,34 @@ def test_cli_shows_the_check_and_its_first_ctrl_c_stops_it(tmp_path, monkeypatch
     monkeypatch.setattr(weights, "_report", real_report)
     assert main(["classify", str(photo), "--model", "squeezenet1_1"]) == 1  # checked again
     assert f"{copy} is not the file published" in capsys.readouterr().err
+
+
+def test_weights_are_checked_before_the_network_is_built(tmp_path, monkeypatch,
+                                                         small_hash_steps):
+    """Building a big torchvision network takes seconds that cannot be stopped or followed:
+    the check of its weights comes first, so its progress shows at once, a stop is obeyed at
+    once, and a file that is not the published one is refused without building anything."""
+    import torchvision.models
+
+    from engine.classify.zoo import load_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    copy = weights.checkpoint_dir() / "squeezenet1_1-b8a52dc0.pth"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(FEW_MB)
+    events = []
+    real_get_model = torchvision.models.get_model
+    monkeypatch.setattr(torchvision.models, "get_model",
+                        lambda *args, **kwargs: events.append("build")
+                        or real_get_model(*args, **kwargs))
+
+    def progress(update):
+        events.append(update["event"])
+
+    with pytest.raises(JobStopped):
+        load_model("squeezenet1_1", progress=progress, should_stop=lambda: "verify" in events)
+    assert events == ["verify"]
+    with pytest.raises(JobError, match="not the file published"):
+        load_model("squeezenet1_1", progress=progress)
+    assert "build" not in events
