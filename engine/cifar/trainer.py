@@ -744,490 +744,695 @@ def _make_paths_absolute(cfg: dict[str, Any], from_checkpoint: bool) -> None:
 
 
 def _train(cfg, ctx, dataset, resume_blob, world, rank, device_id, wall_start):
-    device = torch.device(device_id)
-    is_main = rank == 0
-    report = ctx.report if is_main else (lambda update: None)
-    distributed = world > 1
-    if distributed:
-        import torch.distributed as dist
+    return _TrainingRun(cfg, ctx, world, rank, device_id, wall_start).run(dataset, resume_blob)
 
-    # ---- data: rank 0 decodes first (fills the cache), then the others read the cache
-    load_start = time.perf_counter()
-    if distributed and not is_main:
-        dist.barrier()
-    data = prepare_data(cfg, ctx if is_main else JobContext(device_id), dataset)
-    if distributed and is_main:
-        dist.barrier()
-    if resume_blob is not None:
-        if [c.lower() for c in resume_blob["class_names"]] != [c.lower() for c in data.class_names]:
-            raise on_every_rank(JobError(
-                f"the checkpoint's classes ({', '.join(resume_blob['class_names'])}) do not match "
-                f"the data's ({', '.join(data.class_names)})"
-            ))
-        mean, std = list(resume_blob["mean"]), list(resume_blob["std"])
-    else:
-        sums = channel_sums(data.train_images)
-        if all_one_colour(sums):
-            raise on_every_rank(JobError(
-                f"every training image is one and the same colour ({len(data.train_labels)} "
-                "images), so there is nothing to learn from them: check that the images "
-                "decoded as they should (open a few), or choose other classes"))
-        mean, std = stats_from_sums(sums)
-    train_x = data.train_images.to(device)
-    train_y = data.train_labels.to(device)
-    test_x = data.test_images.to(device)
-    test_y = data.test_labels.to(device)
-    load_time = time.perf_counter() - load_start
-    report({"phase": "data", "class_names": data.class_names, "mean": mean, "std": std,
-            "train_images": len(train_y), "test_images": len(test_y)})
+
+def _fresh_partial() -> dict[str, Any]:
+    """An epoch's running totals before its first step."""
+    return {"correct": 0, "seen": 0, "loss_sum": 0.0}
+
+
+class _EpochOutcome:
+    """What :meth:`_TrainingRun.train_one_epoch` leaves for the epoch's end."""
+
+    __slots__ = ("stopped", "step", "time_s", "images")
+
+    def __init__(self, stopped: bool, step: int, time_s: float, images: int) -> None:
+        self.stopped = stopped  # a stop came before ``step`` was trained
+        self.step = step
+        self.time_s = time_s
+        self.images = images  # trained in this session's share of the epoch, all ranks
+
+
+class _TrainingRun:
+    """One run of :func:`train_job`, laid out like torchvision's reference training script:
+    the data and its normalization, the model with its optimizer and schedule, a resume,
+    ``train_one_epoch``, ``evaluate``, the checkpoints and the result.
+
+    Under torchrun every rank runs the same methods, so the collective calls (barriers,
+    all-reduces, DDP's own) come in the same order on every rank; rank 0 alone evaluates,
+    reports and writes."""
+
+    def __init__(self, cfg: dict[str, Any], ctx: JobContext, world: int, rank: int,
+                 device_id: str, wall_start: float) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.world, self.rank = world, rank
+        self.device_id = device_id
+        self.device = torch.device(device_id)
+        self.is_main = rank == 0
+        self.distributed = world > 1
+        self.report = ctx.report if self.is_main else (lambda update: None)
+        self.wall_start = wall_start
+        if self.distributed:
+            import torch.distributed as dist
+
+            self.dist = dist
+        # where training starts and what came before (a resume takes the checkpoint's)
+        self.start_epoch, self.start_step = 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.train_time = 0.0
+        self.partial = _fresh_partial()
+        self.rng_state = None
+        self.rng_ranks = None  # every rank's states, in checkpoints written under torchrun
+        # (epoch, step) the checkpoint file holds, for the message when a later write fails
+        self.saved_at: tuple[int, int] | None = None
+        self.warmup_time = 0.0
+        self.steps_done = 0  # this session
+
+    def run(self, dataset: CifarData | None, resume_blob: dict[str, Any] | None
+            ) -> dict[str, Any]:
+        self.load_data(dataset, resume_blob)
+        self.build_model(from_scratch=resume_blob is None)
+        self.build_schedule()
+        if resume_blob is not None:
+            self.restore(resume_blob)
+            cfg = self.cfg
+            if cfg.get("checkpoint") and same_path(cfg["checkpoint"], cfg["resume"]):
+                self.saved_at = (self.start_epoch, self.start_step)
+        self.wrap_model()
+        self.warm_up()
+        self.report_start()
+        status = self.train()
+        return self.finish(status)
+
+    # ---- data
+
+    def load_data(self, dataset: CifarData | None, resume_blob: dict[str, Any] | None) -> None:
+        """The data on the device, with the mean and std it is normalized by (the
+        checkpoint's when resuming). Rank 0 decodes first (filling the cache), then the others
+        read the cache."""
+        load_start = time.perf_counter()
+        if self.distributed and not self.is_main:
+            self.dist.barrier()
+        data = prepare_data(self.cfg, self.ctx if self.is_main else JobContext(self.device_id),
+                            dataset)
+        if self.distributed and self.is_main:
+            self.dist.barrier()
+        self.mean, self.std = _normalization_stats(data, resume_blob)
+        self.data = data
+        self.train_x = data.train_images.to(self.device)
+        self.train_y = data.train_labels.to(self.device)
+        self.test_x = data.test_images.to(self.device)
+        self.test_y = data.test_labels.to(self.device)
+        self.load_time = time.perf_counter() - load_start
+        self.report({"phase": "data", "class_names": data.class_names, "mean": self.mean,
+                     "std": self.std, "train_images": len(self.train_y),
+                     "test_images": len(self.test_y)})
 
     # ---- model, optimizer, schedule
-    if device.type == "cpu":
-        keep_freed_memory_for_reuse()
-    amp_dtype = autocast_dtype(device, cfg["precision"])
-    channels_last = cfg["channels_last"]
-    if channels_last is None:
-        channels_last = device.type == "cuda"
-    normalize = _Normalizer(mean, std, device, channels_last)
-    # GPUs: augment and normalize a whole epoch in a few large ops, then every step is a slice
-    # (airbench's approach; per batch it is ~20 small kernels a step). Stored in the autocast
-    # dtype, which the first conv casts to anyway. The CPU keeps per-batch augmentation.
-    augment_per = cfg.get("augment_per") or ("batch" if device.type == "cpu" else "epoch")
-    input_dtype = amp_dtype if augment_per == "epoch" and amp_dtype is not None else None
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg["model"], data.num_classes,
-                        train_x if resume_blob is None else None,
-                        **(cfg.get("model_options") or {})).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    raw_model = model
-    params = count_parameters(raw_model)
-    optimizer = _make_optimizer(raw_model, cfg, device)
 
-    global_batch = min(cfg["batch_size"], len(train_y))
-    local_batch = max(1, global_batch // world)
-    steps_per_epoch = max(1, len(train_y) // (local_batch * world))
-    total_steps = steps_per_epoch * cfg["epochs"]
-    scheduler = _make_schedule(optimizer, cfg["schedule"], cfg["warmup"], total_steps,
-                               cfg["lr_start"], cfg["lr_end"],
-                               fade_steps=cfg["whiten_bias_epochs"] * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    lookahead = Lookahead(raw_model, total_steps) if cfg["lookahead"] else None
-    flip_bits = (alternating_flips(len(train_y), cfg["seed"], device)
-                 if cfg["flip"] and cfg["alternate_flip"] else None)
+    def build_model(self, from_scratch: bool) -> None:
+        """The model (initialized from the seed; the Fast net's whitening from the training
+        images unless a checkpoint brings its weights), its optimizer, and how inputs are
+        prepared: precision, memory format, normalization, augmentation."""
+        cfg, device = self.cfg, self.device
+        if device.type == "cpu":
+            keep_freed_memory_for_reuse()
+        self.amp_dtype = autocast_dtype(device, cfg["precision"])
+        channels_last = cfg["channels_last"]
+        if channels_last is None:
+            channels_last = device.type == "cuda"
+        self.normalize = _Normalizer(self.mean, self.std, device, channels_last)
+        # GPUs: augment and normalize a whole epoch in a few large ops, then every step is a
+        # slice (airbench's approach; per batch it is ~20 small kernels a step). Stored in the
+        # autocast dtype, which the first conv casts to anyway. The CPU keeps per-batch
+        # augmentation.
+        self.augment_per = cfg.get("augment_per") or ("batch" if device.type == "cpu"
+                                                      else "epoch")
+        self.input_dtype = (self.amp_dtype if self.augment_per == "epoch"
+                            and self.amp_dtype is not None else None)
+        torch.manual_seed(cfg["seed"])
+        model = build_model(cfg["model"], self.data.num_classes,
+                            self.train_x if from_scratch else None,
+                            **(cfg.get("model_options") or {})).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.raw_model = self.model = model  # self.model: compiled and DDP-wrapped later
+        self.params = count_parameters(model)
+        self.optimizer = _make_optimizer(model, cfg, device)
 
-    position = _epoch_position(steps_per_epoch, local_batch * world, len(train_y), cfg["seed"])
-    start_epoch, start_step = 0, 0
-    history: list[dict[str, Any]] = []
-    train_time = 0.0
-    partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
-    rng_state = None
-    rng_ranks = None  # every rank's states, in checkpoints written under torchrun
-    if resume_blob is not None:
+    def build_schedule(self) -> None:
+        """The batches (the global batch split over the ranks), the learning-rate schedule,
+        the grad scaler (fp16), the weight average (lookahead) and the alternating flips."""
+        cfg, world = self.cfg, self.world
+        images = len(self.train_y)
+        self.local_batch = max(1, min(cfg["batch_size"], images) // world)
+        self.steps_per_epoch = max(1, images // (self.local_batch * world))
+        self.total_steps = self.steps_per_epoch * cfg["epochs"]
+        self.scheduler = _make_schedule(
+            self.optimizer, cfg["schedule"], cfg["warmup"], self.total_steps, cfg["lr_start"],
+            cfg["lr_end"], fade_steps=cfg["whiten_bias_epochs"] * self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.lookahead = (Lookahead(self.raw_model, self.total_steps) if cfg["lookahead"]
+                          else None)
+        self.flip_bits = (alternating_flips(images, cfg["seed"], self.device)
+                          if cfg["flip"] and cfg["alternate_flip"] else None)
+        self.position = _epoch_position(self.steps_per_epoch, self.local_batch * world, images,
+                                        cfg["seed"])
+
+    def wrap_model(self) -> None:
+        """Compile (when asked) and wrap for DistributedDataParallel (under torchrun); the
+        loss, the sums' dtype and the augmentation's generator."""
+        cfg, device = self.cfg, self.device
+        if cfg["compile"]:
+            try:
+                self.model = torch.compile(self.model)
+            except Exception as exc:
+                raise JobError(f"torch.compile is not usable here: {exc}") from None
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+        self.sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # no float64
+        self.aug_gen = torch.Generator(device=device)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    # ---- resume
+
+    def restore(self, blob: dict[str, Any]) -> None:
+        """Continue from a checkpoint: its weights, optimizer, schedule, history and partial
+        epoch, with the hyperparameters asked for now; notes (phase "resume") say what differs
+        from a straight run."""
+        cfg = self.cfg
         try:  # the same checkpoint and settings on every rank
-            ckpt.load_model_state(raw_model, resume_blob["model_state"], str(cfg["resume"]))
-            if int(resume_blob.get("step", 0)) > 0:
-                _check_mid_epoch_resume(resume_blob, cfg, position)
+            ckpt.load_model_state(self.raw_model, blob["model_state"], str(cfg["resume"]))
+            if int(blob.get("step", 0)) > 0:
+                _check_mid_epoch_resume(blob, cfg, self.position)
         except JobError as exc:
             raise on_every_rank(exc) from None
-        was = {key: resume_blob["config"].get(key, GENERIC_DEFAULTS.get(key))
+        was = {key: blob["config"].get(key, GENERIC_DEFAULTS.get(key))
                for key in (*OPTIMIZER_SETTINGS[cfg["optimizer"]], *SCHEDULE_SETTINGS)}
         asked = {key: (old, cfg[key]) for key, old in was.items() if old != cfg[key]}
         fresh_groups = [{k: v for k, v in g.items() if k != "params"}
-                        for g in optimizer.param_groups]
-        fresh_base_lrs = list(scheduler.base_lrs)
+                        for g in self.optimizer.param_groups]
+        fresh_base_lrs = list(self.scheduler.base_lrs)
+        self._load_training_state(blob)
+        self.start_epoch = int(blob["epoch"])
+        self.start_step = int(blob.get("step", 0))
+        if asked:
+            _use_new_hyperparameters(self.optimizer, self.scheduler, fresh_groups,
+                                     fresh_base_lrs)
+            self.report({"phase": "resume", "message": "from here on: " + ", ".join(
+                f"{key.replace('_', ' ')} {old} -> {new}" for key, (old, new) in asked.items())})
+        self._continue_schedule()
+        self.history = list(blob.get("history") or [])
+        self.train_time = float(blob.get("train_time_s", 0.0))
+        if self.rank == 0:  # a checkpoint's partial epoch totals are over all ranks
+            self.partial = dict(blob.get("partial") or self.partial)
+        self.rng_state = blob.get("rng")
+        self.rng_ranks = blob.get("rng_ranks")
+        self._report_resume_notes(int(blob["config"].get("epochs") or cfg["epochs"]))
+
+    def _load_training_state(self, blob: dict[str, Any]) -> None:
+        """The optimizer's, schedule's, grad scaler's and weight average's states."""
+        optimizer = self.optimizer
         try:
             # A checkpoint from another device carries that device's kernel choice (fused SGD
             # on CUDA): keep this device's.
             kernels = [{k: g[k] for k in ("fused", "foreach") if k in g}
                        for g in optimizer.param_groups]
-            optimizer.load_state_dict(resume_blob["optimizer_state"])
+            optimizer.load_state_dict(blob["optimizer_state"])
             for group, choice in zip(optimizer.param_groups, kernels, strict=True):
                 group.update(choice)
-            scheduler.load_state_dict(resume_blob["scheduler_state"])
-            if resume_blob.get("scaler_state"):
-                scaler.load_state_dict(resume_blob["scaler_state"])
-            if lookahead is not None and resume_blob.get("lookahead_state") is not None:
-                lookahead.load_state_dict(resume_blob["lookahead_state"])
+            self.scheduler.load_state_dict(blob["scheduler_state"])
+            if blob.get("scaler_state"):
+                self.scaler.load_state_dict(blob["scaler_state"])
+            if self.lookahead is not None and blob.get("lookahead_state") is not None:
+                self.lookahead.load_state_dict(blob["lookahead_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise on_every_rank(JobError(
                 f"the optimizer state in the checkpoint does not fit: {exc}")) from None
         except JobError as exc:  # the weight average's
             raise on_every_rank(exc) from None
-        start_epoch = int(resume_blob["epoch"])
-        start_step = int(resume_blob.get("step", 0))
-        if asked:
-            _use_new_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
-            report({"phase": "resume", "message": "from here on: " + ", ".join(
-                f"{key.replace('_', ' ')} {old} -> {new}" for key, (old, new) in asked.items())})
-        at = start_epoch * steps_per_epoch + start_step
-        moved = scheduler.last_epoch != at  # other batches per epoch (batch size, image count)
-        # The rates from the schedule as it is now (its settings or length may have changed):
-        # the checkpoint's would drive the first step. The same numbers when nothing changed.
-        _set_schedule_position(optimizer, scheduler, at)
+
+    def _continue_schedule(self) -> None:
+        """Put the schedule at the resumed step, at its rates as it is now (its settings or
+        length may have changed: the checkpoint's rates would drive the first step; the same
+        numbers when nothing changed)."""
+        at = self.start_epoch * self.steps_per_epoch + self.start_step
+        moved = self.scheduler.last_epoch != at  # other batches per epoch (batch size, images)
+        _set_schedule_position(self.optimizer, self.scheduler, at)
         if moved:
-            report({"phase": "resume", "message": (
-                f"an epoch is now {steps_per_epoch} steps: the learning-rate schedule goes on "
-                f"from the start of epoch {start_epoch + 1}")})
-        history = list(resume_blob.get("history") or [])
-        train_time = float(resume_blob.get("train_time_s", 0.0))
-        if rank == 0:  # a checkpoint's partial epoch totals are over all ranks
-            partial = dict(resume_blob.get("partial") or partial)
-        rng_state = resume_blob.get("rng")
-        rng_ranks = resume_blob.get("rng_ranks")
-        if start_epoch >= cfg["epochs"] and start_step == 0:
-            report({"phase": "resume", "message": (
+            self.report({"phase": "resume", "message": (
+                f"an epoch is now {self.steps_per_epoch} steps: the learning-rate schedule goes "
+                f"on from the start of epoch {self.start_epoch + 1}")})
+
+    def _report_resume_notes(self, planned: int) -> None:
+        """Notes on a finished checkpoint (only evaluated) and on a stretched schedule
+        (``planned``: the epochs the checkpoint's run was planned for)."""
+        cfg, start_epoch = self.cfg, self.start_epoch
+        if start_epoch >= cfg["epochs"] and self.start_step == 0:
+            self.report({"phase": "resume", "message": (
                 f"the checkpoint already finished its {start_epoch} "
                 f"epoch{'s' if start_epoch != 1 else ''}: it is evaluated, not trained (ask for "
                 "more epochs to train on)")})
-        planned = int(resume_blob["config"].get("epochs") or cfg["epochs"])
         if (planned != cfg["epochs"] and cfg["schedule"] != "constant"
                 and start_epoch < cfg["epochs"]):  # else nothing trains on that schedule
-            report({"phase": "resume", "message": (
+            self.report({"phase": "resume", "message": (
                 f"the learning-rate schedule was planned for {planned} "
                 f"epoch{'s' if planned != 1 else ''} and now spans "
                 f"{cfg['epochs']}: the rate jumps to where a {cfg['epochs']}-epoch run would be, "
                 f"so the result differs from {cfg['epochs']} epochs straight (exact with the "
                 "constant schedule)")})
 
-    if cfg["compile"]:
-        try:
-            model = torch.compile(model)
-        except Exception as exc:
-            raise JobError(f"torch.compile is not usable here: {exc}") from None
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
+    # ---- checkpoints
 
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
-    sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-    aug_gen = torch.Generator(device=device)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                              enabled=amp_dtype is not None)
-
-    def rng_states() -> dict[str, torch.Tensor]:
-        states = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
-        if device.type == "cuda":
-            states["cuda"] = torch.cuda.get_rng_state(device)
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        states = {"torch": torch.get_rng_state(), "aug": self.aug_gen.get_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
         return states
 
-    def checkpoint_state(epoch: int, step: int, ranks_rng: list | None = None) -> dict[str, Any]:
+    def checkpoint_state(self, epoch: int, step: int, ranks_rng: list | None = None
+                         ) -> dict[str, Any]:
+        scaler, lookahead = self.scaler, self.lookahead
         return {
-            "model_name": cfg["model"],
-            "model_state": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(),
+            "model_name": self.cfg["model"],
+            "model_state": {k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()},
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
             "scaler_state": scaler.state_dict() if scaler.is_enabled() else None,
             "lookahead_state": lookahead.state_dict() if lookahead is not None else None,
             "epoch": epoch,
             "step": step,
-            "rng": rng_states() if step > 0 else None,
+            "rng": self.rng_states() if step > 0 else None,
             "rng_ranks": ranks_rng,
-            "partial": dict(partial),
-            "position": position,
-            "config": _plain_config(cfg),
-            "mean": mean,
-            "std": std,
-            "class_names": list(data.class_names),
-            "history": history,
-            "train_time_s": train_time,
+            "partial": dict(self.partial),
+            "position": self.position,
+            "config": _plain_config(self.cfg),
+            "mean": self.mean,
+            "std": self.std,
+            "class_names": list(self.data.class_names),
+            "history": self.history,
+            "train_time_s": self.train_time,
             "torch_version": str(torch.__version__),
         }
 
-    # (epoch, step) the checkpoint file holds, for the message when a later write fails
-    saved_at = ((start_epoch, start_step) if resume_blob is not None and cfg.get("checkpoint")
-                and same_path(cfg["checkpoint"], cfg["resume"]) else None)
-
-    def save(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+    def save(self, epoch: int, step: int, ranks_rng: list | None = None) -> None:
         """Write the checkpoint (rank 0, when one is asked for); a failed write raises, and
         leaves the file as it was (a full disk, say)."""
-        nonlocal saved_at
-        if is_main and cfg.get("checkpoint"):
-            ckpt.save_checkpoint(cfg["checkpoint"], checkpoint_state(epoch, step, ranks_rng))
-            saved_at = (epoch, step)
+        if self.is_main and self.cfg.get("checkpoint"):
+            ckpt.save_checkpoint(self.cfg["checkpoint"],
+                                 self.checkpoint_state(epoch, step, ranks_rng))
+            self.saved_at = (epoch, step)
 
-    def write_checkpoint(epoch: int, step: int, ranks_rng: list | None = None) -> None:
+    def write_checkpoint(self, epoch: int, step: int, ranks_rng: list | None = None) -> None:
         """``save`` during training: a failed write ends it."""
         try:
-            save(epoch, step, ranks_rng)
+            self.save(epoch, step, ranks_rng)
         except JobError as exc:
-            raise JobError(f"{exc}; training stopped, {_what_the_file_keeps(saved_at)}"
+            raise JobError(f"{exc}; training stopped, {_what_the_file_keeps(self.saved_at)}"
                            ) from None
 
-    def stop_requested(step: int) -> bool:
-        local = ctx.stopped()
-        if not distributed:
+    def save_stopped(self, epoch: int, step: int) -> None:
+        """The checkpoint of a run stopped before ``step`` of ``epoch``, with every rank's
+        totals and RNG states (every rank stops at this step: the stop check is collective).
+        A run stopped before its first step leaves any older file alone."""
+        if not self.steps_done:
+            return
+        ranks_rng = None
+        if self.distributed:
+            self.partial = _sum_over_ranks(self.partial, self.distributed, self.device)
+            ranks_rng = [None] * self.world
+            self.dist.all_gather_object(ranks_rng, self.rng_states())
+        self.write_checkpoint(epoch, step, ranks_rng)
+
+    # ---- training
+
+    def stop_requested(self, step: int) -> bool:
+        local = self.ctx.stopped()
+        if not self.distributed:
             return local
         # Every rank joins the same all-reduces (every 16th step on GPUs, where each one waits
         # for the GPU): a rank that joined on another step would pair its all-reduce with
         # DDP's gradient one. The signal reaches the ranks at different steps.
-        if device.type == "cuda" and step % 16:
+        if self.device.type == "cuda" and step % 16:
             return False
-        flag = torch.tensor([1.0 if local else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        self.dist.all_reduce(flag, op=self.dist.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
-    warm_up = cfg.get("warm_up")
-    if warm_up is None:
-        warm_up = device.type != "cpu"
-    warmup_time = 0.0
-    if warm_up and start_epoch < cfg["epochs"]:
-        report({"phase": "warm-up"})
+    def warm_up(self) -> None:
+        """A few untimed steps on GPUs (see :func:`_warm_up`), when there is training to do."""
+        warm_up = self.cfg.get("warm_up")
+        if warm_up is None:
+            warm_up = self.device.type != "cpu"
+        if not warm_up or self.start_epoch >= self.cfg["epochs"]:
+            return
+        self.report({"phase": "warm-up"})
         warm_start = time.perf_counter()
-        warm_x = normalize(train_x[:local_batch])
-        with _compile_errors_explained() if cfg["compile"] else _NO_GUARD:
-            _warm_up(model, raw_model, optimizer, scaler, criterion, autocast,
-                     warm_x if input_dtype is None else warm_x.to(input_dtype),
-                     train_y[:local_batch])
-        warmup_time = time.perf_counter() - warm_start
+        warm_x = self.normalize(self.train_x[:self.local_batch])
+        with _compile_errors_explained() if self.cfg["compile"] else _NO_GUARD:
+            _warm_up(self.model, self.raw_model, self.optimizer, self.scaler, self.criterion,
+                     self.autocast,
+                     warm_x if self.input_dtype is None else warm_x.to(self.input_dtype),
+                     self.train_y[:self.local_batch])
+        self.warmup_time = time.perf_counter() - warm_start
 
-    report({"phase": "start", "model": cfg["model"], "params": params,
-            "device": str(device), "world_size": world,
-            "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-            "epochs": cfg["epochs"], "steps_per_epoch": steps_per_epoch,
-            "batch_size": local_batch * world, "start_epoch": start_epoch,
-            "history": list(history)})  # a resumed run's earlier epochs
+    def report_start(self) -> None:
+        amp_dtype = self.amp_dtype
+        self.report({"phase": "start", "model": self.cfg["model"], "params": self.params,
+                     "device": str(self.device), "world_size": self.world,
+                     "precision": str(amp_dtype).replace("torch.", "") if amp_dtype
+                     else "float32",
+                     "epochs": self.cfg["epochs"], "steps_per_epoch": self.steps_per_epoch,
+                     "batch_size": self.local_batch * self.world,
+                     "start_epoch": self.start_epoch,
+                     "history": list(self.history)})  # a resumed run's earlier epochs
 
-    loss_ema = torch.zeros((), device=device)
-    ema_weight = 0.0  # bias correction for the EMA
-    beta = 0.95
-    last_report = 0.0
-    images_done = 0  # this session, all ranks
-    steps_done = 0  # this session
-    session_time = 0.0
-    # the ETA adds what each epoch's end has cost (evaluation, checkpoint) to the steps left
-    session_start = time.perf_counter()
-    status = "completed"
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg["epochs"]):
+    def train(self) -> str:
+        """Train the epochs left: "completed", or "stopped" (its checkpoint written)."""
+        self.loss_ema = torch.zeros((), device=self.device)
+        self.ema_weight = 0.0  # bias correction for the EMA
+        self.last_report = 0.0
+        self.images_done = 0  # this session, all ranks
+        self.session_time = 0.0
+        # the ETA adds what each epoch's end has cost (evaluation, checkpoint) to the steps left
+        self.session_start = time.perf_counter()
+        for epoch in range(self.start_epoch, self.cfg["epochs"]):
+            outcome = self.train_one_epoch(epoch)
+            if outcome.stopped:
+                self.save_stopped(epoch, outcome.step)
+                return "stopped"
+            self.end_epoch(epoch, outcome)
+        if self.lookahead is not None:
+            self.lookahead.finish()
+        return "completed"
+
+    def train_one_epoch(self, epoch: int) -> _EpochOutcome:
+        """Train ``epoch`` from its first step not yet trained, until its end or a stop."""
         epoch_start = time.perf_counter()  # the epoch's shuffling and augmentation count too
-        perm_gen = torch.Generator().manual_seed(_epoch_seed(cfg["seed"], epoch, 0, salt=1))
-        perm = torch.randperm(len(train_y), generator=perm_gen)
-        shard = perm[: steps_per_epoch * local_batch * world].view(steps_per_epoch, world,
-                                                                     local_batch)[:, rank]
-        shard = shard.to(device)
-        _set_whiten_bias_training(raw_model, cfg["whiten_bias_epochs"], epoch, distributed)
-        first_step = start_step if epoch == start_epoch else 0
+        shard = self._epoch_batches(epoch)
+        _set_whiten_bias_training(self.raw_model, self.cfg["whiten_bias_epochs"], epoch,
+                                  self.distributed)
+        first_step = self.start_step if epoch == self.start_epoch else 0
+        self._seed_epoch(epoch, first_step)
+        epoch_inputs = self._augment_epoch(epoch, shard) if self.augment_per == "epoch" else None
+        device, world, beta = self.device, self.world, 0.95
+        correct = torch.tensor(self.partial["correct"], device=device)
+        loss_sum = torch.tensor(self.partial["loss_sum"], device=device, dtype=self.sum_dtype)
+        seen = seen_before = self.partial["seen"]
+        self.model.train()
+        step = first_step
+        stopped = False
+        for step in range(first_step, self.steps_per_epoch):
+            if self.stop_requested(step):
+                stopped = True
+                break
+            x, y = self._batch(epoch, step, shard, epoch_inputs)
+            logits, loss = self.train_step(x, y, epoch * self.steps_per_epoch + step + 1)
+            with torch.no_grad():
+                detached = loss.detach()
+                loss_sum += detached.to(self.sum_dtype) * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                self.loss_ema.mul_(beta).add_(detached, alpha=1 - beta)
+            self.ema_weight = self.ema_weight * beta + (1 - beta)
+            seen += len(y)
+            self.images_done += len(y) * world
+            self.steps_done += 1
+            self._report_step(epoch, step, epoch_start)
+        _synchronize(device)
+        epoch_time = time.perf_counter() - epoch_start
+        self.train_time += epoch_time
+        self.session_time += epoch_time
+        self.partial = {"correct": int(correct.item()), "seen": seen,
+                        "loss_sum": float(loss_sum.item())}
+        return _EpochOutcome(stopped, step, epoch_time, (seen - seen_before) * world)
+
+    def _epoch_batches(self, epoch: int) -> torch.Tensor:
+        """This rank's share of every step's batch (steps × local batch image indices), from
+        the epoch's permutation (the same on every rank)."""
+        generator = torch.Generator().manual_seed(_epoch_seed(self.cfg["seed"], epoch, 0,
+                                                              salt=1))
+        perm = torch.randperm(len(self.train_y), generator=generator)
+        steps, world, local_batch = self.steps_per_epoch, self.world, self.local_batch
+        shard = perm[: steps * local_batch * world].view(steps, world, local_batch)[:, self.rank]
+        return shard.to(self.device)
+
+    def _seed_epoch(self, epoch: int, first_step: int) -> None:
+        """The RNG states for ``epoch``: derived from (seed, epoch, rank), or where a
+        mid-epoch checkpoint left them (this rank's, when the checkpoint has them)."""
+        cfg, rank, aug_gen = self.cfg, self.rank, self.aug_gen
         saved_rng = None
-        if first_step:  # this rank's states where the checkpoint has them
-            saved_rng = (rng_ranks[rank] if rng_ranks and len(rng_ranks) == world
-                         else rng_state if rank == 0 else None)
+        if first_step:
+            saved_rng = (self.rng_ranks[rank] if self.rng_ranks
+                         and len(self.rng_ranks) == self.world
+                         else self.rng_state if rank == 0 else None)
         if saved_rng is not None:
             torch.set_rng_state(saved_rng["torch"])
             if saved_rng["aug"].numel() == aug_gen.get_state().numel():
                 aug_gen.set_state(saved_rng["aug"])
             else:  # saved on another kind of device (CPU and GPU generators differ)
                 aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
-            if "cuda" in saved_rng and device.type == "cuda":
-                torch.cuda.set_rng_state(saved_rng["cuda"], device)
+            if "cuda" in saved_rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(saved_rng["cuda"], self.device)
         else:
             torch.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=2 + first_step))
             aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=3 + first_step))
             if first_step == 0:
-                partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
-        epoch_inputs = None
-        if augment_per == "epoch":
-            # Seeded by epoch alone, so a run resumed mid-epoch sees the same epoch.
-            aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, rank, salt=5))
-            order = shard.reshape(-1)
-            epoch_flips = None if flip_bits is None else flip_bits[order] ^ bool(epoch % 2)
-            epoch_inputs = normalize(augment_batch(train_x, order, cfg["flip"], cfg["translate"],
-                                                   aug_gen, epoch_flips))
-            if input_dtype is not None:
-                epoch_inputs = epoch_inputs.to(input_dtype)
-        correct = torch.tensor(partial["correct"], device=device)
-        loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=sum_dtype)
-        seen = seen_before = partial["seen"]
-        model.train()
-        step = first_step
-        stopped = False
-        for step in range(first_step, steps_per_epoch):
-            if stop_requested(step):
-                stopped = True
-                break
-            idx = shard[step]
-            if epoch_inputs is not None:
-                x = epoch_inputs[step * local_batch:(step + 1) * local_batch]
-            else:
-                flips = None if flip_bits is None else flip_bits[idx] ^ bool(epoch % 2)
-                x = normalize(augment_batch(train_x, idx, cfg["flip"], cfg["translate"],
-                                            aug_gen, flips))
-            y = train_y[idx]
-            compiling = cfg["compile"] and steps_done == 0  # the first compiled call compiles
-            with _compile_errors_explained() if compiling else _NO_GUARD:
-                with autocast():
-                    logits = model(x)
-                    loss = criterion(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if lookahead is not None:
-                lookahead.step(epoch * steps_per_epoch + step + 1)
-            with torch.no_grad():
-                detached = loss.detach()
-                loss_sum += detached.to(sum_dtype) * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                loss_ema.mul_(beta).add_(detached, alpha=1 - beta)
-            ema_weight = ema_weight * beta + (1 - beta)
-            seen += len(y)
-            images_done += len(y) * world
-            steps_done += 1
-            now = time.perf_counter()
-            if is_main and (now - last_report >= cfg["report_interval_s"]
-                            or step == steps_per_epoch - 1):
-                last_report = now
-                elapsed = max(session_time + (now - epoch_start), 1e-9)
-                global_step = epoch * steps_per_epoch + step + 1
-                eta = elapsed / steps_done * (total_steps - global_step)
-                if epoch > start_epoch:
-                    per_epoch_end = (now - session_start - elapsed) / (epoch - start_epoch)
-                    eta += per_epoch_end * (cfg["epochs"] - epoch)
-                report({
-                    "phase": "train",
-                    "epoch": epoch + 1,
-                    "epochs": cfg["epochs"],
-                    "step": step + 1,
-                    "steps_per_epoch": steps_per_epoch,
-                    "global_step": global_step,
-                    "total_steps": total_steps,
-                    "loss": float(loss_ema.item() / max(ema_weight, 1e-12)),
-                    "lr": float(scheduler.get_last_lr()[0]),
-                    "images_per_s": images_done / elapsed,
-                    "eta_s": eta,
-                    "epoch_progress": (step + 1) / steps_per_epoch,
-                })
-        _synchronize(device)
-        epoch_time = time.perf_counter() - epoch_start
-        train_time += epoch_time
-        session_time += epoch_time
-        partial = {"correct": int(correct.item()), "seen": seen,
-                   "loss_sum": float(loss_sum.item())}
-        if stopped:
-            status = "stopped"
-            if steps_done:  # a run stopped before its first step leaves any older file alone
-                ranks_rng = None
-                if distributed:  # every rank stops at this step (stop_requested is collective)
-                    partial = _sum_over_ranks(partial, distributed, device)
-                    ranks_rng = [None] * world
-                    dist.all_gather_object(ranks_rng, rng_states())
-                write_checkpoint(epoch, step, ranks_rng)
-            break
-        train_loss, train_acc = _reduce_epoch(partial, distributed, device)
+                self.partial = _fresh_partial()
+
+    def _augment_epoch(self, epoch: int, shard: torch.Tensor) -> torch.Tensor:
+        """The whole epoch's inputs, augmented and normalized in a few large ops (in the
+        order of ``shard``'s steps). Seeded by the epoch alone, so a run resumed mid-epoch
+        sees the same epoch."""
+        cfg = self.cfg
+        self.aug_gen.manual_seed(_epoch_seed(cfg["seed"], epoch, self.rank, salt=5))
+        order = shard.reshape(-1)
+        flips = None if self.flip_bits is None else self.flip_bits[order] ^ bool(epoch % 2)
+        inputs = self.normalize(augment_batch(self.train_x, order, cfg["flip"],
+                                              cfg["translate"], self.aug_gen, flips))
+        return inputs if self.input_dtype is None else inputs.to(self.input_dtype)
+
+    def _batch(self, epoch: int, step: int, shard: torch.Tensor,
+               epoch_inputs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step``'s inputs (augmented, normalized) and labels."""
+        idx = shard[step]
+        if epoch_inputs is not None:
+            x = epoch_inputs[step * self.local_batch:(step + 1) * self.local_batch]
+        else:
+            flips = None if self.flip_bits is None else self.flip_bits[idx] ^ bool(epoch % 2)
+            x = self.normalize(augment_batch(self.train_x, idx, self.cfg["flip"],
+                                             self.cfg["translate"], self.aug_gen, flips))
+        return x, self.train_y[idx]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, global_step: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step (``global_step``: 1-based, over all epochs); its logits and loss."""
+        optimizer, scaler = self.optimizer, self.scaler
+        compiling = self.cfg["compile"] and self.steps_done == 0  # the first call compiles
+        with _compile_errors_explained() if compiling else _NO_GUARD:
+            with self.autocast():
+                logits = self.model(x)
+                loss = self.criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        self.scheduler.step()
+        if self.lookahead is not None:
+            self.lookahead.step(global_step)
+        return logits, loss
+
+    def _report_step(self, epoch: int, step: int, epoch_start: float) -> None:
+        """A "train" progress report, at most every ``report_interval_s`` (and at an epoch's
+        last step)."""
+        now = time.perf_counter()
+        steps_per_epoch = self.steps_per_epoch
+        if not self.is_main or (now - self.last_report < self.cfg["report_interval_s"]
+                                and step != steps_per_epoch - 1):
+            return
+        self.last_report = now
+        elapsed = max(self.session_time + (now - epoch_start), 1e-9)
+        global_step = epoch * steps_per_epoch + step + 1
+        self.report({
+            "phase": "train",
+            "epoch": epoch + 1,
+            "epochs": self.cfg["epochs"],
+            "step": step + 1,
+            "steps_per_epoch": steps_per_epoch,
+            "global_step": global_step,
+            "total_steps": self.total_steps,
+            "loss": float(self.loss_ema.item() / max(self.ema_weight, 1e-12)),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "images_per_s": self.images_done / elapsed,
+            "eta_s": self._eta(epoch, global_step, elapsed, now),
+            "epoch_progress": (step + 1) / steps_per_epoch,
+        })
+
+    def _eta(self, epoch: int, global_step: int, elapsed: float, now: float) -> float:
+        """Seconds left: the steps left at this session's pace, plus what each epoch's end has
+        cost so far (evaluation, checkpoint) for every epoch end to come."""
+        eta = elapsed / self.steps_done * (self.total_steps - global_step)
+        if epoch > self.start_epoch:
+            per_epoch_end = (now - self.session_start - elapsed) / (epoch - self.start_epoch)
+            eta += per_epoch_end * (self.cfg["epochs"] - epoch)
+        return eta
+
+    def end_epoch(self, epoch: int, outcome: _EpochOutcome) -> None:
+        """A trained epoch's totals, its test accuracy (every ``eval_every`` epochs, not the
+        last: the final evaluation tests it), its checkpoint and its "epoch" report."""
+        cfg = self.cfg
+        train_loss, train_acc = _reduce_epoch(self.partial, self.distributed, self.device)
         # A NaN loss with finite weights is fp16 overflow that the grad scaler skipped; NaN
         # weights mean the run has diverged (the same on every rank: DDP keeps them equal).
-        if not math.isfinite(train_loss) and not _all_finite(raw_model):
+        if not math.isfinite(train_loss) and not _all_finite(self.raw_model):
             kept = (f"; the checkpoint keeps epoch {epoch}" if epoch and cfg.get("checkpoint")
                     else "")
             raise on_every_rank(JobError(
                 f"training diverged in epoch {epoch + 1} (the loss became {train_loss}): "
                 f"lower the learning rate or the momentum{kept}"))
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-               "time_s": round(train_time, 3),
-               "epoch_time_s": round(epoch_time, 3),
-               "images_per_s": (seen - seen_before) * world / max(epoch_time, 1e-9)}
+               "time_s": round(self.train_time, 3),
+               "epoch_time_s": round(outcome.time_s, 3),
+               "images_per_s": outcome.images / max(outcome.time_s, 1e-9)}
         last = epoch + 1 == cfg["epochs"]
         if cfg["eval_every"] > 0 and ((epoch + 1) % cfg["eval_every"] == 0) and not last:
-            if is_main:
-                acc = _accuracy(raw_model, test_x, test_y, normalize, autocast,
-                                cfg["eval_batch_size"], ctx.stopped)
-                if acc is not None:  # None: a stop arrived mid-evaluation
-                    row["test_acc"] = acc
-            if distributed:
-                dist.barrier()
-        history.append(row)
-        partial = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+            self.evaluate(row)
+        self.history.append(row)
+        self.partial = _fresh_partial()
         if not last:
-            write_checkpoint(epoch + 1, 0)
-            report({"phase": "epoch", **row})
-    else:
-        epoch = cfg["epochs"]
-    if lookahead is not None and status == "completed":
-        lookahead.finish()
+            self.write_checkpoint(epoch + 1, 0)
+            self.report({"phase": "epoch", **row})
 
-    # ---- final evaluation (rank 0, completed runs only: a stop returns at once), with
-    # test-time augmentation when asked
-    result: dict[str, Any] = {"status": status}
-    eval_start = time.perf_counter()
-    weights_saved = False  # the trained weights are in the checkpoint, whatever comes next
-    final = None
-    finished_training = is_main and status == "completed"
-    if finished_training:
-        # Training is over: a failed write no longer ends the run, whose evaluation is still
-        # worth having; the result warns that the checkpoint was not written.
+    # ---- evaluation
+
+    def evaluate(self, row: dict[str, Any]) -> None:
+        """The test accuracy between epochs, into ``row`` (rank 0, while the others wait; a
+        stop during it leaves it out)."""
+        if self.is_main:
+            acc = _accuracy(self.raw_model, self.test_x, self.test_y, self.normalize,
+                            self.autocast, self.cfg["eval_batch_size"], self.ctx.stopped)
+            if acc is not None:  # None: a stop arrived mid-evaluation
+                row["test_acc"] = acc
+        if self.distributed:
+            self.dist.barrier()
+
+    def evaluate_trained_model(self, result: dict[str, Any]) -> tuple[bool, dict | None]:
+        """Save the trained model, evaluate it (with test-time augmentation when asked) and
+        add the test accuracy to the checkpoint. Returns whether the checkpoint holds the
+        trained weights, and the evaluation (None: a stop came during it, and it was given
+        up: Stop means stop; TTA on the CPU takes a while)."""
+        weights_saved = self._save_trained_model(result)
+        self.report({"phase": "evaluate"})
+        final = _final_evaluation(self.raw_model, self.cfg, self.data, self.test_x, self.test_y,
+                                  self.normalize, self.autocast, self.ctx.stopped)
+        history = self.history
+        if final is None:
+            result["status"] = "stopped"
+            if history:  # the last epoch's row, which the evaluation would have completed
+                self.report({"phase": "epoch", **history[-1]})
+            return weights_saved, None
+        result.update(final)
+        if history:
+            history[-1]["test_acc"] = final["test_acc"]
+            self.report({"phase": "epoch", **history[-1]})
+            if weights_saved:
+                try:
+                    self.save(self.cfg["epochs"], 0)
+                except JobError as exc:
+                    result["warning"] = (f"the test accuracy was not added to the "
+                                         f"checkpoint ({exc}); it holds the trained model "
+                                         "without it")
+        return weights_saved, final
+
+    def _save_trained_model(self, result: dict[str, Any]) -> bool:
+        """Write the trained model before its evaluation; whether the checkpoint holds it.
+        Training is over: a failed write no longer ends the run, whose evaluation is still
+        worth having; the result warns that the checkpoint was not written."""
         try:
-            save(cfg["epochs"], 0)
-            weights_saved = bool(cfg.get("checkpoint"))
+            self.save(self.cfg["epochs"], 0)
+            return bool(self.cfg.get("checkpoint"))
         except JobError as exc:
-            if saved_at == (cfg["epochs"], 0):
+            if self.saved_at == (self.cfg["epochs"], 0):
                 # a finished checkpoint resumed to evaluate it: the file still holds the
                 # trained model, and the write after the evaluation says if it fails again
-                weights_saved = True
-            else:
-                result["warning"] = (f"the trained model was not saved ({exc}); "
-                                     + _what_the_file_holds(saved_at))
-        report({"phase": "evaluate"})
-        # None: a stop came during the evaluation (TTA on the CPU takes a while): Stop means
-        # stop, so it is given up rather than waited for
-        final = _final_evaluation(raw_model, cfg, data, test_x, test_y, normalize, autocast,
-                                  ctx.stopped)
-        if final is None:
-            status = result["status"] = "stopped"
-            if history:  # the last epoch's row, which the evaluation would have completed
-                report({"phase": "epoch", **history[-1]})
-        else:
-            result.update(final)
-            if history:
-                history[-1]["test_acc"] = final["test_acc"]
-                report({"phase": "epoch", **history[-1]})
-                if weights_saved:
-                    try:
-                        save(cfg["epochs"], 0)
-                    except JobError as exc:
-                        result["warning"] = (f"the test accuracy was not added to the "
-                                             f"checkpoint ({exc}); it holds the trained model "
-                                             "without it")
-    if is_main and final is None:
-        tested = [row["test_acc"] for row in history if "test_acc" in row]
-        result["test_acc"] = tested[-1] if tested else None
-    if distributed:
-        dist.barrier()
-    eval_time = time.perf_counter() - eval_start
-    result.update({
-        "epochs": len(history),
-        "history": history,
-        "train_time_s": round(train_time, 3),
-        "load_time_s": round(load_time, 3),
-        "warmup_time_s": round(warmup_time, 3),
-        "eval_time_s": round(eval_time, 3),
-        "wall_time_s": round(time.perf_counter() - wall_start, 3),
-        "world_size": world,
-        "model": cfg["model"],
-        "params": params,
-        "device": str(device),
-        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        "class_names": list(data.class_names),
-        "mean": mean,
-        "std": std,
-        "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint") and (
-            weights_saved if finished_training else steps_done) else None),
-        # [epoch, step] the checkpoint file holds (steps into the next epoch): None when this
-        # run has not written it (nor resumed from it)
-        "saved_at": list(saved_at) if saved_at is not None else None,
-        "config": _plain_config(cfg),
-        "train_images": len(train_y),
-        "test_images": len(test_y),
-        "batch_size": local_batch * world,  # as trained: at most the images, a multiple of ranks
-    })
-    if is_main:
-        report({"phase": "done", "final": True, "status": status,
-                "test_acc": result.get("test_acc"), "train_time_s": result["train_time_s"]})
-    return result
+                return True
+            result["warning"] = (f"the trained model was not saved ({exc}); "
+                                 + _what_the_file_holds(self.saved_at))
+            return False
+
+    # ---- the result
+
+    def finish(self, status: str) -> dict[str, Any]:
+        """The final evaluation (rank 0, completed runs only: a stop returns at once), then
+        the result."""
+        result: dict[str, Any] = {"status": status}
+        eval_start = time.perf_counter()
+        weights_saved = False  # the trained weights are in the checkpoint, whatever comes next
+        final = None
+        finished_training = self.is_main and status == "completed"
+        if finished_training:
+            weights_saved, final = self.evaluate_trained_model(result)
+        if self.is_main and final is None:
+            tested = [row["test_acc"] for row in self.history if "test_acc" in row]
+            result["test_acc"] = tested[-1] if tested else None
+        if self.distributed:
+            self.dist.barrier()
+        eval_time = time.perf_counter() - eval_start
+        wrote = weights_saved if finished_training else self.steps_done
+        result.update(self._summary(eval_time, wrote_checkpoint=bool(wrote)))
+        if self.is_main:
+            self.report({"phase": "done", "final": True, "status": result["status"],
+                         "test_acc": result.get("test_acc"),
+                         "train_time_s": result["train_time_s"]})
+        return result
+
+    def _summary(self, eval_time: float, wrote_checkpoint: bool) -> dict[str, Any]:
+        cfg, amp_dtype = self.cfg, self.amp_dtype
+        return {
+            "epochs": len(self.history),
+            "history": self.history,
+            "train_time_s": round(self.train_time, 3),
+            "load_time_s": round(self.load_time, 3),
+            "warmup_time_s": round(self.warmup_time, 3),
+            "eval_time_s": round(eval_time, 3),
+            "wall_time_s": round(time.perf_counter() - self.wall_start, 3),
+            "world_size": self.world,
+            "model": cfg["model"],
+            "params": self.params,
+            "device": str(self.device),
+            "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+            "class_names": list(self.data.class_names),
+            "mean": self.mean,
+            "std": self.std,
+            "checkpoint": (str(cfg["checkpoint"]) if cfg.get("checkpoint") and wrote_checkpoint
+                           else None),
+            # [epoch, step] the checkpoint file holds (steps into the next epoch): None when
+            # this run has not written it (nor resumed from it)
+            "saved_at": list(self.saved_at) if self.saved_at is not None else None,
+            "config": _plain_config(cfg),
+            "train_images": len(self.train_y),
+            "test_images": len(self.test_y),
+            # as trained: at most the images, a multiple of ranks
+            "batch_size": self.local_batch * self.world,
+        }
+
+
+def _normalization_stats(data: CifarData, resume_blob: dict[str, Any] | None
+                         ) -> tuple[list[float], list[float]]:
+    """The mean and std inputs are normalized by: the checkpoint's when resuming (whose
+    classes must be the data's), else the training images'."""
+    if resume_blob is not None:
+        if [c.lower() for c in resume_blob["class_names"]] != [c.lower() for c in data.class_names]:
+            raise on_every_rank(JobError(
+                f"the checkpoint's classes ({', '.join(resume_blob['class_names'])}) do not match "
+                f"the data's ({', '.join(data.class_names)})"
+            ))
+        return list(resume_blob["mean"]), list(resume_blob["std"])
+    sums = channel_sums(data.train_images)
+    if all_one_colour(sums):
+        raise on_every_rank(JobError(
+            f"every training image is one and the same colour ({len(data.train_labels)} "
+            "images), so there is nothing to learn from them: check that the images "
+            "decoded as they should (open a few), or choose other classes"))
+    return stats_from_sums(sums)
 
 
 def _epoch_position(steps_per_epoch: int, global_batch: int, train_images: int, seed: int
