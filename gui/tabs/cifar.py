@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QFont, QFontMetricsF, QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -50,6 +50,7 @@ from gui.bridge import JobRunner
 from gui.samples import cifar_archive
 from gui.text import plural
 from gui.torchrun import TorchrunProcess
+from gui.widgets.cifar_confusion import ConfusionMatrixView
 from gui.widgets.common import (
     ScientificSpinBox,
     SettingControl,
@@ -90,7 +91,6 @@ RESUME_ADVICE = {
                "choose another"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
-MIN_CONFUSION_POINT_SIZE = 6.0  # smaller counts are hard to read: hidden instead
 
 
 def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
@@ -136,7 +136,6 @@ class CifarTab(QWidget):
         self._train_acc: list[float] = []
         self._test_epochs: list[float] = []
         self._test_acc: list[float] = []
-        self._confusion_labels: list[pg.TextItem] = []
         self._class_checks: dict[str, QListWidgetItem] = {}
 
         self.data_runner = JobRunner(self)
@@ -378,22 +377,8 @@ class CifarTab(QWidget):
         layout.addWidget(self.loss_plot, 1, 0)
         layout.addWidget(self.acc_plot, 1, 1)
 
-        # a short title: the plot is never narrower than its title plus the class names, and
-        # a longer one pushed the last column out of a small window
-        self.confusion_plot = pg.PlotWidget(title="Confusion matrix")
-        self.confusion_plot.setToolTip("Click a cell to see those test images")
-        self.confusion_plot.setLabel("left", "true class")
-        self.confusion_plot.setLabel("bottom", "predicted class")
-        self.confusion_plot.setMouseEnabled(x=False, y=False)
-        self.confusion_plot.hideButtons()
-        self.confusion_plot.getViewBox().invertY(True)
-        self.confusion_plot.getViewBox().setAspectLocked(True)
-        self.confusion_image = pg.ImageItem(axisOrder="row-major")
-        self.confusion_image.setColorMap(pg.colormap.get("viridis"))
-        self.confusion_plot.addItem(self.confusion_image)
-        self.confusion_plot.scene().sigMouseClicked.connect(self._on_confusion_clicked)
-        self.confusion_plot.getViewBox().sigResized.connect(lambda *_: self._fit_confusion_text())
-        self._reset_confusion_axes()
+        self.confusion_plot = ConfusionMatrixView()
+        self.confusion_plot.cell_clicked.connect(self.show_misclassified)
         layout.addWidget(self.confusion_plot, 2, 0)
 
         mistakes = QWidget()
@@ -1099,14 +1084,10 @@ class CifarTab(QWidget):
         """Forget the last run's results (new data, a new run): nothing stale stays clickable."""
         self.last_result = None
         self.selected_cell = None
-        self.confusion_image.clear()
-        for label in self._confusion_labels:
-            self.confusion_plot.removeItem(label)
-        self._confusion_labels = []
+        self.confusion_plot.clear_matrix()
         self.mistakes_list.clear()
         self.mistakes_label.setText("")
         self.result_label.setText(note)
-        self._reset_confusion_axes()
 
     def _on_data_error(self, message: str) -> None:
         if self._load_cancelled:  # the user gave up on it: no dialog about how it ended
@@ -1134,36 +1115,10 @@ class CifarTab(QWidget):
             self._on_device_changed(self.app.device)
 
     # ---- confusion matrix -----------------------------------------------------------------
-    def _reset_confusion_axes(self) -> None:
-        """No classes on the axes until a run has results."""
-        for axis in ("left", "bottom"):
-            self.confusion_plot.getAxis(axis).setTicks([[]])
-        self.confusion_plot.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
-
     def _show_confusion(self, result: dict) -> None:
-        matrix = np.asarray(result["confusion"], dtype=np.float64)
-        names = result["class_names"]
-        k = len(names)
-        rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-        self.confusion_image.setImage(rates, levels=(0.0, 1.0))
-        self.confusion_image.setRect(0, 0, k, k)
-        for label in self._confusion_labels:
-            self.confusion_plot.removeItem(label)
-        self._confusion_labels = []
-        for i in range(k):
-            for j in range(k):
-                color = "k" if rates[i, j] > 0.6 else "w"
-                text = pg.TextItem(str(int(matrix[i, j])), color=color, anchor=(0.5, 0.5))
-                text.setPos(j + 0.5, i + 0.5)
-                self.confusion_plot.addItem(text)
-                self._confusion_labels.append(text)
-        self.confusion_plot.getAxis("left").setTicks(
-            [[(i + 0.5, name) for i, name in enumerate(names)]])
-        self.confusion_plot.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
-        self._fit_confusion_text()
-        worst = max(((i, j) for i in range(k) for j in range(k) if i != j),
-                    key=lambda c: matrix[c], default=None)
-        if worst is not None and matrix[worst] > 0:
+        self.confusion_plot.show_matrix(result["confusion"], result["class_names"])
+        worst = self.confusion_plot.most_confused()
+        if worst is not None:
             self.show_misclassified(*worst)
         else:
             self.mistakes_list.clear()
@@ -1171,52 +1126,11 @@ class CifarTab(QWidget):
 
     def confusion_cell_pixels(self) -> float:
         """The side of one heatmap cell on screen, in pixels."""
-        view_box = self.confusion_plot.getViewBox()
-        (x0, x1), (y0, y1) = view_box.viewRange()
-        return min(view_box.width() / (x1 - x0), view_box.height() / (y1 - y0))
-
-    def _fit_confusion_text(self) -> None:
-        """Size the counts and the column names to the cells (the view keeps its text at a
-        fixed size): smaller type as cells shrink, shorter names, and no counts where even
-        small type would overlap (clicking a cell still says its count)."""
-        if self.last_result is None:
-            return
-        cell = self.confusion_cell_pixels()
-        widest = max((label.toPlainText() for label in self._confusion_labels), key=len,
-                     default="")
-        font = QFont(self.confusion_plot.font())
-        size = font.pointSizeF()
-        while size > MIN_CONFUSION_POINT_SIZE and not _fits(font, widest, 0.9 * cell):
-            size = max(MIN_CONFUSION_POINT_SIZE, size - 0.5)
-            font.setPointSizeF(size)
-        counts_fit = _fits(font, widest, 0.9 * cell)
-        for label in self._confusion_labels:
-            label.setFont(font)
-            label.setVisible(counts_fit)
-        names = self.last_result["class_names"]
-        length = max(map(len, names))
-        axis_font = self.confusion_plot.font()
-        while length > 1 and not all(_fits(axis_font, name[:length] + " ", cell)  # a gap
-                                     for name in names):
-            length -= 1
-        self.confusion_plot.getAxis("bottom").setTicks(
-            [[(i + 0.5, name[:length]) for i, name in enumerate(names)]])
+        return self.confusion_plot.cell_pixels()
 
     def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:
         """(true, predicted) class of the heatmap cell under a scene position, if any."""
-        if self.last_result is None:
-            return None
-        point = self.confusion_plot.getViewBox().mapSceneToView(scene_pos)
-        k = len(self.last_result["class_names"])
-        col, row = int(np.floor(point.x())), int(np.floor(point.y()))
-        if 0 <= row < k and 0 <= col < k:
-            return row, col
-        return None
-
-    def _on_confusion_clicked(self, event) -> None:
-        cell = self.confusion_cell_at(event.scenePos())
-        if cell is not None:
-            self.show_misclassified(*cell)
+        return self.confusion_plot.cell_at(scene_pos)
 
     def show_misclassified(self, true_index: int, predicted_index: int) -> None:
         """List the test images of class ``true_index`` predicted as ``predicted_index``."""
@@ -1516,10 +1430,4 @@ def _settings_problem(config: dict[str, Any]) -> str | None:
     except (JobError, ImportError):  # not about the settings: the run itself says it
         pass
     return None
-
-
-def _fits(font: QFont, text: str, pixels: float) -> bool:
-    """Whether ``text`` in ``font`` fits a square of ``pixels``."""
-    metrics = QFontMetricsF(font)
-    return metrics.horizontalAdvance(text) <= pixels and metrics.height() <= pixels
 

@@ -497,7 +497,7 @@ def test_resuming_a_run_stopped_in_its_final_evaluation_evaluates_it(
     assert app_state.last_error is None
     assert tab.last_result["status"] == "completed" and tab.last_result["epochs"] == 2
     assert describe(load_checkpoint(checkpoint))["epoch"] == 2
-    assert len(tab._confusion_labels) == 3 * 3  # the matrix is on screen
+    assert len(tab.confusion_plot.count_labels) == 3 * 3  # the matrix is on screen
 
     # with Epochs raised, a finished run trains on
     tab.epochs_spin.setValue(3)
@@ -538,7 +538,7 @@ def test_the_confusion_matrix_fits_a_small_window(qtbot, open_tab):
     heatmap = view_box.mapRectToScene(view_box.boundingRect())
     assert heatmap.right() <= tab.confusion_plot.viewport().width()  # the last column shows
     cell = tab.confusion_cell_pixels()
-    for label in tab._confusion_labels:  # counts of up to four digits, inside their cells
+    for label in tab.confusion_plot.count_labels:  # counts of up to four digits, inside their cells
         if label.isVisible():
             assert QFontMetricsF(label.textItem.font()).horizontalAdvance(
                 label.toPlainText()) < cell
@@ -559,13 +559,13 @@ def test_the_confusion_counts_are_shown_where_cells_have_room(qtbot, open_tab):
     assert "load the dataset" in tab.mistakes_label.text()
     assert tab.mistakes_label.minimumSizeHint().width() < tab.confusion_plot.width()
     cell = tab.confusion_cell_pixels()
-    for label in tab._confusion_labels:  # smaller type, in their cells
+    for label in tab.confusion_plot.count_labels:  # smaller type, in their cells
         assert label.isVisible()
         assert QFontMetricsF(label.textItem.font()).horizontalAdvance(label.toPlainText()) < cell
 
     tab.resize(1300, 850)
     tab._on_train_returned(synthetic_result(("airplane", "bird")))
-    assert all(label.isVisible() for label in tab._confusion_labels)
+    assert all(label.isVisible() for label in tab.confusion_plot.count_labels)
     assert [name for _, name in tab.confusion_plot.getAxis("bottom")._tickLevels[0]] == [
         "airplane", "bird"]
 
