@@ -15,10 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -51,6 +50,7 @@ from gui.samples import cifar_archive
 from gui.text import plural
 from gui.torchrun import TorchrunProcess
 from gui.widgets.cifar_confusion import ConfusionMatrixView
+from gui.widgets.cifar_samples import ClassSampleGrid, rgb_pixmap
 from gui.widgets.common import (
     ScientificSpinBox,
     SettingControl,
@@ -91,15 +91,6 @@ RESUME_ADVICE = {
                "choose another"}
 CIFAR2 = ("airplane", "bird")
 MAX_SHOWN_MISTAKES = 240
-
-
-def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
-    """A QPixmap from a uint8 H×W×3 array, scaled (nearest) to ``size`` pixels."""
-    image = np.ascontiguousarray(image)
-    h, w, _ = image.shape
-    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(qimage).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
-                                            Qt.TransformationMode.FastTransformation)
 
 
 class CifarTab(QWidget):
@@ -405,11 +396,8 @@ class CifarTab(QWidget):
         return page
 
     def _build_data_page(self) -> QWidget:
-        self.grid_widget = QWidget()
-        self.grid_layout = QGridLayout(self.grid_widget)
-        self.grid_layout.setSpacing(2)
-        self.grid_layout.addWidget(QLabel("Load a dataset to browse it."), 0, 0)
-        return scroll_area(self.grid_widget)
+        self.sample_grid = ClassSampleGrid()
+        return scroll_area(self.sample_grid)
 
     @staticmethod
     def _combo(labels: dict[str, str]) -> QComboBox:
@@ -584,34 +572,12 @@ class CifarTab(QWidget):
             self.class_list.addItem(item)
             self._class_checks[name] = item
         self.class_list.blockSignals(False)
-        self._fill_grid(info)
+        self.sample_grid.set_samples(info["class_names"], info["samples"], info["counts"])
         self._on_classes_changed()
         if self.last_result is not None and self.selected_cell is not None:
             self.show_misclassified(*self.selected_cell)  # now with the images
         self.app.show_status(f"CIFAR data: {sum(info['counts']['train'].values())} training and "
                              f"{sum(info['counts']['test'].values())} test images", 5000)
-
-    def _fill_grid(self, info: dict) -> None:
-        while self.grid_layout.count():
-            item = self.grid_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        for row, (name, samples) in enumerate(zip(info["class_names"], info["samples"],
-                                                  strict=True)):
-            counts = f"{name}\ntrain {info['counts']['train'][name]}\n" \
-                     f"test {info['counts']['test'][name]}"
-            self.grid_layout.addWidget(QLabel(counts), row, 0)
-            for col, image in enumerate(samples):
-                label = QLabel()
-                label.setPixmap(rgb_pixmap(image, 64))
-                self.grid_layout.addWidget(label, row, col + 1)
-        # the rows packed at the top and the images at the left, whatever loaded before
-        for row in range(self.grid_layout.rowCount()):
-            self.grid_layout.setRowStretch(row, 0)
-        for column in range(self.grid_layout.columnCount()):
-            self.grid_layout.setColumnStretch(column, 0)
-        self.grid_layout.setRowStretch(len(info["class_names"]), 1)
-        self.grid_layout.setColumnStretch(max(map(len, info["samples"]), default=0) + 1, 1)
 
     def selected_classes(self) -> list[str] | None:
         """Checked class names, or None when all are checked (or nothing is loaded)."""

@@ -56,7 +56,7 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     qtbot.waitUntil(lambda: tab.data_info is not None, timeout=60_000)
     assert tab.class_list.count() == 3
     assert "3 classes, 36 train / 14 test" in tab.stats_label.text()
-    assert tab.grid_layout.count() == 3 * (1 + 8)  # name + up to 8 samples (12 per class)
+    assert tab.sample_grid.grid_layout.count() == 3 * (1 + 8)  # name + up to 8 samples (of 12)
 
     tab.set_classes(["cat", "dog"])
     assert tab.selected_classes() == ["cat", "dog"]
@@ -573,12 +573,12 @@ def test_the_confusion_counts_are_shown_where_cells_have_room(qtbot, open_tab):
 def test_the_data_browser_packs_its_rows_at_the_top(qtbot, tab, tiny_data):
     load(qtbot, tab, tiny_data)
     tab.pages.setCurrentIndex(1)
-    rows = sorted({tab.grid_layout.cellRect(row, 1).top()
-                   for row in range(len(tab.data_info["class_names"]))})
-    thumbnail = tab.grid_layout.itemAtPosition(0, 1).widget().pixmap().height()
+    grid = tab.sample_grid.grid_layout
+    rows = sorted({grid.cellRect(row, 1).top() for row in range(len(tab.data_info["class_names"]))})
+    thumbnail = grid.itemAtPosition(0, 1).widget().pixmap().height()
     # one thumbnail and the spacing apart, not spread over the page's height
     pitch = [below - above for above, below in zip(rows, rows[1:], strict=False)]
-    assert pitch and max(pitch) <= thumbnail + 2 * tab.grid_layout.spacing()
+    assert pitch and max(pitch) <= thumbnail + 2 * grid.spacing()
 
 
 def test_the_data_box_and_a_run_show_the_mean_and_std_it_normalizes_with(
