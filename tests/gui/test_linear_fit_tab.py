@@ -409,6 +409,55 @@ def test_legends_in_a_small_window_leave_the_data_in_view(qtbot, tab) -> None:
     assert legends_leave_room() and tab.surface_view.toolTip() == ""
 
 
+def text_cut_off(view) -> list[str]:
+    """What of a plot's title, axis labels and data area its view does not show whole."""
+    plot = view.getPlotItem()
+    shown = view.mapToScene(view.viewport().rect()).boundingRect().adjusted(-1, -1, 1, 1)
+    cut = []
+    data_area = plot.vb.sceneBoundingRect()
+    if not shown.contains(data_area):
+        cut.append("the data area")
+    elif data_area.width() < 80 or data_area.height() < 60:
+        cut.append(f"the data area ({data_area.width():.0f}×{data_area.height():.0f} px)")
+    title = plot.titleLabel
+    text = title.item.mapRectToScene(title.item.boundingRect())
+    if not shown.contains(text) or title.geometry().width() + 1 < text.width():
+        cut.append(f"the title {title.text!r}")
+    for side in ("left", "bottom"):
+        axis = plot.getAxis(side)
+        margin = axis.label.document().documentMargin()  # blank around the text
+        label = axis.label.mapRectToScene(
+            axis.label.boundingRect().adjusted(margin, margin, -margin, -margin))
+        room = axis.mapRectToScene(axis.rect())
+        # along the axis: the label must lie within the axis' own length
+        inside = (room.top() - 1 <= label.top() and label.bottom() <= room.bottom() + 1
+                  if side == "left" else
+                  room.left() - 1 <= label.left() and label.right() <= room.right() + 1)
+        if axis.isVisible() and (not inside or not shown.contains(label)):
+            cut.append(f"the {side} axis label {axis.labelText!r}")
+    return cut
+
+
+def plots_cut_off(tab) -> dict[str, list[str]]:
+    views = {"data": tab.data_view, "loss": tab.loss_view, "surface": tab.surface_view}
+    return {name: cut for name, view in views.items()
+            if view.isVisible() and (cut := text_cut_off(view))}
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_plot_titles_and_axis_labels_are_whole_at_the_smallest_size(qtbot, tab, model) -> None:
+    tab.model_combo.setCurrentIndex(tab.model_combo.findData(model))
+    tab.resize(1, 1)  # as small as the tab's layout allows: the window can make it no smaller
+    qtbot.waitUntil(lambda: tab.width() < 900 and tab.height() < 500, timeout=5000)
+    qtbot.wait(50)  # the plots' own layouts
+    assert plots_cut_off(tab) == {}
+    # a loss axis with a scale in its label ("(x1e+12)") is longer; the plot makes room for it
+    tab.loss_plot.setYRange(0, 5e12, padding=0)
+    qtbot.wait(50)
+    assert "x1e+12" in tab.loss_plot.getAxis("left").labelString()
+    assert plots_cut_off(tab) == {}
+
+
 def test_race_mode_runs_three_optimizers_on_one_surface(qtbot, tab) -> None:
     tab.race_check.setChecked(True)
     tab.epochs_spin.setValue(300)
