@@ -55,23 +55,25 @@ def register(sub) -> None:
 
 
 OPTIMIZE_FROM_IMAGES = 64
+#: MB as --list-models counts them (torchvision's file sizes): 1024 × 1024 bytes.
+MEGABYTE = 1024 * 1024
 
 
 def _format_progress(update: dict) -> str | None:
     event = update.get("event")
     if event == "download":
         total = update.get("total")
-        done = update["bytes"] / 1e6
+        done = update["bytes"] / MEGABYTE
         eta = update.get("eta")
-        of = f" of {total / 1e6:.1f}" if total else ""
+        of = f" of {total / MEGABYTE:.1f}" if total else ""
         return (f"downloading {update['file']}: {done:.1f}{of} MB, "
-                f"{update['speed'] / 1e6:.1f} MB/s" + (f", {eta:.0f} s left" if eta else ""))
+                f"{update['speed'] / MEGABYTE:.1f} MB/s" + (f", {eta:.0f} s left" if eta else ""))
     if event == "verify":
         total = update["total"]
         percent = f"{100 * update['bytes'] / total:.0f}%" if total else "100%"
         what = (f"the downloaded weights {update['file']}" if update.get("downloaded")
                 else f"the weights {update['file']} (once, at their first use)")
-        return f"checking {what}: {percent} of {total / 1e6:.1f} MB"
+        return f"checking {what}: {percent} of {total / MEGABYTE:.1f} MB"
     if event == "model" and not update.get("cached"):
         return f"model: {update['model']['title']} ({update['load_seconds']:.1f} s)"
     if event == "result":

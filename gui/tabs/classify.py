@@ -819,7 +819,7 @@ class ClassifyTab(QWidget):
         text = f"Downloading {update['file']}: {_megabytes(done)}"
         if total:
             text += f" of {_megabytes(total)}"
-        text += f" · {update['speed'] / 1e6:.1f} MB/s"
+        text += f" · {_megabytes(update['speed'])}/s"
         if eta is not None:
             text += f" · {eta:.0f} s left"
         self.download_label.setText(text)
@@ -1095,8 +1095,12 @@ def _config_title(config: dict, catalog: dict) -> str:
     return catalog.get(config.get("model"), {}).get("title", config.get("model") or "model")
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+MEGABYTE = 1024 * 1024
+
+
+def _megabytes(n: float) -> str:
+    """MB as the model list counts them (torchvision's file sizes): 1024 × 1024 bytes."""
+    return f"{n / MEGABYTE:.1f} MB"
 
 
 def _model_item_text(info: dict) -> str:

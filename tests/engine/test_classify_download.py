@@ -335,7 +335,7 @@ def test_cli_shows_the_check_and_its_first_ctrl_c_stops_it(tmp_path, monkeypatch
     assert main(["classify", str(photo), "--model", "squeezenet1_1"]) == 130
     out, err = capsys.readouterr()
     assert out == ""
-    assert f"checking the weights {copy.name} (once, at their first use): 0% of 4.2 MB" in err
+    assert f"checking the weights {copy.name} (once, at their first use): 0% of 4.0 MB" in err
     assert f"stopped checking {copy.name}: it is not marked as checked, and is checked again" \
         in err
     assert "Traceback" not in err
@@ -376,3 +376,19 @@ def test_weights_are_checked_before_the_network_is_built(tmp_path, monkeypatch,
     with pytest.raises(JobError, match="not the file published"):
         load_model("squeezenet1_1", progress=progress)
     assert "build" not in events
+
+
+def test_cli_progress_counts_megabytes_as_the_model_list_does():
+    """The size a download or check says is the one --list-models gives (torchvision's
+    file sizes are in 1024 × 1024-byte MB)."""
+    from engine.classify.cli import _format_progress
+    from engine.classify.zoo import torchvision_model_info
+
+    info = torchvision_model_info("resnet50")
+    size = round(info.file_mb * 1024 * 1024)
+    listed = f"{info.file_mb:.1f} MB"
+    assert listed in info.summary
+    for event in ("download", "verify"):
+        line = _format_progress({"event": event, "file": "resnet50.pth", "bytes": size,
+                                 "total": size, "speed": 1.0, "eta": None})
+        assert f"of {listed}" in line

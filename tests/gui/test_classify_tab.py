@@ -249,7 +249,7 @@ def test_checking_weights_on_disk_shows_progress_and_escape_stops_it(tab, qtbot,
         qtbot.waitUntil(lambda: tab.download_panel.isVisible()
                         and tab.download_bar.value() > 0, timeout=WAIT_MS)
         assert tab.download_label.text().startswith(
-            f"Checking the weights on disk ({copy.name}): 0.1 MB of 2.1 MB")
+            f"Checking the weights on disk ({copy.name}): 0.1 MB of 2.0 MB")
         tab.activateWindow()
         qtbot.waitActive(tab)
         QTest.keyClick(tab.table, Qt.Key.Key_Escape)
@@ -678,6 +678,21 @@ def test_pasted_file_urls_are_decoded_one_per_line(quick_tab, tmp_path, monkeypa
     finally:
         clipboard.clear()  # it owns ``mime``: freed at exit instead, it crashes the interpreter
     assert added == [[str(unicode_name), str(plain)]]
+
+
+def test_download_and_check_say_the_size_the_model_list_gives(quick_tab):
+    """torchvision's file sizes, which the picker shows, are 1024 × 1024-byte MB: the download
+    and the check count the same way (ViT-H/14 read 2416.6 MB above and 2534.0 MB below)."""
+    from gui.tabs.classify import _model_summary
+
+    info = quick_tab._catalog["vit_h_14"]
+    size = round(info["file_mb"] * 1024 * 1024)
+    listed = f"{info['file_mb']:.1f} MB"
+    assert listed in _model_summary(info)
+    for event in ("download", "verify"):
+        quick_tab._on_progress([{"event": event, "file": "vit_h_14_swag-80465313.pth",
+                                 "bytes": size // 2, "total": size, "speed": 1e7, "eta": 12.0}])
+        assert f" of {listed}" in quick_tab.download_label.text()
 
 
 def test_small_models_show_their_exact_parameter_count():
