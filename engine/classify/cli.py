@@ -82,14 +82,15 @@ def _format_progress(update: dict) -> str | None:
 
 
 def _each_phase_at_once(progress):
-    """``progress``, except that the first update of a download or of a check is printed
-    however soon after the line before it ('checking…' right after the download's last line)."""
+    """``progress``, except that the first update of a download, of a check and the loaded
+    model are printed however soon after the line before ('checking…' right after the
+    download's last line, the model right after the check's)."""
     phase = None
 
     def report(update: dict) -> None:
         nonlocal phase
         event = update.get("event")
-        first = event in ("download", "verify") and event != phase
+        first = event in ("download", "verify", "model") and event != phase
         phase = event
         progress({**update, "final": True} if first else update)
 

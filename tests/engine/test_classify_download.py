@@ -392,3 +392,22 @@ def test_cli_progress_counts_megabytes_as_the_model_list_does():
         line = _format_progress({"event": event, "file": "resnet50.pth", "bytes": size,
                                  "total": size, "speed": 1.0, "eta": None})
         assert f"of {listed}" in line
+
+
+def test_cli_prints_each_phase_of_a_load_at_once(capsys):
+    """Progress lines are at most one a second, but the check's first line follows the
+    download's last at once, and the model's line the check's."""
+    from engine.classify.cli import _each_phase_at_once, _format_progress
+    from engine.cli import StderrProgress
+
+    progress = _each_phase_at_once(StderrProgress(_format_progress, interval=3600))
+    size = 8 * 1024 * 1024
+    for event in ("download", "download", "verify", "verify"):
+        progress({"event": event, "file": "w-1234abcd.pth", "bytes": size, "total": size,
+                  "speed": 1e6, "eta": None, "downloaded": True})
+    progress({"event": "model", "model": {"title": "ResNet-18"}, "load_seconds": 1.25})
+    assert capsys.readouterr().err.splitlines() == [
+        "downloading w-1234abcd.pth: 8.0 of 8.0 MB, 1.0 MB/s",
+        "checking the downloaded weights w-1234abcd.pth: 100% of 8.0 MB",
+        "model: ResNet-18 (1.2 s)",
+    ]
