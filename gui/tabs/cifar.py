@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
@@ -50,6 +49,7 @@ from gui.samples import cifar_archive
 from gui.text import plural
 from gui.torchrun import TorchrunProcess
 from gui.widgets.cifar_confusion import ConfusionMatrixView
+from gui.widgets.cifar_curves import TrainingCurves
 from gui.widgets.cifar_samples import ClassSampleGrid, rgb_pixmap
 from gui.widgets.common import (
     ScientificSpinBox,
@@ -121,12 +121,6 @@ class CifarTab(QWidget):
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
-        self._steps: list[float] = []
-        self._losses: list[float] = []
-        self._epochs: list[float] = []
-        self._train_acc: list[float] = []
-        self._test_epochs: list[float] = []
-        self._test_acc: list[float] = []
         self._class_checks: dict[str, QListWidgetItem] = {}
 
         self.data_runner = JobRunner(self)
@@ -352,21 +346,9 @@ class CifarTab(QWidget):
         status.addWidget(self.speed_label)
         layout.addLayout(status, 0, 0, 1, 2)
 
-        self.loss_plot = pg.PlotWidget(title="Training loss (smoothed)")
-        self.loss_plot.setLabel("bottom", "epoch")
-        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
-        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#3b82f6", width=2))
-        self.acc_plot = pg.PlotWidget(title="Accuracy")
-        self.acc_plot.setLabel("bottom", "epoch")
-        self.acc_plot.setYRange(0, 1)
-        self.acc_plot.showGrid(x=True, y=True, alpha=0.3)
-        self.acc_plot.addLegend(offset=(-10, -10))
-        self.train_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#f97316", width=2),
-                                                  symbol="o", symbolSize=6, name="train")
-        self.test_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#16a34a", width=2),
-                                                 symbol="s", symbolSize=6, name="test")
-        layout.addWidget(self.loss_plot, 1, 0)
-        layout.addWidget(self.acc_plot, 1, 1)
+        self.curves = TrainingCurves()
+        layout.addWidget(self.curves.loss_plot, 1, 0)
+        layout.addWidget(self.curves.acc_plot, 1, 1)
 
         self.confusion_plot = ConfusionMatrixView()
         self.confusion_plot.cell_clicked.connect(self.show_misclassified)
@@ -911,33 +893,21 @@ class CifarTab(QWidget):
         self.speed_label.setText("stopping…")
 
     def _reset_live_view(self) -> None:
-        for values in (self._steps, self._losses, self._epochs, self._train_acc,
-                       self._test_epochs, self._test_acc):
-            values.clear()
-        self.loss_curve.setData([], [])
-        self.train_acc_curve.setData([], [])
-        self.test_acc_curve.setData([], [])
+        self.curves.clear()
         self.epoch_progress.setValue(0)
         self.speed_label.setText("starting…")
 
     def _on_train_progress(self, updates: list[dict]) -> None:
         """Handle a batch of trainer updates; curves are redrawn once per batch."""
-        curves_changed = acc_changed = False
         latest_train = None
         for update in updates:
             phase = update.get("phase")
             if phase == "train":
-                self._steps.append(update["global_step"] / update["steps_per_epoch"])
-                self._losses.append(update["loss"])
+                self.curves.add_step(update["global_step"] / update["steps_per_epoch"],
+                                     update["loss"])
                 latest_train = update
-                curves_changed = True
             elif phase == "epoch":
-                self._epochs.append(update["epoch"])
-                self._train_acc.append(update["train_acc"])
-                if "test_acc" in update:
-                    self._test_epochs.append(update["epoch"])
-                    self._test_acc.append(update["test_acc"])
-                acc_changed = True
+                self.curves.add_epoch(update)
             elif phase == "load":
                 self.speed_label.setText("loading data…")
             elif phase == "start":
@@ -946,7 +916,7 @@ class CifarTab(QWidget):
                     self._clear_results(self._resume_note())
                     self._reset_live_view()
                 if update.get("history"):  # a resumed run: the epochs it already trained
-                    self._show_history(update["history"])
+                    self.curves.show_history(update["history"])
                 # not the last run's "epoch 6/6 — step 37/37" while this one warms up
                 epochs = int(update["epochs"])
                 self.epoch_progress.setValue(0)
@@ -966,11 +936,7 @@ class CifarTab(QWidget):
                     self.result_label.setText(self._resume_note())
             elif phase == "warm-up":
                 self.speed_label.setText("warming up the device…")
-        if curves_changed:
-            self.loss_curve.setData(self._steps, self._losses)
-        if acc_changed:
-            self.train_acc_curve.setData(self._epochs, self._train_acc)
-            self.test_acc_curve.setData(self._test_epochs, self._test_acc)
+        self.curves.redraw()
         if latest_train is not None:
             u = latest_train
             self.epoch_progress.setMaximum(1000)
@@ -996,7 +962,7 @@ class CifarTab(QWidget):
                 self.app.show_status(f"Stopped; checkpoint kept in {result['checkpoint']}", 8000)
             return
         self.last_result = result
-        self._show_history(result.get("history") or [], losses=False)
+        self.curves.show_history(result.get("history") or [], losses=False)
         self._show_confusion(result)
         per_class = ", ".join(f"{name} {'n/a' if acc is None else f'{acc:.0%}'}"
                               for name, acc in result["per_class_acc"].items())
@@ -1031,20 +997,6 @@ class CifarTab(QWidget):
             return f"Stopped after {epochs}, before a new step: the checkpoint file is as it was."
         return (f"Stopped after {epochs}; nothing was kept (set a checkpoint file to keep a run "
                 "you stop).")
-
-    def _show_history(self, history: list[dict], losses: bool = True) -> None:
-        """Draw a run's per-epoch rows: accuracies, and (``losses``) each epoch's mean training
-        loss where the live curve has no steps yet (a resumed run's earlier epochs)."""
-        self._epochs[:] = [row["epoch"] for row in history]
-        self._train_acc[:] = [row["train_acc"] for row in history]
-        self._test_epochs[:] = [row["epoch"] for row in history if "test_acc" in row]
-        self._test_acc[:] = [row["test_acc"] for row in history if "test_acc" in row]
-        self.train_acc_curve.setData(self._epochs, self._train_acc)
-        self.test_acc_curve.setData(self._test_epochs, self._test_acc)
-        if losses and not self._steps:
-            self._steps[:] = [float(row["epoch"]) for row in history]
-            self._losses[:] = [row["train_loss"] for row in history]
-            self.loss_curve.setData(self._steps, self._losses)
 
     def _clear_results(self, note: str) -> None:
         """Forget the last run's results (new data, a new run): nothing stale stays clickable."""

@@ -77,12 +77,12 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
                    tab.load_button, tab.class_list, tab.model_group, tab.checkpoint_edit,
                    tab.train_button, tab.resume_button):
         assert not widget.isEnabled()
-    qtbot.waitUntil(lambda: curve_points(tab.loss_curve) >= 3, timeout=60_000)
-    first = curve_points(tab.loss_curve)
+    qtbot.waitUntil(lambda: curve_points(tab.curves.loss_curve) >= 3, timeout=60_000)
+    first = curve_points(tab.curves.loss_curve)
     # the loss curve keeps growing (one batch may bring both the new loss and the epoch's end)
-    qtbot.waitUntil(lambda: curve_points(tab.train_acc_curve) >= 2
-                    and curve_points(tab.loss_curve) > first, timeout=60_000)
-    assert curve_points(tab.test_acc_curve) >= 1
+    qtbot.waitUntil(lambda: curve_points(tab.curves.train_acc_curve) >= 2
+                    and curve_points(tab.curves.loss_curve) > first, timeout=60_000)
+    assert curve_points(tab.curves.test_acc_curve) >= 1
     assert "images/s" in tab.speed_label.text()
 
     qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
@@ -110,8 +110,8 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     # once it has started, the epochs it trained before are on the curves (the stopped run's
     # curves stay until then)
     qtbot.waitUntil(lambda: not tab._results_pending_clear, timeout=30_000)
-    assert curve_points(tab.train_acc_curve) >= saved["epoch"]
-    assert tab.loss_curve.xData[0] == 1.0
+    assert curve_points(tab.curves.train_acc_curve) >= saved["epoch"]
+    assert tab.curves.loss_curve.xData[0] == 1.0
     tab.stop_training()
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
     saved = describe(load_checkpoint(checkpoint))
