@@ -284,8 +284,10 @@ def test_a_check_stopped_midway_is_not_remembered_and_runs_again(tmp_path, monke
     assert str(copy) in json.loads(notes.read_text())
 
 
-def test_a_download_is_checked_with_progress_and_a_stop_then_saves_nothing(server,
+def test_a_download_is_checked_with_progress_and_a_stop_then_saves_nothing(server, tmp_path,
+                                                                           monkeypatch,
                                                                            small_hash_steps):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # it is saved at the end
     name = _named(PAYLOAD)
     url = server(name, "good")
     updates = []
