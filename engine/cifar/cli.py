@@ -178,7 +178,12 @@ def format_update(update: dict[str, Any]) -> str | None:
     if phase == "resume":
         return update.get("message")
     if phase == "evaluate":
-        return "evaluating on the test set"
+        total = update.get("total")
+        if not total:
+            return "evaluating on the test set"
+        eta = update.get("eta_s")
+        left = f", ~{_seconds(eta)} left" if eta is not None else ""
+        return f"evaluating on the test set: {update.get('done', 0):,}/{total:,} images{left}"
     if phase == "warm-up":
         return "warming up (a few untimed steps; the weights are put back)"
     if phase == "done":
@@ -187,8 +192,14 @@ def format_update(update: dict[str, Any]) -> str | None:
     return None
 
 
+def _seconds(seconds: float) -> str:
+    """'6 s' under a minute, else as :func:`format_duration` writes it ('1:05')."""
+    return f"{max(0, round(seconds))} s" if seconds < 59.5 else format_duration(seconds)
+
+
 class _CliProgress:
-    """Milestones always print; step lines at most once a second."""
+    """Milestones always print; step lines (training, loading, the final evaluation's
+    progress) at most once a second, the first and last of a load or evaluation always."""
 
     def __init__(self, quiet: bool, as_json: bool) -> None:
         self._steps = StderrProgress(format_update, interval=1.0, quiet=quiet)
@@ -204,11 +215,13 @@ class _CliProgress:
             return
         if update.get("message") and update.get("phase") == "load":  # a note: shown even quiet
             print(format_update(update), file=sys.stderr, flush=True)
-        elif update.get("phase") in ("train", "load"):
+        elif update.get("phase") in ("train", "load", "evaluate"):
             total = update.get("total")
-            # the last load update always shows, however soon after the one before
-            self._steps({**update, "final": True} if total and update.get("done") == total
-                        else update)
+            # the first evaluation update (or one without counts) and the last load update
+            # always show, however soon after the one before
+            starts = update.get("phase") == "evaluate" and not update.get("done")
+            ends = update.get("phase") == "load" and total and update.get("done") == total
+            self._steps({**update, "final": True} if starts or ends else update)
         elif not self._quiet:
             line = format_update(update)
             if line:

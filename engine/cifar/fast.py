@@ -357,6 +357,13 @@ def fast_param_groups(model: nn.Module, lr: float, weight_decay: float,
     return groups
 
 
+def tta_views(level: int) -> int:
+    """How many forward passes :func:`predict_with_tta` makes per image at ``level``."""
+    if level <= 0:
+        return 1
+    return {1: 2, 2: 6}.get(level, 18)
+
+
 def predict_with_tta(model: nn.Module, images: torch.Tensor, level: int) -> torch.Tensor:
     """Logits for normalized ``images`` averaged over test-time views.
 

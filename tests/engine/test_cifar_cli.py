@@ -42,6 +42,7 @@ def test_train_json_then_resume_then_export(tiny_archive, tmp_path, capsys):
     assert result["epochs"] == 1 and result["world_size"] == 1
     assert result["class_names"] == ["cat", "dog"]
     assert "epoch 1 done" in first.stderr and "Traceback" not in first.stderr
+    assert "evaluating on the test set: 0/12 images, ~" in first.stderr  # 2 classes x 6
     again = engine("cifar", "train", "--data", tiny_archive, "--cache-dir", tmp_path / "cache",
                    "--resume", tmp_path / "c.pt", "--epochs", "2", "--json")
     assert again.returncode == 0, again.stderr
@@ -369,6 +370,29 @@ def test_progress_json_lines_are_strict_json(capsys):
     assert line.startswith(PROGRESS_PREFIX)
     update = json.loads(line[len(PROGRESS_PREFIX):], parse_constant=lambda c: 1 / 0)
     assert update == {"phase": "train", "loss": None, "eta_s": None, "step": 3}
+
+
+def test_the_final_evaluation_shows_its_progress(capsys, monkeypatch):
+    import engine.cli
+    from engine.cifar.cli import _CliProgress, format_update
+
+    def evaluate(done, eta_s):
+        return {"phase": "evaluate", "done": done, "total": 10_000, "eta_s": eta_s}
+
+    assert format_update(evaluate(4000, 6.2)) == \
+        "evaluating on the test set: 4,000/10,000 images, ~6 s left"
+    assert format_update(evaluate(0, 75)).endswith(": 0/10,000 images, ~1:15 left")
+    assert format_update(evaluate(0, None)) == "evaluating on the test set: 0/10,000 images"
+    assert format_update({"phase": "evaluate"}) == "evaluating on the test set"
+    monkeypatch.setattr(engine.cli.time, "monotonic", lambda: 100.0)  # all in the same second
+    progress = _CliProgress(quiet=False, as_json=False)
+    progress({"phase": "train", "epoch": 1, "epochs": 1, "step": 1, "steps_per_epoch": 1,
+              "loss": 1.0, "images_per_s": 10.0, "eta_s": 3.0})
+    for done in (0, 1000, 2000):
+        progress(evaluate(done, 5.0))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("epoch 1/1 step 1/1")
+    assert lines[1:] == ["evaluating on the test set: 0/10,000 images, ~5 s left"]
 
 
 def test_progress_json_carries_a_refused_setting_by_its_config_key(tiny_archive, capsys):

@@ -166,6 +166,19 @@ def test_tta_level_0_is_the_plain_forward_and_levels_average_views():
     assert torch.equal(views[4], x)  # the unshifted view is one of the nine
 
 
+def test_tta_views_count_the_forward_passes_of_each_level():
+    images = _images(2)
+    model = fast.build_fast_net(10, images).eval()
+    passes = []
+    model.register_forward_hook(lambda module, args, out: passes.append(len(args[0])))
+    for level in range(4):
+        passes.clear()
+        with torch.no_grad():
+            fast.predict_with_tta(model, _normalized(images), level)
+        assert sum(passes) == 2 * fast.tta_views(level), level
+    assert [fast.tta_views(level) for level in range(4)] == [1, 2, 6, 18]
+
+
 def test_tta_keeps_channels_last_inputs_working():
     images = _images(4)
     model = fast.build_fast_net(10, images).eval().to(memory_format=torch.channels_last)

@@ -1035,6 +1035,77 @@ def test_the_eta_counts_what_each_epoch_end_costs(monkeypatch):
     assert 25 < first_of_epoch_2["eta_s"] < 35
 
 
+def _step_driven_clock(monkeypatch):
+    """The trainer's clock made to advance 1 ms a reading (its reports then follow the code's
+    logic, not the machine's pace); returns the clock, a one-item list, to move it on."""
+    import engine.cifar.trainer as trainer
+
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 0.001
+        return clock[0]
+
+    monkeypatch.setattr(trainer.time, "perf_counter", tick)
+    return clock
+
+
+def test_the_final_evaluation_reports_its_progress_up_to_every_test_image():
+    _, events = run(base_config(epochs=1, tta_level=1, eval_batch_size=16, report_interval_s=0))
+    evaluating = [e for e in events if e["phase"] == "evaluate"]
+    assert [e["done"] for e in evaluating] == [0, 16, 32, 48]  # the 48 test images, by batch
+    assert {e["total"] for e in evaluating} == {48}
+    assert all(e["eta_s"] >= 0 for e in evaluating) and evaluating[-1]["eta_s"] == 0
+    # the training reports' interval: the first and last always, none between here
+    _, events = run(base_config(epochs=1, eval_batch_size=16, report_interval_s=1e9))
+    assert [e["done"] for e in events if e["phase"] == "evaluate"] == [0, 48]
+
+
+def test_the_eta_counts_the_final_evaluation_with_its_tta_views(monkeypatch):
+    from engine.cifar.fast import tta_views
+    from engine.cifar.trainer import FORWARD_SHARE_OF_A_STEP
+
+    clock = _step_driven_clock(monkeypatch)
+    etas = {}
+    for tta_level in (0, 2):
+        clock[0] = 0.0  # both runs read the same times
+        _, events = run(base_config(epochs=2, eval_every=0, tta_level=tta_level,
+                                    report_interval_s=0))
+        etas[tta_level] = [e for e in events if e["phase"] == "train" and e["epoch"] == 2]
+    plain, tta = etas[0], etas[2]
+    assert [e["global_step"] for e in tta] == [e["global_step"] for e in plain] == \
+        list(range(7, 13))
+    for with_tta, without in zip(tta, plain, strict=True):
+        seconds_per_image = 1 / with_tta["images_per_s"]
+        assert seconds_per_image == 1 / without["images_per_s"]
+        steps_left = 16 * seconds_per_image * (with_tta["total_steps"] - with_tta["global_step"])
+        # without an evaluation between epochs, a view of an image is estimated from training
+        extra_views = tta_views(2) - tta_views(0)
+        assert with_tta["eta_s"] - without["eta_s"] == pytest.approx(
+            48 * extra_views * FORWARD_SHARE_OF_A_STEP * seconds_per_image)
+        assert with_tta["eta_s"] > without["eta_s"] > steps_left
+    assert tta[-1]["global_step"] == tta[-1]["total_steps"] and tta[-1]["eta_s"] > 0
+
+
+def test_the_final_evaluation_is_estimated_at_the_pace_of_the_ones_between_epochs(monkeypatch):
+    import engine.cifar.trainer as trainer
+
+    clock = _step_driven_clock(monkeypatch)
+    real_accuracy = trainer._accuracy
+
+    def slow_accuracy(*args, **kwargs):  # a test set that takes 10 s to evaluate
+        clock[0] += 10.0
+        return real_accuracy(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_accuracy", slow_accuracy)
+    _, events = run(base_config(epochs=3, eval_every=1, tta_level=2, report_interval_s=0))
+    first_of_last_epoch = next(e for e in events if e["phase"] == "train" and e["epoch"] == 3)
+    # no evaluation between epochs to come; the final one looks at 6 views: ~60 s
+    assert 55 < first_of_last_epoch["eta_s"] < 65
+    evaluating = [e for e in events if e["phase"] == "evaluate"]
+    assert evaluating[0]["done"] == 0 and 55 < evaluating[0]["eta_s"] < 65
+
+
 def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_once(tmp_path):
     # the optimizer's own checks come with the other settings, before any data is loaded
     with pytest.raises(JobError, match="Nesterov SGD needs momentum above 0"):
