@@ -736,8 +736,8 @@ class LinearFitTab(QWidget):
         self.end_losses = self._final_losses(result)
         self._update_readout()
         self._loss_range = None
-        self.loss_plot.enableAutoRange()
         self._redraw_curves()
+        self._frame_all_losses()
         status = result.get("status")
         epoch = result.get("epochs", 0)
         if status == "diverged":
@@ -911,6 +911,20 @@ class LinearFitTab(QWidget):
         if (x_max, y_range) != self._loss_range:
             self._loss_range = (x_max, y_range)
             self.loss_plot.setRange(xRange=(0, x_max), yRange=y_range, padding=0)
+
+    def _frame_all_losses(self) -> None:
+        """Show every epoch of the run, then leave the range to auto-range.
+
+        Auto-range alone can frame nothing: the curves' downsampling is sized for the range
+        shown, and a few points in a range wide enough for thousands (a short run after a long
+        one) downsample to none, so auto-range finds no data and keeps the old range."""
+        last_epochs = [float(h["epoch"][-1]) for h in self.race_history.values()
+                       if len(h["epoch"])]
+        if len(self.epochs):
+            last_epochs.append(float(self.epochs[-1]))
+        if last_epochs:
+            self.loss_plot.setXRange(0, max(last_epochs), padding=0.02)
+        self.loss_plot.enableAutoRange()
 
     def _redraw_fit(self) -> None:
         race = isinstance(self.session, RaceSession)

@@ -118,6 +118,26 @@ def test_divergence_is_explained_and_nothing_breaks(qtbot, tab, app_state) -> No
     assert tab.last_result["status"] == "done" and "Done" in tab.message_label.text()
 
 
+def test_a_short_run_after_a_long_one_shows_its_losses(qtbot, tab) -> None:
+    tab.resize(1024, 650)  # in a 1024×700 window: a loss plot ~280 px wide
+    click(qtbot, tab.play_button)  # the book's 5000 epochs
+    wait_idle(qtbot, tab)
+    tab.scale_spin.setValue(1.0)  # the book's unscaled inputs: diverges within a few epochs
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["status"] == "diverged"
+    epochs, losses = tab.train_curve.getOriginalDataset()
+    assert 1 < len(losses) < 10 and losses.max() > 1e6
+
+    def every_loss_in_view() -> bool:
+        (x0, x1), (y0, y1) = tab.loss_plot.vb.viewRange()
+        return x0 <= epochs.min() and epochs.max() <= x1 and y0 <= losses.min() and \
+            losses.max() <= y1
+
+    # the plot frames this run, not the 5000 epochs before it
+    qtbot.waitUntil(every_loss_in_view, timeout=5000)
+
+
 def test_learning_rate_and_input_scale_take_scientific_notation(qtbot, tab, app_state) -> None:
     from gui.tabs.linear_fit import LinearFitTab
 
