@@ -1023,7 +1023,8 @@ class LinearFitTab(QWidget):
         self.val_label.setText(format_loss(val, ".6g"))
         if "w" in update:
             self.params_label.setText(f"w = {update['w']:.5g}, b = {update['b']:.5g}")
-            self.grads_label.setText(f"∂L/∂w = {update['grad_w']:.4g}, "
+            # one per line: both side by side overflow the panel once they grow large
+            self.grads_label.setText(f"∂L/∂w = {update['grad_w']:.4g}\n"
                                      f"∂L/∂b = {update['grad_b']:.4g}")
         elif self.last_snapshot is not None:
             snap = self.last_snapshot
@@ -1057,7 +1058,7 @@ class LinearFitTab(QWidget):
             if self.end_losses is not None and name in self.end_losses:
                 train, val = self.end_losses[name]
             losses.append(f"{name} {format_loss(train, '.4g')}")
-            params.append(f"{name}: w {history['w'][-1]:.4f}, b {history['b'][-1]:.4f}")
+            params.append(f"{name}: w {history['w'][-1]:.5g}, b {history['b'][-1]:.5g}")
             if val is not None:
                 vals.append(f"{name} {format_loss(val, '.4g')}")
         # one line per racer: three numbers side by side do not fit the panel

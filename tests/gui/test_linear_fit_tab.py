@@ -118,6 +118,13 @@ def test_divergence_is_explained_and_nothing_breaks(qtbot, tab, app_state) -> No
     assert tab.last_result["status"] == "done" and "Done" in tab.message_label.text()
 
 
+def readout_lines_cut_off(tab) -> list[str]:
+    """The readout's lines wider than their label (the panel has a fixed width)."""
+    labels = (tab.epoch_label, tab.loss_label, tab.val_label, tab.params_label, tab.grads_label)
+    return [line for label in labels for line in label.text().splitlines()
+            if label.fontMetrics().horizontalAdvance(line) > label.width()]
+
+
 def test_a_short_run_after_a_long_one_shows_its_losses(qtbot, tab) -> None:
     tab.resize(1024, 650)  # in a 1024×700 window: a loss plot ~280 px wide
     click(qtbot, tab.play_button)  # the book's 5000 epochs
@@ -137,6 +144,27 @@ def test_a_short_run_after_a_long_one_shows_its_losses(qtbot, tab) -> None:
     # the plot frames this run, not the 5000 epochs before it
     qtbot.waitUntil(every_loss_in_view, timeout=5000)
 
+
+def test_a_diverged_run_shows_whole_readouts(qtbot, tab) -> None:
+    tab.scale_spin.setValue(1.0)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.grads_label.text().startswith("∂L/∂w = 1.511e+07")  # large numbers…
+    assert readout_lines_cut_off(tab) == []  # …shown whole
+
+
+def test_a_race_far_from_its_start_shows_whole_readouts(qtbot, tab) -> None:
+    xs = (1.0, 2.0, 3.0, 4.0)
+    tab.set_data(FitData(xs, tuple(1e5 * x + 3e5 for x in xs), "large y"))
+    tab.race_check.setChecked(True)
+    tab.lr_spin.setValue(100.0)  # Adam walks ~lr per epoch, the others diverge
+    tab.epochs_spin.setValue(2000)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    racers = tab.last_result["racers"]
+    assert racers["adam"]["status"] != "diverged" and abs(racers["adam"]["params"]["b"]) > 1e5
+    assert "adam: w" in tab.params_label.text()
+    assert readout_lines_cut_off(tab) == []
 
 def test_learning_rate_and_input_scale_take_scientific_notation(qtbot, tab, app_state) -> None:
     from gui.tabs.linear_fit import LinearFitTab
