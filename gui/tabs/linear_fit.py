@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,11 @@ class LinearFitTab(QWidget):
         self.runner.returned.connect(self._on_returned)
         self.runner.errored.connect(self._on_errored)
         self.runner.finished.connect(self._update_buttons)
+        # a CSV is read off the GUI thread too: a large one takes seconds (2M rows: ~8 s)
+        self.csv_runner = JobRunner(self)
+        self.csv_runner.returned.connect(self._on_csv_loaded)
+        self.csv_runner.errored.connect(self._on_csv_failed)
+        self.csv_runner.finished.connect(self._update_buttons)
 
         self.data: FitData = book_data()
         self.session: FitSession | RaceSession | None = None
@@ -481,17 +487,31 @@ class LinearFitTab(QWidget):
             self.load_csv_file(path)
 
     def load_csv_file(self, path: str) -> bool:
-        """Load a CSV of x,y; on a bad file show why (naming the line) and keep the current data."""
-        try:
-            data = load_csv(path)
-        except JobError as exc:
-            self._show_message(f"Could not load the CSV: {exc}", error=True)
-            self.app.show_error("Could not load the CSV", str(exc))
+        """Start reading a CSV of x,y on a worker thread; False (with the reason shown) while
+        training or another load runs. A bad file shows why, naming the line, and keeps the
+        current data."""
+        if self.runner.is_running():
+            self.app.show_status("Pause or stop training to change the data.", 4000)
             return False
-        if not self.set_data(data):
+        if self.csv_runner.is_running():
+            self.app.show_status("Still reading the previous CSV; load this one after it.", 4000)
             return False
-        self.app.show_status(f"Loaded {len(data)} points from {data.source}.", 5000)
+        self._show_message(f"Reading {Path(path).name}…")
+        self.csv_runner.start(read_csv_job, path)
+        self._update_buttons()
         return True
+
+    def is_loading(self) -> bool:
+        return self.csv_runner.is_running()
+
+    def _on_csv_loaded(self, data: FitData) -> None:
+        self._show_message("")
+        if self.set_data(data):
+            self.app.show_status(f"Loaded {len(data)} points from {data.source}.", 5000)
+
+    def _on_csv_failed(self, message: str) -> None:
+        self._show_message(f"Could not load the CSV: {message}", error=True)
+        self.app.show_error("Could not load the CSV", message)
 
     def take_dropped_paths(self, paths: list[str]) -> bool:
         """A CSV dropped on the tab loads, as Load CSV… does; other files are not this tab's."""
@@ -1125,12 +1145,13 @@ class LinearFitTab(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.runner.is_running()
-        self.play_button.setEnabled(not running)
-        self.step_button.setEnabled(not running)
+        busy = running or self.csv_runner.is_running()  # a run would train on the old data
+        self.play_button.setEnabled(not busy)
+        self.step_button.setEnabled(not busy)
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
-        self.load_button.setEnabled(not running)
-        self.book_button.setEnabled(not running)
+        self.load_button.setEnabled(not busy)
+        self.book_button.setEnabled(not busy)
         for widget in self.setting_widgets.values():
             widget.setEnabled(not running)
         if not running:
@@ -1138,8 +1159,9 @@ class LinearFitTab(QWidget):
 
     # ---- contract -----------------------------------------------------------------------------
     def shutdown(self) -> bool:
-        """Stop and join the training thread (window closing); False if it is still running."""
-        return self.runner.shutdown(5000)
+        """Stop and join the training and CSV threads (window closing); False if one still runs."""
+        loader_done = self.csv_runner.shutdown(5000)
+        return self.runner.shutdown(5000) and loader_done
 
     def prepare_screenshot(self, wait: Callable[[Callable[[], bool], float], None]) -> None:
         """Run the book's chapter-5 fit (5000 epochs of gradient descent on t_un = 0.1 * t_u)."""
@@ -1160,6 +1182,11 @@ class LinearFitTab(QWidget):
         self.reset()
         self.play()
         wait(lambda: not self.runner.is_running(), 120)
+
+
+def read_csv_job(path: str, _ctx: Any) -> FitData:
+    """The CSV's points, as a job for a :class:`JobRunner` (raises JobError on a bad file)."""
+    return load_csv(path)
 
 
 def text_min_size(plot: pg.PlotItem) -> tuple[int, int]:

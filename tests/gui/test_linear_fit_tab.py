@@ -205,25 +205,58 @@ def test_step_after_the_last_epoch_starts_a_new_run_as_play_does(qtbot, tab) -> 
     assert tab.epoch_label.text() == "1"
 
 
+def load(qtbot, tab, path) -> None:
+    assert tab.load_csv_file(str(path))
+    qtbot.waitUntil(lambda: not tab.is_loading(), timeout=RUN_TIMEOUT_MS)
+
+
 def test_bad_csv_keeps_the_data_and_names_the_line(qtbot, tab, tmp_path, app_state) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,hot\n")
-    assert not tab.load_csv_file(str(bad))
+    load(qtbot, tab, bad)
     assert len(tab.data) == 11 and points(tab.train_points) == 11
     assert app_state.last_error[1] == "bad.csv line 3: 'hot' is not a number"
     assert "line 3" in tab.message_label.text()
 
     good = tmp_path / "good.csv"
     good.write_text("0,1\n1,3\n2,5\n3,7\n")
-    assert tab.load_csv_file(str(good))
+    load(qtbot, tab, good)
     assert points(tab.train_points) == 4 and "good.csv" in tab.data_label.text()
+    assert tab.message_label.text() == ""  # the error went with the bad file
+
+
+def test_a_csv_is_read_off_the_gui_thread_and_play_waits_for_it(
+        qtbot, tab, tmp_path, monkeypatch) -> None:
+    import threading
+
+    import gui.tabs.linear_fit as linear_fit
+
+    readers, release = [], threading.Event()
+
+    def slow_load_csv(path):  # a large file: seconds of parsing
+        readers.append(threading.current_thread())
+        release.wait(RUN_TIMEOUT_MS / 1000)
+        return FitData((0.0, 1.0, 2.0), (1.0, 3.0, 5.0), "big.csv")
+
+    monkeypatch.setattr(linear_fit, "load_csv", slow_load_csv)
+    assert tab.load_csv_file(str(tmp_path / "big.csv"))
+    qtbot.waitUntil(lambda: len(readers) == 1, timeout=5000)
+    assert readers[0] is not threading.main_thread()  # the window stays responsive
+    assert "Reading big.csv" in tab.message_label.text()
+    assert not tab.play_button.isEnabled() and not tab.load_button.isEnabled()
+    assert not tab.load_csv_file(str(tmp_path / "another.csv"))  # one load at a time
+    release.set()
+    qtbot.waitUntil(lambda: not tab.is_loading(), timeout=RUN_TIMEOUT_MS)
+    assert len(tab.data) == 3 and "big.csv" in tab.data_label.text()
+    assert tab.play_button.isEnabled() and tab.message_label.text() == ""
 
 
 def test_a_csv_dropped_on_the_tab_loads_and_other_files_are_left_to_classify(
-        tab, tmp_path, app_state) -> None:
+        qtbot, tab, tmp_path, app_state) -> None:
     good = tmp_path / "points.CSV"
     good.write_text("0,1\n1,3\n2,5\n")
     assert tab.take_dropped_paths([str(good)])
+    qtbot.waitUntil(lambda: not tab.is_loading(), timeout=RUN_TIMEOUT_MS)
     assert len(tab.data) == 3 and "points.CSV" in tab.data_label.text()
 
     statuses = []
