@@ -282,6 +282,28 @@ def test_rank_0_says_plainly_that_another_rank_has_gone(tiny_archive, tmp_path, 
     assert own in err and "another process" not in err
 
 
+def test_a_peer_gone_is_recognised_on_the_read_and_the_write_side():
+    from engine.cifar.cli import _peer_failed
+
+    where = "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545]"
+    tail = (" This is typically caused by a remote worker hanging or bugs in the application. "
+            "Check the logs of the remote worker before reporting an error. GLHF!")
+    # what rank 0 and rank 1 raised in every kill of the other rank on the 2-core VM
+    assert _peer_failed(RuntimeError(
+        f"{where} Read error [127.0.0.1]:10157: Connection reset by peer.{tail}"))
+    assert _peer_failed(RuntimeError(
+        f"{where[:-4]}561] Connection closed by peer [127.0.0.1]:33694. This is typically "
+        "caused by a remote worker crashing."))
+    # gloo's write-side failure (pair.cc's "writev " message with the socket's errno)
+    assert _peer_failed(RuntimeError(f"{where[:-4]}481] writev [127.0.0.1]:40551: Broken pipe"))
+    assert _peer_failed(RuntimeError(
+        f"{where[:-4]}481] writev [127.0.0.1]:40551: Connection reset by peer"))
+    # a store's broken pipe, and a broken pipe that is no RuntimeError, are not a peer's
+    assert not _peer_failed(RuntimeError("[c10d] sendBytes failed on SocketImpl(fd=67): "
+                                         "Broken pipe"))
+    assert not _peer_failed(BrokenPipeError(32, "Broken pipe"))
+
+
 def test_a_gpu_index_under_torchrun_is_refused_with_how_to_choose_gpus(tiny_archive, capsys,
                                                                        monkeypatch):
     import engine.cifar.trainer
