@@ -177,14 +177,17 @@ class LinearFitTab(QWidget):
 
         self._build_controls()
         self._build_plots()
-        # The controls scroll on short screens (a 1366×768 laptop): the window never needs
-        # more height than the plots do.
-        controls = scroll_area(self.controls_panel, horizontal=False)
+        # The settings scroll on short screens (a 1366×768 laptop); the run buttons and the
+        # readout stay in view below them, however short the window.
+        controls = self.controls_scroll = scroll_area(self.controls_panel, horizontal=False)
         controls.setFrameShape(QFrame.Shape.NoFrame)
         controls.setFixedWidth(self.controls_panel.width()
                                + controls.verticalScrollBar().sizeHint().width())
+        left = QVBoxLayout()
+        left.addWidget(controls, 1)
+        left.addWidget(self.run_panel, 0, Qt.AlignmentFlag.AlignLeft)
         layout = QHBoxLayout(self)
-        layout.addWidget(controls)
+        layout.addLayout(left)
         layout.addWidget(self.plots, 1)
         self._restore_settings()
         self.reset()
@@ -293,7 +296,11 @@ class LinearFitTab(QWidget):
         self.log_check = QCheckBox("Log loss")
         self.log_check.toggled.connect(self._apply_log_scale)
         buttons.addWidget(self.log_check, 1, 2)
-        panel.addLayout(buttons)
+        self.run_panel = QWidget()
+        self.run_panel.setFixedWidth(self.controls_panel.width())
+        run_layout = QVBoxLayout(self.run_panel)
+        run_layout.setContentsMargins(0, 0, 0, 0)
+        run_layout.addLayout(buttons)
 
         readout_box = self.readout_box = QGroupBox("Now")
         readout = QFormLayout(readout_box)
@@ -317,12 +324,14 @@ class LinearFitTab(QWidget):
         self.readout_note.setWordWrap(True)
         self.readout_note.setStyleSheet("color: gray")
         readout.addRow(self.readout_note)
-        panel.addWidget(readout_box)
+        run_layout.addWidget(readout_box)
 
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        panel.addWidget(self.message_label)
+        self.message_label.hide()
+        # on top of the settings, where a message is in view (see _show_message)
+        panel.insertWidget(0, self.message_label)
         panel.addStretch(1)
 
     def _build_plots(self) -> None:
@@ -825,6 +834,9 @@ class LinearFitTab(QWidget):
     def _show_message(self, text: str, error: bool = False) -> None:
         self.message_label.setText(text)
         self.message_label.setStyleSheet("color: #e05050; font-weight: bold" if error else "")
+        self.message_label.setVisible(bool(text))
+        if text:  # scrolled down to the settings: back up to where it is said
+            self.controls_scroll.verticalScrollBar().setValue(0)
 
     def _draw_data(self) -> None:
         x, y = self.data.arrays

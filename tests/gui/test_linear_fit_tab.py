@@ -748,3 +748,19 @@ def test_switching_device_applies_to_the_next_run(qtbot, tab, app_state) -> None
     click(qtbot, tab.play_button)
     wait_idle(qtbot, tab)
     assert tab.last_result["status"] == "done" and tab.last_result["device"] == "cpu"
+
+
+def test_in_a_1024x600_window_the_run_buttons_readout_and_message_are_in_view(
+        qtbot, tab) -> None:
+    tab.resize(1024, 530)  # what a 1024×600 window leaves the tab
+    from PySide6.QtWidgets import QScrollArea
+
+    # scrolled down to the seed
+    tab.findChild(QScrollArea).verticalScrollBar().setValue(10_000)
+    tab.scale_spin.setValue(1.0)  # diverges: a long message
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    qtbot.wait(50)
+    assert "diverged at epoch" in tab.message_label.text()
+    for widget in (tab.play_button, tab.readout_box, tab.grads_label, tab.message_label):
+        assert widget.visibleRegion().boundingRect() == widget.rect(), widget
