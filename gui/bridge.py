@@ -39,7 +39,7 @@ FRAME_YIELD_S = 0.05
 class _JobThread(QThread):
     """Calls the job in ``run``; the outcome travels back through a queued signal."""
 
-    outcome = Signal(object, object)  # (result or None, error message or None)
+    outcome = Signal(object, object, object)  # (this thread, result or None, error or None)
 
     def __init__(self, job: Job, config: Any, ctx: JobContext) -> None:
         super().__init__()
@@ -51,16 +51,17 @@ class _JobThread(QThread):
         try:
             result = self._job(self._config, self._ctx)
         except JobStopped:
-            self.outcome.emit({"status": "stopped"}, None)
+            self.outcome.emit(self, {"status": "stopped"}, None)
         except JobError as exc:
-            self.outcome.emit(None, str(exc))
+            self.outcome.emit(self, None, str(exc))
         except MemoryError:
-            self.outcome.emit(None, "Out of memory. Try a smaller batch, model or data set.")
-        except Exception as exc:  # any bug must reach the user, not vanish with the thread
+            self.outcome.emit(self, None, "Out of memory. Try a smaller batch, model or data set.")
+        except BaseException as exc:  # any bug (a SystemExit too) must reach the user, and
+            # the runner must hear that the job ended
             log.error("job failed:\n%s", traceback.format_exc())
-            self.outcome.emit(None, f"{type(exc).__name__}: {exc}")
+            self.outcome.emit(self, None, f"{type(exc).__name__}: {exc}")
         else:
-            self.outcome.emit(result, None)
+            self.outcome.emit(self, result, None)
 
 
 class JobRunner(QObject):
@@ -145,16 +146,17 @@ class JobRunner(QObject):
             self._timer.setInterval(int(min(MAX_DELIVERY_INTERVAL_MS,
                                             max(DELIVERY_INTERVAL_MS, cost_ms / GUI_SHARE))))
 
-    def _on_outcome(self, result: Any, error: str | None) -> None:
-        if self._thread is not None:
-            self._thread.wait()
+    def _on_outcome(self, thread: _JobThread, result: Any, error: str | None) -> None:
+        # The outcome names its thread: one queued before a shutdown() must not end a later job
+        if thread is not self._thread:
+            return
+        thread.wait()
         self._finish(result, error, emit=True)
 
     def _finish(self, result: Any, error: str | None, emit: bool) -> None:
         self._timer.stop()
         thread, self._thread, self._ctx = self._thread, None, None
         if thread is not None:
-            thread.outcome.disconnect(self._on_outcome)
             thread.deleteLater()
         if not emit:
             self._take_pending()

@@ -167,3 +167,34 @@ def test_progress_arrives_as_the_job_sent_it(qtbot):
         runner.start(job, {})
     updates = [u for batch in events["progress"] for u in batch]
     assert updates == [{"path": "bad\udcff.jpg", "top": [(1, 2.5)]}]
+
+
+def test_an_outcome_queued_before_shutdown_does_not_end_the_next_job(qtbot):
+    """A job that ended just before shutdown() (its outcome still queued) must not be reported
+    afterwards, nor taken for the job started next."""
+    runner = JobRunner()
+    events = record(runner)
+    runner.start(counting_job, {"n": 1})
+    runner._thread.wait(5_000)  # the outcome is queued; the event loop has not run yet
+    assert runner.shutdown(timeout_ms=2_000)
+    runner.start(slow_job)
+    try:
+        started = time.perf_counter()
+        qtbot.wait(100)  # delivers the old outcome
+        assert time.perf_counter() - started < 2  # did not wait for the slow job
+        assert runner.is_running()
+        assert events["returned"] == []
+    finally:
+        runner.shutdown()
+
+
+def test_a_job_raising_system_exit_is_reported_and_the_runner_is_free(qtbot):
+    def exiting_job(config, ctx):
+        raise SystemExit(2)  # argparse's way to fail, say
+
+    runner = JobRunner()
+    events = record(runner)
+    with qtbot.waitSignal(runner.finished, timeout=5_000):
+        runner.start(exiting_job)
+    assert events["errored"] == ["SystemExit: 2"]
+    assert not runner.is_running()
