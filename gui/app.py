@@ -102,7 +102,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _install_excepthook(app_state) -> None:
-    """Uncaught errors in slots get a dialog instead of vanishing or killing the app."""
+    """Uncaught errors in slots get a dialog instead of vanishing or killing the app.
+
+    PySide6 calls the hook on the thread that raised (a QThread's ``run`` too): the dialog is
+    asked for through a signal, which Qt queues to the GUI thread.
+    """
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
@@ -110,7 +114,7 @@ def _install_excepthook(app_state) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             QApplication.quit()
             return
-        app_state.show_error("Unexpected error", f"{exc_type.__name__}: {exc}")
+        app_state.error_reported.emit("Unexpected error", f"{exc_type.__name__}: {exc}")
 
     sys.excepthook = hook
 

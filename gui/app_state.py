@@ -18,6 +18,8 @@ class AppState(QObject):
     device_changed = Signal(str)
     status_message = Signal(str, int)  # text, timeout in ms (0 = until replaced)
     use_in_classify = Signal(dict)  # a trained model handed from the CIFAR-10 tab to Classify
+    # (title, text): emitted on any thread, shown by show_error on the GUI thread
+    error_reported = Signal(str, str)
 
     def __init__(self, settings: QSettings | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -26,6 +28,7 @@ class AppState(QObject):
         self.torch_ready = False
         self.last_error: tuple[str, str] | None = None
         self.dialog_parent: QWidget | None = None
+        self.error_reported.connect(self._show_reported_error)
 
     @property
     def device(self) -> str:
@@ -44,6 +47,9 @@ class AppState(QObject):
 
     def show_status(self, text: str, timeout_ms: int = 0) -> None:
         self.status_message.emit(text, timeout_ms)
+
+    def _show_reported_error(self, title: str, text: str) -> None:
+        self.show_error(title, text)
 
     def show_error(self, title: str, text: str) -> None:
         """Tell the user about a problem without blocking the event loop (window-modal box)."""

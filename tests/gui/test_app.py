@@ -76,3 +76,30 @@ def test_version():
 
     result = run_app("--version", timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == f"TorchDesk {__version__}"
+
+
+def test_an_error_raised_on_a_worker_thread_is_shown_from_the_gui_thread(qtbot, app_state,
+                                                                         monkeypatch):
+    """PySide6 calls sys.excepthook on the thread that raised: the dialog must still be built
+    on the GUI thread (widgets made elsewhere crash Qt)."""
+    import threading
+
+    from PySide6.QtCore import QThread
+
+    from gui.app import _install_excepthook
+
+    shown = []
+    monkeypatch.setattr(app_state, "show_error", lambda title, text: shown.append(
+        (title, text, threading.current_thread() is threading.main_thread())))
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: None)  # the hook calls the previous one
+    _install_excepthook(app_state)
+
+    class Failing(QThread):
+        def run(self):
+            raise ValueError("bad thing")
+
+    thread = Failing()
+    thread.start()
+    assert thread.wait(5_000)
+    qtbot.waitUntil(lambda: bool(shown), timeout=5_000)
+    assert shown == [("Unexpected error", "ValueError: bad thing", True)]
