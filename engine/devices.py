@@ -197,17 +197,20 @@ def resolve_device(name: str | None) -> str:
     available = [d.id for d in devices if not d.problem]
     if name == "auto":
         return available[1] if len(available) > 1 else "cpu"
+    asked = name  # named as typed in messages: "cuda", not "cuda:0"
     if name == "cuda" or name == "gpu":
         name = "cuda:0"
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise JobError(f"unknown device '{name}'; available: {', '.join(available)}") from None
+        raise JobError(f"unknown device '{asked}'; available: {', '.join(available)}") from None
     canonical = f"{dev.type}:{dev.index}" if dev.type == "cuda" else dev.type
     unusable = {d.id: d for d in devices if d.problem}
     if canonical in unusable:
         raise JobError(f"{canonical} ({unusable[canonical].name}) cannot be used: "
                        f"{unusable[canonical].problem}")
     if canonical not in available:
-        raise JobError(f"device '{name}' is not available here; available: {', '.join(available)}")
+        no_gpu = dev.type == "cuda" and not any(d.id.startswith("cuda") for d in devices)
+        raise JobError(f"device '{asked}' is not available here; available: "
+                       f"{', '.join(available)}" + (" (torch finds no GPU)" if no_gpu else ""))
     return canonical

@@ -77,3 +77,25 @@ def test_bf16_on_cuda_needs_compute_capability_8(monkeypatch):
     with pytest.raises(JobError, match=r"Tesla T4 \(compute capability 7.5\) has no bfloat16"):
         autocast_dtype(gpu, "bf16")
     devices._cuda_has_native_bf16.cache_clear()
+
+
+def test_a_device_that_is_not_here_is_named_as_the_user_typed_it(monkeypatch):
+    import pytest
+
+    from engine.jobs import JobError
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [devices.DeviceInfo("cpu", "cpu", "CPU",
+                                                                               None)])
+    for typed in ("cuda", "gpu", "cuda:2"):
+        with pytest.raises(JobError) as refused:
+            devices.resolve_device(typed)
+        assert str(refused.value) == (f"device '{typed}' is not available here; available: cpu "
+                                      "(torch finds no GPU)")
+    with pytest.raises(JobError, match=r"^device 'mps' is not available here; available: cpu$"):
+        devices.resolve_device("mps")
+    one_gpu = [devices.DeviceInfo("cpu", "cpu", "CPU", None),
+               devices.DeviceInfo("cuda:0", "cuda", "H100", None)]
+    monkeypatch.setattr(devices, "list_devices", lambda: one_gpu)
+    with pytest.raises(JobError, match=r"^device 'cuda:1' is not available here; available: "
+                                       r"cpu, cuda:0$"):
+        devices.resolve_device("cuda:1")
