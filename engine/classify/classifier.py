@@ -21,6 +21,7 @@ import torch
 
 from engine.classify import script_cache
 from engine.classify.images import ImageProblem, Prefetch, PreparedImage, prepare_image
+from engine.classify.load_stages import LoadStages
 from engine.classify.zoo import LoadedModel
 from engine.devices import true_fp32
 from engine.jobs import JobError
@@ -133,11 +134,7 @@ class Classifier:
             if self._inference_model is not None:
                 return self.optimized
             self._inference_model = self.model
-            eligible = (self.device.type == "cpu" and self.autocast_dtype is None
-                        and isinstance(self.model, torch.nn.Module)
-                        and not isinstance(self.model, torch.jit.ScriptModule)
-                        and sum(p.numel() for p in self.model.parameters()) <= OPTIMIZE_MAX_PARAMS)
-            if not eligible:
+            if not self._can_optimize():
                 return False
             probe = script_cache.probe_batch(self.spec.crop_size)
             try:
@@ -154,6 +151,14 @@ class Classifier:
             if optimized is not None:
                 self._inference_model, self.optimized = optimized, True
             return self.optimized
+
+    def _can_optimize(self) -> bool:
+        """Whether :meth:`optimize_for_cpu` would try: fp32 CPU inference of a Python model of
+        at most ``OPTIMIZE_MAX_PARAMS`` parameters."""
+        return (self.device.type == "cpu" and self.autocast_dtype is None
+                and isinstance(self.model, torch.nn.Module)
+                and not isinstance(self.model, torch.jit.ScriptModule)
+                and sum(p.numel() for p in self.model.parameters()) <= OPTIMIZE_MAX_PARAMS)
 
     def _script_and_check(self, probe: torch.Tensor, expected: torch.Tensor,
                           cache_key: str | None) -> torch.nn.Module | None:
@@ -210,13 +215,21 @@ class Classifier:
             for row_p, row_i in zip(values, indices, strict=True)
         ]
 
-    def warm_up(self, optimize: bool = True) -> None:
+    def warm_up(self, optimize: bool = True, stages: LoadStages | None = None) -> None:
         """Optimize for the CPU where that helps (unless ``optimize`` is false), then run one
-        forward on a blank crop, so the first real photo does not pay for kernel setup."""
+        forward on a blank crop, so the first real photo does not pay for kernel setup.
+
+        ``stages`` reports both steps and obeys a stop after each (see
+        :class:`~engine.classify.load_stages.LoadStages`)."""
+        stages = stages or LoadStages(self.loaded.info.title)
         if optimize:
+            if self._inference_model is None and self._can_optimize():
+                stages.begin("optimize")  # ~0.5 s for Lite0; seconds for a big net
             self.optimize_for_cpu()
+        stages.begin("warm_up")
         size = self.spec.crop_size
         self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
+        stages.check()
 
     # ---- one image ----------------------------------------------------------------------------
     def prepare(self, path: str, fast_decode: bool = False,

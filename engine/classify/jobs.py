@@ -11,6 +11,7 @@ decodes and runs it.
 
 Reports (plain data): ``{"event": "download", "file", "bytes", "total", "speed", "eta"}``,
 ``{"event": "verify", ...}`` (the same keys and ``downloaded``: the weights' SHA-256 check),
+``{"event": "loading", "model": title, "stage", "text"}`` (a stage of a model's load begins),
 ``{"event": "model", "model": info dict, "load_seconds"}``,
 ``{"event": "result", "index", "total", "result": ImageResult.to_dict()}``,
 ``{"event": "gradcam", "path", "class_index", "label", "cam": float32 HxW}``,
@@ -64,10 +65,13 @@ def _model_key(config: dict, device: str) -> tuple:
 def get_classifier(config: dict, ctx: JobContext):
     """The :class:`Classifier` for ``config`` on ``ctx.device``: cached, or loaded now.
 
-    Reports ``{"event": "model", ...}`` either way, plus download progress when fetching weights.
+    Reports ``{"event": "model", ...}`` either way, plus, when it loads, download progress and
+    each stage of the load (``{"event": "loading", ...}``); a stop is obeyed between stages
+    (:class:`JobStopped` saying so), and a model whose load was stopped is not kept.
     """
     global _cached
     from engine.classify.classifier import Classifier
+    from engine.classify.load_stages import LoadStages
     from engine.classify.zoo import (
         load_cached_default_model,
         load_hub_model,
@@ -92,7 +96,8 @@ def get_classifier(config: dict, ctx: JobContext):
         if script:
             loaded = load_torchscript_model(
                 script.get("path", ""), ctx.device, class_names=script.get("class_names"),
-                input_size=int(script.get("input_size", 224)), title=script.get("title"))
+                input_size=int(script.get("input_size", 224)), title=script.get("title"),
+                progress=ctx.report, should_stop=ctx.stopped)
         elif _cached_copy_will_do(config, key):
             loaded = load_cached_default_model(ctx.device) or load_model(
                 key[0], ctx.device, progress=ctx.report, should_stop=ctx.stopped)
@@ -103,7 +108,9 @@ def get_classifier(config: dict, ctx: JobContext):
             loaded = load_model(key[0], ctx.device, weights_file=config.get("weights_file") or None,
                                 progress=ctx.report, should_stop=ctx.stopped)
         classifier = Classifier(loaded, precision=key[4])
-        classifier.warm_up(optimize=config.get("optimize", True))
+        # a stop during the warm-up is obeyed once it ends: the model is then dropped, not kept
+        classifier.warm_up(optimize=config.get("optimize", True),
+                           stages=LoadStages(loaded.info.title, ctx.report, ctx.stopped))
         _cached = (key, classifier)
     ctx.report({"event": "model", "model": loaded.info.to_dict(),
                 "load_seconds": loaded.load_seconds, "cached": False})
@@ -172,8 +179,8 @@ def classify_job(config: dict, ctx: JobContext) -> dict:
 
     Returns ``{"status": "done" | "stopped", "model", "results": [ImageResult.to_json()],
     "classified", "failed", "skipped" (files in the folders that are not images), "total",
-    "seconds", "images_per_second"}``, and ``reason`` when stopped while the model's weights
-    were downloaded or checked. Bad files never stop the batch.
+    "seconds", "images_per_second"}``, and ``reason`` when stopped while the model loaded
+    (its weights downloaded or checked, or a stage of its load). Bad files never stop the batch.
     """
     with cpu_threads(config.get("threads"), ctx.device):
         return _classify(config, ctx)
@@ -285,7 +292,7 @@ def _grad_cam(config: dict, ctx: JobContext) -> dict:
 
 def load_model_job(config: dict, ctx: JobContext) -> dict:
     """Load (downloading if needed) the model in ``config`` and keep it; returns its info, or
-    ``{"status": "stopped", "reason"}`` (what was stopped, when a download or check says)."""
+    ``{"status": "stopped", "reason"}`` (what was stopped: the download, the check or a stage)."""
     try:
         classifier = get_classifier(config, ctx)
     except JobStopped as exc:

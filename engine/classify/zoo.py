@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.classify.images import Preprocess
+from engine.classify.load_stages import STAGE_TEXTS, LoadStages
 from engine.files import pytorch_file_kind
 from engine.jobs import JobError
 
 DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL_TITLE = "EfficientNet-Lite0 (offline default)"
 
 #: EfficientNet-Lite0 from the PyPI package: resize 256, center crop 224, mean = std = 0.5.
 LITE0_PREPROCESS = Preprocess(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
@@ -174,7 +176,7 @@ def default_model_info() -> ModelInfo:
     except JobError:
         path, on_disk, size = None, False, None
     return ModelInfo(
-        id=DEFAULT_MODEL, title="EfficientNet-Lite0 (offline default)", source="package",
+        id=DEFAULT_MODEL, title=DEFAULT_MODEL_TITLE, source="package",
         params=LITE0_PARAMS, gflops=LITE0_GFLOPS, file_mb=size, on_disk=on_disk, file=path,
         preprocess=LITE0_PREPROCESS.to_dict(),
     )
@@ -335,11 +337,15 @@ def load_model(
     """Build ``model_id`` with its pretrained weights (downloading them if needed) on ``device``.
 
     ``weights_file`` loads a local ``.pth`` into the architecture instead ("Import weights…").
+    ``progress`` gets the download's and the check's reports and each stage of the load
+    (:class:`~engine.classify.load_stages.LoadStages`); ``should_stop()`` is obeyed between
+    stages (raising :class:`~engine.jobs.JobStopped`).
     """
     import time
 
     started = time.perf_counter()
     arch, weights_name = _split_model_id(model_id)
+    stages = LoadStages(_loading_title(arch, weights_name, weights_file), progress, should_stop)
     cache_key = None
     if model_id == DEFAULT_MODEL:
         from engine.classify.lite0 import EfficientNetLite0, load_lite0, remap_in_order
@@ -347,16 +353,21 @@ def load_model(
         info = default_model_info()
         preprocess = LITE0_PREPROCESS
         if weights_file:
-            module = EfficientNetLite0()
+            stages.begin("read")
             state = _read_state_dict(weights_file, "EfficientNet-Lite0")
+            stages.begin("build")
+            module = EfficientNetLite0()
+            stages.begin("fit")
             if set(state) != set(module.state_dict()) and len(state) == len(module.state_dict()):
                 state = remap_in_order(state, module.state_dict(), weights_file)
             fit_state_dict(module, state, weights_file, "EfficientNet-Lite0")
         else:
+            stages.begin("build")  # 0.1 s: network and packaged weights in one
             module = load_lite0()
             cache_key = default_model_cache_key()
         module.fold_batchnorm()  # inference only: ~1.5x faster on CPUs, same outputs (1e-6)
     else:
+        stages.begin("import")  # 2-4 s the first time
         from torchvision import models
 
         weights = _torchvision_weights(arch, weights_name)
@@ -367,21 +378,47 @@ def load_model(
         else:
             from engine.classify.weights import ensure_weights
 
+            stages.begin("weights")
             path = str(ensure_weights(weights.url, progress=progress, should_stop=should_stop))
             info.on_disk = True
         # the weights are fetched, checked and read before the network is built: a big one
-        # takes seconds to build (ViT-H/14: 633 M parameters), which nobody can stop or follow
+        # takes seconds to build (ViT-H/14: 633 M parameters), which nobody can follow
+        stages.begin("read", _reading_text(path))
         state = _read_state_dict(path, info.title)
+        stages.begin("build")
         module = models.get_model(arch, weights=None)
+        stages.begin("fit")
         fit_state_dict(module, state, path, info.title)
+        del state  # the network holds its own copy
     if weights_file:
         info = ModelInfo(**{**asdict(info), "source": "file", "file": weights_file,
                             "title": f"{info.title} ← {os.path.basename(weights_file)}",
                             "top1": None, "on_disk": True, "url": None})
     categories = _categories_for(_output_classes(module))
+    stages.begin("device", f"putting it on {device}")
     module = _to_device(module.eval(), device)
+    stages.check()
     return LoadedModel(info, module, preprocess, categories, device,
                        time.perf_counter() - started, cache_key=cache_key)
+
+
+def _loading_title(arch: str, weights_name: str, weights_file: str | None) -> str:
+    """The model's title while it loads (before torchvision, which knows its exact title, is
+    imported): 'ResNet-50', 'ResNet-50 (IMAGENET1K_V1)', 'ResNet-50 ← mine.pth'."""
+    if arch == DEFAULT_MODEL:
+        title = DEFAULT_MODEL_TITLE
+    else:
+        title = title_for(arch) + ("" if weights_name == "DEFAULT" else f" ({weights_name})")
+    return f"{title} ← {os.path.basename(weights_file)}" if weights_file else title
+
+
+def _reading_text(path: str) -> str:
+    """'reading its weights (2416.6 MB)': MB of 1024 × 1024 bytes, as the model list counts."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:  # reading it says what is wrong
+        return STAGE_TEXTS["read"]
+    return f"{STAGE_TEXTS['read']} ({size / 1024 / 1024:.1f} MB)"
 
 
 def default_model_cache_key() -> str | None:
@@ -480,6 +517,7 @@ def load_hub_model(
     if not repo or not entry:
         raise JobError("Torch Hub needs a repository (e.g. pytorch/vision) and an entry point "
                        "(e.g. resnet18)")
+    stages = LoadStages(f"{entry} (Torch Hub {repo})", progress, should_stop)
     local = os.path.isdir(repo)
     if not local:
         if repo.count("/") != 1 and not (":" in repo and repo.split(":")[0].count("/") == 1):
@@ -496,7 +534,9 @@ def load_hub_model(
     if known_weights is not None:  # fetch weights ourselves: verified, cancellable, offline-safe
         from engine.classify.weights import ensure_weights
 
+        stages.begin("weights")
         ensure_weights(known_weights.url, progress=progress, should_stop=should_stop)
+    stages.begin("hub")
     try:
         try:
             module = torch.hub.load(repo, entry, source=source, weights="DEFAULT",
@@ -516,7 +556,9 @@ def load_hub_model(
     info = ModelInfo(id=f"hub:{repo}:{entry}", title=f"{entry} (Torch Hub {repo})", source="hub",
                      params=params, on_disk=True, preprocess=preprocess.to_dict())
     categories = _categories_for(_output_classes(module))
+    stages.begin("device", f"putting it on {device}")
     module = _to_device(module.eval(), device)
+    stages.check()
     return LoadedModel(info, module, preprocess, categories, device,
                        time.perf_counter() - started)
 
@@ -530,10 +572,13 @@ def load_torchscript_model(
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
     title: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LoadedModel:
     """A TorchScript classifier file. The default mean/std of 0/1 feed it RGB in [0, 1]
     (the CIFAR-10 tab's exports normalize inside); photos are resized and center-cropped to
     ``input_size``. Grad-CAM is not available for these (TorchScript has no hooks).
+    ``progress`` and ``should_stop`` as for :func:`load_model`.
     """
     import time
     import warnings
@@ -543,6 +588,8 @@ def load_torchscript_model(
     started = time.perf_counter()
     if not os.path.isfile(path):
         raise JobError(f"model file not found: {path}")
+    stages = LoadStages(title or os.path.basename(path), progress, should_stop)
+    stages.begin("read", "reading the file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
@@ -568,8 +615,10 @@ def load_torchscript_model(
                      source="file", params=params, on_disk=True, file=path,
                      file_mb=os.path.getsize(path) / 1024 / 1024,
                      preprocess=preprocess.to_dict())
+    stages.begin("device", f"putting it on {device}")
     try:
         module = module.to(device)
     except (RuntimeError, AssertionError) as exc:
         raise JobError(f"cannot put the model on {device}: {exc}") from None
+    stages.check()
     return LoadedModel(info, module, preprocess, names, device, time.perf_counter() - started)

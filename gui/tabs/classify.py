@@ -244,6 +244,7 @@ class ClassifyTab(QWidget):
         self.current: dict | None = None  # the result in the detail view (with images)
         self.current_cam: dict | None = None  # {"class_index", "cam"} shown over it
         self._download_started = 0.0
+        self._cancelling = False  # Cancel was pressed in the download panel for the running job
         self._folder_config: dict | None = None  # the folder run in progress, to redo it
         self._failure_note: str | None = None  # why the model in use is not the one asked for
         self._model_generation = 0  # counts model loads; each row keeps the one it came from
@@ -659,6 +660,7 @@ class ClassifyTab(QWidget):
                 self._start_next()
                 return
         self._job_kind = kind
+        self._cancelling = False
         if kind == "folder":
             self._folder_config = config
         full_config = {**config, **self.model_config}
@@ -680,14 +682,20 @@ class ClassifyTab(QWidget):
         self.runner.stop()
 
     def stop_or_cancel(self) -> None:
-        """Esc: cancel the download in progress, else stop the folder run."""
+        """Esc: cancel the download, the check or the load shown in the download panel, else
+        stop the folder run."""
         if self.download_panel.isVisible():
             self.cancel_download()
         elif self.runner.is_running() and self._job_kind == "folder":
             self.stop()
 
     def cancel_download(self) -> None:
+        """Cancel (and Esc) in the download panel: stop the download, the check of the weights
+        or the model's load (at the end of the stage under way)."""
+        if not self.runner.is_running():
+            return
         self.runner.stop()
+        self._cancelling = True
         self.download_label.setText("Cancelling…")
 
     def _on_progress(self, batch: list[dict]) -> None:
@@ -697,6 +705,8 @@ class ClassifyTab(QWidget):
                 self._show_download(update)
             elif event == "verify":
                 self._show_check(update)
+            elif event == "loading":
+                self._show_loading(update)
             elif event == "model":
                 self.download_panel.hide()
                 if self._job_kind == "load":  # rows from before are another load's
@@ -808,6 +818,8 @@ class ClassifyTab(QWidget):
                                              Qt.ItemDataRole.ToolTipRole)
 
     def _show_download(self, update: dict) -> None:
+        if self._cancelling:  # updates sent before the job saw the stop: keep 'Cancelling…'
+            return
         self.download_panel.show()
         total, done = update.get("total"), update["bytes"]
         if total:
@@ -824,9 +836,20 @@ class ClassifyTab(QWidget):
             text += f" · {eta:.0f} s left"
         self.download_label.setText(text)
 
+    def _show_loading(self, update: dict) -> None:
+        """A stage of a model's load (reading its weights, building the network, …) in the
+        download's panel: its Cancel and Esc stop the load as that stage ends."""
+        if self._cancelling:
+            return
+        self.download_panel.show()
+        self.download_bar.setRange(0, 0)  # busy: a stage has no progress of its own
+        self.download_label.setText(f"Loading {update['model']}: {update['text']}…")
+
     def _show_check(self, update: dict) -> None:
         """The SHA-256 check of weights (after a download, or once for a copy already on
         disk), in the download's panel: its Cancel and Esc stop it."""
+        if self._cancelling:
+            return
         self.download_panel.show()
         total, done = update["total"], update["bytes"]
         self.download_bar.setRange(0, 1000)

@@ -370,11 +370,12 @@ def test_weights_are_checked_before_the_network_is_built(tmp_path, monkeypatch,
                         or real_get_model(*args, **kwargs))
 
     def progress(update):
-        events.append(update["event"])
+        event = update["event"]
+        events.append(f"loading: {update['stage']}" if event == "loading" else event)
 
     with pytest.raises(JobStopped):
         load_model("squeezenet1_1", progress=progress, should_stop=lambda: "verify" in events)
-    assert events == ["verify"]
+    assert events == ["loading: import", "loading: weights", "verify"]
     with pytest.raises(JobError, match="not the file published"):
         load_model("squeezenet1_1", progress=progress)
     assert "build" not in events

@@ -270,6 +270,50 @@ def test_checking_weights_on_disk_shows_progress_and_escape_stops_it(tab, qtbot,
         copy.unlink()
 
 
+def test_loading_a_model_shows_its_stage_and_escape_stops_it(tab, qtbot, monkeypatch, app_state,
+                                                            tmp_path):
+    """Past its download and check, a model's load shows its stage in the download panel
+    (importing torchvision, reading the weights, building the network, …); Esc during a stage
+    stops the load when that stage ends, says so, and the model in use stays."""
+    from PySide6.QtTest import QTest
+    from torchvision.models import squeezenet1_1
+
+    import engine.classify.jobs as jobs
+
+    weights_file = tmp_path / "my-squeezenet.pth"
+    torch.save(squeezenet1_1().state_dict(), weights_file)
+    real_load = jobs.load_model_job
+
+    def load_that_waits_while_building(config, ctx):
+        report = ctx.report
+
+        def paused_in_the_build(update):  # until Esc: the stop surely comes during the stage
+            report(update)
+            if update["event"] == "loading" and update["stage"] == "build":
+                ctx.stop_event.wait(timeout=WAIT_MS / 1000)
+
+        ctx.report = paused_in_the_build
+        return real_load(config, ctx)
+
+    monkeypatch.setattr(jobs, "load_model_job", load_that_waits_while_building)
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    tab.load_weights_file(str(weights_file), "squeezenet1_1")
+    building = "Loading SqueezeNet 1.1 ← my-squeezenet.pth: building the network…"
+    qtbot.waitUntil(lambda: tab.download_panel.isVisible()
+                    and tab.download_label.text() == building, timeout=WAIT_MS)
+    assert tab.download_cancel.isVisible()
+    tab.activateWindow()
+    qtbot.waitActive(tab)
+    QTest.keyClick(tab.table, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=30_000)
+    assert not tab.download_panel.isVisible()
+    assert "my-squeezenet.pth not loaded (cancelled)" in tab.model_info_label.text()
+    assert tab.loaded_model["id"] == "efficientnet_lite0"
+    assert ("Stopped loading SqueezeNet 1.1 ← my-squeezenet.pth (building the network); "
+            "nothing of it was kept.") in statuses
+
+
 @needs_book_photos
 def test_switch_model_weights_file_and_device(tab, qtbot, tmp_path, app_state):
     from torchvision.models import resnet18

@@ -1,0 +1,154 @@
+"""A model's load, past its download and check, is reported stage by stage (importing
+torchvision, reading the weights, building the network, …, the warm-up), and a stop asked for
+during any stage is obeyed when that stage ends: nothing half-loaded is kept, and the reason says
+what was stopped. The weights are SqueezeNet 1.1's shapes with random values (no network)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from engine.classify import jobs, weights
+from engine.classify.load_stages import LoadStages
+from engine.jobs import JobContext
+
+TORCHVISION_STAGES = ["import", "read", "build", "fit", "device", "optimize", "warm_up"]
+CACHED_COPY_STAGES = ["import", "weights", *TORCHVISION_STAGES[1:]]
+DEFAULT_MODEL_STAGES = ["build", "device", "optimize", "warm_up"]
+
+
+@pytest.fixture(scope="module")
+def squeezenet_state() -> dict:
+    from torchvision.models import squeezenet1_1
+
+    torch.manual_seed(0)
+    return squeezenet1_1().state_dict()
+
+
+@pytest.fixture
+def own_weights_file(tmp_path, squeezenet_state) -> str:
+    path = tmp_path / "my-squeezenet.pth"
+    torch.save(squeezenet_state, path)
+    return str(path)
+
+
+@pytest.fixture
+def cached_weights(tmp_path, monkeypatch, squeezenet_state):
+    """SqueezeNet 1.1's weights file in the cache, already noted as checked (so no download or
+    check runs: only the load's own stages)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("TORCHDESK_CACHE_DIR", str(tmp_path / "cache"))
+    copy = weights.checkpoint_dir() / "squeezenet1_1-b8a52dc0.pth"
+    copy.parent.mkdir(parents=True)
+    torch.save(squeezenet_state, copy)
+    weights._remember_verified(copy)
+    return copy
+
+
+def _load(config: dict, stop_at: str | None = None) -> tuple[dict, list[dict]]:
+    """Run the load job; a stop is asked for as the stage ``stop_at`` begins (as if the user
+    pressed Esc during it). Its outcome and its reports."""
+    jobs.forget_cached_model()  # a model kept from before would be reused: no load, no stages
+    updates: list[dict] = []
+    ctx = JobContext()
+
+    def report(update: dict) -> None:
+        updates.append(update)
+        if update["event"] == "loading" and update["stage"] == stop_at:
+            ctx.request_stop()
+
+    ctx._progress = report
+    return jobs.load_model_job(config, ctx), updates
+
+
+def _stages(updates: list[dict]) -> list[str]:
+    return [u["stage"] for u in updates if u["event"] == "loading"]
+
+
+CASES = {
+    "own weights file": ({"model": "squeezenet1_1"}, TORCHVISION_STAGES,
+                         "SqueezeNet 1.1 ← my-squeezenet.pth"),
+    "cached torchvision weights": ({"model": "squeezenet1_1"}, CACHED_COPY_STAGES,
+                                   "SqueezeNet 1.1"),
+    "offline default": ({"model": "efficientnet_lite0"}, DEFAULT_MODEL_STAGES,
+                        "EfficientNet-Lite0 (offline default)"),
+}
+
+
+def _case(request, name: str) -> tuple[dict, list[str], str]:
+    config, stages, title = CASES[name]
+    if name == "own weights file":
+        config = {**config, "weights_file": request.getfixturevalue("own_weights_file")}
+    elif name == "cached torchvision weights":
+        request.getfixturevalue("cached_weights")
+    return config, stages, title
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_load_reports_its_stages_in_order(request, name):
+    config, expected, title = _case(request, name)
+    outcome, updates = _load(config)
+    assert outcome["status"] == "done"
+    assert _stages(updates) == expected
+    assert {u["model"] for u in updates if u["event"] == "loading"} == {title}
+    assert updates[-1]["event"] == "model"  # the model is announced after its last stage
+
+
+@pytest.mark.parametrize(("name", "stage"), [
+    *(("own weights file", stage) for stage in TORCHVISION_STAGES),
+    ("cached torchvision weights", "weights"),
+    *(("offline default", stage) for stage in DEFAULT_MODEL_STAGES),
+])
+def test_a_stop_during_a_stage_ends_the_load_when_it_ends(request, name, stage):
+    config, expected, title = _case(request, name)
+    outcome, updates = _load(config, stop_at=stage)
+    assert outcome["status"] == "stopped"
+    stage_text = [u["text"] for u in updates if u["event"] == "loading"][-1]
+    assert outcome["reason"] == f"stopped loading {title} ({stage_text}); nothing of it was kept"
+    assert _stages(updates) == expected[:expected.index(stage) + 1]  # no stage after it began
+    assert not any(u["event"] == "model" for u in updates)
+    assert jobs._cached is None  # nothing half-loaded kept for the next job
+
+    outcome, updates = _load(config)  # the next load starts afresh and completes
+    assert outcome["status"] == "done" and _stages(updates) == expected
+
+
+def test_reading_the_weights_says_their_size(own_weights_file):
+    _, updates = _load({"model": "squeezenet1_1", "weights_file": own_weights_file},
+                       stop_at="read")
+    size_mb = os.path.getsize(own_weights_file) / 1024 / 1024
+    assert [u["text"] for u in updates if u["event"] == "loading"][-1] == \
+        f"reading its weights ({size_mb:.1f} MB)"
+
+
+def test_cli_first_ctrl_c_while_building_the_network_stops_the_load(own_weights_file, tmp_path,
+                                                                    monkeypatch, capsys):
+    """`python -m engine classify --model squeezenet1_1 --weights FILE`: Ctrl-C while the
+    network is built stops once it is built (exit 130), saying so, with no traceback."""
+    from PIL import Image
+
+    from engine.cli import main
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 48), "green").save(photo)
+    real_begin = LoadStages.begin
+    begun = []
+
+    def ctrl_c_while_building(self, stage, text=None):
+        real_begin(self, stage, text)
+        begun.append(stage)
+        if stage == "build":
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C
+
+    monkeypatch.setattr(LoadStages, "begin", ctrl_c_while_building)
+    code = main(["classify", str(photo), "--model", "squeezenet1_1", "--weights",
+                 own_weights_file])
+    out, err = capsys.readouterr()
+    assert code == 130 and out == ""
+    assert ("stopped loading SqueezeNet 1.1 ← my-squeezenet.pth (building the network); "
+            "nothing of it was kept") in err
+    assert "Traceback" not in err
+    assert begun == ["import", "read", "build"]
