@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.jobs import JobError
@@ -19,6 +21,14 @@ def remove_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def in_memory(save: Callable[[io.BytesIO], None]) -> bytes:
+    """What ``save(buffer)`` writes, as bytes: torch's writers are given a buffer, never a file
+    (see :func:`write_atomically`)."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def write_atomically(path: Path, files: dict[Path, bytes], what: str) -> None:

@@ -13,11 +13,13 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from engine.files import in_memory, write_atomically
+from engine.jobs import JobError
 
 FORMAT = 1
 PROBE_FILE = "probe_logits.json"
@@ -78,20 +80,19 @@ def save(key: str, scripted: torch.jit.ScriptModule, probe_logits: torch.Tensor)
     writable (it is only a shortcut)."""
     folder = cache_dir()
     target = folder / f"{key}.pt"
+    extra = {PROBE_FILE: json.dumps(probe_logits.float().tolist())}
+
+    def write(buffer) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            torch.jit.save(scripted, buffer, _extra_files=extra)
+
     try:
+        # in memory first: torch.jit.save onto a full disk aborts the whole process
+        data = in_memory(write)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-        os.close(fd)
-        try:
-            extra = {PROBE_FILE: json.dumps(probe_logits.float().tolist())}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-                torch.jit.save(scripted, tmp, _extra_files=extra)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except (OSError, RuntimeError):
+        write_atomically(target, {target: data}, "the script cache")
+    except (OSError, RuntimeError, JobError):
         return None
     model_id = key.rsplit("-", 1)[0]
     for old in folder.glob(f"{model_id}-*.pt"):  # entries of an older torch, code or weights

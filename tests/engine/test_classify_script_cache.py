@@ -125,6 +125,28 @@ def test_unwritable_cache_still_classifies(tmp_path, monkeypatch, python_lite0):
     assert torch.max(torch.abs(_probabilities(classifier) - reference)).item() < 1e-5
 
 
+FULL_DISK_SAVE = """
+import resource, signal, sys, torch
+from engine.classify import script_cache
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails like a full disk
+scripted = torch.jit.script(torch.nn.Linear(500, 500))
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+print(script_cache.save("linear-key", scripted, torch.zeros(1, 3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE, SIGXFSZ")
+def test_a_full_disk_leaves_the_cache_unwritten_without_aborting(tmp_path):
+    """torch.jit.save onto a full disk aborts the process (a C++ error in a destructor): the
+    entry is serialized in memory and written by Python, which can fail politely."""
+    env = {**os.environ, "TORCHDESK_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", FULL_DISK_SAVE], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert run.stdout.strip() == "None"
+    assert list((tmp_path / "cache" / "scripted").iterdir()) == []  # no temporary file left
+
+
 @needs_book_photos
 def test_jobs_use_the_cached_copy_only_for_inference(cache_dir):
     """The CLI's jobs (inference only) load the cached copy; a job that may want Grad-CAM gets
