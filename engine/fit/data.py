@@ -194,6 +194,7 @@ def split_indices(n_points: int, val_fraction: float, seed: int) -> tuple[list[i
     import torch
 
     generator = torch.Generator().manual_seed(int(seed))
-    shuffled = torch.randperm(n_points, generator=generator)
-    return (shuffled[:n_train].sort().values.tolist(),
-            shuffled[n_train:].sort().values.tolist())
+    # numpy sorts: this runs on the GUI thread, where torch's thread pool makes a sort of 200k
+    # indices take 0.1-0.7 s when the CPU is busy (np.sort: ~1 ms, the same lists)
+    shuffled = torch.randperm(n_points, generator=generator).numpy()
+    return np.sort(shuffled[:n_train]).tolist(), np.sort(shuffled[n_train:]).tolist()

@@ -187,6 +187,33 @@ def test_validation_split_is_seeded_and_book_sized() -> None:
         split_indices(3, 0.7, seed=0)
 
 
+@pytest.mark.parametrize(("n_points", "val_fraction", "seed"),
+                         [(11, 0.2, 0), (11, 0.2, 3), (1000, 0.5, 7), (200_000, 0.2, 12345)])
+def test_validation_split_is_torchs_seeded_randperm_in_data_order(
+        n_points: int, val_fraction: float, seed: int) -> None:
+    import torch
+
+    n_val = int(val_fraction * n_points)
+    shuffled = torch.randperm(n_points, generator=torch.Generator().manual_seed(seed))
+    expected = (shuffled[:n_points - n_val].sort().values.tolist(),
+                shuffled[n_points - n_val:].sort().values.tolist())
+    assert split_indices(n_points, val_fraction, seed) == expected
+
+
+def test_validation_split_sorts_without_torchs_thread_pool(monkeypatch) -> None:
+    # the GUI splits on its own thread, where torch's sort of 200k indices took up to 0.7 s
+    import torch
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("torch sort on the GUI thread")
+
+    monkeypatch.setattr(torch.Tensor, "sort", refuse)
+    monkeypatch.setattr(torch, "sort", refuse)
+    train, val = split_indices(1000, 0.3, seed=1)
+    assert len(val) == 300 and sorted(train + val) == list(range(1000))
+    assert train == sorted(train) and val == sorted(val)
+
+
 def test_mlp_overfits_with_validation() -> None:
     config = {"model": "mlp", "hidden": 13, "optimizer": "adam", "lr": 1e-2, "epochs": 600,
               "input_scale": 0.1, "val_fraction": 0.3, "seed": 0}
