@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.fit.data import FitData
 from engine.fit.trainer import FitConfig, FitSession, Update, data_from_config, join_tips
 from engine.jobs import JobContext, JobError
+
+if TYPE_CHECKING:
+    import torch
 
 RACERS = ("gd", "momentum", "adam")
 START = (1.0, 0.0)  # where LinearModel starts, as in the book
@@ -86,6 +89,15 @@ class RaceSession:
     def remaining_epochs(self) -> int:
         return max(self.config.epochs - self.epoch, 0)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the race trains on (see :meth:`FitSession.move_to`)."""
+        return next(iter(self.sessions.values())).device
+
+    def move_to(self, device: str | None = None) -> None:
+        for session in self.sessions.values():
+            session.move_to(device)
+
     def surface(self, resolution: int = 121) -> dict[str, Any]:
         return session_surface(next(iter(self.sessions.values())), resolution)
 
@@ -157,6 +169,7 @@ def race_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     session = config.get("session")
     if session is None:
         session = RaceSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
+    session.move_to(ctx.device)  # here, on the job's thread (see FitSession.move_to)
     n_epochs = config.get("run_epochs")
     if n_epochs is None:
         n_epochs = session.remaining_epochs

@@ -124,7 +124,9 @@ class FitSession:
         config.validate()
         self.config = config
         self.data = data if data is not None else book_data()
+        # where it trains; until a job moves it there (see move_to) everything is on the CPU
         self.device = torch.device(resolve_device(device))
+        self.placed_on = torch.device("cpu")
         self.train_indices, self.val_indices = split_indices(
             len(self.data), config.val_fraction, config.seed
         )
@@ -145,12 +147,11 @@ class FitSession:
             train, val = np.array(self.train_indices), np.array(self.val_indices)
         else:  # every point trains, in data order
             train, val = slice(None), slice(0, 0)
-        tensors = [torch.from_numpy(np.ascontiguousarray(part)).to(self.device)
+        tensors = [torch.from_numpy(np.ascontiguousarray(part))
                    for part in (x_scaled[train], y_all[train], x_scaled[val], y_all[val])]
         self.x_train, self.y_train, self.x_val, self.y_val = tensors
 
         self.model = make_model(config.model, config.hidden, config.activation, config.seed)
-        self.model.to(self.device)
         self.params = [p for p in self.model.parameters()]
         self.optimizer = self._make_optimizer()
 
@@ -167,6 +168,31 @@ class FitSession:
         # in float64, kept within float32's range (x near 3.4e38 would overflow when padded)
         self.curve_x = torch.linspace(max(lo - pad, -FLOAT32_MAX), min(hi + pad, FLOAT32_MAX),
                                       CURVE_POINTS, dtype=torch.float64).tolist()
+
+    def move_to(self, device: str | torch.device | None = None) -> None:
+        """Put the data, model and optimizer state on ``device`` (by default :attr:`device`),
+        which becomes the session's device.
+
+        The constructor leaves everything on the CPU: the GUI builds sessions on its own thread,
+        where a GPU's first use would create its CUDA context (0.3 s to seconds). A job moves
+        the session on its worker thread; :meth:`step` does it too when nobody has.
+        """
+        if device is not None and str(device) != str(self.device):
+            self.device = torch.device(resolve_device(str(device)))
+        if self.placed_on == self.device:
+            return
+        self.x_train, self.y_train, self.x_val, self.y_val = (
+            t.to(self.device) for t in (self.x_train, self.y_train, self.x_val, self.y_val))
+        self.model.to(self.device)
+        # .to may give the model new Parameter objects (it does for some devices): a new
+        # optimizer over them, loaded with the old one's state, which casts each state tensor
+        # (momentum, Adam's averages) to its parameter's device
+        state = self.optimizer.state_dict() if self.optimizer is not None else None
+        self.params = list(self.model.parameters())
+        self.optimizer = self._make_optimizer()
+        if state is not None:
+            self.optimizer.load_state_dict(state)
+        self.placed_on = self.device
 
     def _make_optimizer(self) -> torch.optim.Optimizer | None:
         name, lr = self.config.optimizer, self.config.lr
@@ -212,6 +238,7 @@ class FitSession:
         """
         if self.status == "diverged" or n_epochs <= 0:
             return self.last_update
+        self.move_to()
         self.status = "running"
         stopped = diverged = False
         # Locals keep the hot loop free of attribute look-ups.
@@ -419,7 +446,7 @@ class FitSession:
 
     def predict(self, xs: list[float]) -> list[float]:
         """The model's outputs for raw (unscaled) inputs ``xs``."""
-        x = self.config.input_scale * torch.tensor(xs, dtype=torch.float32, device=self.device)
+        x = self.config.input_scale * torch.tensor(xs, dtype=torch.float32, device=self.placed_on)
         if not self.is_linear:
             x = x.unsqueeze(1)
         with torch.no_grad():
@@ -487,6 +514,7 @@ def fit_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     session = config.get("session")
     if session is None:
         session = FitSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
+    session.move_to(ctx.device)  # here, on the job's thread (see FitSession.move_to)
     n_epochs = config.get("run_epochs")
     if n_epochs is None:
         n_epochs = session.remaining_epochs

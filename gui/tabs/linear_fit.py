@@ -670,8 +670,9 @@ class LinearFitTab(QWidget):
         self.end_losses = None
         self._show_message("")
         job = race_job if isinstance(self.session, RaceSession) else fit_job
+        # the session's own device: one chosen since its Reset applies from the next one
         self.runner.start(job, {"session": self.session, "run_epochs": run_epochs},
-                          self.app.single_device)
+                          str(self.session.device))
         self._update_buttons()
 
     def is_running(self) -> bool:

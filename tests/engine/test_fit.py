@@ -214,6 +214,67 @@ def test_validation_split_sorts_without_torchs_thread_pool(monkeypatch) -> None:
     assert train == sorted(train) and val == sorted(val)
 
 
+@pytest.fixture
+def meta_device(monkeypatch) -> str:
+    """torch's "meta" device as a stand-in GPU: tensors go there without one (holding no
+    values, so nothing can train there)."""
+    from engine.fit import trainer
+
+    real = trainer.resolve_device
+    monkeypatch.setattr(trainer, "resolve_device",
+                        lambda name: "meta" if name == "meta" else real(name))
+    return "meta"
+
+
+def _session_devices(session: FitSession) -> set[str]:
+    tensors = [session.x_train, session.y_train, session.x_val, session.y_val,
+               *session.model.parameters()]
+    return {t.device.type for t in tensors}
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_a_session_stays_on_the_cpu_until_its_job_moves_it(meta_device, monkeypatch,
+                                                           model: str) -> None:
+    # the GUI builds sessions on its thread: a GPU's first use there would create its CUDA
+    # context (0.3 s to seconds) and freeze the window
+    session = FitSession(FitConfig(model=model, val_fraction=0.2), device=meta_device)
+    assert session.device.type == "meta" and _session_devices(session) == {"cpu"}
+    seen = []
+    monkeypatch.setattr(FitSession, "step",
+                        lambda self, *a, **k: seen.append(_session_devices(self)) or {})
+    monkeypatch.setattr(FitSession, "result", lambda self: {"device": str(self.device)})
+    assert fit_job({"session": session}, JobContext(device=meta_device)) == {"device": "meta"}
+    assert seen == [{"meta"}]
+
+
+def test_a_race_stays_on_the_cpu_until_its_job_moves_it(meta_device, monkeypatch) -> None:
+    race = RaceSession(FitConfig(val_fraction=0.2), device=meta_device)
+    assert race.device.type == "meta"
+    assert all(_session_devices(s) == {"cpu"} for s in race.sessions.values())
+    seen = []
+    monkeypatch.setattr(RaceSession, "step", lambda self, *a, **k: seen.append(
+        [_session_devices(s) for s in self.sessions.values()]) or {})
+    monkeypatch.setattr(RaceSession, "result", lambda self: {})
+    race_job({"session": race}, JobContext(device=meta_device))
+    assert seen == [[{"meta"}] * len(race.sessions)]
+
+
+def test_moving_a_session_moves_its_optimizer_state(meta_device) -> None:
+    session = FitSession(FitConfig(optimizer="adam", lr=0.1, epochs=10))
+    session.step(3)  # on the CPU: Adam now holds its averages
+    session.move_to(meta_device)
+    assert session.device.type == "meta" and _session_devices(session) == {"meta"}
+    averages = [v for state in session.optimizer.state.values()
+                for key, v in state.items() if key != "step"]
+    assert averages and {v.device.type for v in averages} == {"meta"}
+
+
+def test_a_session_trains_where_it_is_built_without_a_job() -> None:
+    session = FitSession(FitConfig(epochs=5))
+    session.step(5)
+    assert session.placed_on == session.device and session.status == "done"
+
+
 def test_mlp_overfits_with_validation() -> None:
     config = {"model": "mlp", "hidden": 13, "optimizer": "adam", "lr": 1e-2, "epochs": 600,
               "input_scale": 0.1, "val_fraction": 0.3, "seed": 0}

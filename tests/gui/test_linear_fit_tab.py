@@ -750,6 +750,20 @@ def test_switching_device_applies_to_the_next_run(qtbot, tab, app_state) -> None
     assert tab.last_result["status"] == "done" and tab.last_result["device"] == "cpu"
 
 
+def test_a_paused_run_resumes_on_its_own_device(qtbot, tab, app_state) -> None:
+    # the job moves the session to the device it is started with: the session's, not the
+    # menu's new choice (that applies from the next Reset)
+    statuses = []
+    app_state.status_message.connect(lambda text, _ms: statuses.append(text))
+    click(qtbot, tab.step_button)
+    wait_idle(qtbot, tab)
+    app_state.set_device("cuda:7")  # a GPU this machine does not have
+    assert "next Reset" in statuses[-1]
+    click(qtbot, tab.step_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["epochs"] == 2 and tab.last_result["device"] == "cpu"
+
+
 def test_in_a_1024x600_window_the_run_buttons_readout_and_message_are_in_view(
         qtbot, tab) -> None:
     tab.resize(1024, 530)  # what a 1024×600 window leaves the tab
