@@ -34,6 +34,9 @@ TORCHVISION_BASE_URL = "https://download.pytorch.org/models/"
 MIRROR_ENV = "TORCHDESK_WEIGHTS_MIRROR"
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")  # the same rule torch.hub uses
 CHUNK_BYTES = 256 * 1024
+#: A download reports its progress at most this often (seconds), besides its first and last
+#: bytes: one report a chunk was hundreds a second from a fast mirror, each through the GUI.
+DOWNLOAD_REPORT_INTERVAL_S = 0.1
 #: Bytes hashed per step when checking a weights file; a stop is noticed between steps.
 HASH_CHUNK_BYTES = 1024 * 1024
 #: A check reports its progress at most this often (seconds), besides its first and last bytes.
@@ -96,8 +99,9 @@ def ensure_weights(
 ) -> Path:
     """Path of the verified weights file for ``url``, downloading it first when needed.
 
-    ``progress`` gets ``{"event": "download", "file", "bytes", "total", "speed", "eta"}`` dicts,
-    then, while the file's SHA-256 is checked, ``{"event": "verify", ...}`` ones (the same keys,
+    ``progress`` gets ``{"event": "download", "file", "bytes", "total", "speed", "eta"}`` dicts
+    (the first and last bytes, and at most every ``DOWNLOAD_REPORT_INTERVAL_S`` between), then,
+    while the file's SHA-256 is checked, ``{"event": "verify", ...}`` ones (the same keys,
     and ``downloaded``: false for a copy already in the cache). ``should_stop()`` returning true
     cancels (raises :class:`JobStopped` saying what was stopped; leaves no new file, and a copy
     whose check was stopped is not noted as verified). Network and verification failures raise
@@ -289,7 +293,8 @@ def _fetch(
                 cancel_blocked_reads(response, stopped):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            started = time.monotonic()
+            started = last_report = time.monotonic()
+            reported = 0
             _report(progress, name, 0, total, started)
             with open(partial, "wb") as out:
                 while True:
@@ -300,7 +305,12 @@ def _fetch(
                         break
                     out.write(chunk)
                     received += len(chunk)
-                    _report(progress, name, received, total, started)
+                    now = time.monotonic()
+                    if now - last_report >= DOWNLOAD_REPORT_INTERVAL_S:
+                        last_report, reported = now, received
+                        _report(progress, name, received, total, started)
+            if reported != received:  # the last bytes, unless just reported
+                _report(progress, name, received, total, started)
         if stopped():  # the read ended because Cancel shut the connection
             raise JobStopped()
     except urllib.error.HTTPError as exc:

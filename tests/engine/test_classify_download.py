@@ -43,6 +43,48 @@ def test_good_download_lands_in_torch_cache_with_progress(server, tmp_path, monk
     assert weights.ensure_weights(url) == path  # second call: no download
 
 
+class FakeClock:
+    """time.monotonic that moves 10 ms each time it is read: throttling is then tested on
+    a fixed timeline, not the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_progress_of_a_download_is_throttled(server, tmp_path, monkeypatch):
+    """4 MiB from 127.0.0.1 read 16 KiB at a time (256 reads): the first and the last bytes
+    are reported, and between them at most one report every DOWNLOAD_REPORT_INTERVAL_S."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # the saved file stays here
+    payload = bytes(range(256)) * (16 * 1024)
+    chunk = 16 * 1024
+    url = server(_named(payload), "good", payload)
+    clock = FakeClock()
+    monkeypatch.setattr(weights, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(weights.time, "monotonic", clock)
+    reported_at = []
+    downloads = []
+
+    def progress(update):
+        if update["event"] == "download":
+            downloads.append(update)
+            reported_at.append(clock.now)
+
+    path = weights.ensure_weights(url, progress=progress)
+    assert path.read_bytes() == payload
+    assert downloads[0]["bytes"] == 0
+    assert downloads[-1]["bytes"] == downloads[-1]["total"] == len(payload)  # 100%
+    reads = len(payload) // chunk
+    assert 3 <= len(downloads) <= reads // 4  # some between, far from one a read
+    gaps = [b - a for a, b in zip(reported_at[:-2], reported_at[1:-1], strict=True)]
+    assert min(gaps) >= weights.DOWNLOAD_REPORT_INTERVAL_S - 1e-9
+    done = [u["bytes"] for u in downloads]
+    assert done == sorted(set(done))
+
+
 def test_corrupt_file_is_rejected_and_not_kept(server):
     name = _named(b"the real weights")
     url = server(name, "good", PAYLOAD)  # served bytes do not match the hash in the name
@@ -95,15 +137,25 @@ def test_cancel_mid_download_leaves_nothing(server):
 
 
 def test_cancel_ends_a_download_that_the_server_has_stalled(server):
-    url = server(_named(PAYLOAD), "stalls")
+    name = _named(PAYLOAD)
+    url = server(name, "stalls")
     cancel = threading.Event()
 
-    def progress(update):  # Cancel, a moment after all that was sent has arrived
-        if update["bytes"] >= len(PAYLOAD) // 2:
-            threading.Timer(0.5, cancel.set).start()
+    def cancel_once_all_that_was_sent_is_written() -> None:
+        # seen on disk, not in the reports: they are throttled, and none comes while stalled
+        partial = weights.checkpoint_dir() / f".{name}.{os.getpid()}.partial"
+        for _ in range(600):
+            if partial.is_file() and partial.stat().st_size >= len(PAYLOAD) // 2:
+                break
+            cancel.wait(0.05)
+        cancel.wait(0.3)  # the next read is surely waiting on the server by now
+        cancel.set()
 
+    canceller = threading.Thread(target=cancel_once_all_that_was_sent_is_written, daemon=True)
+    canceller.start()
     with pytest.raises(JobStopped):  # not the read's timeout (a JobError)
-        weights.ensure_weights(url, progress=progress, timeout=120, should_stop=cancel.is_set)
+        weights.ensure_weights(url, timeout=120, should_stop=cancel.is_set)
+    canceller.join()
     assert _leftovers() == []
 
 
