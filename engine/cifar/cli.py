@@ -178,12 +178,14 @@ def format_update(update: dict[str, Any]) -> str | None:
     if phase == "resume":
         return update.get("message")
     if phase == "evaluate":
+        what = (f"testing after epoch {update.get('epoch')}" if update.get("between_epochs")
+                else "evaluating on the test set")
         total = update.get("total")
         if not total:
-            return "evaluating on the test set"
+            return what
         eta = update.get("eta_s")
-        left = f", ~{_seconds(eta)} left" if eta is not None else ""
-        return f"evaluating on the test set: {update.get('done', 0):,}/{total:,} images{left}"
+        left = f", ~{short_duration(eta)} left" if eta is not None else ""
+        return f"{what}: {update.get('done', 0):,}/{total:,} images{left}"
     if phase == "warm-up":
         return "warming up (a few untimed steps; the weights are put back)"
     if phase == "done":
@@ -192,23 +194,25 @@ def format_update(update: dict[str, Any]) -> str | None:
     return None
 
 
-def _seconds(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
     """'6 s' under a minute, else as :func:`format_duration` writes it ('1:05')."""
     return f"{max(0, round(seconds))} s" if seconds < 59.5 else format_duration(seconds)
 
 
 class _CliProgress:
-    """Milestones always print; step lines (training, loading, the final evaluation's
-    progress) at most once a second, the first and last of a load or evaluation always."""
+    """Milestones always print; step lines (training, loading, evaluations' progress) at
+    most once a second, the last of a load and the first of the final evaluation always."""
 
     def __init__(self, quiet: bool, as_json: bool) -> None:
         self._steps = StderrProgress(format_update, interval=1.0, quiet=quiet)
         self._quiet = quiet
         self._as_json = as_json
         self.phase: str | None = None  # the last update's: what a Ctrl-C now would stop
+        self.between_epochs = False  # the last update's: an evaluation between epochs
 
     def __call__(self, update: dict[str, Any]) -> None:
         self.phase = update.get("phase", self.phase)
+        self.between_epochs = bool(update.get("between_epochs"))
         if self._as_json:
             sys.stderr.write(PROGRESS_PREFIX + json_text(update) + "\n")
             sys.stderr.flush()
@@ -217,9 +221,11 @@ class _CliProgress:
             print(format_update(update), file=sys.stderr, flush=True)
         elif update.get("phase") in ("train", "load", "evaluate"):
             total = update.get("total")
-            # the first evaluation update (or one without counts) and the last load update
-            # always show, however soon after the one before
-            starts = update.get("phase") == "evaluate" and not update.get("done")
+            # the final evaluation's first update (or one without counts) and the last load
+            # update always show, however soon after the one before; an evaluation between
+            # epochs shows only where it lasts (throttled like the steps)
+            starts = (update.get("phase") == "evaluate" and not update.get("done")
+                      and not update.get("between_epochs"))
             ends = update.get("phase") == "load" and total and update.get("done") == total
             self._steps({**update, "final": True} if starts or ends else update)
         elif not self._quiet:
@@ -228,10 +234,13 @@ class _CliProgress:
                 print(line, file=sys.stderr, flush=True)
 
 
-def stop_notice(phase: str | None) -> str:
-    """What a first Ctrl-C does, said when it arrives in ``phase`` (the last progress update's)."""
+def stop_notice(phase: str | None, between_epochs: bool = False) -> str:
+    """What a first Ctrl-C does, said when it arrives in ``phase`` (the last progress update's;
+    ``between_epochs``: it was an evaluation between epochs)."""
     if phase in ("start", "train", "epoch"):
         return "stopping after this step (Ctrl-C again to abort)"
+    if phase == "evaluate" and between_epochs:
+        return "stopping at this epoch's end: its test is given up (Ctrl-C again to abort)"
     if phase == "evaluate":
         return "stopping: the final evaluation is given up (Ctrl-C again to abort)"
     if phase == "done":
@@ -251,7 +260,7 @@ def _install_stop_handlers(stop_event: threading.Event, progress: _CliProgress) 
             raise KeyboardInterrupt
         stop_event.set()
         if _is_main_rank():
-            _say_from_a_signal_handler(stop_notice(progress.phase))
+            _say_from_a_signal_handler(stop_notice(progress.phase, progress.between_epochs))
 
     previous = {}
     if threading.current_thread() is threading.main_thread():

@@ -1289,16 +1289,25 @@ class _TrainingRun:
         return eta + (self._final_evaluation_s(train_s_per_image) or 0.0)
 
     def _final_evaluation_s(self, train_s_per_image: float | None) -> float | None:
-        """The final evaluation's expected seconds (None: nothing to tell it from), at the
-        pace of this session's evaluations between epochs, else at FORWARD_SHARE_OF_A_STEP of
-        the training time per image."""
+        """The final evaluation's expected seconds (None: nothing to tell it from)."""
+        return self._evaluation_s(self.cfg["tta_level"], train_s_per_image)
+
+    def _evaluation_s(self, tta_level: int, train_s_per_image: float | None) -> float | None:
+        """An evaluation's expected seconds at ``tta_level`` (None: nothing to tell it from),
+        at the pace of this session's evaluations between epochs, else at
+        FORWARD_SHARE_OF_A_STEP of the training time per image."""
         if self.eval_images:
             forward_s = self.eval_time / self.eval_images
         elif train_s_per_image is not None:
             forward_s = train_s_per_image * FORWARD_SHARE_OF_A_STEP
         else:
             return None
-        return evaluation_estimate(len(self.test_y), self.cfg["tta_level"], forward_s)
+        return evaluation_estimate(len(self.test_y), tta_level, forward_s)
+
+    def _train_s_per_image(self) -> float | None:
+        """This session's training seconds per image on one rank (None: no step yet)."""
+        return (self.session_time * self.world / self.images_done if self.steps_done
+                else None)
 
     def end_epoch(self, epoch: int, outcome: _EpochOutcome) -> None:
         """A trained epoch's totals, its test accuracy (every ``eval_every`` epochs, not the
@@ -1333,8 +1342,13 @@ class _TrainingRun:
         stop during it leaves it out)."""
         if self.is_main:
             start = time.perf_counter()
+            progress = _EvaluationProgress(
+                self.report, len(self.test_y), self.cfg["report_interval_s"], self.device,
+                self._evaluation_s(0, self._train_s_per_image()), epoch=row["epoch"],
+                between_epochs=True)
             acc = _accuracy(self.raw_model, self.test_x, self.test_y, self.normalize,
-                            self.autocast, self.cfg["eval_batch_size"], self.ctx.stopped)
+                            self.autocast, self.cfg["eval_batch_size"], self.ctx.stopped,
+                            progress=progress)
             if acc is not None:  # None: a stop arrived mid-evaluation
                 row["test_acc"] = acc
                 self.eval_time += time.perf_counter() - start  # _accuracy waited for the GPU
@@ -1348,11 +1362,10 @@ class _TrainingRun:
         trained weights, and the evaluation (None: a stop came during it, and it was given
         up: Stop means stop; TTA on the CPU takes a while)."""
         weights_saved = self._save_trained_model(result)
-        train_s_per_image = (self.session_time * self.world / self.images_done
-                             if self.steps_done else None)
         progress = _EvaluationProgress(self.report, len(self.test_y),
                                        self.cfg["report_interval_s"], self.device,
-                                       self._final_evaluation_s(train_s_per_image))
+                                       self._final_evaluation_s(self._train_s_per_image()),
+                                       epoch=len(self.history), between_epochs=False)
         final = _final_evaluation(self.raw_model, self.cfg, self.data, self.test_x, self.test_y,
                                   self.normalize, self.autocast, self.ctx.stopped,
                                   progress=progress)
@@ -1455,16 +1468,19 @@ def evaluation_estimate(images: int, tta_level: int, forward_s_per_image: float)
 
 
 class _EvaluationProgress:
-    """The final evaluation's "evaluate" reports: ``done`` of ``total`` test images and
-    ``eta_s``, the seconds left (the estimate until a batch is done, then at the pace
-    measured; None: no estimate). The first report is made at once, the last when all are
-    done, the ones between at most every ``interval`` seconds."""
+    """An evaluation's "evaluate" reports: ``done`` of ``total`` test images and ``eta_s``,
+    the seconds left (the estimate until a batch is done, then at the pace measured; None: no
+    estimate), with ``epoch`` (the epochs the model evaluated has trained) and
+    ``between_epochs`` (False: the final evaluation). The first report is made at once, the
+    last when all are done, the ones between at most every ``interval`` seconds."""
 
     def __init__(self, report, total: int, interval: float, device: torch.device,
-                 estimate_s: float | None) -> None:
+                 estimate_s: float | None, epoch: int, between_epochs: bool) -> None:
         self.report, self.total, self.interval, self.device = report, total, interval, device
+        self.about = {"epoch": epoch, "between_epochs": between_epochs}
         self.start = self.last = time.perf_counter()
-        report({"phase": "evaluate", "done": 0, "total": total, "eta_s": estimate_s})
+        report({"phase": "evaluate", "done": 0, "total": total, "eta_s": estimate_s,
+                **self.about})
 
     def __call__(self, done: int) -> None:
         """``done`` images have been queued for evaluation."""
@@ -1473,7 +1489,7 @@ class _EvaluationProgress:
         _synchronize(self.device)  # so that they have been evaluated, not only queued
         now = self.last = time.perf_counter()
         self.report({"phase": "evaluate", "done": done, "total": self.total,
-                     "eta_s": (now - self.start) / done * (self.total - done)})
+                     "eta_s": (now - self.start) / done * (self.total - done), **self.about})
 
 
 def _normalization_stats(data: CifarData, resume_blob: dict[str, Any] | None
@@ -1626,9 +1642,10 @@ def _predict(model, images, normalize, autocast, batch_size, tta_level=0,
     return torch.cat(preds)
 
 
-def _accuracy(model, images, labels, normalize, autocast, batch_size, stopped=None
-              ) -> float | None:
-    preds = _predict(model, images, normalize, autocast, batch_size, stopped=stopped)
+def _accuracy(model, images, labels, normalize, autocast, batch_size, stopped=None,
+              progress=None) -> float | None:
+    preds = _predict(model, images, normalize, autocast, batch_size, stopped=stopped,
+                     progress=progress)
     return None if preds is None else int((preds == labels).sum().item()) / len(labels)
 
 

@@ -417,6 +417,33 @@ def test_the_final_evaluation_shows_its_progress(capsys, monkeypatch):
     assert lines[1:] == ["evaluating on the test set: 0/10,000 images, ~5 s left"]
 
 
+def test_an_evaluation_between_epochs_shows_its_progress_where_it_lasts(capsys, monkeypatch):
+    import engine.cli
+    from engine.cifar.cli import _CliProgress, format_update, stop_notice
+
+    def testing(done):
+        return {"phase": "evaluate", "done": done, "total": 10_000, "eta_s": 2.0, "epoch": 3,
+                "between_epochs": True}
+
+    assert format_update(testing(4000)) == \
+        "testing after epoch 3: 4,000/10,000 images, ~2 s left"
+    clock = [100.0]
+    monkeypatch.setattr(engine.cli.time, "monotonic", lambda: clock[0])
+    progress = _CliProgress(quiet=False, as_json=False)
+    progress({"phase": "train", "epoch": 3, "epochs": 4, "step": 1, "steps_per_epoch": 1,
+              "loss": 1.0, "images_per_s": 10.0, "eta_s": 3.0})
+    progress(testing(0))  # in the same second: not shown (a short test prints nothing)
+    clock[0] += 1.5
+    progress(testing(6000))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1:] == ["testing after epoch 3: 6,000/10,000 images, ~2 s left"]
+    # a Ctrl-C now stops the run at this epoch's end, not in a final evaluation
+    assert "this epoch's end" in stop_notice(progress.phase, progress.between_epochs)
+    progress({"phase": "evaluate", "done": 0, "total": 10_000, "eta_s": 1.0, "epoch": 4,
+              "between_epochs": False})
+    assert "final evaluation" in stop_notice(progress.phase, progress.between_epochs)
+
+
 def test_progress_json_carries_a_refused_setting_by_its_config_key(tiny_archive, capsys):
     from engine.cifar.cli import PROGRESS_PREFIX
     from engine.cifar.trainer import SettingError

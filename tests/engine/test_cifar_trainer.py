@@ -196,10 +196,14 @@ def test_images_of_one_colour_are_refused_and_a_constant_channel_trains():
                                         for row in result["history"])
 
 
+def _in_the_final_evaluation(update):
+    return update["phase"] == "evaluate" and not update["between_epochs"]
+
+
 def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tmp_path):
     path = tmp_path / "c.pt"
     result, events = run(base_config(checkpoint=path, tta_level=2),
-                         stop_when=lambda u: u["phase"] == "evaluate")
+                         stop_when=_in_the_final_evaluation)
     assert result["status"] == "stopped" and result["checkpoint"] == str(path)
     assert "confusion" not in result
     assert result["test_acc"] == result["history"][0]["test_acc"]  # the last one measured
@@ -212,7 +216,7 @@ def test_a_stop_during_the_final_evaluation_gives_it_up_and_keeps_the_weights(tm
     assert resumed["status"] == "completed" and "confusion" in resumed
     assert not [e for e in events if e["phase"] == "train"]
     # without a checkpoint file nothing is kept, and the result says so
-    result, _ = run(base_config(tta_level=2), stop_when=lambda u: u["phase"] == "evaluate")
+    result, _ = run(base_config(tta_level=2), stop_when=_in_the_final_evaluation)
     assert result["status"] == "stopped" and result["checkpoint"] is None
 
 
@@ -1102,8 +1106,41 @@ def test_the_final_evaluation_is_estimated_at_the_pace_of_the_ones_between_epoch
     first_of_last_epoch = next(e for e in events if e["phase"] == "train" and e["epoch"] == 3)
     # no evaluation between epochs to come; the final one looks at 6 views: ~60 s
     assert 55 < first_of_last_epoch["eta_s"] < 65
-    evaluating = [e for e in events if e["phase"] == "evaluate"]
+    evaluating = [e for e in events if _in_the_final_evaluation(e)]
     assert evaluating[0]["done"] == 0 and 55 < evaluating[0]["eta_s"] < 65
+
+
+def test_the_evaluations_between_epochs_report_their_progress_too():
+    _, events = run(base_config(epochs=3, eval_every=1, eval_batch_size=16, report_interval_s=0))
+    evaluating = [e for e in events if e["phase"] == "evaluate"]
+    by_epoch = {}
+    for e in evaluating:
+        by_epoch.setdefault((e["epoch"], e["between_epochs"]), []).append(e["done"])
+    # each of the 48 test images, by batch: after epochs 1 and 2, then the final evaluation
+    assert by_epoch == {(1, True): [0, 16, 32, 48], (2, True): [0, 16, 32, 48],
+                        (3, False): [0, 16, 32, 48]}
+    assert {e["total"] for e in evaluating} == {48}
+    # estimated from the start (the first from the training's pace), 0 s left at the end
+    assert all(e["eta_s"] >= 0 for e in evaluating)
+    assert [e["eta_s"] for e in evaluating if e["done"] == 48] == [0, 0, 0]
+    # each comes before its epoch's report, which has its test accuracy
+    phases = [(e["phase"], e["epoch"]) for e in events if e["phase"] in ("evaluate", "epoch")]
+    assert phases.index(("evaluate", 1)) < phases.index(("epoch", 1)) < \
+        phases.index(("evaluate", 2))
+    # throttled like the training reports: the first and last only, here
+    _, events = run(base_config(epochs=2, eval_every=1, eval_batch_size=16,
+                                report_interval_s=1e9))
+    assert [(e["done"], e["between_epochs"]) for e in events if e["phase"] == "evaluate"] == \
+        [(0, True), (48, True), (0, False), (48, False)]
+
+
+def test_a_stop_during_an_evaluation_between_epochs_stops_at_that_epochs_end(tmp_path):
+    path = tmp_path / "c.pt"
+    result, events = run(base_config(epochs=3, eval_every=1, checkpoint=path),
+                         stop_when=lambda u: u["phase"] == "evaluate" and u["between_epochs"])
+    assert result["status"] == "stopped" and len(result["history"]) == 1
+    assert "test_acc" not in result["history"][0]  # given up
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
 
 
 def test_errors_every_torchrun_rank_meets_alike_are_marked_for_rank_0_to_say_once(tmp_path):
