@@ -9,6 +9,7 @@ persistent ``PlotDataItem``s updated only from the batched progress handler.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.cifar.cli import short_duration
 from engine.cifar.paths import same_path
 from engine.cli import format_duration
 from engine.jobs import JobError
@@ -121,6 +123,7 @@ class CifarTab(QWidget):
         self.last_result: dict[str, Any] | None = None  # the last completed run
         self.stopped_result: dict[str, Any] | None = None
         self.selected_cell: tuple[int, int] | None = None
+        self._stopping = False  # Stop was pressed: the label says so until the run ends
         self._class_checks: dict[str, QListWidgetItem] = {}
 
         self.data_runner = JobRunner(self)
@@ -868,6 +871,7 @@ class CifarTab(QWidget):
         # the last results stay until this run has started: a refused one keeps them
         self._results_pending_clear = True
         self._resume_notes = []
+        self._stopping = False
         self.pages.setCurrentIndex(0)
         if self.app.device == ALL_GPUS:
             try:
@@ -888,6 +892,7 @@ class CifarTab(QWidget):
                 if d.kind in ("cuda", "rocm") and not d.problem]
 
     def stop_training(self) -> None:
+        self._stopping = self.is_training()
         self.train_runner.stop()
         self.torchrun.stop()
         self.speed_label.setText("stopping…")
@@ -898,14 +903,15 @@ class CifarTab(QWidget):
         self.speed_label.setText("starting…")
 
     def _on_train_progress(self, updates: list[dict]) -> None:
-        """Handle a batch of trainer updates; curves are redrawn once per batch."""
-        latest_train = None
+        """Handle a batch of trainer updates; curves are redrawn once per batch, and the bar
+        and label show the latest training step or evaluation."""
+        latest = None  # the last "train" or "evaluate" update
         for update in updates:
             phase = update.get("phase")
             if phase == "train":
                 self.curves.add_step(update["global_step"] / update["steps_per_epoch"],
                                      update["loss"])
-                latest_train = update
+                latest = update
             elif phase == "epoch":
                 self.curves.add_epoch(update)
             elif phase == "load":
@@ -926,7 +932,7 @@ class CifarTab(QWidget):
                     f"{update['model']}: {update['params']['trainable']:,} parameters on "
                     f"{update['device']} ×{update['world_size']} ({update['precision']})")
             elif phase == "evaluate":
-                self.speed_label.setText("evaluating on the test set…")
+                latest = update
             elif phase == "resume" and update.get("message"):
                 # kept in view while the run trains: one may say its result will differ from
                 # a run straight through, and the status bar shows only the last one
@@ -937,14 +943,40 @@ class CifarTab(QWidget):
             elif phase == "warm-up":
                 self.speed_label.setText("warming up the device…")
         self.curves.redraw()
-        if latest_train is not None:
-            u = latest_train
-            self.epoch_progress.setMaximum(1000)
-            self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
-            self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
-                                          f"step {u['step']}/{u['steps_per_epoch']}")
+        if latest is not None and latest["phase"] == "train":
+            self._show_training_step(latest)
+        elif latest is not None:
+            self._show_evaluation(latest)
+
+    def _show_training_step(self, u: dict) -> None:
+        self.epoch_progress.setRange(0, 1000)
+        self.epoch_progress.setValue(int(u["epoch_progress"] * 1000))
+        self.epoch_progress.setFormat(f"epoch {u['epoch']}/{u['epochs']} — "
+                                      f"step {u['step']}/{u['steps_per_epoch']}")
+        if not self._stopping:
             self.speed_label.setText(f"{u['images_per_s']:,.0f} images/s · ETA "
                                      f"{format_duration(u['eta_s'])} · loss {u['loss']:.3f}")
+
+    def _show_evaluation(self, update: dict) -> None:
+        """An evaluation's progress over the test images (the final one's, or one between
+        epochs); an update without counts says only what is evaluated."""
+        what = (f"testing after epoch {update.get('epoch')}" if update.get("between_epochs")
+                else "evaluating on the test set")
+        total, done = int(update.get("total") or 0), int(update.get("done") or 0)
+        if total > 0:
+            self.epoch_progress.setRange(0, total)
+            self.epoch_progress.setValue(min(done, total))
+            self.epoch_progress.setFormat(f"{what}: %p%")
+        if self._stopping:
+            return
+        if total <= 0:
+            self.speed_label.setText(f"{what}…")
+            return
+        eta = update.get("eta_s")
+        # None (no estimate yet), or NaN: torchrun's JSON lines carry None as NaN
+        left = (f", ~{short_duration(eta)} left" if isinstance(eta, (int, float))
+                and math.isfinite(eta) and done < total else "")
+        self.speed_label.setText(f"{what}: {done:,} / {total:,} images{left}")
 
     def _resume_note(self) -> str:
         """What the trainer said about the resumed run (the settings it goes on with)."""
@@ -1027,6 +1059,7 @@ class CifarTab(QWidget):
         self.app.show_error("CIFAR-10 training", message)
 
     def _on_train_finished(self) -> None:
+        self._stopping = False
         self._update_buttons()
         if self._recipe_stale:
             self._recipe_stale = False

@@ -396,6 +396,10 @@ def test_torchrun_process_feeds_the_same_live_view(qtbot, tmp_path, monkeypatch)
     assert result["world_size"] == 2 and result["status"] == "completed"
     phases = [u["phase"] for batch in batches for u in batch]
     assert "train" in phases and phases.count("epoch") == 2  # rank 0 only
+    evaluations = [u for batch in batches for u in batch if u["phase"] == "evaluate"]
+    # the test after epoch 1, then the final evaluation, each up to every test image
+    assert [(u["epoch"], u["done"]) for u in evaluations if u["done"] == u["total"]] == \
+        [(1, result["test_images"]), (2, result["test_images"])]
     assert not process.is_running()
 
 
@@ -989,3 +993,82 @@ def test_all_gpus_refuses_a_setting_torchrun_cannot_carry_and_is_not_left_traini
     assert not tab.is_training() and tab.train_button.isEnabled()
     assert app_state.last_error[0] == "CIFAR-10 training"
     assert "class name with a comma" in app_state.last_error[1]
+
+
+def evaluating(done, total=10_000, eta_s=6.2, **about):
+    return {"phase": "evaluate", "done": done, "total": total, "eta_s": eta_s, "epoch": 6,
+            "between_epochs": False, **about}
+
+
+def test_the_evaluations_progress_shows_in_the_bar_and_the_label(tab):
+    # the last step and the evaluation's start in one batch: the evaluation is what goes on
+    tab._on_train_progress([MID_EPOCH_STEP, evaluating(0, eta_s=None)])
+    assert tab.speed_label.text() == "evaluating on the test set: 0 / 10,000 images"
+    assert (tab.epoch_progress.value(), tab.epoch_progress.maximum()) == (0, 10_000)
+    tab._on_train_progress([evaluating(4000)])
+    assert tab.speed_label.text() == "evaluating on the test set: 4,000 / 10,000 images, ~6 s left"
+    assert tab.epoch_progress.value() == 4000
+    assert "evaluating on the test set" in tab.epoch_progress.text()
+    tab._on_train_progress([evaluating(10_000, eta_s=0.0)])
+    assert tab.speed_label.text() == "evaluating on the test set: 10,000 / 10,000 images"
+    assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 10_000
+    # one between epochs says which epoch it tests; training then takes the bar back
+    tab._on_train_progress([evaluating(2000, eta_s=75.0, epoch=3, between_epochs=True)])
+    assert tab.speed_label.text() == "testing after epoch 3: 2,000 / 10,000 images, ~1:15 left"
+    tab._on_train_progress([evaluating(10_000, eta_s=0.0, epoch=3, between_epochs=True),
+                            MID_EPOCH_STEP])
+    assert "images/s" in tab.speed_label.text() and tab.epoch_progress.maximum() == 1000
+    assert tab.epoch_progress.format() == "epoch 3/6 — step 18/37"
+
+
+def test_after_stop_the_label_says_stopping_whatever_reports_were_on_their_way(tab, monkeypatch):
+    monkeypatch.setattr(tab, "is_training", lambda: True)
+    tab.stop_training()
+    tab._on_train_progress([evaluating(4000)])
+    assert tab.speed_label.text() == "stopping…"
+    assert tab.epoch_progress.value() == 4000
+
+
+def test_a_runs_evaluations_fill_the_bar_over_the_test_images(qtbot, tab, tiny_data, tmp_path):
+    load(qtbot, tab, tiny_data)
+    shown = []  # the label and bar after each batch with an evaluation in it
+    tab.train_runner.progress.connect(lambda batch: shown.append(
+        (tab.speed_label.text(), tab.epoch_progress.value(), tab.epoch_progress.maximum()))
+        if any(u.get("phase") == "evaluate" for u in batch) else None)
+    train_net(qtbot, tab, tmp_path / "run.pt", epochs=2)  # tested after epoch 1, then at the end
+    test_images = tab.last_result["test_images"]
+    assert (tab.epoch_progress.value(), tab.epoch_progress.maximum()) == (test_images,) * 2
+    assert f"evaluating on the test set: {test_images} / {test_images} images" in \
+        [label for label, _, _ in shown]
+    assert any(label.startswith("testing after epoch 1: ") for label, _, _ in shown)
+    assert all(maximum == test_images for _, _, maximum in shown)
+    assert tab.speed_label.text().startswith("completed · test acc")
+
+
+def test_torchruns_evaluation_reports_reach_the_tab_whole(qtbot, tab, monkeypatch):
+    """The progress lines of "All GPUs" runs, parsed by TorchrunProcess (here from a child
+    that prints what a rank 0 prints), show as a single-device run's do."""
+    from engine.cifar.cli import PROGRESS_PREFIX
+    from gui.torchrun import TorchrunProcess
+
+    lines = [evaluating(0, total=12, eta_s=None), evaluating(8, total=12, eta_s=1.0),
+             evaluating(12, total=12, eta_s=0.0)]
+    script = ("import json, sys\n"
+              f"for update in {lines!r}:\n"
+              f"    sys.stderr.write({PROGRESS_PREFIX!r} + json.dumps(update) + '\\n')\n"
+              "print(json.dumps({'status': 'stopped'}))\n")
+    monkeypatch.setattr(TorchrunProcess, "command", staticmethod(lambda config, n: ["-c", script]))
+    batches = []
+    tab.torchrun.progress.connect(batches.append)
+    shown = []
+    tab.torchrun.progress.connect(lambda batch: shown.append(tab.speed_label.text()))
+    with qtbot.waitSignal(tab.torchrun.finished, timeout=60_000):
+        tab.torchrun.start({}, gpus=[0])
+    updates = [u for batch in batches for u in batch]
+    assert [(u["done"], u["total"]) for u in updates] == [(0, 12), (8, 12), (12, 12)]
+    # no estimate yet: JSON's null comes back as NaN, and is said as no estimate
+    assert not any("nan" in label for label in shown)
+    tab._on_train_progress(updates[:1])
+    assert tab.speed_label.text() == "evaluating on the test set: 0 / 12 images"
+    tab._on_train_progress(updates[1:])
+    assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 12
