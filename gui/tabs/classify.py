@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -82,6 +83,8 @@ PROB_COLUMN = 2
 TIME_COLUMN = 4
 #: The widest text each number column shows: the column is made just wide enough for it.
 WIDEST_NUMBERS = {PROB_COLUMN: "100.0%", TIME_COLUMN: "99999"}
+#: The download panel's progress bar is this many M-widths wide.
+DOWNLOAD_BAR_EMS = 20
 ORIGINAL_CAPTION = "Original"
 NET_VIEW_CAPTION = "What the net sees (after resize, crop)"
 
@@ -297,12 +300,19 @@ class ClassifyTab(QWidget):
         download_row = QHBoxLayout(self.download_panel)
         download_row.setContentsMargins(0, 0, 0, 0)
         self.download_label = QLabel()
+        # the label takes the room the bar leaves, whatever its text: a longer line ('… · 12 s
+        # left', a long file name) no longer narrows the bar, and one too long is cut, whole in
+        # its tooltip
+        self.download_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                          QSizePolicy.Policy.Preferred)
         self.download_bar = QProgressBar()
         self.download_bar.setRange(0, 1000)
+        em = self.fontMetrics().horizontalAdvance("M")
+        self.download_bar.setFixedWidth(DOWNLOAD_BAR_EMS * em)
         self.download_cancel = QPushButton("Cancel")
         self.download_cancel.clicked.connect(self.cancel_download)
-        download_row.addWidget(self.download_label)
-        download_row.addWidget(self.download_bar, 1)
+        download_row.addWidget(self.download_label, 1)
+        download_row.addWidget(self.download_bar)
         download_row.addWidget(self.download_cancel)
         self.download_panel.hide()
         root.addWidget(self.download_panel)
@@ -696,7 +706,7 @@ class ClassifyTab(QWidget):
             return
         self.runner.stop()
         self._cancelling = True
-        self.download_label.setText("Cancelling…")
+        self._set_download_text("Cancelling…")
 
     def _on_progress(self, batch: list[dict]) -> None:
         for update in batch:
@@ -834,7 +844,11 @@ class ClassifyTab(QWidget):
         text += f" · {_megabytes(update['speed'])}/s"
         if eta is not None:
             text += f" · {eta:.0f} s left"
+        self._set_download_text(text)
+
+    def _set_download_text(self, text: str) -> None:
         self.download_label.setText(text)
+        self.download_label.setToolTip(text)  # whole, where the window is too narrow for it
 
     def _show_loading(self, update: dict) -> None:
         """A stage of a model's load (reading its weights, building the network, …) in the
@@ -843,7 +857,7 @@ class ClassifyTab(QWidget):
             return
         self.download_panel.show()
         self.download_bar.setRange(0, 0)  # busy: a stage has no progress of its own
-        self.download_label.setText(f"Loading {update['model']}: {update['text']}…")
+        self._set_download_text(f"Loading {update['model']}: {update['text']}…")
 
     def _show_check(self, update: dict) -> None:
         """The SHA-256 check of weights (after a download, or once for a copy already on
@@ -859,7 +873,7 @@ class ClassifyTab(QWidget):
         eta = update.get("eta")
         if eta is not None and eta >= 1:
             text += f" · {eta:.0f} s left"
-        self.download_label.setText(text)
+        self._set_download_text(text)
 
     # ---- results ----------
     def _on_result(self, update: dict) -> None:

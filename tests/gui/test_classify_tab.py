@@ -270,6 +270,26 @@ def test_checking_weights_on_disk_shows_progress_and_escape_stops_it(tab, qtbot,
         copy.unlink()
 
 
+def test_download_bar_keeps_its_width_whatever_the_length_of_its_label(tab, qapp):
+    """The download panel's text grows and shrinks as it goes ('· 3 s left', a long file
+    name, the check after the download): its progress bar stays put, and a long text does
+    not make the window wider either."""
+    def show(name: str, eta: float | None) -> tuple[int, int]:
+        tab._on_progress([{"event": "download", "file": name, "bytes": 3 << 20,
+                           "total": 10 << 20, "speed": 5 << 20, "eta": eta}])
+        qapp.processEvents()  # the layout settles
+        return tab.download_bar.width(), tab.minimumSizeHint().width()
+
+    short_bar, short_least = show("a.pth", None)
+    long_bar, long_least = show("vit_h_14_swag-80465313-" + "long-name-" * 12 + ".pth", 12.0)
+    assert tab.download_panel.isVisible()
+    assert "long-name-long-name" in tab.download_label.text()
+    assert short_bar == long_bar > 0
+    assert long_least == short_least
+    assert tab.download_label.toolTip() == tab.download_label.text()  # whole, if it is cut
+    tab.download_panel.hide()
+
+
 def test_loading_a_model_shows_its_stage_and_escape_stops_it(tab, qtbot, monkeypatch, app_state,
                                                             tmp_path):
     """Past its download and check, a model's load shows its stage in the download panel
