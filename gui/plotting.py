@@ -63,8 +63,11 @@ def thin_path(
     return x[index], y[index]
 
 
-def make_fast(curve) -> None:
-    """Let a pyqtgraph PlotDataItem draw only what fits its pixels."""
+def make_fast(curve, all_finite: bool = True) -> None:
+    """Let a pyqtgraph PlotDataItem draw only what fits its pixels; ``all_finite``: its data
+    holds no NaN or inf, so pyqtgraph may skip looking for them (a curve whose data may hold
+    them must say False: pyqtgraph then leaves them out; unchecked, its docs warn, the curve
+    may not be drawn at all)."""
     curve.setDownsampling(auto=True, method="peak")
     curve.setClipToView(True)
-    curve.setSkipFiniteCheck(True)
+    curve.setSkipFiniteCheck(all_finite)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 
+from gui.plotting import GrowingArray, make_fast
+
 
 class TrainingCurves:
     """The loss and accuracy plots (two widgets, which the tab lays out) and the points they
     show. Points added are drawn by :meth:`redraw`, once per batch of progress: the curves are
-    persistent ``PlotDataItem``s given all their points at once."""
+    persistent ``PlotDataItem``s given their histories (``GrowingArray``s) at once, and draw
+    only what fits their pixels."""
 
     def __init__(self) -> None:
         self.loss_plot = pg.PlotWidget(title="Training loss (smoothed)")
@@ -24,21 +27,31 @@ class TrainingCurves:
                                                   symbol="o", symbolSize=6, name="train")
         self.test_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#16a34a", width=2),
                                                  symbol="s", symbolSize=6, name="test")
-        self._steps: list[float] = []  # in epochs
-        self._losses: list[float] = []
-        self._epochs: list[float] = []
-        self._train_acc: list[float] = []
-        self._test_epochs: list[float] = []
-        self._test_acc: list[float] = []
+        make_fast(self.loss_curve, all_finite=False)  # a diverging run's loss is NaN or inf
+        for curve in (self.train_acc_curve, self.test_acc_curve):
+            make_fast(curve)
+        self._steps = GrowingArray()  # in epochs
+        self._losses = GrowingArray()
+        self._epochs = GrowingArray()
+        self._train_acc = GrowingArray()
+        self._test_epochs = GrowingArray()
+        self._test_acc = GrowingArray()
         self._loss_added = self._acc_added = False  # points not drawn yet
 
     def clear(self) -> None:
+        """Forget every point (a new run starts)."""
         for values in (self._steps, self._losses, self._epochs, self._train_acc,
                        self._test_epochs, self._test_acc):
             values.clear()
-        self.loss_curve.setData([], [])
-        self.train_acc_curve.setData([], [])
-        self.test_acc_curve.setData([], [])
+        self._redraw_loss()
+        self._redraw_accuracy()
+        self._loss_added = self._acc_added = False
+        for plot in (self.loss_plot, self.acc_plot):
+            # The downsampling is sized for the x range shown: a new run's first points in
+            # the last run's range (hundreds of epochs) would thin out to none, leaving
+            # auto-range nothing to frame. A new run starts in its first epoch.
+            plot.setXRange(0, 1, padding=0)
+            plot.enableAutoRange(x=True)
 
     def add_step(self, epochs: float, loss: float) -> None:
         """A training step's loss, ``epochs`` into the run."""
@@ -58,22 +71,32 @@ class TrainingCurves:
     def redraw(self) -> None:
         """Draw the points added since the last redraw."""
         if self._loss_added:
-            self.loss_curve.setData(self._steps, self._losses)
+            self._redraw_loss()
         if self._acc_added:
-            self.train_acc_curve.setData(self._epochs, self._train_acc)
-            self.test_acc_curve.setData(self._test_epochs, self._test_acc)
+            self._redraw_accuracy()
         self._loss_added = self._acc_added = False
+
+    def _redraw_loss(self) -> None:
+        self.loss_curve.setData(self._steps.values, self._losses.values)
+
+    def _redraw_accuracy(self) -> None:
+        self.train_acc_curve.setData(self._epochs.values, self._train_acc.values)
+        self.test_acc_curve.setData(self._test_epochs.values, self._test_acc.values)
 
     def show_history(self, history: list[dict], losses: bool = True) -> None:
         """Draw a run's per-epoch rows: accuracies, and (``losses``) each epoch's mean training
         loss where the live curve has no steps yet (a resumed run's earlier epochs)."""
-        self._epochs[:] = [row["epoch"] for row in history]
-        self._train_acc[:] = [row["train_acc"] for row in history]
-        self._test_epochs[:] = [row["epoch"] for row in history if "test_acc" in row]
-        self._test_acc[:] = [row["test_acc"] for row in history if "test_acc" in row]
-        self.train_acc_curve.setData(self._epochs, self._train_acc)
-        self.test_acc_curve.setData(self._test_epochs, self._test_acc)
-        if losses and not self._steps:
-            self._steps[:] = [float(row["epoch"]) for row in history]
-            self._losses[:] = [row["train_loss"] for row in history]
-            self.loss_curve.setData(self._steps, self._losses)
+        for values in (self._epochs, self._train_acc, self._test_epochs, self._test_acc):
+            values.clear()
+        self._epochs.extend(row["epoch"] for row in history)
+        self._train_acc.extend(row["train_acc"] for row in history)
+        tested = [row for row in history if "test_acc" in row]
+        self._test_epochs.extend(row["epoch"] for row in tested)
+        self._test_acc.extend(row["test_acc"] for row in tested)
+        self._redraw_accuracy()
+        self._acc_added = False
+        if losses and not len(self._steps):
+            self._steps.extend(float(row["epoch"]) for row in history)
+            self._losses.extend(row["train_loss"] for row in history)
+            self._redraw_loss()
+            self._loss_added = False

@@ -122,3 +122,87 @@ def test_the_arrows_step_from_typed_text_also_at_the_range_edge(qtbot) -> None:
     qtbot.keyClicks(box, "5e-4")  # no Enter yet
     qtbot.keyClick(box, Qt.Key.Key_Down)
     assert box.value() == 2e-4
+
+
+@pytest.fixture
+def curves(qtbot):
+    pytest.importorskip("pyqtgraph")
+    from gui.widgets.cifar_curves import TrainingCurves
+
+    made = TrainingCurves()
+    for plot in (made.loss_plot, made.acc_plot):
+        qtbot.addWidget(plot)
+        plot.resize(400, 300)
+        plot.show()
+        qtbot.waitExposed(plot)
+    return made
+
+
+def drawn_points(curve) -> int:
+    """The points a curve draws in its view now (downsampled, clipped), after a paint."""
+    curve.getViewBox().scene().prepareForPaint()  # the view's auto-range catches up
+    xs, _ = curve.getData()
+    return 0 if xs is None else len(xs)
+
+
+def train(curves, steps: int, steps_per_epoch: int = 100, start: int = 0) -> None:
+    for step in range(start + 1, start + steps + 1):
+        curves.add_step(step / steps_per_epoch, 2.3 / (1 + step / steps_per_epoch))
+        if step % steps_per_epoch == 0:
+            curves.add_epoch({"epoch": step // steps_per_epoch, "train_acc": 0.5,
+                              "test_acc": 0.6})
+    curves.redraw()
+
+
+def test_a_long_runs_loss_curve_holds_every_step_and_draws_what_its_pixels_show(curves):
+    from tests.gui.conftest import plot_points
+
+    train(curves, 200_000)
+    assert plot_points(curves.loss_curve) == 200_000
+    assert plot_points(curves.train_acc_curve) == plot_points(curves.test_acc_curve) == 2000
+    width = curves.loss_plot.getViewBox().width()
+    # pyqtgraph's auto downsampling keeps 5 samples a pixel, "peak" a min and a max each
+    assert 0 < drawn_points(curves.loss_curve) <= 10 * width
+    x_min, x_max = curves.loss_plot.getViewBox().viewRange()[0]
+    assert x_min <= 0.01 and x_max >= 2000  # all of it in view
+
+
+def test_clear_empties_the_curves_and_a_short_run_after_a_long_one_is_framed(curves):
+    from tests.gui.conftest import plot_points
+
+    train(curves, 200_000)
+    drawn_points(curves.loss_curve)
+    curves.clear()
+    assert [plot_points(c) for c in (curves.loss_curve, curves.train_acc_curve,
+                                     curves.test_acc_curve)] == [0, 0, 0]
+    train(curves, 3)  # a new run's first steps, in its first hundredth of an epoch
+    assert drawn_points(curves.loss_curve) == 3
+    x_min, x_max = curves.loss_plot.getViewBox().viewRange()[0]
+    assert x_min < 0.01 and 0.03 < x_max < 1
+
+
+def test_a_resumed_runs_history_draws_then_its_steps_follow(curves):
+    from tests.gui.conftest import plot_points
+
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.3 + 0.1 * e} for e in (1, 2, 3)]
+    history[1]["test_acc"] = 0.5
+    curves.show_history(history)
+    assert list(curves.loss_curve.xData) == [1.0, 2.0, 3.0]
+    assert list(curves.loss_curve.yData) == [2.0, 1.0, 2.0 / 3]
+    assert plot_points(curves.train_acc_curve) == 3 and list(curves.test_acc_curve.xData) == [2]
+    train(curves, 50, start=300)  # on from epoch 3
+    assert plot_points(curves.loss_curve) == 53 and curves.loss_curve.xData[-1] == 3.5
+    assert drawn_points(curves.loss_curve) == 53
+    # the run's end shows its rows again: the steps stay
+    curves.show_history(history + [{"epoch": 4, "train_loss": 0.4, "train_acc": 0.8}],
+                        losses=False)
+    assert plot_points(curves.loss_curve) == 53 and plot_points(curves.train_acc_curve) == 4
+
+
+def test_a_diverging_loss_leaves_the_rest_of_the_curve_drawn(curves):
+    for step, loss in enumerate([2.3, 2.1, float("nan"), float("inf"), 1.9], start=1):
+        curves.add_step(step / 100, loss)
+    curves.redraw()
+    drawn_points(curves.loss_curve)
+    y_min, y_max = curves.loss_plot.getViewBox().viewRange()[1]
+    assert y_min < 1.9 and 2.3 < y_max < 10  # framed on the finite losses
