@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -95,10 +96,23 @@ class FoundImages:
     skipped: list[str]  # files inside the folders given whose names are not images' (notes.txt)
 
 
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_sort_key(name: str) -> tuple:
+    """Sort key for file names as file managers order them: runs of digits compared as
+    numbers, the rest without regard to case (p2 before p10, 'B' after 'a'); names that
+    differ only there (p01, p1; A, a) keep one fixed order."""
+    parts = _DIGITS.split(name)  # text, digits, text, …: the same kind at the same place
+    return (tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)),
+            name)
+
+
 def find_images(paths: list[str | os.PathLike]) -> FoundImages:
-    """Expand folders (recursively, sorted, images by suffix only) and keep files as given;
-    a file reached twice (given, and inside a folder given) is listed once. Hidden files and
-    folders are left out without a word; other files that are not images are ``skipped``.
+    """Expand folders (recursively, in natural order: p2 before p10, see
+    :func:`natural_sort_key`; images by suffix only) and keep files as given; a file reached
+    twice (given, and inside a folder given) is listed once. Hidden files and folders are left
+    out without a word; other files that are not images are ``skipped``.
 
     Missing paths are kept, so they show up in the results with a reason instead of vanishing.
     """
@@ -108,8 +122,9 @@ def find_images(paths: list[str | os.PathLike]) -> FoundImages:
         path = Path(raw).expanduser()
         if path.is_dir():
             for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
+                dirs[:] = sorted((d for d in dirs if not d.startswith(".")),
+                                 key=natural_sort_key)
+                for name in sorted(files, key=natural_sort_key):
                     if name.startswith("."):
                         continue
                     file = str(Path(root) / name)

@@ -53,7 +53,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.classify import jobs as classify_jobs
-from engine.classify.images import IMAGE_SUFFIXES, skipped_note
+from engine.classify.images import IMAGE_SUFFIXES, natural_sort_key, skipped_note
 from engine.classify.zoo import params_text
 from gui.app_state import AppState
 from gui.bridge import JobRunner
@@ -99,6 +99,19 @@ class _NumberItem(QTableWidgetItem):
     def __lt__(self, other: QTableWidgetItem) -> bool:
         if isinstance(other, _NumberItem):
             return self.value < other.value
+        return super().__lt__(other)
+
+
+class _FileNameItem(QTableWidgetItem):
+    """The File cell: sorts in natural order, as folders are listed (p2 before p10)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.sort_key = natural_sort_key(name)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, _FileNameItem):
+            return self.sort_key < other.sort_key
         return super().__lt__(other)
 
 
@@ -910,7 +923,7 @@ class ClassifyTab(QWidget):
     @staticmethod
     def _row_cells(result: dict) -> list[QTableWidgetItem]:
         path = result["path"]
-        name = QTableWidgetItem(os.path.basename(path))
+        name = _FileNameItem(os.path.basename(path))
         name.setData(Qt.ItemDataRole.UserRole, path)
         thumb = result.get("thumbnail")
         if thumb is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import struct
 import threading
 import warnings
@@ -17,6 +18,7 @@ from engine.classify.images import (
     Preprocess,
     collect_image_paths,
     find_images,
+    natural_sort_key,
     open_image,
     prepare_image,
     preprocess_image,
@@ -205,6 +207,44 @@ def test_collect_image_paths_expands_folders_sorted(tmp_path, monkeypatch):
     assert collect_image_paths(["b.jpg", tmp_path, str(tmp_path / "b.jpg")])[:2] == [
         "b.jpg", str(tmp_path / "a.PNG")]
     assert len(collect_image_paths(["b.jpg", tmp_path])) == 3
+
+
+NATURAL_ORDER = ["p0.png", "p1.png", "P2.png", "p3.png", "p10.png", "p11.png", "p100.png",
+                 "photo 2 copy.png", "photo 10.png", "Photo 11.png"]
+
+
+def _tiny_photos(folder, names) -> None:
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        Image.new("RGB", (8, 8), (len(name) * 20 % 256, 90, 30)).save(folder / name)
+
+
+def test_folders_are_listed_in_natural_order(tmp_path):
+    """As file managers list them: numbers compared as numbers (p2 before p10), without regard
+    to case; folders too (shots 9 before shots 10)."""
+    _tiny_photos(tmp_path, reversed(NATURAL_ORDER))
+    _tiny_photos(tmp_path / "shots 10", ["x.png"])
+    _tiny_photos(tmp_path / "shots 9", ["x.png"])
+    names = [p.replace(str(tmp_path) + "/", "") for p in collect_image_paths([tmp_path])]
+    assert names == [*NATURAL_ORDER, "shots 9/x.png", "shots 10/x.png"]
+    assert find_images([tmp_path]).paths == [str(tmp_path / n) for n in names]
+
+
+def test_natural_sort_key_orders_names_that_differ_only_in_case_or_zeros():
+    names = ["p1.jpg", "P1.jpg", "p01.jpg", "p001.jpg", "p1.JPG", "p2.jpg", "a10b2", "a10b10"]
+    ordered = sorted(names, key=natural_sort_key)
+    assert ordered == ["a10b2", "a10b10", "P1.jpg", "p001.jpg", "p01.jpg", "p1.JPG", "p1.jpg",
+                       "p2.jpg"]
+    assert sorted(reversed(names), key=natural_sort_key) == ordered  # one order, however given
+
+
+def test_cli_lists_a_folder_in_natural_order(tmp_path, capsys):
+    from engine.cli import main
+
+    _tiny_photos(tmp_path, reversed(NATURAL_ORDER))
+    assert main(["classify", str(tmp_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [entry["path"] for entry in printed] == [str(tmp_path / n) for n in NATURAL_ORDER]
 
 
 def test_files_in_a_folder_that_are_not_images_are_counted_as_skipped(tmp_path):

@@ -270,6 +270,30 @@ def test_checking_weights_on_disk_shows_progress_and_escape_stops_it(tab, qtbot,
         copy.unlink()
 
 
+def test_folder_rows_come_in_natural_order_and_sort_so(tab, qtbot, tmp_path):
+    """A folder's photos are listed as file managers list them (p2 before p10, case aside),
+    and sorting the table by File keeps that order (reversed: descending)."""
+    from PIL import Image
+
+    natural = ["p0.png", "p1.png", "P2.png", "p3.png", "p10.png", "p11.png", "p100.png"]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in reversed(natural):
+        Image.new("RGB", (8, 8), "orange").save(folder / name)
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == len(natural),
+                    timeout=WAIT_MS)
+
+    def names() -> list[str]:
+        return [tab.table.item(row, 0).text() for row in range(tab.table.rowCount())]
+
+    assert names() == natural
+    tab.table.sortItems(0, Qt.SortOrder.DescendingOrder)
+    assert names() == natural[::-1]
+    tab.table.sortItems(0, Qt.SortOrder.AscendingOrder)
+    assert names() == natural
+
+
 def test_download_bar_keeps_its_width_whatever_the_length_of_its_label(tab, qapp):
     """The download panel's text grows and shrinks as it goes ('· 3 s left', a long file
     name, the check after the download): its progress bar stays put, and a long text does
