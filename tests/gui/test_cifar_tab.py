@@ -83,7 +83,8 @@ def test_load_train_stop_resume_and_inspect(qtbot, tab, tiny_data, tmp_path, app
     qtbot.waitUntil(lambda: curve_points(tab.curves.train_acc_curve) >= 2
                     and curve_points(tab.curves.loss_curve) > first, timeout=60_000)
     assert curve_points(tab.curves.test_acc_curve) >= 1
-    assert "images/s" in tab.speed_label.text()
+    # the label shows the training's speed (or the test after an epoch, until training goes on)
+    qtbot.waitUntil(lambda: "images/s" in tab.speed_label.text(), timeout=30_000)
 
     qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=30_000)
