@@ -52,7 +52,7 @@ from gui.text import plural
 from gui.torchrun import TorchrunProcess
 from gui.widgets.cifar_confusion import ConfusionMatrixView
 from gui.widgets.cifar_curves import TrainingCurves
-from gui.widgets.cifar_samples import ClassSampleGrid, rgb_pixmap
+from gui.widgets.cifar_samples import ClassSampleGrid
 from gui.widgets.common import (
     ScientificSpinBox,
     SettingControl,
@@ -60,6 +60,7 @@ from gui.widgets.common import (
     scroll_area,
     set_control_value,
 )
+from gui.widgets.images import rgb_pixmap
 
 MODEL_LABELS = {
     "fast": "Fast (residual, speed recipe)",

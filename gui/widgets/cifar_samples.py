@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
+from gui.widgets.images import rgb_pixmap
+
 THUMBNAIL_SIZE = 64  # pixels a 32×32 sample is shown at
-
-
-def rgb_pixmap(image: np.ndarray, size: int) -> QPixmap:
-    """A QPixmap from a uint8 H×W×3 array, scaled (nearest) to ``size`` pixels."""
-    image = np.ascontiguousarray(image)
-    h, w, _ = image.shape
-    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(qimage).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
-                                            Qt.TransformationMode.FastTransformation)
 
 
 class ClassSampleGrid(QWidget):

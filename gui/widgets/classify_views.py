@@ -1,4 +1,4 @@
-"""Widgets for the Classify tab: numpy → QImage, Grad-CAM colouring, image panes, top-k bars."""
+"""Widgets for the Classify tab: Grad-CAM colouring, image panes, top-k bars."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-
-def rgb_to_qimage(array: np.ndarray) -> QImage:
-    """uint8 HxWx3 (or HxWx4) → a QImage that owns its pixels."""
-    array = np.ascontiguousarray(array)
-    height, width, channels = array.shape
-    fmt = QImage.Format.Format_RGB888 if channels == 3 else QImage.Format.Format_RGBA8888
-    return QImage(array.data, width, height, channels * width, fmt).copy()
+from gui.widgets.images import rgb_to_qimage  # noqa: F401 (the Classify tab imports it here)
 
 
 def heatmap_rgba(cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:

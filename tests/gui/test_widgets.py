@@ -206,3 +206,28 @@ def test_a_diverging_loss_leaves_the_rest_of_the_curve_drawn(curves):
     drawn_points(curves.loss_curve)
     y_min, y_max = curves.loss_plot.getViewBox().viewRange()[1]
     assert y_min < 1.9 and 2.3 < y_max < 10  # framed on the finite losses
+
+
+def test_numpy_images_become_qimages_that_own_their_pixels(qapp):
+    import numpy as np
+
+    from gui.widgets.images import rgb_pixmap, rgb_to_qimage
+
+    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
+    rgb[0, 1] = (255, 128, 0)
+    image = rgb_to_qimage(rgb[:, :, :])
+    rgb[0, 1] = 0  # the image keeps what it was given
+    assert (image.width(), image.height()) == (3, 2)
+    assert image.pixelColor(1, 0).getRgb() == (255, 128, 0, 255)
+    rgba = np.full((4, 4, 4), 200, dtype=np.uint8)[::2, ::2]  # not contiguous
+    assert rgb_to_qimage(rgba).pixelColor(1, 1).getRgb() == (200, 200, 200, 200)
+    # a 32×32 sample shown at 64 px: scaled up, each pixel a sharp 2×2 block
+    sample = np.zeros((32, 32, 3), dtype=np.uint8)
+    sample[0, 0] = 255
+    shown = rgb_pixmap(sample, 64).toImage()
+    assert (shown.width(), shown.height()) == (64, 64)
+    assert shown.pixelColor(1, 1).getRgb()[:3] == (255, 255, 255)
+    assert shown.pixelColor(2, 2).getRgb()[:3] == (0, 0, 0)
+    with pytest.raises(ValueError, match="uint8 H×W×3 or H×W×4 image, got float64 2×2"):
+        rgb_to_qimage(np.zeros((2, 2)))
+
