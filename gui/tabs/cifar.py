@@ -1080,10 +1080,6 @@ class CifarTab(QWidget):
         """The side of one heatmap cell on screen, in pixels."""
         return self.confusion_plot.cell_pixels()
 
-    def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:
-        """(true, predicted) class of the heatmap cell under a scene position, if any."""
-        return self.confusion_plot.cell_at(scene_pos)
-
     def show_misclassified(self, true_index: int, predicted_index: int) -> None:
         """List the test images of class ``true_index`` predicted as ``predicted_index``."""
         if self.last_result is None:
