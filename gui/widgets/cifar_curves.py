@@ -52,6 +52,20 @@ class TrainingCurves:
             # auto-range nothing to frame. A new run starts in its first epoch.
             plot.setXRange(0, 1, padding=0)
             plot.enableAutoRange(x=True)
+        self._fit_axes_to_their_labels()
+
+    def _fit_axes_to_their_labels(self) -> None:
+        """Let the y axes take the width of the tick labels they show next.
+
+        An axis keeps the widest labels it has shown until its labels are over 10 px
+        narrower (pyqtgraph's guard against a rapidly auto-scaling axis changing size every
+        frame): a loss range first seen with three decimals ("2.275") would keep its width
+        after the range had grown ("0.5"), by how the reports fell. ``textWidth`` is that
+        remembered width; ``setWidth(None)`` sizes the axis from it."""
+        for plot in (self.loss_plot, self.acc_plot):
+            axis = plot.getAxis("left")
+            axis.textWidth = 0
+            axis.setWidth(None)
 
     def add_step(self, epochs: float, loss: float) -> None:
         """A training step's loss, ``epochs`` into the run."""
@@ -85,7 +99,9 @@ class TrainingCurves:
 
     def show_history(self, history: list[dict], losses: bool = True) -> None:
         """Draw a run's per-epoch rows: accuracies, and (``losses``) each epoch's mean training
-        loss where the live curve has no steps yet (a resumed run's earlier epochs)."""
+        loss where the live curve has no steps yet (a resumed run's earlier epochs). A run's
+        rows come at its start and its end: its axes then fit the labels they show."""
+        self._fit_axes_to_their_labels()
         for values in (self._epochs, self._train_acc, self._test_epochs, self._test_acc):
             values.clear()
         self._epochs.extend(row["epoch"] for row in history)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from gui.widgets.common import ScientificSpinBox
 
@@ -231,3 +232,40 @@ def test_numpy_images_become_qimages_that_own_their_pixels(qapp):
     with pytest.raises(ValueError, match="uint8 H×W×3 or H×W×4 image, got float64 2×2"):
         rgb_to_qimage(np.zeros((2, 2)))
 
+
+def loss_axis_width(curves, losses, first_step=1) -> float:
+    """The loss plot's y-axis width once ``losses`` (one step each) are drawn and painted."""
+    for step, loss in enumerate(losses, start=first_step):
+        curves.add_step(step / 100, loss)
+    curves.redraw()
+    for _ in range(3):  # a paint sizes the axis to its labels, then the layout follows
+        curves.loss_plot.scene().prepareForPaint()
+        QApplication.processEvents()
+        curves.loss_plot.grab()
+    return curves.loss_plot.getAxis("left").width()
+
+
+# a run's first losses ("2.26", "2.28": wider labels), then all of it ("0.5", "1")
+FIRST_LOSSES = [2.3 - 0.05 * i / 300 for i in range(300)]
+ALL_LOSSES = FIRST_LOSSES + [2.25 - 1.85 * i / 300 for i in range(300)]
+
+
+def test_the_loss_axis_fits_each_runs_labels_not_the_last_runs(qtbot, curves):
+    from gui.widgets.cifar_curves import TrainingCurves
+
+    fresh = TrainingCurves()
+    qtbot.addWidget(fresh.loss_plot)
+    fresh.loss_plot.resize(400, 300)
+    fresh.loss_plot.show()
+    qtbot.waitExposed(fresh.loss_plot)
+    fitted = loss_axis_width(fresh, ALL_LOSSES[300:])
+    wider = loss_axis_width(curves, FIRST_LOSSES)
+    assert wider > fitted  # labels a few pixels wider
+    curves.clear()  # a new run
+    assert loss_axis_width(curves, ALL_LOSSES[300:]) == fitted
+    # within a run the axis keeps the width of its first labels; at its end it fits its own
+    curves.clear()
+    assert loss_axis_width(curves, FIRST_LOSSES) == wider
+    assert loss_axis_width(curves, ALL_LOSSES[300:], first_step=301) == wider
+    curves.show_history([{"epoch": 6, "train_loss": 0.4, "train_acc": 0.9}], losses=False)
+    assert loss_axis_width(curves, []) == fitted
