@@ -967,7 +967,10 @@ class CifarTab(QWidget):
         if total > 0:
             self.epoch_progress.setRange(0, total)
             self.epoch_progress.setValue(min(done, total))
-            self.epoch_progress.setFormat(f"{what}: %p%")
+            # the label beside it says what is evaluated, and how far it has got
+            self.epoch_progress.setFormat(
+                f"epoch {update.get('epoch')} — test set %p%" if update.get("between_epochs")
+                else "final evaluation — %p%")
         if self._stopping:
             return
         if total <= 0:

@@ -1009,13 +1009,14 @@ def test_the_evaluations_progress_shows_in_the_bar_and_the_label(tab):
     tab._on_train_progress([evaluating(4000)])
     assert tab.speed_label.text() == "evaluating on the test set: 4,000 / 10,000 images, ~6 s left"
     assert tab.epoch_progress.value() == 4000
-    assert "evaluating on the test set" in tab.epoch_progress.text()
+    assert tab.epoch_progress.text() == "final evaluation — 40%"
     tab._on_train_progress([evaluating(10_000, eta_s=0.0)])
     assert tab.speed_label.text() == "evaluating on the test set: 10,000 / 10,000 images"
     assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 10_000
     # one between epochs says which epoch it tests; training then takes the bar back
     tab._on_train_progress([evaluating(2000, eta_s=75.0, epoch=3, between_epochs=True)])
     assert tab.speed_label.text() == "testing after epoch 3: 2,000 / 10,000 images, ~1:15 left"
+    assert tab.epoch_progress.text() == "epoch 3 — test set 20%"
     tab._on_train_progress([evaluating(10_000, eta_s=0.0, epoch=3, between_epochs=True),
                             MID_EPOCH_STEP])
     assert "images/s" in tab.speed_label.text() and tab.epoch_progress.maximum() == 1000
