@@ -111,8 +111,17 @@ def ensure_weights(
     if target.is_file():
         _check_cached_copy(target, progress, should_stop)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():  # a folder under its name, a broken link
+        raise JobError(
+            f"{target} is not a file, but the weights file should be there: remove it, and "
+            "the weights are downloaded again (or load them as your own weights: --weights "
+            "FILE, or Import weights… in the window)."
+        )
     name = target.name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_save(name, target.parent, exc) from None
     source = download_url(url)
     partial = target.with_name(f".{name}.{os.getpid()}.partial")
     try:
@@ -124,12 +133,19 @@ def ensure_weights(
             except JobStopped:
                 raise JobStopped(f"stopped checking the downloaded {name}; nothing was saved") \
                     from None
+            except OSError as exc:
+                raise JobError(f"cannot read back the downloaded {name} from {target.parent} "
+                               f"to check it ({_why(exc)}); nothing was saved. Try again, or: "
+                               + _where_to_put(url)) from None
             if not actual.startswith(expected):
                 raise JobError(
                     f"downloaded {name} is corrupt: its SHA-256 starts {actual[:len(expected)]}, "
                     f"expected {expected}; nothing was saved. Try again, or: {_where_to_put(url)}"
                 )
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except OSError as exc:
+            raise _cannot_save(name, target.parent, exc) from None
     finally:
         partial.unlink(missing_ok=True)
     if expected:
@@ -176,6 +192,19 @@ def _remember_verified(path: Path) -> None:
         remove_quietly(tmp)
 
 
+def _why(exc: OSError) -> str:
+    """'Permission denied', 'No space left on device': an OSError in plain words."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _cannot_save(name: str, folder: Path, exc: OSError) -> JobError:
+    return JobError(
+        f"cannot save {name} in {folder} ({_why(exc)}); nothing was saved. Make room there or "
+        "give this user permission to write in it, or set TORCH_HOME to a folder that can "
+        "hold the weights."
+    )
+
+
 def _check_cached_copy(
     path: Path,
     progress: DownloadProgress | None = None,
@@ -186,15 +215,21 @@ def _check_cached_copy(
     under its name, and would load as a damaged file or give wrong answers without a word.
     Hashed once (1-1.6 GB/s on a 2-core VM: 2-3 s for ViT-H/14's 2.5 GB) and then
     remembered by its size and time;
-    a check that is stopped is not remembered, so it runs again the next time."""
+    a check that is stopped is not remembered, so it runs again the next time; one that cannot
+    read the file (its permissions, a failing disk) says so, naming it."""
     expected = expected_hash_prefix(path.name)
-    if not expected or _verified().get(str(path)) == _stamp(path):
-        return
     try:
+        if not expected or _verified().get(str(path)) == _stamp(path):
+            return
         actual = sha256_of(path, path.name, progress, should_stop, downloaded=False)
     except JobStopped:
         raise JobStopped(f"stopped checking {path.name}: it is not marked as checked, and is "
                          "checked again the next time it is used") from None
+    except OSError as exc:
+        raise JobError(
+            f"cannot read {path} to check it ({_why(exc)}): give this user permission to read "
+            "it, or delete it and it is downloaded again."
+        ) from None
     if not actual.startswith(expected):
         raise JobError(
             f"{path} is not the file published for this model (its SHA-256 starts "
@@ -296,19 +331,20 @@ def _fetch(
             started = last_report = time.monotonic()
             reported = 0
             _report(progress, name, 0, total, started)
-            with open(partial, "wb") as out:
+            with _open_to_save(partial, name) as out:
                 while True:
                     if stopped():
                         raise JobStopped()
                     chunk = response.read(CHUNK_BYTES)
                     if not chunk:
                         break
-                    out.write(chunk)
+                    _save(out.write, chunk, partial, name)
                     received += len(chunk)
                     now = time.monotonic()
                     if now - last_report >= DOWNLOAD_REPORT_INTERVAL_S:
                         last_report, reported = now, received
                         _report(progress, name, received, total, started)
+                _save(out.flush, None, partial, name)  # so that closing has nothing to write
             if reported != received:  # the last bytes, unless just reported
                 _report(progress, name, received, total, started)
         if stopped():  # the read ended because Cancel shut the connection
@@ -340,6 +376,21 @@ def _fetch(
             f"download of {name} is truncated: got {_bytes(received)} of {_bytes(total)}; "
             "nothing was saved. " + _where_to_put(url)
         )
+
+
+def _open_to_save(partial: Path, name: str):
+    try:
+        return open(partial, "wb")  # noqa: SIM115 (the caller's with closes it)
+    except OSError as exc:
+        raise _cannot_save(name, partial.parent, exc) from None
+
+
+def _save(write, chunk: bytes | None, partial: Path, name: str) -> None:
+    """``write(chunk)`` (or ``write()``), its OSError (a full disk, most likely) said plainly."""
+    try:
+        write() if chunk is None else write(chunk)
+    except OSError as exc:
+        raise _cannot_save(name, partial.parent, exc) from None
 
 
 def _report(progress, name: str, received: int, total: int | None, started: float,

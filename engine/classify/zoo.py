@@ -251,6 +251,12 @@ def _read_state_dict(path: str, what: str) -> dict:
 
     if not os.path.isfile(path):
         raise JobError(f"weights file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:  # before looking inside: not "not a weights file"
+        raise JobError(f"cannot read {path} ({exc.strerror or exc}): give this user permission "
+                       "to read it, or copy it somewhere readable and load that") from None
     name = os.path.basename(path)
     not_weights = f"{name} is not a PyTorch weights file (a .pth that torch.save wrote)"
     kind = pytorch_file_kind(path)
@@ -262,6 +268,9 @@ def _read_state_dict(path: str, what: str) -> dict:
         raise JobError(not_weights)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # the disk, not the file's contents (a torch.load error is not one)
+        raise JobError(f"cannot read {path} ({exc.strerror or exc}); try again, or copy it "
+                       "somewhere else and load that") from None
     except Exception as exc:  # pickle errors, zip errors, unsupported objects: all user-fixable
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in first_line or "Weights only" in first_line:

@@ -466,3 +466,147 @@ def test_cli_prints_each_phase_of_a_load_at_once(capsys):
         "checking the downloaded weights w-1234abcd.pth: 100% of 8.0 MB",
         "model: ResNet-18 (1.2 s)",
     ]
+
+
+# ---- files that cannot be read or written: a plain message, never a raw OSError ---------------
+# The tests run as root, whom chmod 000 does not stop: open() is replaced where it is used.
+def _open_that_fails(monkeypatch, module, path: Path, error: OSError,
+                     after_bytes: int | None = None):
+    """``module``'s open() fails for ``path``: at once (``after_bytes`` None), or its reads
+    fail once ``after_bytes`` were read (a file made unreadable, a disk failing midway)."""
+    real_open = open
+
+    class FailingReads:
+        def __init__(self, file):
+            self._file, self._read = file, 0
+
+        def read(self, size=-1):
+            if self._read >= after_bytes:
+                raise error
+            data = self._file.read(size)
+            self._read += len(data)
+            return data
+
+        def __getattr__(self, attr):
+            return getattr(self._file, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._file.close()
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        if Path(file) != path:
+            return real_open(file, mode, *args, **kwargs)
+        if after_bytes is None:
+            raise error
+        return FailingReads(real_open(file, mode, *args, **kwargs))
+
+    monkeypatch.setattr(module, "open", failing_open, raising=False)
+
+
+def test_a_cached_copy_that_cannot_be_read_is_named_with_what_to_do(tmp_path, monkeypatch):
+    url, copy, notes = _copy_in_cache(tmp_path, monkeypatch)
+    _open_that_fails(monkeypatch, weights, copy, PermissionError(13, "Permission denied"))
+    with pytest.raises(JobError) as err:
+        weights.ensure_weights(url)
+    assert str(err.value) == (f"cannot read {copy} to check it (Permission denied): give this "
+                              "user permission to read it, or delete it and it is downloaded "
+                              "again.")
+    assert not notes.exists()
+
+
+def test_a_cached_copy_that_becomes_unreadable_during_its_check(tmp_path, monkeypatch,
+                                                                small_hash_steps):
+    url, copy, notes = _copy_in_cache(tmp_path, monkeypatch)
+    _open_that_fails(monkeypatch, weights, copy, OSError(5, "Input/output error"),
+                     after_bytes=len(FEW_MB) // 2)
+    updates = []
+    with pytest.raises(JobError, match=f"cannot read {copy} to check it "
+                                       r"\(Input/output error\)"):
+        weights.ensure_weights(url, progress=updates.append)
+    assert 0 < _checks(updates)[-1]["bytes"] < len(FEW_MB)  # it failed midway
+    assert not notes.exists()
+    assert copy.read_bytes() == FEW_MB  # the user's file stays
+
+
+def test_a_folder_where_the_weights_file_should_be_is_named_before_any_download(server):
+    name = _named(PAYLOAD)
+    url = server(name, "good")
+    in_the_way = weights.checkpoint_dir() / name
+    in_the_way.mkdir(parents=True)
+    updates = []
+    try:
+        with pytest.raises(JobError, match=f"{in_the_way} is not a file, but the weights file "
+                                           "should be there: remove it"):
+            weights.ensure_weights(url, progress=updates.append)
+        assert updates == []  # nothing downloaded
+    finally:
+        in_the_way.rmdir()
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_says_so(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    (tmp_path / "torch-home" / "hub").mkdir(parents=True)
+    weights.checkpoint_dir().write_text("a file where the folder should be")
+    url = server(_named(PAYLOAD), "good")
+    with pytest.raises(JobError, match=f"cannot save {_named(PAYLOAD)} in "
+                                       f"{weights.checkpoint_dir()} .*; nothing was saved. "
+                                       "Make room there or give this user permission"):
+        weights.ensure_weights(url)
+
+
+@pytest.mark.parametrize("failing", ["open", "write"])
+def test_a_download_that_cannot_be_saved_says_so_and_leaves_nothing(server, monkeypatch,
+                                                                    failing):
+    name = _named(PAYLOAD)
+    url = server(name, "good")
+    partial = weights.checkpoint_dir() / f".{name}.{os.getpid()}.partial"
+    real_open = open
+    full_disk = OSError(28, "No space left on device")
+
+    class FullDisk:
+        def __init__(self, file):
+            self._file = file
+
+        def write(self, data):
+            raise full_disk
+
+        def __getattr__(self, attr):
+            return getattr(self._file, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._file.close()
+
+    def open_on_a_full_disk(file, mode="r", *args, **kwargs):
+        if Path(file) != partial:
+            return real_open(file, mode, *args, **kwargs)
+        if failing == "open":
+            raise PermissionError(13, "Permission denied")
+        return FullDisk(real_open(file, mode, *args, **kwargs))
+
+    monkeypatch.setattr(weights, "open", open_on_a_full_disk, raising=False)
+    why = "Permission denied" if failing == "open" else "No space left on device"
+    with pytest.raises(JobError, match=f"cannot save {name} in {weights.checkpoint_dir()} "
+                                       rf"\({why}\); nothing was saved"):
+        weights.ensure_weights(url)
+    assert _leftovers() == []
+
+
+def test_weights_that_cannot_be_read_are_not_called_something_else(tmp_path, monkeypatch):
+    """Import weights… of a file this user may not read: said so, not 'not a PyTorch weights
+    file'."""
+    from engine.classify import zoo
+    from engine.classify.zoo import load_model
+
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(b"\x80" + b"\0" * 64)
+    _open_that_fails(monkeypatch, zoo, mine, PermissionError(13, "Permission denied"))
+    with pytest.raises(JobError) as err:
+        load_model("squeezenet1_1", weights_file=str(mine))
+    assert str(err.value).startswith(f"cannot read {mine} (Permission denied): give this user "
+                                     "permission to read it")
