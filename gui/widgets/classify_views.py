@@ -30,11 +30,12 @@ def heatmap_rgba(cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 
 class ClassifyImagePane(QLabel):
-    """Shows an image scaled to fit, with an optional heatmap drawn over a box inside it."""
+    """Shows an image scaled to fit, with an optional heatmap drawn over a box inside it;
+    ``placeholder`` while it has none (blank by default: the tab captions each pane)."""
 
-    def __init__(self, caption: str) -> None:
+    def __init__(self, placeholder: str = "") -> None:
         super().__init__()
-        self.caption = caption
+        self.placeholder = placeholder
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(200, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -42,7 +43,7 @@ class ClassifyImagePane(QLabel):
         self._image: QImage | None = None
         self._overlay: QImage | None = None
         self._box: QRectF | None = None  # in the image's pixels
-        self.setText(caption)
+        self.setText(placeholder)
 
     def set_image(self, image: QImage | None, box: QRectF | None = None) -> None:
         self._image, self._box, self._overlay = image, box, None
@@ -62,7 +63,7 @@ class ClassifyImagePane(QLabel):
     def _render(self) -> None:
         if self._image is None or self._image.isNull():
             self.setPixmap(QPixmap())
-            self.setText(self.caption)
+            self.setText(self.placeholder)
             return
         composed = QPixmap.fromImage(self._image)
         if self._overlay is not None or self._box is not None:

@@ -294,6 +294,30 @@ def test_folder_rows_come_in_natural_order_and_sort_so(tab, qtbot, tmp_path):
     assert names() == natural
 
 
+def test_an_empty_image_pane_is_named_once(tab, qtbot, tmp_path):
+    """'Original' and 'What the net sees' each show once, in the caption under their pane,
+    while the pane is empty: at the start, after a file that is no photo, after Clear."""
+    def names_shown() -> list[str]:
+        return [tab.original_pane.text(), tab.original_caption.text(),
+                tab.net_view_pane.text(), tab.net_view_caption.text()]
+
+    def each_named_once() -> None:
+        shown = " | ".join(names_shown())
+        assert shown.count("Original") == 1 and shown.count("What the net sees") == 1, shown
+        assert tab.original_pane.pixmap().isNull() and tab.net_view_pane.pixmap().isNull()
+        assert tab.original_caption.text() == "Original"
+
+    each_named_once()
+    not_a_photo = tmp_path / "notes.jpg"
+    not_a_photo.write_text("not a photo")
+    tab.add_paths([str(not_a_photo)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and "could not be classified"
+                    in tab.result_label.text(), timeout=WAIT_MS)
+    each_named_once()
+    tab.clear_results()
+    each_named_once()
+
+
 def test_download_bar_keeps_its_width_whatever_the_length_of_its_label(tab, qapp):
     """The download panel's text grows and shrinks as it goes ('· 3 s left', a long file
     name, the check after the download): its progress bar stays put, and a long text does
