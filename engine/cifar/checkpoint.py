@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import io
 import json
 import math
 import os
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.files import temporary_name, write_atomically
+from engine.files import in_memory, temporary_name, write_atomically
 from engine.jobs import JobError
 
 CHECKPOINT_FORMAT = "torchdesk-cifar"
@@ -40,12 +38,6 @@ def _make_folder(folder: Path) -> None:
         raise JobError(f"cannot create the checkpoint folder '{folder}': {exc}") from None
 
 
-def _serialized(save: Callable[[io.BytesIO], None]) -> bytes:
-    buffer = io.BytesIO()
-    save(buffer)
-    return buffer.getvalue()
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
@@ -55,7 +47,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = _resolved_target(Path(path).expanduser())
     blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     _make_folder(path.parent)
-    write_atomically(path, {path: _serialized(lambda f: torch.save(blob, f))}, "the checkpoint")
+    write_atomically(path, {path: in_memory(lambda f: torch.save(blob, f))}, "the checkpoint")
     return path
 
 
@@ -286,7 +278,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated
                 traced = torch.jit.trace(wrapper, example, check_trace=False)
-                model_bytes = _serialized(lambda f: torch.jit.save(
+                model_bytes = in_memory(lambda f: torch.jit.save(
                     traced, f, _extra_files={METADATA_FILE: json.dumps(meta)}))
         except RuntimeError as exc:
             raise JobError(f"TorchScript export failed: {_first_line(exc)}") from None
@@ -299,7 +291,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
         legacy = ({"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters
                   else {})
         try:
-            model_bytes = _serialized(lambda f: torch.onnx.export(
+            model_bytes = in_memory(lambda f: torch.onnx.export(
                 wrapper, (example,), f, input_names=["images"], output_names=["logits"],
                 dynamic_axes={"images": {0: "batch"}}, **legacy))
         except Exception as exc:
