@@ -980,7 +980,8 @@ class CifarTab(QWidget):
         # None (no estimate yet), or NaN: torchrun's JSON lines carry None as NaN
         left = (f", ~{short_duration(eta)} left" if isinstance(eta, (int, float))
                 and math.isfinite(eta) and done < total else "")
-        self.speed_label.setText(f"{what}: {done:,} / {total:,} images{left}")
+        # what is evaluated is on the bar: the label stays short enough for the bar's width
+        self.speed_label.setText(f"{done:,} / {total:,} test images{left}")
 
     def _resume_note(self) -> str:
         """What the trainer said about the resumed run (the settings it goes on with)."""

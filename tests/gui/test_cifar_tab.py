@@ -1004,18 +1004,18 @@ def evaluating(done, total=10_000, eta_s=6.2, **about):
 def test_the_evaluations_progress_shows_in_the_bar_and_the_label(tab):
     # the last step and the evaluation's start in one batch: the evaluation is what goes on
     tab._on_train_progress([MID_EPOCH_STEP, evaluating(0, eta_s=None)])
-    assert tab.speed_label.text() == "evaluating on the test set: 0 / 10,000 images"
+    assert tab.speed_label.text() == "0 / 10,000 test images"
     assert (tab.epoch_progress.value(), tab.epoch_progress.maximum()) == (0, 10_000)
     tab._on_train_progress([evaluating(4000)])
-    assert tab.speed_label.text() == "evaluating on the test set: 4,000 / 10,000 images, ~6 s left"
+    assert tab.speed_label.text() == "4,000 / 10,000 test images, ~6 s left"
     assert tab.epoch_progress.value() == 4000
     assert tab.epoch_progress.text() == "final evaluation — 40%"
     tab._on_train_progress([evaluating(10_000, eta_s=0.0)])
-    assert tab.speed_label.text() == "evaluating on the test set: 10,000 / 10,000 images"
+    assert tab.speed_label.text() == "10,000 / 10,000 test images"
     assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 10_000
     # one between epochs says which epoch it tests; training then takes the bar back
     tab._on_train_progress([evaluating(2000, eta_s=75.0, epoch=3, between_epochs=True)])
-    assert tab.speed_label.text() == "testing after epoch 3: 2,000 / 10,000 images, ~1:15 left"
+    assert tab.speed_label.text() == "2,000 / 10,000 test images, ~1:15 left"
     assert tab.epoch_progress.text() == "epoch 3 — test set 20%"
     tab._on_train_progress([evaluating(10_000, eta_s=0.0, epoch=3, between_epochs=True),
                             MID_EPOCH_STEP])
@@ -1035,14 +1035,14 @@ def test_a_runs_evaluations_fill_the_bar_over_the_test_images(qtbot, tab, tiny_d
     load(qtbot, tab, tiny_data)
     shown = []  # the label and bar after each batch with an evaluation in it
     tab.train_runner.progress.connect(lambda batch: shown.append(
-        (tab.speed_label.text(), tab.epoch_progress.value(), tab.epoch_progress.maximum()))
+        (tab.speed_label.text(), tab.epoch_progress.text(), tab.epoch_progress.maximum()))
         if any(u.get("phase") == "evaluate" for u in batch) else None)
     train_net(qtbot, tab, tmp_path / "run.pt", epochs=2)  # tested after epoch 1, then at the end
     test_images = tab.last_result["test_images"]
     assert (tab.epoch_progress.value(), tab.epoch_progress.maximum()) == (test_images,) * 2
-    assert f"evaluating on the test set: {test_images} / {test_images} images" in \
-        [label for label, _, _ in shown]
-    assert any(label.startswith("testing after epoch 1: ") for label, _, _ in shown)
+    assert (f"{test_images} / {test_images} test images", "final evaluation — 100%",
+            test_images) in shown
+    assert any(bar.startswith("epoch 1 — test set ") for _, bar, _ in shown)
     assert all(maximum == test_images for _, _, maximum in shown)
     assert tab.speed_label.text().startswith("completed · test acc")
 
@@ -1071,6 +1071,7 @@ def test_torchruns_evaluation_reports_reach_the_tab_whole(qtbot, tab, monkeypatc
     # no estimate yet: JSON's null comes back as NaN, and is said as no estimate
     assert not any("nan" in label for label in shown)
     tab._on_train_progress(updates[:1])
-    assert tab.speed_label.text() == "evaluating on the test set: 0 / 12 images"
+    assert tab.speed_label.text() == "0 / 12 test images"
     tab._on_train_progress(updates[1:])
     assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 12
+
