@@ -4,7 +4,7 @@ Most of a big model's load runs in calls nobody can interrupt: importing torchvi
 the network (ViT-H/14: 633 M parameters), ``torch.load`` of its 2.5 GB of weights, the warm-up
 forward. :class:`LoadStages` goes between them: each stage is reported as it begins, and a stop
 asked for during one raises :class:`~engine.jobs.JobStopped` as soon as it ends, before the next
-begins, so nothing half-loaded is kept.
+begins (the warm-up's forward checks at each layer too), so nothing half-loaded is kept.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ STAGE_TEXTS = {
     "hub": "loading it from Torch Hub",
     "device": "putting it on the device",
     "optimize": "optimizing it for the CPU",
-    "warm_up": "warming it up (a first run)",
+    "warm_up": "warming it up with a first run",
 }
 
 
