@@ -47,13 +47,27 @@ class FitData:
         return x, y
 
     def with_point(self, x: float, y: float) -> FitData:
-        return FitData((*self.x, float(x)), (*self.y, float(y)), self.source)
+        edited = FitData((*self.x, float(x)), (*self.y, float(y)), self.source)
+        if "arrays" in self.__dict__:
+            old_x, old_y = self.arrays
+            edited._keep_arrays(np.append(old_x, float(x)), np.append(old_y, float(y)))
+        return edited
 
     def without_point(self, index: int) -> FitData:
         if not 0 <= index < len(self.x):
             raise IndexError(f"no point {index} among {len(self.x)}")
-        return FitData(self.x[:index] + self.x[index + 1:], self.y[:index] + self.y[index + 1:],
-                       self.source)
+        edited = FitData(self.x[:index] + self.x[index + 1:],
+                         self.y[:index] + self.y[index + 1:], self.source)
+        if "arrays" in self.__dict__:
+            old_x, old_y = self.arrays
+            edited._keep_arrays(np.delete(old_x, index), np.delete(old_y, index))
+        return edited
+
+    def _keep_arrays(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Set :attr:`arrays` from an edited copy of the original's: a click on 2M points then
+        copies two arrays (~5 ms) instead of converting 4M floats again (~150 ms)."""
+        x.flags.writeable = y.flags.writeable = False
+        self.__dict__["arrays"] = (x, y)
 
     def to_dict(self) -> dict:
         return {"x": list(self.x), "y": list(self.y), "source": self.source}
@@ -188,13 +202,20 @@ def split_indices(n_points: int, val_fraction: float, seed: int) -> tuple[list[i
     Each part is returned in data order, so a run without validation sums its loss in the same
     order as the book's loop (and lands on the same last digits).
     """
+    train, val = split_index_arrays(n_points, val_fraction, seed)
+    return train.tolist(), val.tolist()
+
+
+def split_index_arrays(n_points: int, val_fraction: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_indices` as int64 arrays (2M points: no round trip through 2M ints)."""
     n_train, n_val = split_counts(n_points, val_fraction)
     if n_val == 0:
-        return list(range(n_points)), []
+        return np.arange(n_points), np.arange(0)
     import torch
 
     generator = torch.Generator().manual_seed(int(seed))
     # numpy sorts: this runs on the GUI thread, where torch's thread pool makes a sort of 200k
     # indices take 0.1-0.7 s when the CPU is busy (np.sort: ~1 ms, the same lists)
     shuffled = torch.randperm(n_points, generator=generator).numpy()
-    return np.sort(shuffled[:n_train]).tolist(), np.sort(shuffled[n_train:]).tolist()
+    return np.sort(shuffled[:n_train]), np.sort(shuffled[n_train:])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from engine.devices import resolve_device
 from engine.fit.choices import INPUT_SCALE_RANGE, LR_RANGE, OPTIMIZERS
-from engine.fit.data import FLOAT32_MAX, FitData, book_data, split_indices
+from engine.fit.data import FLOAT32_MAX, FitData, book_data, split_index_arrays
 from engine.fit.models import ACTIVATIONS, DEFAULT_HIDDEN, MODELS, make_model
 from engine.jobs import JobContext, JobError
 
@@ -127,7 +127,8 @@ class FitSession:
         # where it trains; until a job moves it there (see move_to) everything is on the CPU
         self.device = torch.device(resolve_device(device))
         self.placed_on = torch.device("cpu")
-        self.train_indices, self.val_indices = split_indices(
+        # int64 arrays, each in data order
+        self.train_indices, self.val_indices = split_index_arrays(
             len(self.data), config.val_fraction, config.seed
         )
         # numpy, not torch, prepares the points: this runs on the GUI thread, where torch's
@@ -143,8 +144,8 @@ class FitSession:
         self.is_linear = config.model == "linear"
         if not self.is_linear:
             x_scaled, y_all = x_scaled[:, None], y_all[:, None]
-        if self.val_indices:
-            train, val = np.array(self.train_indices), np.array(self.val_indices)
+        if len(self.val_indices):
+            train, val = self.train_indices, self.val_indices
         else:  # every point trains, in data order
             train, val = slice(None), slice(0, 0)
         tensors = [torch.from_numpy(np.ascontiguousarray(part))

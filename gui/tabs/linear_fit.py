@@ -74,6 +74,10 @@ OVERFIT_MARGIN = 1.05
 LEGEND_STYLE = {"labelTextSize": "8pt", "verSpacing": -6, "brush": pg.mkBrush(0, 0, 0, 150)}
 LEGEND_MAX_SHARE = (0.4, 0.5)  # of the plot's width, height
 MIN_DATA_AREA = (80, 60)  # px: the least a plot's view box gets, however small the window
+# Beyond this many points the data plot draws a uniform random sample of this many (training
+# uses them all): pyqtgraph's scatter costs ~1 µs a point to set and as much to paint, every
+# frame of a run (2M points: ~4 s to draw, the window frozen); 50k already fill a plot.
+MAX_DRAWN_POINTS = 50_000
 
 
 class UniformScatter(pg.ScatterPlotItem):
@@ -170,9 +174,12 @@ class LinearFitTab(QWidget):
         self._stop_means_end = False  # Stop ends the run; Pause keeps it for Play to resume
         self._reset_when_idle = False
         self._restoring = False
-        self._drawn_points: tuple[FitData, list[int]] | None = None  # data and its val split
-        # (the data before, the edit that draws the data after) of a click being applied
-        self._pending_edit: tuple[FitData, Callable[[], None]] | None = None
+        self._drawn_points: tuple[FitData, np.ndarray] | None = None  # data and its val split
+        # the indices of the points drawn (all of them, or a sample of large data), ascending
+        self.drawn_indices = np.arange(0)
+        # (the data before, the drawn indices after, the edit that draws them in place) of a
+        # click being applied
+        self._pending_edit: tuple[FitData, np.ndarray, Callable[[], None]] | None = None
         self._clear_history()
 
         self._build_controls()
@@ -477,14 +484,16 @@ class LinearFitTab(QWidget):
             self.reset()  # new settings mean a new run
 
     # ---- data -------------------------------------------------------------------------------
-    def set_data(self, data: FitData, edit: Callable[[], None] | None = None) -> bool:
-        """Replace the points (only while idle) and start over; False while training. ``edit``
-        changes the drawn points from the current data to ``data`` in place, where no
-        validation split is drawn."""
+    def set_data(self, data: FitData,
+                 edit: tuple[np.ndarray, Callable[[], None]] | None = None) -> bool:
+        """Replace the points (only while idle) and start over; False while training. ``edit``,
+        for data that is the current data with one point more or less: the indices drawn
+        afterwards, and a function that changes the drawn points to them in place (used where
+        no validation split is drawn)."""
         if self.runner.is_running():
             self.app.show_status("Pause or stop training to change the data.", 4000)
             return False
-        self._pending_edit = (self.data, edit) if edit is not None else None
+        self._pending_edit = (self.data, *edit) if edit is not None else None
         self.data = data
         self.reset()
         return True
@@ -534,13 +543,25 @@ class LinearFitTab(QWidget):
         return True
 
     def add_point(self, x: float, y: float) -> None:
-        self.set_data(self.data.with_point(x, y), lambda: self.train_layer.append(x, y))
+        """Add a point at the data's end; it is drawn, however many are."""
+        drawn = np.append(self.drawn_indices, len(self.data))
+        self.set_data(self.data.with_point(x, y), (drawn, lambda: self.train_layer.append(x, y)))
 
     def remove_point(self, index: int) -> None:
         if len(self.data) <= 2:
             self.app.show_status("A fit needs at least 2 points.", 4000)
             return
-        self.set_data(self.data.without_point(index), lambda: self.train_layer.remove(index))
+        drawn = self.drawn_indices
+        row = int(np.searchsorted(drawn, index))  # where it is among the drawn points
+        is_drawn = row < len(drawn) and drawn[row] == index
+        after = np.delete(drawn, row) if is_drawn else drawn.copy()
+        after[after > index] -= 1  # the points after it move up one
+
+        def edit() -> None:
+            if is_drawn:
+                self.train_layer.remove(row)
+
+        self.set_data(self.data.without_point(index), (after, edit))
 
     def _on_scene_clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or event.double():
@@ -564,17 +585,21 @@ class LinearFitTab(QWidget):
             self.add_point(point.x(), point.y())
 
     def _point_near(self, scene_pos: QPointF) -> int | None:
-        """The index of the point drawn nearest ``scene_pos``, if within the click radius."""
-        if not len(self.data):
+        """The index of the point drawn nearest ``scene_pos``, if within the click radius
+        (only drawn points: of large data, the sample shown)."""
+        drawn = self.drawn_indices
+        if not len(drawn):
             return None
         view = self.data_plot.vb
         # view → scene for all points at once; a ViewBox's transform is affine
         t = view.childTransform() * view.sceneTransform()
         x, y = self.data.arrays
+        if len(drawn) < len(x):
+            x, y = x[drawn], y[drawn]
         distances = np.hypot(t.m11() * x + t.m21() * y + t.m31() - scene_pos.x(),
                              t.m12() * x + t.m22() * y + t.m32() - scene_pos.y())
         nearest = int(np.argmin(distances))
-        return nearest if distances[nearest] <= CLICK_RADIUS_PX else None
+        return int(drawn[nearest]) if distances[nearest] <= CLICK_RADIUS_PX else None
 
     # ---- run control --------------------------------------------------------------------------
     def is_race(self) -> bool:
@@ -842,26 +867,34 @@ class LinearFitTab(QWidget):
     def _draw_data(self) -> None:
         x, y = self.data.arrays
         session = self.session
-        val_idx = session_val_indices(session) if session is not None else []
+        val_idx = session_val_indices(session) if session is not None else np.arange(0)
         pending, self._pending_edit = self._pending_edit, None
         drawn = self._drawn_points
-        if drawn is not None and drawn[0] is self.data and drawn[1] == val_idx:
+        edited = pending is not None and drawn is not None and drawn[0] is pending[0]
+        if edited:  # a click: one point more or less, the others drawn where they are
+            self.drawn_indices = pending[1]
+        elif drawn is None or drawn[0] is not self.data:  # new data
+            self.drawn_indices = drawn_sample(len(self.data))
+        shown = self.drawn_indices
+        if drawn is not None and drawn[0] is self.data and np.array_equal(drawn[1], val_idx):
             pass  # a new setting keeps the points
-        elif pending is not None and drawn is not None and drawn[0] is pending[0] \
-                and not drawn[1] and not val_idx:
-            pending[1]()  # a click: one point changes, the others stay drawn
-        elif val_idx:  # a new split moves points between the two items
-            train_idx = session_train_indices(session)
-            self.train_layer.set_points(x[train_idx], y[train_idx])
-            self.val_points.setData(x[val_idx], y[val_idx])
+        elif edited and not len(drawn[1]) and not len(val_idx):
+            pending[2]()  # in place
+        elif len(val_idx):  # a new split moves points between the two items
+            held_out = np.isin(shown, val_idx, assume_unique=True)
+            train_shown, val_shown = shown[~held_out], shown[held_out]
+            self.train_layer.set_points(x[train_shown], y[train_shown])
+            self.val_points.setData(x[val_shown], y[val_shown])
         else:  # every point trains
-            self.train_layer.set_points(x, y)
+            self.train_layer.set_points(x[shown], y[shown])
             self.val_points.setData([], [])
         self._drawn_points = (self.data, val_idx)
-        self.data_label.setText(
-            f"{len(self.data)} points — {self.data.source}"
-            + (f" ({len(val_idx)} held out for validation)" if len(val_idx) else "")
-        )
+        text = f"{len(self.data):,} points — {self.data.source}"
+        if len(val_idx):
+            text += f" ({len(val_idx):,} held out for validation)"
+        if len(shown) < len(self.data):
+            text += f". Showing a random {len(shown):,} of them; training uses all."
+        self.data_label.setText(text)
 
     def _draw_surface(self) -> None:
         session = self.session
@@ -1198,8 +1231,11 @@ class LinearFitTab(QWidget):
 
 
 def read_csv_job(path: str, _ctx: Any) -> FitData:
-    """The CSV's points, as a job for a :class:`JobRunner` (raises JobError on a bad file)."""
-    return load_csv(path)
+    """The CSV's points, as a job for a :class:`JobRunner` (raises JobError on a bad file);
+    their arrays are made here too, off the GUI thread (2M points: ~0.15 s)."""
+    data = load_csv(path)
+    data.arrays  # noqa: B018 (a cached property, made now)
+    return data
 
 
 def text_min_size(plot: pg.PlotItem) -> tuple[int, int]:
@@ -1229,16 +1265,20 @@ def text_min_size(plot: pg.PlotItem) -> tuple[int, int]:
     return math.ceil(width) + 1, math.ceil(height) + 1
 
 
+def drawn_sample(n_points: int) -> np.ndarray:
+    """The indices of the points to draw, ascending: all of them, or beyond MAX_DRAWN_POINTS a
+    uniform random sample (the same for the same count, so reloading draws the same)."""
+    if n_points <= MAX_DRAWN_POINTS:
+        return np.arange(n_points)
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(n_points, MAX_DRAWN_POINTS, replace=False))
+
+
 def format_loss(value: float | None, spec: str) -> str:
     """A loss for the readout; "–" where there is none (no split, or not finite)."""
     return "–" if value is None else format(value, spec)
 
 
-def session_train_indices(session: FitSession | RaceSession) -> list[int]:
-    first = next(iter(session.sessions.values())) if isinstance(session, RaceSession) else session
-    return first.train_indices
-
-
-def session_val_indices(session: FitSession | RaceSession) -> list[int]:
+def session_val_indices(session: FitSession | RaceSession) -> np.ndarray:
     first = next(iter(session.sessions.values())) if isinstance(session, RaceSession) else session
     return first.val_indices

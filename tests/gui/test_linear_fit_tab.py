@@ -251,6 +251,16 @@ def test_a_csv_is_read_off_the_gui_thread_and_play_waits_for_it(
     assert tab.play_button.isEnabled() and tab.message_label.text() == ""
 
 
+def test_a_csv_s_arrays_are_made_on_the_loading_thread(tmp_path) -> None:
+    # 2M points: ~0.15 s of converting floats, which the GUI thread would do at first use
+    from gui.tabs.linear_fit import read_csv_job
+
+    path = tmp_path / "points.csv"
+    path.write_text("x,y\n1,2\n3,4\n5,7\n")
+    data = read_csv_job(str(path), None)
+    assert "arrays" in data.__dict__ and data.arrays[1].tolist() == [2.0, 4.0, 7.0]
+
+
 def test_a_csv_dropped_on_the_tab_loads_and_other_files_are_left_to_classify(
         qtbot, tab, tmp_path, app_state) -> None:
     good = tmp_path / "points.CSV"
@@ -415,6 +425,64 @@ def test_removing_most_points_draws_the_rest_afresh(qtbot, tab, monkeypatch) -> 
         assert drawn_train(tab) == (list(tab.data.x), list(tab.data.y))
     assert tab.data.x == (1.0, 5.0)
     assert len(redraws) == 1  # once half the rows were hidden, not once per click
+
+
+@pytest.fixture
+def many_points(tab, monkeypatch) -> FitData:
+    """2,000 points on a tab that draws at most 500 (as 2M on one that draws 50,000)."""
+    import gui.tabs.linear_fit as linear_fit
+
+    monkeypatch.setattr(linear_fit, "MAX_DRAWN_POINTS", 500)
+    n = 2000
+    data = FitData(tuple(i / 20 for i in range(n)), tuple((i * 7919 % 1000) / 10 for i in range(n)),
+                   "many")
+    tab.set_data(data)
+    return data
+
+
+def test_large_data_draws_a_sample_and_trains_on_every_point(qtbot, tab, many_points) -> None:
+    assert points(tab.train_points) == 500 and len(tab.drawn_indices) == 500
+    drawn_x, drawn_y = drawn_train(tab)
+    assert drawn_x == [many_points.x[i] for i in tab.drawn_indices]  # real points, in order
+    assert drawn_y == [many_points.y[i] for i in tab.drawn_indices]
+    assert len(set(drawn_x)) == 500 and max(drawn_x) - min(drawn_x) > 0.9 * 100  # spread out
+    assert "2,000 points" in tab.data_label.text()
+    assert "Showing a random 500 of them; training uses all" in tab.data_label.text()
+    assert len(tab.session.train_indices) == 2000
+    tab.val_spin.setValue(0.2)  # the same sample, each point drawn as its part
+    val = set(tab.session.val_indices.tolist())
+    val_x, _ = tab.val_points.getData()
+    assert points(tab.train_points) + points(tab.val_points) == 500
+    assert sorted([*drawn_train(tab)[0], *val_x.tolist()]) == sorted(drawn_x)
+    assert set(val_x.tolist()) == {many_points.x[i] for i in tab.drawn_indices if i in val}
+    assert "400 held out" in tab.data_label.text()
+    tab.epochs_spin.setValue(3)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.last_result["n_train"] == 1600 and tab.last_result["n_val"] == 400
+
+
+def test_clicks_on_a_sample_edit_the_points_drawn(qtbot, tab, many_points, monkeypatch) -> None:
+    redraws = count_calls(monkeypatch, tab.train_points, "setData")
+    view = tab.data_plot.vb
+    drawn_before = tab.drawn_indices.copy()
+    target = int(drawn_before[200])
+    tab.click_at_scene(view.mapViewToScene(QPointF(many_points.x[target],
+                                                   many_points.y[target])))
+    assert len(tab.data) == 1999 and tab.data == many_points.without_point(target)
+    # the others stay drawn, those after it one index lower
+    kept = [i if i < target else i - 1 for i in drawn_before if i != target]
+    assert tab.drawn_indices.tolist() == kept
+    assert drawn_train(tab) == ([tab.data.x[i] for i in kept], [tab.data.y[i] for i in kept])
+    tab.click_at_scene(view.mapViewToScene(QPointF(50.0, 150.0)))  # empty space: a new point
+    assert len(tab.data) == 2000 and tab.drawn_indices[-1] == 1999
+    assert drawn_train(tab)[1][-1] == pytest.approx(150.0, abs=5)
+    assert not redraws  # edited in place
+    hidden = next(i for i in range(1999) if i not in set(tab.drawn_indices.tolist()))
+    tab.remove_point(hidden)  # not drawn (only code can remove it): the drawing is unchanged
+    assert len(tab.data) == 1999 and len(tab.drawn_indices) == 500
+    assert drawn_train(tab) == ([tab.data.x[i] for i in tab.drawn_indices],
+                                [tab.data.y[i] for i in tab.drawn_indices])
 
 
 def test_one_style_is_looked_up_once_and_draws_as_pyqtgraph_does(qtbot, monkeypatch) -> None:
