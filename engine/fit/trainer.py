@@ -126,7 +126,7 @@ class FitSession:
         self.data = data if data is not None else book_data()
         # where it trains; until a job moves it there (see move_to) everything is on the CPU
         self.device = torch.device(resolve_device(device))
-        self.placed_on = torch.device("cpu")
+        self.placed_on: torch.device | None = None  # where move_to put it; None: not yet
         # int64 arrays, each in data order
         self.train_indices, self.val_indices = split_index_arrays(
             len(self.data), config.val_fraction, config.seed
@@ -154,7 +154,7 @@ class FitSession:
 
         self.model = make_model(config.model, config.hidden, config.activation, config.seed)
         self.params = [p for p in self.model.parameters()]
-        self.optimizer = self._make_optimizer()
+        self.optimizer: torch.optim.Optimizer | None = None  # made by move_to
 
         self.epoch = 0
         self.status = "ready"
@@ -172,11 +172,12 @@ class FitSession:
 
     def move_to(self, device: str | torch.device | None = None) -> None:
         """Put the data, model and optimizer state on ``device`` (by default :attr:`device`),
-        which becomes the session's device.
+        which becomes the session's device; the first call makes the optimizer.
 
-        The constructor leaves everything on the CPU: the GUI builds sessions on its own thread,
-        where a GPU's first use would create its CUDA context (0.3 s to seconds). A job moves
-        the session on its worker thread; :meth:`step` does it too when nobody has.
+        The constructor leaves everything on the CPU and makes no optimizer: the GUI builds
+        sessions on its own thread, where a GPU's first use would create its CUDA context
+        (0.3 s to seconds) and torch.optim's first optimizer imports torch._dynamo (~2 s). A job
+        calls this on its worker thread; :meth:`step` does too when nobody has.
         """
         if device is not None and str(device) != str(self.device):
             self.device = torch.device(resolve_device(str(device)))

@@ -269,6 +269,33 @@ def test_moving_a_session_moves_its_optimizer_state(meta_device) -> None:
     assert averages and {v.device.type for v in averages} == {"meta"}
 
 
+@pytest.mark.parametrize(("optimizer", "optimizer_class"), [("sgd", "SGD"),
+                                                           ("momentum", "SGD"),
+                                                           ("adam", "Adam")])
+def test_a_session_makes_its_optimizer_on_its_jobs_thread(monkeypatch, optimizer: str,
+                                                          optimizer_class: str) -> None:
+    # torch.optim's first optimizer imports torch._dynamo (~2 s): not on the GUI thread
+    import threading
+
+    import torch
+
+    made_on = []
+    cls = getattr(torch.optim, optimizer_class)
+    real_init = cls.__init__
+
+    def recording_init(self, *args, **kwargs):
+        made_on.append(threading.current_thread())
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", recording_init)
+    session = FitSession(FitConfig(optimizer=optimizer, lr=0.01, epochs=3))
+    assert made_on == []
+    worker = threading.Thread(target=fit_job, args=({"session": session}, JobContext()))
+    worker.start()
+    worker.join()
+    assert made_on == [worker] and session.status == "done"
+
+
 def test_a_session_trains_where_it_is_built_without_a_job() -> None:
     session = FitSession(FitConfig(epochs=5))
     session.step(5)
