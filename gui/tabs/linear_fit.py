@@ -161,7 +161,7 @@ class LinearFitTab(QWidget):
         self.runner.progress.connect(self._on_progress)
         self.runner.returned.connect(self._on_returned)
         self.runner.errored.connect(self._on_errored)
-        self.runner.finished.connect(self._update_buttons)
+        self.runner.finished.connect(self._on_run_finished)
         # a CSV is read off the GUI thread too: a large one takes seconds (2M rows: ~8 s)
         self.csv_runner = JobRunner(self)
         self.csv_runner.returned.connect(self._on_csv_loaded)
@@ -809,15 +809,15 @@ class LinearFitTab(QWidget):
             summary = self._result_summary(result)
             self._show_message(summary)
             self.app.show_status(summary, 8000)
+
+    def _on_run_finished(self) -> None:
+        """A run ended, however (returned or errored): a Reset asked during it happens now."""
         if self._reset_when_idle:
             self._reset_when_idle = False
-            # the runner is still finishing: reset once it reports finished
-            self.runner.finished.connect(self._reset_once)
-
-    def _reset_once(self) -> None:
-        self.runner.finished.disconnect(self._reset_once)
-        self._stop_means_end = False
-        self.reset()
+            self._stop_means_end = False
+            self.reset()
+        else:
+            self._update_buttons()
 
     def _on_errored(self, message: str) -> None:
         self._show_message(message, error=True)

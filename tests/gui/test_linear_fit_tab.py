@@ -194,6 +194,35 @@ def test_the_suggested_input_scale_can_be_typed_and_works(qtbot, tab) -> None:
     assert tab.last_result["status"] == "done"
 
 
+def test_a_reset_asked_during_a_run_that_errors_leaves_the_next_run_alone(
+        qtbot, tab, monkeypatch, app_state) -> None:
+    import time
+
+    import gui.tabs.linear_fit as linear_fit
+    from engine.jobs import JobError
+
+    def job_that_fails_when_stopped(_config, ctx):
+        while not ctx.stopped():
+            time.sleep(0.005)
+        raise JobError("the device went away")
+
+    real_job = linear_fit.fit_job
+    monkeypatch.setattr(linear_fit, "fit_job", job_that_fails_when_stopped)
+    click(qtbot, tab.play_button)
+    assert tab.is_running()
+    click(qtbot, tab.reset_button)
+    wait_idle(qtbot, tab)
+    assert app_state.last_error is not None and "device went away" in app_state.last_error[1]
+    assert tab.session.status == "ready" and tab.epoch_label.text() == "0"  # reset after all
+    monkeypatch.setattr(linear_fit, "fit_job", real_job)
+    tab.epochs_spin.setValue(20)
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    qtbot.wait(50)  # anything queued after the run
+    assert tab.last_result["status"] == "done" and tab.epoch_label.text() == "20"
+    assert points(tab.train_curve) == 20 and "Done: 20 epochs" in tab.message_label.text()
+
+
 def test_step_after_the_last_epoch_starts_a_new_run_as_play_does(qtbot, tab) -> None:
     tab.epochs_spin.setValue(20)
     click(qtbot, tab.play_button)
