@@ -3,11 +3,8 @@ edit points, load a bad CSV, race, overfit an MLP, close mid-run."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -15,7 +12,6 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 from engine.fit.data import FitData  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
 from tests.gui.conftest import plot_points  # noqa: E402
 from tests.gui.test_widgets import type_into  # noqa: E402
 
@@ -691,11 +687,21 @@ def test_a_race_with_validation_keeps_its_loss_legend_in_a_short_window(qtbot, t
     assert tab.loss_legend.isVisible()
 
 
+def fresh_fit(**settings) -> dict:
+    """What a fresh run of the engine returns for these settings (the tab's others at their
+    defaults, as the CLI's are): ``python -m engine fit`` without the process, whose JSON
+    tests/engine/test_fit_cli.py checks."""
+    from engine.fit.trainer import fit_job
+    from engine.jobs import JobContext
+
+    return fit_job(settings, JobContext())
+
+
 @pytest.mark.parametrize("lr, epochs", [
     (1e-3, 100),  # validation improves to the very end: the final parameters are the best
     (1e-2, 300),  # validation bottoms out early and rises again
 ])
-def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epochs) -> None:
+def test_lowest_validation_loss_marker_readout_and_a_fresh_run_agree(qtbot, tab, lr, epochs) -> None:
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
     tab.lr_spin.setValue(lr)
@@ -706,11 +712,7 @@ def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epo
         wait_idle(qtbot, tab)
     click(qtbot, tab.play_button)
     wait_idle(qtbot, tab)
-    cli = subprocess.run(
-        [sys.executable, "-m", "engine", "fit", "--model", "mlp", "--optimizer", "adam",
-         "--lr", str(lr), "--val-fraction", "0.3", "--epochs", str(epochs), "--json", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    expected = json.loads(cli.stdout)
+    expected = fresh_fit(model="mlp", optimizer="adam", lr=lr, val_fraction=0.3, epochs=epochs)
     best_epoch, best_loss = expected["best_val_epoch"], expected["best_val_loss"]
     assert tab.best_val_line.value() == best_epoch and tab.best_val == (best_epoch, best_loss)
     xs, ys = tab.val_curve.getOriginalDataset()
@@ -721,7 +723,7 @@ def test_lowest_validation_loss_marker_readout_and_cli_agree(qtbot, tab, lr, epo
     assert tab.is_overfitting() == (best_epoch < epochs)
 
 
-def test_readout_summary_and_cli_name_one_train_loss(qtbot, tab) -> None:
+def test_readout_summary_and_a_fresh_run_name_one_train_loss(qtbot, tab) -> None:
     """The readout ends at the final parameters' train loss, as the summary and the CLI do;
     the book's number (before the last update) stays on the curve, named in the note."""
     tab.val_spin.setValue(0.9)
@@ -734,10 +736,7 @@ def test_readout_summary_and_cli_name_one_train_loss(qtbot, tab) -> None:
     tab.epochs_spin.setValue(300)
     click(qtbot, tab.play_button)
     wait_idle(qtbot, tab)
-    cli = subprocess.run(
-        [sys.executable, "-m", "engine", "fit", "--val-fraction", "0.9", "--epochs", "300",
-         "--json", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    final = json.loads(cli.stdout)["train_loss"]
+    final = fresh_fit(val_fraction=0.9, epochs=300)["train_loss"]
     assert tab.last_result["train_loss"] == final
     assert tab.loss_label.text() == f"{final:.6g}"
     assert "At the final parameters (w = " in tab.message_label.text()
