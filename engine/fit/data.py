@@ -134,6 +134,7 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
+    header_seen = False
     for line_no, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -150,6 +151,7 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
         numbers = [_parse_number(c.replace(",", ".") if decimal_comma else c) for c in cells]
         if header_allowed and all(isinstance(n, str) for n in numbers):
             header_allowed = False  # a header line such as "x,y" or "t_u,t_c"
+            header_seen = True
             continue
         header_allowed = False
         for cell, number in zip(cells, numbers, strict=True):
@@ -164,6 +166,9 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
                                f"in float32, up to about 3.4e38)")
         xs.append(numbers[0])
         ys.append(numbers[1])
+    if not xs and header_seen:
+        raise JobError(f"{source} has a header but no x,y rows: expected lines of x,y numbers "
+                       "below it")
     if not xs:
         raise JobError(f"{source} is empty: expected lines of x,y numbers")
     if len(xs) < MIN_POINTS:

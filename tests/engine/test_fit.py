@@ -451,7 +451,9 @@ def test_csv_with_and_without_header(tmp_path) -> None:
     ("1,2\ninf,4\n", r"line 2: 'inf' is not a finite number"),
     ("1,2\n3,1e300\n", r"line 2: '1e300' is too large"),
     ("", r"is empty"),
-    ("x,y\n\n", r"is empty"),
+    ("\n# only a comment\n", r"is empty"),
+    ("x,y\n\n", r"bad.csv has a header but no x,y rows"),
+    ("t_u;t_c\n# none yet\n", r"has a header but no x,y rows"),
     ("1,2\n", r"at least 2"),
 ])
 def test_bad_csv_names_the_line(tmp_path, text: str, match: str) -> None:
