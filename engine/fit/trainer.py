@@ -404,7 +404,12 @@ class FitSession:
             hint = ", like the book's t_un = 0.1 * t_u" if book_hint else ""
             return [f"scale the inputs down (input scale {scale:g}{hint})"]
         raw_x = largest_input / abs(self.config.input_scale)
-        return [f"divide x by {10.0 ** math.floor(math.log10(raw_x)):g} in the data"]
+        divisor = 10.0 ** math.floor(math.log10(raw_x))
+        same_scale = float(f"{self.config.input_scale / divisor:g}")
+        # the CLI takes any scale; the tab's box stops at INPUT_SCALE_RANGE
+        return [f"divide x by {divisor:g} in the data (on the command line, --input-scale "
+                f"{same_scale:g} does the same; the tab's Input scale goes down to "
+                f"{INPUT_SCALE_RANGE[0]:g} only)"]
 
     def _data_too_large_message(self) -> str:
         n_points = max(len(self.train_indices), 1)

@@ -134,6 +134,18 @@ def test_divergence_advice_is_a_value_the_tab_can_hold(config: dict) -> None:
         assert not suggested and "divide x by 1e+30 in the data" in message
 
 
+def test_x_too_large_for_any_input_scale_the_tab_holds_names_the_cli_scale_that_fits() -> None:
+    huge_x = {"x": [1e38, 2e38, 3e38], "y": [1.0, 2.0, 3.0]}
+    message = fit_job({**BOOK_GD, "data": huge_x}, JobContext())["message"]
+    assert "divide x by 1e+38 in the data" in message
+    match = re.search(r"--input-scale (\S+) does the same; the tab's Input scale goes down to "
+                      r"1e-12 only", message)
+    assert match, message
+    followed = fit_job({**BOOK_GD, "data": huge_x, "epochs": 20,
+                        "input_scale": float(match.group(1))}, JobContext())
+    assert followed["status"] == "done" and followed["train_loss"] < 10
+
+
 @pytest.mark.parametrize("optimizer", ["gd", "adam"])
 def test_data_too_large_for_float32_is_not_blamed_on_the_learning_rate(optimizer: str) -> None:
     # y² overflows float32 at the starting parameters, before any step
