@@ -166,9 +166,11 @@ class FitSession:
         self.last_grad_norm: float | None = None
         lo, hi = float(x_raw.min()), float(x_raw.max())
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
-        # in float64, kept within float32's range (x near 3.4e38 would overflow when padded)
-        self.curve_x = torch.linspace(max(lo - pad, -FLOAT32_MAX), min(hi + pad, FLOAT32_MAX),
-                                      CURVE_POINTS, dtype=torch.float64).tolist()
+        # the x the prediction is drawn over: the data's range and a margin, in float64, kept
+        # within float32's range (x near 3.4e38 would overflow when padded)
+        self.curve_range = (max(lo - pad, -FLOAT32_MAX), min(hi + pad, FLOAT32_MAX))
+        self.curve_x = torch.linspace(*self.curve_range, CURVE_POINTS,
+                                      dtype=torch.float64).tolist()
 
     def move_to(self, device: str | torch.device | None = None) -> None:
         """Put the data, model and optimizer state on ``device`` (by default :attr:`device`),

@@ -1014,10 +1014,7 @@ class LinearFitTab(QWidget):
             self.prediction_curve.setData([], [])
             return
         scale = self.scale_spin.value()
-        x = self.data.arrays[0]
-        lo, hi = float(x.min()), float(x.max())
-        pad = 0.1 * (hi - lo) if hi > lo else 1.0
-        xs = np.array([lo - pad, hi + pad])
+        xs = np.array(first_session(session).curve_range)  # where an MLP's curve is drawn too
         if isinstance(session, RaceSession):
             leader = self._race_leader()
             if leader is None:
@@ -1279,6 +1276,11 @@ def format_loss(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def first_session(session: FitSession | RaceSession) -> FitSession:
+    """The session itself, or a race's first racer (they share data, split and ranges)."""
+    return next(iter(session.sessions.values())) if isinstance(session, RaceSession) \
+        else session
+
+
 def session_val_indices(session: FitSession | RaceSession) -> np.ndarray:
-    first = next(iter(session.sessions.values())) if isinstance(session, RaceSession) else session
-    return first.val_indices
+    return first_session(session).val_indices

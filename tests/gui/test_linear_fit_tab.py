@@ -701,7 +701,8 @@ def fresh_fit(**settings) -> dict:
     (1e-3, 100),  # validation improves to the very end: the final parameters are the best
     (1e-2, 300),  # validation bottoms out early and rises again
 ])
-def test_lowest_validation_loss_marker_readout_and_a_fresh_run_agree(qtbot, tab, lr, epochs) -> None:
+def test_lowest_validation_loss_marker_readout_and_a_fresh_run_agree(qtbot, tab, lr,
+                                                                    epochs) -> None:
     tab.model_combo.setCurrentIndex(tab.model_combo.findData("mlp"))
     tab.optimizer_combo.setCurrentIndex(tab.optimizer_combo.findData("adam"))
     tab.lr_spin.setValue(lr)
@@ -750,6 +751,22 @@ def test_readout_summary_and_a_fresh_run_name_one_train_loss(qtbot, tab) -> None
     assert tab.last_result["status"] == "paused" and tab.epoch_label.text() == "1"
     assert tab.loss_label.text() == f"{tab.last_result['train_loss']:.6g}"
     assert tab.loss_label.text() != f"{tab.train_curve.getOriginalDataset()[1][-1]:.6g}"
+
+
+def test_the_line_is_drawn_over_the_sessions_range_within_float32(qtbot, tab) -> None:
+    from engine.fit.data import FLOAT32_MAX
+
+    tab.set_data(FitData((-3e38, 0.0, 3e38), (0.0, 1.0, 2.0)))  # padded: past float32
+    xs, ys = tab.prediction_curve.getOriginalDataset()  # not clipped to the view
+    assert xs.tolist() == [tab.session.curve_x[0], tab.session.curve_x[-1]] \
+        == [-FLOAT32_MAX, FLOAT32_MAX]
+    assert ys.tolist() == pytest.approx([-0.1 * FLOAT32_MAX, 0.1 * FLOAT32_MAX])  # w=1, b=0
+    tab.race_check.setChecked(True)  # a race draws its leader's line over the same range
+    tab.epochs_spin.setValue(3)
+    tab.set_data(FitData((10.0, 20.0), (1.0, 2.0)))
+    click(qtbot, tab.play_button)
+    wait_idle(qtbot, tab)
+    assert tab.prediction_curve.getOriginalDataset()[0].tolist() == [9.0, 21.0]
 
 
 def test_the_readout_shows_what_plain_pytorch_computes(qtbot, tab) -> None:
