@@ -291,7 +291,23 @@ def _read_state_dict(path: str, what: str) -> dict:
         hasattr(v, "shape") for v in state.values()
     ):
         raise JobError(f"{path} holds no state dict of tensors for {what}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return _without_data_parallel_prefix(state)
+
+
+def _without_data_parallel_prefix(state: dict) -> dict:
+    """``state`` with the ``module.`` that DataParallel puts before each key removed, keeping
+    torch's ``_metadata`` (each layer's state-dict version): MNASNet refuses weights without it
+    ('version should be set to 1 or 2 instead of None')."""
+    from collections import OrderedDict
+
+    cleaned = OrderedDict((key.removeprefix("module."), value) for key, value in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        if any(key.startswith("module.") for key in state):
+            metadata = OrderedDict(("" if prefix == "module" else prefix.removeprefix("module."),
+                                    versions) for prefix, versions in metadata.items())
+        cleaned._metadata = metadata
+    return cleaned
 
 
 def fit_state_dict(module, state: dict, path: str, what: str) -> None:

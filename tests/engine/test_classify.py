@@ -256,6 +256,23 @@ def test_imported_weights_load_or_say_why_not(tmp_path):
         load_model("efficientnet_lite0.X")
 
 
+@pytest.mark.parametrize("data_parallel", [False, True], ids=["plain", "saved from DataParallel"])
+def test_mnasnet_weights_load_and_give_the_networks_answers(tmp_path, data_parallel):
+    """MNASNet reads each layer's state-dict version from torch's metadata of the weights (it
+    refused them, 'version should be set to 1 or 2 instead of None', once that was dropped)."""
+    from torchvision.models import mnasnet0_5
+
+    torch.manual_seed(0)
+    network = mnasnet0_5().eval()
+    saved = torch.nn.DataParallel(network) if data_parallel else network
+    weights_file = tmp_path / "my-mnasnet.pth"
+    torch.save(saved.state_dict(), weights_file)
+    loaded = load_model("mnasnet0_5", weights_file=str(weights_file))
+    batch = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(batch), network(batch), atol=1e-5)
+
+
 def test_files_that_are_not_weights_say_what_they_are(tmp_path):
     import warnings
 
