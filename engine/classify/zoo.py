@@ -310,8 +310,38 @@ def _without_data_parallel_prefix(state: dict) -> dict:
     return cleaned
 
 
+def _build_on_meta(models, arch: str):
+    """``arch`` with its tensors on the meta device (shapes only: no memory, no random
+    initialization), for :func:`fit_state_dict` to give it the weights' own tensors; ViT-L/16
+    builds in 0.04 s instead of 2-4 s. None for a network whose ``__init__`` reads tensor values
+    (RegNet), which a meta tensor does not have."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return models.get_model(arch, weights=None)
+    except Exception:  # "Cannot copy out of meta tensor": built the usual way instead
+        return None
+
+
+def _holds_meta_tensors(module) -> bool:
+    """Whether any tensor of ``module`` (parameter, buffer, or plain attribute, which a state
+    dict does not hold) is still on the meta device after its weights were put in."""
+    for sub in module.modules():
+        tensors = [*sub._parameters.values(), *sub._buffers.values(),
+                   *(value for value in vars(sub).values() if hasattr(value, "is_meta"))]
+        if any(tensor is not None and tensor.is_meta for tensor in tensors):
+            return True
+    return False
+
+
 def fit_state_dict(module, state: dict, path: str, what: str) -> None:
-    """Load ``state`` into ``module`` strictly, or raise a JobError saying what does not fit."""
+    """Load ``state`` into ``module`` strictly, or raise a JobError saying what does not fit.
+
+    A module built on the meta device takes ``state``'s tensors themselves (no copy), in the
+    type and layout its own would have had (contiguous, its dtype: a copy would convert a
+    half-precision file too), so it computes exactly what a module built the usual way does.
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -329,7 +359,22 @@ def fit_state_dict(module, state: dict, path: str, what: str) -> None:
             details.append(f"{len(unexpected)} not in {what} (e.g. {unexpected[0]})")
         raise JobError(f"{os.path.basename(path)} does not fit {what}: "
                        f"of its {len(state)} tensors, " + "; ".join(details))
-    module.load_state_dict(state)
+    on_meta = any(tensor.is_meta for tensor in expected.values())
+    if on_meta:
+        state = _typed_like(state, expected)
+    module.load_state_dict(state, assign=on_meta)
+
+
+def _typed_like(state: dict, expected: dict) -> dict:
+    """``state``'s tensors in ``expected``'s dtypes and contiguous (themselves where they are),
+    with its ``_metadata`` (the layers' state-dict versions)."""
+    from collections import OrderedDict
+
+    typed = OrderedDict((key, tensor.to(expected[key].dtype).contiguous())
+                        for key, tensor in state.items())
+    if hasattr(state, "_metadata"):
+        typed._metadata = state._metadata
+    return typed
 
 
 def _output_classes(module) -> int | None:
@@ -411,10 +456,13 @@ def load_model(
         stages.begin("read", _reading_text(path))
         state = _read_state_dict(path, info.title)
         stages.begin("build")
-        module = models.get_model(arch, weights=None)
+        module = _build_on_meta(models, arch) or models.get_model(arch, weights=None)
         stages.begin("fit")
         fit_state_dict(module, state, path, info.title)
-        del state  # the network holds its own copy
+        if _holds_meta_tensors(module):  # something its __init__ made that no weights file holds
+            module = models.get_model(arch, weights=None)
+            fit_state_dict(module, state, path, info.title)
+        del state
     if weights_file:
         info = ModelInfo(**{**asdict(info), "source": "file", "file": weights_file,
                             "title": f"{info.title} ← {os.path.basename(weights_file)}",
