@@ -90,7 +90,10 @@ def get_classifier(config: dict, ctx: JobContext):
             ctx.report({"event": "model", "model": classifier.loaded.info.to_dict(),
                         "load_seconds": 0.0, "cached": True})
             return classifier
-        _cached = None  # free the previous model before loading the next one
+        if _cached is not None and not _room_for_two_models(_cached[1].loaded.device, ctx.device):
+            _cached = None
+        # otherwise the previous model is kept until this one is ready: a load that is stopped
+        # or fails leaves it in use, so going back to it costs nothing
         hub = config.get("hub")
         script = config.get("torchscript")
         if script:
@@ -115,6 +118,24 @@ def get_classifier(config: dict, ctx: JobContext):
     ctx.report({"event": "model", "model": loaded.info.to_dict(),
                 "load_seconds": loaded.load_seconds, "cached": False})
     return classifier
+
+
+#: Free memory a GPU needs to hold a new model beside the kept one: ViT-H/14, the largest
+#: torchvision model, has 2.5 GB of weights, and its warm-up needs room too.
+GPU_ROOM_FOR_A_SECOND_MODEL = 4 * 1024**3
+
+
+def _room_for_two_models(kept_on: str, loading_on: str) -> bool:
+    """Whether the kept model can stay while another loads. In the computer's memory it can
+    (the largest pair, two ViT-H/14, is 5 GB); on the same GPU only with room to spare."""
+    if not (kept_on.startswith("cuda") and loading_on.startswith("cuda")):
+        return True
+    import torch
+
+    if torch.device(kept_on) != torch.device(loading_on):
+        return True
+    free_bytes, _total = torch.cuda.mem_get_info(torch.device(loading_on))
+    return free_bytes >= GPU_ROOM_FOR_A_SECOND_MODEL
 
 
 def _cached_copy_will_do(config: dict, key: tuple) -> bool:

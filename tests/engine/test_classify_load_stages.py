@@ -13,7 +13,7 @@ import torch
 
 from engine.classify import jobs, weights
 from engine.classify.load_stages import LoadStages
-from engine.jobs import JobContext
+from engine.jobs import JobContext, JobError
 
 TORCHVISION_STAGES = ["import", "read", "build", "fit", "device", "optimize", "warm_up"]
 CACHED_COPY_STAGES = ["import", "weights", *TORCHVISION_STAGES[1:]]
@@ -186,3 +186,50 @@ def test_cli_first_ctrl_c_while_building_the_network_stops_the_load(own_weights_
             "nothing of it was kept") in err
     assert "Traceback" not in err
     assert begun == ["import", "read", "build"]
+
+
+def _run(config: dict, stop_at: str | None = None) -> tuple[dict | None, list[dict]]:
+    """Like :func:`_load` without forgetting the kept model; a JobError's outcome is None."""
+    updates: list[dict] = []
+    ctx = JobContext()
+
+    def report(update: dict) -> None:
+        updates.append(update)
+        if update["event"] == "loading" and update["stage"] == stop_at:
+            ctx.request_stop()
+
+    ctx._progress = report
+    try:
+        return jobs.load_model_job(config, ctx), updates
+    except JobError:
+        return None, updates
+
+
+def test_a_load_stopped_or_failed_keeps_the_model_in_use(own_weights_file, tmp_path):
+    """Going back to the model in use after a stopped or failed load of another costs no load
+    of it again (ViT-L/16: seconds)."""
+    in_use = {"model": "squeezenet1_1", "weights_file": own_weights_file, "optimize": False}
+    jobs.forget_cached_model()
+    assert _run(in_use)[0]["status"] == "done"
+    kept = jobs._cached[1]
+    stopped, _ = _run({"model": "efficientnet_lite0", "optimize": False}, stop_at="build")
+    assert stopped["status"] == "stopped"
+    not_weights = tmp_path / "not-weights.pth"
+    not_weights.write_text("not a checkpoint")
+    failed, _ = _run({"model": "squeezenet1_1", "weights_file": str(not_weights)})
+    assert failed is None
+    outcome, updates = _run(in_use)
+    assert outcome["status"] == "done" and jobs._cached[1] is kept
+    assert _stages(updates) == []  # nothing loaded again
+    assert updates[-1]["cached"] is True
+
+
+def test_a_gpu_without_room_for_a_second_model_frees_the_kept_one_first(monkeypatch):
+    free = {"bytes": 0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 80 * 1024**3))
+    assert not jobs._room_for_two_models("cuda:0", "cuda:0")
+    free["bytes"] = jobs.GPU_ROOM_FOR_A_SECOND_MODEL
+    assert jobs._room_for_two_models("cuda:0", "cuda:0")
+    free["bytes"] = 0
+    assert jobs._room_for_two_models("cuda:0", "cuda:1")  # another GPU: room enough
+    assert jobs._room_for_two_models("cpu", "cpu")
