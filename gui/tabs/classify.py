@@ -751,7 +751,7 @@ class ClassifyTab(QWidget):
                     self.app.settings.setValue("classify/model", self._loaded_config["model"])
                 self._remember_model(update["model"])
                 seconds = update.get("load_seconds", 0.0)
-                note = f"loaded on {self.app.single_device}" + (
+                note = f"loaded on {self._running_device}" + (
                     f" in {seconds:.1f} s" if seconds > 0.05 else "")
                 self._show_model_info(update["model"], note)
             elif event == "result":
@@ -901,7 +901,7 @@ class ClassifyTab(QWidget):
             self.progress_bar.setValue(update["index"] + 1)
         self._add_row(result)
         if self._job_kind == "single":
-            self._show_detail(result)
+            self._show_detail({**result, "device": self._running_device})
 
     def _add_row(self, result: dict) -> None:
         """Add ``result``'s row, or replace the one its photo has. The cost does not grow with
@@ -998,9 +998,10 @@ class ClassifyTab(QWidget):
         self.bars.set_predictions(result["top"], selected=result["top"][0]["index"])
         best = result["top"][0]
         model = (self.loaded_model or {}).get("title", "")
+        device = result.get("device", self._running_device)  # where it ran, not the menu's now
         self.result_label.setText(
             f"<b>{name}</b>: {best['label']} ({best['prob']:.1%}) — "
-            f"{1000 * result.get('seconds', 0):.0f} ms on {self.app.single_device}"
+            f"{1000 * result.get('seconds', 0):.0f} ms on {device}"
             + (f" with {model}" if model else ""))
 
     def _reset_captions(self) -> None:

@@ -964,3 +964,41 @@ def test_pasted_images_are_kept_while_the_tab_lives_and_removed_after(quick_tab,
     tab.shutdown()
     assert not folder.exists() and other_window._folder.is_dir()
     other_window.remove()
+
+
+def test_messages_name_the_device_the_job_ran_on_after_a_device_change(quick_tab, qtbot,
+                                                                        monkeypatch, app_state,
+                                                                        tmp_path):
+    """The Device menu changed while a photo was being classified on the CPU: its model's
+    'loaded on' and its result's '… ms on' say the CPU, not the device chosen meanwhile."""
+    import engine.classify.jobs as jobs
+
+    tab = quick_tab
+    device_changed = threading.Event()
+
+    def classify_once_the_device_changed(config, ctx):
+        if ctx.device == "cpu":
+            device_changed.wait(timeout=WAIT_MS / 1000)
+        _fake_load(config, ctx)
+        path = config["paths"][0]
+        ctx.report({"event": "result", "index": 0, "total": 1,
+                    "result": _fake_result(path, prob=0.5)})
+        return {"status": "done", "classified": 1, "failed": 0}
+
+    monkeypatch.setattr(jobs, "classify_job", classify_once_the_device_changed)
+    shown: list[str] = []
+    real_set_text = tab.result_label.setText
+    monkeypatch.setattr(tab.result_label, "setText",
+                        lambda text: shown.append(text) or real_set_text(text))
+    model_notes: list[str] = []
+    real_show_model_info = tab._show_model_info
+    monkeypatch.setattr(tab, "_show_model_info", lambda info, note="": model_notes.append(note)
+                        or real_show_model_info(info, note))
+    tab.add_paths([str(tmp_path / "shown.jpg")])
+    qtbot.waitUntil(lambda: tab.runner.is_running(), timeout=WAIT_MS)
+    app_state.set_device("cuda:0")  # the model is then loaded there
+    device_changed.set()
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=10_000)
+    assert [text for text in shown if "shown.jpg" in text][0].endswith(
+        " ms on cpu with EfficientNet-Lite0 (offline default)")
+    assert model_notes[-2:] == ["loaded on cpu", "loaded on cuda:0"], model_notes
