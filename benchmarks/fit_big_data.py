@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,25 +33,12 @@ def main() -> int:
     args = parser.parse_args()
 
     import numpy as np
-    import pyqtgraph as pg
-    from PySide6.QtCore import QPointF, QSettings
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QPointF
 
-    app = QApplication([])
+    from benchmarks.fit_tab_setup import fit_tab_and_plain_scatter
+
+    app, tab, baseline_widget, baseline = fit_tab_and_plain_scatter()
     from engine.fit.data import FitData
-    from gui.app_state import AppState
-    from gui.tabs.linear_fit import TRAIN_COLOR, LinearFitTab
-
-    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"),
-                         QSettings.Format.IniFormat)
-    tab = LinearFitTab(AppState(settings))
-    tab.resize(1300, 850)
-    tab.show()
-    baseline_widget = pg.PlotWidget()
-    baseline_widget.resize(tab.data_view.size())
-    baseline_widget.show()
-    baseline = pg.ScatterPlotItem(size=9, brush=pg.mkBrush(*TRAIN_COLOR), pen=pg.mkPen("w"))
-    baseline_widget.addItem(baseline)
 
     def painted(*widgets) -> None:
         for widget in widgets:
