@@ -8,6 +8,14 @@ import socket
 import threading
 from collections.abc import Callable
 
+#: MB as torchvision's file sizes and the model list count them: 1024 × 1024 bytes.
+MEGABYTE = 1024 * 1024
+
+
+def megabytes(n_bytes: float) -> str:
+    """``n_bytes`` in MB with one decimal: "97.8 MB"."""
+    return f"{n_bytes / MEGABYTE:.1f} MB"
+
 
 @contextlib.contextmanager
 def cancel_blocked_reads(response, stopped: Callable[[], bool]):

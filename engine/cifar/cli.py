@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from engine.cli import StderrProgress, format_duration, json_text, print_json
+from engine.downloads import MEGABYTE, megabytes
 
 PROGRESS_PREFIX = "@progress "
 EVERY_RANK_GRACE_S = 20.0  # how long a rank waits for rank 0 to report a settings error
@@ -481,7 +482,7 @@ def run_download(args) -> int:
     def show(update):
         total = update.get("total") or 0
         if update["phase"] == "download" and total:
-            return f"downloading {update['done'] / 1e6:.1f}/{total / 1e6:.1f} MB"
+            return f"downloading {update['done'] / MEGABYTE:.1f}/{megabytes(total)}"
         return f"{update['phase']} {update.get('done', '')}"
 
     progress = StderrProgress(show, interval=1.0)

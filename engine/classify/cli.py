@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+from engine.downloads import MEGABYTE, megabytes
+
 #: Endings of files people pass to --model by mistake (a file goes to --weights).
 MODEL_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".onnx", ".safetensors")
 
@@ -55,8 +57,6 @@ def register(sub) -> None:
 
 
 OPTIMIZE_FROM_IMAGES = 64
-#: MB as --list-models counts them (torchvision's file sizes): 1024 × 1024 bytes.
-MEGABYTE = 1024 * 1024
 
 
 def _format_progress(update: dict) -> str | None:
@@ -73,7 +73,7 @@ def _format_progress(update: dict) -> str | None:
         percent = f"{100 * update['bytes'] / total:.0f}%" if total else "100%"
         what = (f"the downloaded weights {update['file']}" if update.get("downloaded")
                 else f"the weights {update['file']} (once, at their first use)")
-        return f"checking {what}: {percent} of {total / MEGABYTE:.1f} MB"
+        return f"checking {what}: {percent} of {megabytes(total)}"
     if event == "model" and not update.get("cached"):
         return f"model: {update['model']['title']} ({update['load_seconds']:.1f} s)"
     if event == "result":

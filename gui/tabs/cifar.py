@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 from engine.cifar.cli import short_duration
 from engine.cifar.paths import same_path
 from engine.cli import format_duration
+from engine.downloads import MEGABYTE, megabytes
 from engine.jobs import JobError
 from gui.app_state import ALL_GPUS, AppState
 from gui.bridge import JobRunner
@@ -341,9 +342,9 @@ class CifarTab(QWidget):
         self.epoch_progress = QProgressBar()
         self.epoch_progress.setFormat("epoch progress")
         self.speed_label = QLabel("—")
-        # room for "12,345 images/s · ETA 1:02:03 · loss 1.234": the bar keeps its width
-        self.speed_label.setMinimumWidth(
-            self.speed_label.fontMetrics().horizontalAdvance("0" * 48))
+        # room for a long line: the bar keeps its width as the numbers change
+        self.speed_label.setMinimumWidth(self.speed_label.fontMetrics().horizontalAdvance(
+            "88,888 images/s · ETA 8:88:88 · loss 8.888") + 8)
         self.speed_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         status = QHBoxLayout()
         status.addWidget(self.epoch_progress, 1)
@@ -494,7 +495,8 @@ class CifarTab(QWidget):
             self.data_progress.setRange(0, total)
             self.data_progress.setValue(done)
             if update.get("step_name") == "download":
-                self.data_progress.setFormat(f"{what} {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+                self.data_progress.setFormat(
+                    f"{what} {done / MEGABYTE:.1f}/{megabytes(total)}")
             else:
                 self.data_progress.setFormat(f"{what} {done}/{total}")
 

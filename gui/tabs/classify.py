@@ -12,12 +12,13 @@ import csv
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from PySide6.QtCore import QRectF, QSize, Qt, QUrl
+from PySide6.QtCore import QRectF, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
@@ -55,6 +56,7 @@ from PySide6.QtWidgets import (
 from engine.classify import jobs as classify_jobs
 from engine.classify.images import IMAGE_SUFFIXES, natural_sort_key, skipped_note
 from engine.classify.zoo import params_text
+from engine.downloads import megabytes
 from gui.app_state import AppState
 from gui.bridge import JobRunner
 from gui.samples import book_photo
@@ -63,8 +65,8 @@ from gui.widgets.classify_views import (
     ClassifyImagePane,
     ClassifyTopBars,
     heatmap_rgba,
-    rgb_to_qimage,
 )
+from gui.widgets.images import rgb_to_qimage
 
 try:
     import fcntl
@@ -152,14 +154,19 @@ class PastedImages:
         self._folder: Path | None = None
         self._lock: BinaryIO | None = None  # held open (and locked) while the folder is in use
 
-    def save(self, image: QImage) -> Path | None:
-        """Save ``image`` as a new PNG; its path, or None if it cannot be written."""
+    def new_path(self) -> Path | None:
+        """Where the next image goes (a PNG not yet written); None if the folder cannot be
+        made."""
         try:
             folder = self._session_folder()
         except OSError:
             return None
-        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}.png"
-        return path if image.save(str(path)) else None
+        return folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}.png"
+
+    def save(self, image: QImage) -> Path | None:
+        """Save ``image`` as a new PNG; its path, or None if it cannot be written."""
+        path = self.new_path()
+        return path if path is not None and image.save(str(path)) else None
 
     def remove(self) -> None:
         """Remove this session's images (the tab is going away)."""
@@ -237,6 +244,9 @@ def _lock_file(file: BinaryIO, wait: bool) -> bool:
 class ClassifyTab(QWidget):
     """Model picker, drop zone, per-image results with Grad-CAM, and a results table for folders."""
 
+    #: (path, written): a pasted image's PNG, saved on a helper thread
+    _image_saved = Signal(str, bool)
+
     def __init__(self, app: AppState) -> None:
         super().__init__()
         self.app = app
@@ -265,6 +275,10 @@ class ClassifyTab(QWidget):
         self._failure_note: str | None = None  # why the model in use is not the one asked for
         self._model_generation = 0  # counts model loads; each row keeps the one it came from
         self.pasted = PastedImages()
+        self._savers: list[threading.Thread] = []  # pasted images being written
+        self._unsaved = 0  # pasted images not yet written or not yet handed on
+        self._image_saved.connect(self._on_image_saved)
+        self._shut_down = False
         self._build()
         self._fill_models()
         remembered = str(self.app.settings.value("classify/model", DEFAULT_MODEL))
@@ -288,13 +302,18 @@ class ClassifyTab(QWidget):
         model_row.addWidget(model_label)
         self.model_combo = QComboBox()
         model_label.setBuddy(self.model_combo)
-        self.model_combo.setMinimumWidth(320)
+        # long model names are cut in the closed box (whole in its list): the row fits 800 px
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(22)
         self.model_combo.activated.connect(self._on_model_chosen)
         model_row.addWidget(self.model_combo, 1)
         self.import_button = QPushButton("Import weights…")
         self.import_button.setToolTip("Load a local .pth file into the chosen architecture")
         self.import_button.clicked.connect(self._choose_weights_file)
-        self.hub_button = QPushButton("Load from Torch Hub…")
+        self.hub_button = QPushButton("Torch Hub…")
+        self.hub_button.setToolTip(
+            "Load a model from Torch Hub: a GitHub repository and its entry point")
         self.hub_button.clicked.connect(self._choose_hub_model)
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("Open photos (Ctrl+O)")
@@ -307,6 +326,7 @@ class ClassifyTab(QWidget):
         root.addLayout(model_row)
         self.model_info_label = QLabel()
         self.model_info_label.setStyleSheet("color: gray")
+        self.model_info_label.setWordWrap(True)  # a long line wraps, never widens the window
         root.addWidget(self.model_info_label)
 
         self.download_panel = QWidget()
@@ -390,6 +410,8 @@ class ClassifyTab(QWidget):
         captions = QHBoxLayout()
         self.original_caption = QLabel(ORIGINAL_CAPTION)
         self.net_view_caption = QLabel(NET_VIEW_CAPTION)
+        for caption in (self.original_caption, self.net_view_caption):
+            caption.setWordWrap(True)
         captions.addWidget(self.original_caption, 3)
         captions.addWidget(self.net_view_caption, 2)
         right_layout.addLayout(captions)
@@ -400,7 +422,8 @@ class ClassifyTab(QWidget):
         self.bars.class_clicked.connect(self.show_grad_cam)
         right_layout.addWidget(self.bars)
         cam_row = QHBoxLayout()
-        self.cam_check = QCheckBox("Grad-CAM heatmap (click a class to see where it was found)")
+        self.cam_check = QCheckBox("Grad-CAM heatmap (click a class)")
+        self.cam_check.setToolTip("Colour the photo where the net found the class clicked above")
         self.cam_check.setChecked(True)
         self.cam_check.toggled.connect(lambda _on: self._update_overlay())
         cam_row.addWidget(self.cam_check)
@@ -629,16 +652,37 @@ class ClassifyTab(QWidget):
             self.app.show_status("The clipboard holds no image or image path.", 4000)
 
     def _add_image_data(self, image) -> bool:
-        """Classify a pasted or dropped image (not a file): saved to a temporary PNG first."""
+        """Classify a pasted or dropped image (not a file): saved to a temporary PNG first, on
+        a helper thread (a 4K screenshot takes ~0.4 s to encode: the window must not wait)."""
         if not isinstance(image, QImage) or image.isNull():
             return False
-        path = self.pasted.save(image)
+        path = self.pasted.new_path()
         if path is None:
-            self.app.show_error("Classify", "Cannot save the image as a temporary file in "
-                                f"{tempfile.gettempdir()}, so it cannot be classified.")
+            self._cannot_save_image()
             return False
-        self.add_paths([str(path)])
+
+        def save() -> None:
+            self._image_saved.emit(str(path), image.save(str(path)))
+
+        saver = threading.Thread(target=save, name="save-pasted-image", daemon=True)
+        self._savers.append(saver)
+        self._unsaved += 1
+        saver.start()
         return True
+
+    def _on_image_saved(self, path: str, written: bool) -> None:
+        self._unsaved -= 1
+        self._savers = [saver for saver in self._savers if saver.is_alive()]
+        if self._shut_down:
+            return
+        if written:
+            self.add_paths([path])
+        else:
+            self._cannot_save_image()
+
+    def _cannot_save_image(self) -> None:
+        self.app.show_error("Classify", "Cannot save the image as a temporary file in "
+                            f"{tempfile.gettempdir()}, so it cannot be classified.")
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
@@ -700,7 +744,7 @@ class ClassifyTab(QWidget):
         self._update_buttons()
 
     def is_busy(self) -> bool:
-        return self.runner.is_running() or bool(self._queue)
+        return self.runner.is_running() or bool(self._queue) or self._unsaved > 0
 
     def stop(self) -> None:
         """Stop the folder run (results so far stay in the table)."""
@@ -854,10 +898,10 @@ class ClassifyTab(QWidget):
         else:
             self.download_bar.setRange(0, 0)
         eta = update.get("eta")
-        text = f"Downloading {update['file']}: {_megabytes(done)}"
+        text = f"Downloading {update['file']}: {megabytes(done)}"
         if total:
-            text += f" of {_megabytes(total)}"
-        text += f" · {_megabytes(update['speed'])}/s"
+            text += f" of {megabytes(total)}"
+        text += f" · {megabytes(update['speed'])}/s"
         if eta is not None:
             text += f" · {eta:.0f} s left"
         self._set_download_text(text)
@@ -885,7 +929,7 @@ class ClassifyTab(QWidget):
         self.download_bar.setRange(0, 1000)
         self.download_bar.setValue(round(1000 * done / total) if total else 1000)
         what = "the downloaded weights" if update.get("downloaded") else "the weights on disk"
-        text = f"Checking {what} ({update['file']}): {_megabytes(done)} of {_megabytes(total)}"
+        text = f"Checking {what} ({update['file']}): {megabytes(done)} of {megabytes(total)}"
         eta = update.get("eta")
         if eta is not None and eta >= 1:
             text += f" · {eta:.0f} s left"
@@ -1107,7 +1151,10 @@ class ClassifyTab(QWidget):
     def shutdown(self) -> bool:
         """Stop and join the worker (window closing); False if it is still running."""
         self._queue.clear()
+        self._shut_down = True
         stopped = self.runner.shutdown(5000)
+        for saver in self._savers:
+            saver.join(5)  # before its folder goes
         self.pasted.remove()
         return stopped
 
@@ -1147,14 +1194,6 @@ def _config_title(config: dict, catalog: dict) -> str:
     if config.get("torchscript"):
         return config["torchscript"].get("title") or "the trained model"
     return catalog.get(config.get("model"), {}).get("title", config.get("model") or "model")
-
-
-MEGABYTE = 1024 * 1024
-
-
-def _megabytes(n: float) -> str:
-    """MB as the model list counts them (torchvision's file sizes): 1024 × 1024 bytes."""
-    return f"{n / MEGABYTE:.1f} MB"
 
 
 def _model_item_text(info: dict) -> str:

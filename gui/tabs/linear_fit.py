@@ -343,7 +343,7 @@ class LinearFitTab(QWidget):
 
     def _build_plots(self) -> None:
         # One view per plot, so a new point on the loss curve repaints only the loss plot.
-        self.data_view = pg.PlotWidget(title="Data and the model's prediction")
+        self.data_view = pg.PlotWidget(title="Data and prediction")
         self.loss_view = pg.PlotWidget(title="Loss per epoch")
         self.surface_view = pg.PlotWidget(title="Loss surface over (w, b) and the path taken")
         self.plots = QWidget()

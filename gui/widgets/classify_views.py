@@ -16,8 +16,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.widgets.images import rgb_to_qimage  # noqa: F401 (the Classify tab imports it here)
-
 
 def heatmap_rgba(cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Float HxW in [0, 1] → uint8 HxWx4, a blue→green→yellow→red ramp; weak areas see-through."""
@@ -37,7 +35,7 @@ class ClassifyImagePane(QLabel):
         super().__init__()
         self.placeholder = placeholder
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(200, 200)
+        self.setMinimumSize(150, 150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self._image: QImage | None = None

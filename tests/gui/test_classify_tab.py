@@ -1002,3 +1002,65 @@ def test_messages_name_the_device_the_job_ran_on_after_a_device_change(quick_tab
     assert [text for text in shown if "shown.jpg" in text][0].endswith(
         " ms on cpu with EfficientNet-Lite0 (offline default)")
     assert model_notes[-2:] == ["loaded on cpu", "loaded on cuda:0"], model_notes
+
+
+class _HeldImage(QImage):
+    """An image whose save waits for ``release`` (a large screenshot being encoded)."""
+
+    def __init__(self, written=True):
+        super().__init__(8, 8, QImage.Format.Format_RGB32)
+        self.fill(Qt.GlobalColor.darkGreen)
+        self.release = threading.Event()
+        self.saved_on: threading.Thread | None = None
+        self.written = written
+
+    def save(self, path, *args):
+        self.saved_on = threading.current_thread()
+        if not self.release.wait(timeout=WAIT_MS / 1000):
+            return False
+        return super().save(path, *args) and self.written
+
+
+def test_a_pasted_image_is_written_off_the_gui_thread_then_classified(quick_tab, qtbot,
+                                                                      monkeypatch, app_state):
+    import engine.classify.jobs as jobs
+
+    classified: list[str] = []
+
+    def fake_classify(config, ctx):
+        classified.extend(config["paths"])
+        ctx.report({"event": "result", "index": 0, "total": 1,
+                    "result": _fake_result(config["paths"][0], prob=0.5)})
+        return {"status": "done", "classified": 1, "failed": 0}
+
+    monkeypatch.setattr(jobs, "classify_job", fake_classify)
+    errors: list[str] = []
+    monkeypatch.setattr(app_state, "show_error", lambda title, text: errors.append(text))
+    tab = quick_tab
+    image = _HeldImage()
+    assert tab._add_image_data(image)  # returns while the image is still being written
+    qtbot.waitUntil(lambda: image.saved_on is not None, timeout=WAIT_MS)
+    assert image.saved_on is not threading.main_thread()
+    assert tab.is_busy() and classified == []
+    image.release.set()
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.current is not None, timeout=WAIT_MS)
+    assert classified == [tab.current["path"]] and os.path.isfile(classified[0])
+    assert errors == []
+
+    unwritable = _HeldImage(written=False)
+    unwritable.release.set()
+    assert tab._add_image_data(unwritable)
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert len(errors) == 1 and "Cannot save the image" in errors[0]
+    assert len(classified) == 1
+
+
+def test_closing_the_tab_waits_for_a_pasted_image_being_written(quick_tab):
+    tab = quick_tab
+    image = _HeldImage()
+    assert tab._add_image_data(image)
+    folder = tab.pasted._folder
+    threading.Timer(0.2, image.release.set).start()
+    tab.shutdown()  # joins the writer first: its folder is then removed, nothing is left
+    assert image.release.is_set() and not any(saver.is_alive() for saver in tab._savers)
+    assert not folder.exists()

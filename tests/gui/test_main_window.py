@@ -39,6 +39,20 @@ def test_torch_ready_builds_tabs_and_device_menu(window):
     assert window.device_label.text().startswith("Device: cpu")
 
 
+def test_the_window_fits_an_800_by_600_screen_on_every_tab(window, qtbot):
+    window.on_torch_ready(list_devices())
+    classify = window.tab_widgets["Classify"]
+    qtbot.waitUntil(lambda: classify.loaded_model is not None, timeout=60_000)
+    classify.download_panel.show()  # with a long line in it, as while a model downloads
+    classify.download_label.setText("Downloading ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1 · "
+                                    "1.2 of 2.5 GB · 12 MB/s · 1 min 50 s left")
+    for index in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(index)
+        least = window.minimumSizeHint()
+        # the frame and a taskbar take some of the screen
+        assert least.width() <= 780 and least.height() <= 560, window.tabs.tabText(index)
+
+
 def _fake_devices():
     return [
         DeviceInfo("cpu", "cpu", "Test CPU", 8 * 10**9),
