@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSizeF, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
     QGraphicsItem,
-    QGraphicsWidget,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -53,7 +52,7 @@ from engine.fit.trainer import FitConfig, FitSession, fit_job
 from engine.jobs import JobError
 from gui.app_state import AppState
 from gui.bridge import JobRunner
-from gui.plotting import GrowingArray, make_fast, thin_path
+from gui.plotting import GrowingArray, keep_text_whole, make_fast, thin_path
 from gui.widgets.common import ScientificSpinBox, control_value, scroll_area, set_control_value
 
 OPTIMIZER_LABELS = {
@@ -73,7 +72,6 @@ OVERFIT_MARGIN = 1.05
 # data there (a small window), so it is hidden and its plot's tooltip names the curves.
 LEGEND_STYLE = {"labelTextSize": "8pt", "verSpacing": -6, "brush": pg.mkBrush(0, 0, 0, 150)}
 LEGEND_MAX_SHARE = (0.4, 0.5)  # of the plot's width, height
-MIN_DATA_AREA = (80, 60)  # px: the least a plot's view box gets, however small the window
 # Beyond this many points the data plot draws a uniform random sample of this many (training
 # uses them all): pyqtgraph's scatter costs ~1 µs a point to set and as much to paint, every
 # frame of a run (2M points: ~4 s to draw, the window frozen); 50k already fill a plot.
@@ -428,22 +426,7 @@ class LinearFitTab(QWidget):
                         (self.surface_view, self.surface_legend))
         for view, _ in self.legends:
             view.getPlotItem().vb.sigResized.connect(self._fit_legends)
-            self._keep_text_whole(view)
-
-    @staticmethod
-    def _keep_text_whole(view: pg.PlotWidget) -> None:
-        """Keep ``view`` at least as large as its title and axis labels need (see
-        :func:`text_min_size`), also when a range change adds a scale to a label."""
-        plot = view.getPlotItem()
-
-        def fit(*_: Any) -> None:
-            width, height = text_min_size(plot)
-            if (width, height) != (view.minimumWidth(), view.minimumHeight()):
-                view.setMinimumSize(width, height)
-
-        fit()
-        plot.vb.sigResized.connect(fit)  # a tick label's width moves the axis and the view box
-        plot.vb.sigRangeChanged.connect(fit)  # an axis label gains or loses "(x1e+06)"
+            keep_text_whole(view)
 
     # ---- settings ------------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -1233,33 +1216,6 @@ def read_csv_job(path: str, _ctx: Any) -> FitData:
     data = load_csv(path)
     data.arrays  # noqa: B018 (a cached property, made now)
     return data
-
-
-def text_min_size(plot: pg.PlotItem) -> tuple[int, int]:
-    """The least (width, height) at which a plot draws its title, its axes and their labels
-    whole, around a data area of at least MIN_DATA_AREA.
-
-    A plot item never shrinks below its layout's minimum (the title's and the axes' text): in a
-    smaller view its right and bottom parts are cut off. Axis labels are not in that minimum:
-    each is drawn along its axis, which must be at least as long as the label.
-    """
-    least = plot.effectiveSizeHint(Qt.SizeHint.MinimumSize)
-    left, bottom = plot.getAxis("left"), plot.getAxis("bottom")
-
-    def label_length(axis: pg.AxisItem) -> float:
-        return axis.label.boundingRect().width() if axis.isVisible() and \
-            axis.label.isVisible() else 0.0
-
-    def least_size(item: QGraphicsWidget) -> QSizeF:
-        return item.effectiveSizeHint(Qt.SizeHint.MinimumSize)
-
-    # the least the layout gives the data area's column (title, view box, bottom axis) and
-    # row (left axis, view box)
-    column = max(least_size(item).width() for item in (plot.titleLabel, plot.vb, bottom))
-    row = max(least_size(item).height() for item in (plot.vb, left))
-    width = least.width() + max(0.0, label_length(bottom) - column, MIN_DATA_AREA[0] - column)
-    height = least.height() + max(0.0, label_length(left) - row, MIN_DATA_AREA[1] - row)
-    return math.ceil(width) + 1, math.ceil(height) + 1
 
 
 def drawn_sample(n_points: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 
-from gui.plotting import GrowingArray, make_fast
+from gui.plotting import GrowingArray, keep_text_whole, make_fast
 
 
 class TrainingCurves:
@@ -14,7 +14,7 @@ class TrainingCurves:
     only what fits their pixels."""
 
     def __init__(self) -> None:
-        self.loss_plot = pg.PlotWidget(title="Training loss (smoothed)")
+        self.loss_plot = pg.PlotWidget(title="Loss (smoothed)")
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#3b82f6", width=2))
@@ -27,6 +27,8 @@ class TrainingCurves:
                                                   symbol="o", symbolSize=6, name="train")
         self.test_acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen("#16a34a", width=2),
                                                  symbol="s", symbolSize=6, name="test")
+        for plot in (self.loss_plot, self.acc_plot):
+            keep_text_whole(plot)  # in a small window: narrower plots, never a title cut
         make_fast(self.loss_curve, all_finite=False)  # a diverging run's loss is NaN or inf
         for curve in (self.train_acc_curve, self.test_acc_curve):
             make_fast(curve)

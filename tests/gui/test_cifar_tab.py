@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 
 from tests.engine.cifar_helpers import write_image_folder
-from tests.gui.conftest import plot_points
+from tests.gui.conftest import plot_points, text_cut_off
 
 pytest.importorskip("pyqtgraph")
 
@@ -530,6 +530,15 @@ def synthetic_result(class_names, per_class=1000):
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
+
+
+def test_the_curves_titles_and_labels_are_whole_at_the_smallest_size(qtbot, tab):
+    tab.resize(1, 1)  # as small as the tab's layout allows
+    qtbot.waitUntil(lambda: tab.width() < 800, timeout=5000)
+    qtbot.wait(50)  # the plots' own layouts
+    cut = {name: text_cut_off(view) for name, view in
+           (("loss", tab.curves.loss_plot), ("accuracy", tab.curves.acc_plot))}
+    assert cut == {"loss": [], "accuracy": []}
 
 
 def test_the_confusion_matrix_fits_a_small_window(qtbot, open_tab):

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 from engine.fit.data import FitData  # noqa: E402
-from tests.gui.conftest import plot_points  # noqa: E402
+from tests.gui.conftest import plot_points, text_cut_off  # noqa: E402
 from tests.gui.test_widgets import type_into  # noqa: E402
 
 pytest.importorskip("pyqtgraph")
@@ -581,35 +581,6 @@ def test_legends_in_a_small_window_leave_the_data_in_view(qtbot, tab) -> None:
     tab.resize(1300, 850)
     qtbot.waitUntil(lambda: tab.surface_legend.isVisible(), timeout=5000)
     assert legends_leave_room() and tab.surface_view.toolTip() == ""
-
-
-def text_cut_off(view) -> list[str]:
-    """What of a plot's title, axis labels and data area its view does not show whole."""
-    plot = view.getPlotItem()
-    shown = view.mapToScene(view.viewport().rect()).boundingRect().adjusted(-1, -1, 1, 1)
-    cut = []
-    data_area = plot.vb.sceneBoundingRect()
-    if not shown.contains(data_area):
-        cut.append("the data area")
-    elif data_area.width() < 80 or data_area.height() < 60:
-        cut.append(f"the data area ({data_area.width():.0f}×{data_area.height():.0f} px)")
-    title = plot.titleLabel
-    text = title.item.mapRectToScene(title.item.boundingRect())
-    if not shown.contains(text) or title.geometry().width() + 1 < text.width():
-        cut.append(f"the title {title.text!r}")
-    for side in ("left", "bottom"):
-        axis = plot.getAxis(side)
-        margin = axis.label.document().documentMargin()  # blank around the text
-        label = axis.label.mapRectToScene(
-            axis.label.boundingRect().adjusted(margin, margin, -margin, -margin))
-        room = axis.mapRectToScene(axis.rect())
-        # along the axis: the label must lie within the axis' own length
-        inside = (room.top() - 1 <= label.top() and label.bottom() <= room.bottom() + 1
-                  if side == "left" else
-                  room.left() - 1 <= label.left() and label.right() <= room.right() + 1)
-        if axis.isVisible() and (not inside or not shown.contains(label)):
-            cut.append(f"the {side} axis label {axis.labelText!r}")
-    return cut
 
 
 def plots_cut_off(tab) -> dict[str, list[str]]:
