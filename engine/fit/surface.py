@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.fit.data import FitData
-from engine.fit.trainer import FitConfig, FitSession, Update, data_from_config, join_tips
+from engine.fit.trainer import FitConfig, FitSession, Update, join_tips, run_session
 from engine.jobs import JobContext, JobError
 
 if TYPE_CHECKING:
@@ -194,15 +194,7 @@ class RaceSession:
 def race_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Race the optimizers; ``config`` as for :func:`engine.fit.trainer.fit_job` (``session`` is
     a RaceSession to continue, ``run_epochs`` limits this run)."""
-    session = config.get("session")
-    if session is None:
-        session = RaceSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
-    session.move_to(ctx.device)  # here, on the job's thread (see FitSession.move_to)
-    n_epochs = config.get("run_epochs")
-    if n_epochs is None:
-        n_epochs = session.remaining_epochs
-    session.step(int(n_epochs), on_epoch=ctx.report, should_stop=ctx.stopped)
-    return session.result()
+    return run_session(config, ctx, RaceSession)
 
 
 def log_loss(loss: np.ndarray) -> np.ndarray:

@@ -520,13 +520,20 @@ def fit_job(config: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     Returns :meth:`FitSession.result`; a diverged run returns ``status: "diverged"`` and
     ``message`` rather than raising, so the caller keeps the numbers.
     """
+    return run_session(config, ctx, FitSession, on_snapshot=ctx.report)
+
+
+def run_session(config: dict[str, Any], ctx: JobContext, session_class: type,
+                **step_options: Any) -> dict[str, Any]:
+    """Continue ``config["session"]`` or start a ``session_class`` from ``config``, for
+    ``run_epochs`` epochs (by default the rest); its result."""
     session = config.get("session")
     if session is None:
-        session = FitSession(FitConfig.from_dict(config), data_from_config(config), ctx.device)
+        session = session_class(FitConfig.from_dict(config), data_from_config(config),
+                                ctx.device)
     session.move_to(ctx.device)  # here, on the job's thread (see FitSession.move_to)
     n_epochs = config.get("run_epochs")
     if n_epochs is None:
         n_epochs = session.remaining_epochs
-    session.step(int(n_epochs), on_epoch=ctx.report, should_stop=ctx.stopped,
-                 on_snapshot=ctx.report)
+    session.step(int(n_epochs), on_epoch=ctx.report, should_stop=ctx.stopped, **step_options)
     return session.result()

@@ -644,23 +644,20 @@ class LinearFitTab(QWidget):
 
     def play(self) -> None:
         """Run to the configured number of epochs, resuming a paused run."""
-        if self.runner.is_running():
-            return
-        if not self._session_can_continue():
-            self.reset()
-            if self.session is None:
-                return
-        self._start(run_epochs=None)
+        self._continue_or_restart(run_epochs=None)
 
     def step(self) -> None:
         """Run exactly one epoch; after the last one (or Stop), of a new run, as Play does."""
+        self._continue_or_restart(run_epochs=1)
+
+    def _continue_or_restart(self, run_epochs: int | None) -> None:
         if self.runner.is_running():
             return
         if not self._session_can_continue():
             self.reset()
             if self.session is None:
                 return
-        self._start(run_epochs=1)
+        self._start(run_epochs=run_epochs)
 
     def pause(self) -> None:
         if self.runner.is_running():

@@ -470,15 +470,30 @@ def test_cli_prints_each_phase_of_a_load_at_once(capsys):
 
 # ---- files that cannot be read or written: a plain message, never a raw OSError ---------------
 # The tests run as root, whom chmod 000 does not stop: open() is replaced where it is used.
+class _WrappedFile:
+    """A file object standing in for ``file``: what a subclass does not replace is the file's."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def __getattr__(self, attr):
+        return getattr(self._file, attr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._file.close()
+
+
 def _open_that_fails(monkeypatch, module, path: Path, error: OSError,
                      after_bytes: int | None = None):
     """``module``'s open() fails for ``path``: at once (``after_bytes`` None), or its reads
     fail once ``after_bytes`` were read (a file made unreadable, a disk failing midway)."""
     real_open = open
 
-    class FailingReads:
-        def __init__(self, file):
-            self._file, self._read = file, 0
+    class FailingReads(_WrappedFile):
+        _read = 0
 
         def read(self, size=-1):
             if self._read >= after_bytes:
@@ -486,15 +501,6 @@ def _open_that_fails(monkeypatch, module, path: Path, error: OSError,
             data = self._file.read(size)
             self._read += len(data)
             return data
-
-        def __getattr__(self, attr):
-            return getattr(self._file, attr)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self._file.close()
 
     def failing_open(file, mode="r", *args, **kwargs):
         if Path(file) != path:
@@ -566,21 +572,9 @@ def test_a_download_that_cannot_be_saved_says_so_and_leaves_nothing(server, monk
     real_open = open
     full_disk = OSError(28, "No space left on device")
 
-    class FullDisk:
-        def __init__(self, file):
-            self._file = file
-
+    class FullDisk(_WrappedFile):
         def write(self, data):
             raise full_disk
-
-        def __getattr__(self, attr):
-            return getattr(self._file, attr)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self._file.close()
 
     def open_on_a_full_disk(file, mode="r", *args, **kwargs):
         if Path(file) != partial:
