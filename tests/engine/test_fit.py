@@ -13,6 +13,7 @@ from engine.fit.data import (
     BOOK_T_C,
     BOOK_T_U,
     FitData,
+    _split_index_arrays,
     book_data,
     load_csv,
     parse_csv_text,
@@ -221,9 +222,32 @@ def test_validation_split_sorts_without_torchs_thread_pool(monkeypatch) -> None:
 
     monkeypatch.setattr(torch.Tensor, "sort", refuse)
     monkeypatch.setattr(torch, "sort", refuse)
+    _split_index_arrays.cache_clear()  # split now, not found among the last splits
     train, val = split_indices(1000, 0.3, seed=1)
     assert len(val) == 300 and sorted(train + val) == list(range(1000))
     assert train == sorted(train) and val == sorted(val)
+
+
+def test_a_new_run_on_the_same_points_reuses_their_split(monkeypatch) -> None:
+    """Another learning rate or optimizer splits the same way: 2M points are not shuffled
+    again on the GUI thread for each change of a setting."""
+    import torch
+
+    _split_index_arrays.cache_clear()
+    shuffles = []
+    real_randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm",
+                        lambda *args, **kwargs: shuffles.append(args) or real_randperm(
+                            *args, **kwargs))
+    data = FitData(tuple(np.linspace(0, 50, 400)), tuple(np.linspace(0, 50, 400) * 0.5 - 3))
+    first = FitSession(FitConfig(model="linear", val_fraction=0.2, seed=1, lr=1e-3), data)
+    second = FitSession(FitConfig(model="linear", val_fraction=0.2, seed=1, lr=1e-2,
+                                  optimizer="adam"), data)
+    assert len(shuffles) == 1
+    assert second.val_indices is first.val_indices and len(first.val_indices) == 80
+    assert not first.train_indices.flags.writeable  # shared: no session may change it
+    FitSession(FitConfig(model="linear", val_fraction=0.2, seed=2), data)  # another seed
+    assert len(shuffles) == 2
 
 
 @pytest.fixture
