@@ -54,6 +54,11 @@ class ImageProblem(Exception):
     """A file that cannot be classified; the message says why in plain words."""
 
 
+class NoFinitePixels(ImageProblem, ValueError):
+    """A float image whose pixels are all NaN or infinite: nothing to scale, no picture. Also a
+    ValueError, which the CIFAR-10 folder loader reports as an undecodable image."""
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the short side, center-crop, normalize: torchvision's ImageClassification preset."""
@@ -167,6 +172,21 @@ def _check_size(img: Image.Image) -> None:
         raise ImageProblem("image has no pixels")
 
 
+def _finite_only(values: np.ndarray) -> np.ndarray:
+    """Float pixels with NaN and infinities replaced, so the image is scaled over its finite
+    values alone (one inf pixel used to make the whole picture black); raises
+    :class:`NoFinitePixels` when no pixel is finite. All-finite pixels come back untouched."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    if not finite.any():
+        raise NoFinitePixels("the image holds no finite pixel values (all NaN or infinite)")
+    lo = float(values.min(where=finite, initial=np.inf))
+    hi = float(values.max(where=finite, initial=-np.inf))
+    # +inf shows as the brightest finite value, -inf as the darkest, NaN as black (the darkest).
+    return np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha over white, 16-bit and float scaled, CMYK converted."""
     mode = img.mode
@@ -175,7 +195,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(img, dtype=np.float64)
         if mode == "F":
-            lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+            values = _finite_only(values)
+            lo, hi = float(values.min()), float(values.max())
             scaled = (values - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(values)
         else:
             top = 65535.0 if mode.startswith("I;16") or values.max() > 255 else 255.0

@@ -409,3 +409,75 @@ def test_a_file_that_breaks_the_model_file_check_is_still_just_not_an_image(tmp_
     odd.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ImageProblem, match="^not an image Pillow can read$"):
         open_image(odd)
+
+
+# -- float images with NaN or infinite pixels
+
+
+def _float_tiff(path, values: np.ndarray):
+    img = Image.fromarray(values.astype(np.float32), mode="F")
+    img.save(path)
+    assert Image.open(path).mode == "F"
+    return path
+
+
+def _gradient() -> np.ndarray:
+    return np.tile(np.linspace(-3.0, 5.0, 40, dtype=np.float32), (30, 1))
+
+
+def _gray(path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from the scaling reaches the user
+        rgb = np.array(open_image(path))
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()
+    return rgb[..., 0]
+
+
+def test_an_ordinary_float_image_is_scaled_over_its_range(tmp_path):
+    values = _gradient()
+    gray = _gray(_float_tiff(tmp_path / "f.tif", values))
+    expected = np.rint((values.astype(np.float64) + 3.0) / 8.0 * 255).astype(np.uint8)
+    assert (gray == expected).all()
+
+
+@pytest.mark.parametrize("bad, shown", [(np.inf, 255), (-np.inf, 0), (np.nan, 0)])
+def test_one_non_finite_pixel_leaves_the_rest_of_a_float_image_as_it_was(tmp_path, bad, shown):
+    """One inf pixel used to make the whole picture black: the image is scaled over its finite
+    pixels, and the bad pixel shows as the nearest end of that range (NaN as black)."""
+    values = _gradient()
+    clean = _gray(_float_tiff(tmp_path / "clean.tif", values))
+    values[7, 11] = bad
+    gray = _gray(_float_tiff(tmp_path / "bad.tif", values))
+    assert gray[7, 11] == shown
+    gray[7, 11] = clean[7, 11]
+    assert (gray == clean).all()
+    assert clean.min() == 0 and clean.max() == 255
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, "mixed"])
+def test_a_float_image_without_one_finite_pixel_is_a_clear_problem(tmp_path, fill):
+    values = np.full((12, 10), np.nan if fill == "mixed" else fill, dtype=np.float32)
+    if fill == "mixed":
+        values[0, :5], values[1, :5] = np.inf, -np.inf
+    path = _float_tiff(tmp_path / "none.tif", values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageProblem, match="the image holds no finite pixel values"):
+            prepare_image(path, Preprocess())
+        with pytest.raises(ValueError, match="no finite pixel"):  # what the CIFAR loader catches
+            open_image(path)
+
+
+def test_the_cli_reports_an_all_nan_image_on_its_row_and_classifies_the_rest(tmp_path, capsys):
+    from engine.cli import main
+
+    values = _gradient()
+    values[2, 3] = np.inf
+    good = _float_tiff(tmp_path / "a.tif", values)
+    bad = _float_tiff(tmp_path / "b.tif", np.full((8, 8), np.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        main(["classify", str(good), str(bad), "--json"])
+    printed = {entry["path"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert "no finite pixel values" in json.dumps(printed[str(bad)])
+    assert "no finite" not in json.dumps(printed[str(good)])
