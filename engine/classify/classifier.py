@@ -23,9 +23,9 @@ import torch
 from engine.classify import script_cache
 from engine.classify.images import ImageProblem, Prefetch, PreparedImage, prepare_image
 from engine.classify.load_stages import LoadStages
-from engine.classify.zoo import LoadedModel
+from engine.classify.zoo import LoadedModel, numbered_categories
 from engine.devices import true_fp32
-from engine.jobs import JobError
+from engine.jobs import JobError, JobStopped
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")
 CPU_CHUNK = 4  # images per forward when each CPU core classifies its own chunks
@@ -35,6 +35,9 @@ OPTIMIZE_MAX_PARAMS = 100_000_000
 #: At most this many decode (or, on a single-threaded CPU, decode+classify) workers a core: each
 #: CPU worker runs its own forward, so 16 on 2 cores took 1.6x the memory and 3x the time of 2.
 WORKERS_PER_CORE = 4
+#: What a model whose scores are NaN or infinite says (damaged weights, or a diverged training)
+NOT_FINITE = ("{model} gave NaN or infinite scores, so it cannot classify: its weights are "
+              "damaged, or come from a training run that diverged")
 
 
 def max_workers() -> int:
@@ -203,13 +206,25 @@ class Classifier:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         model = self._inference_model or self.model
-        with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    out = model(batch)
-            else:
-                with true_fp32(self.device):
-                    out = model(batch)
+        try:
+            with torch.inference_mode():
+                if self.autocast_dtype is not None:
+                    with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                        out = model(batch)
+                else:
+                    with true_fp32(self.device):
+                        out = model(batch)
+        except (JobError, JobStopped):
+            raise
+        except torch.OutOfMemoryError:
+            raise JobError(f"{self.loaded.info.title} ran out of memory on {self.device} with "
+                           f"{len(batch)} image(s) at once: use a smaller batch size, or another "
+                           "device") from None
+        except Exception as exc:  # a model that does not take images of this shape
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            shape = "×".join(str(n) for n in batch.shape[1:])
+            raise JobError(f"{self.loaded.info.title} failed on a {shape} image: "
+                           f"{first_line}") from None
         if isinstance(out, tuple | list):  # e.g. GoogLeNet/Inception aux outputs
             out = out[0]
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -247,8 +262,13 @@ class Classifier:
         stages.begin("warm_up")
         size = self.spec.crop_size
         with _stop_at_each_layer(self._inference_model or self.model, stages.check):
-            self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
+            probs = self.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
         stages.check()
+        if not torch.isfinite(probs).all():
+            raise JobError(NOT_FINITE.format(model=self.loaded.info.title))
+        classes = probs.shape[1]
+        if classes != len(self.categories):  # ImageNet's names for a head that is not
+            self.categories = self.loaded.categories = numbered_categories(classes)
 
     # ---- one image ----------------------------------------------------------------------------
     def prepare(self, path: str, fast_decode: bool = False,
@@ -271,6 +291,9 @@ class Classifier:
 
     def _result(self, prepared: PreparedImage, probs: torch.Tensor, top_k: int, seconds: float,
                 with_views: bool, keep_probs: bool = False) -> ImageResult:
+        if not torch.isfinite(probs).all():  # a wrong answer must not look like one
+            return ImageResult(path=prepared.path, seconds=seconds,
+                               error=NOT_FINITE.format(model=self.loaded.info.title))
         return ImageResult(
             path=prepared.path, top=self.top_k(probs[None], top_k)[0], seconds=seconds,
             original_size=prepared.original_size, crop_box=prepared.crop_box,

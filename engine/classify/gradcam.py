@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.jobs import JobError
+
 
 def _token_grid(tokens: torch.Tensor) -> torch.Tensor | None:
     """(N, 1 + H*W, C) or (N, H*W, C) transformer tokens → (N, C, H, W), or None."""
@@ -52,7 +54,8 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> tuple[nn.Modul
     for module, shape in reversed(finished[:last]):
         if len(shape) == 3 and _token_grid(torch.empty(1, shape[1], 1)) is not None:
             return module, True
-    raise ValueError("no layer with a spatial feature map found for Grad-CAM")
+    raise JobError("Grad-CAM needs a layer that keeps the image's layout (a convolution's map "
+                   "or a vision transformer's patch tokens); this model has none")
 
 
 class GradCam:

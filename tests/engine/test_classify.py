@@ -796,3 +796,70 @@ def test_the_cli_runs_from_a_thread_that_cannot_set_signal_handlers(monkeypatch,
     out, err = capsys.readouterr()
     assert codes == [0], err
     assert out == "cat.jpg: tabby 90.0%\n"
+
+
+# ---- models that give no usable answer: a clear message, never a wrong one or a traceback ------
+def _hub_repo(tmp_path, body: str):
+    """A local Torch Hub repository whose entry ``net`` returns ``body`` (a module expression)."""
+    repo = tmp_path / "hub"
+    repo.mkdir(exist_ok=True)
+    (repo / "hubconf.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "dependencies = ['torch']\n"
+        "class Mean(nn.Module):\n"  # scores without any layer: no head to count classes from
+        "    def forward(self, x):\n"
+        "        return x.mean((2, 3))[:, :2]\n"
+        "class Broken(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "        self.fc = nn.Linear(4, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.conv(x).mean((2, 3))) * float('nan')\n"
+        "def net(pretrained=False):\n"
+        "    torch.manual_seed(0)\n"
+        f"    return {body}\n")
+    return str(repo)
+
+
+def _photo(tmp_path) -> str:
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(path)
+    return str(path)
+
+
+def _ready(repo: str) -> Classifier:
+    classifier = Classifier(load_hub_model(repo, "net"))
+    classifier.warm_up()
+    return classifier
+
+
+def test_a_model_whose_scores_are_nan_is_refused_at_its_load(tmp_path):
+    repo = _hub_repo(tmp_path, "Broken()")
+    with pytest.raises(JobError, match="gave NaN or infinite scores.*diverged"):
+        _ready(repo)
+    # one that goes wrong later (here: weights damaged after the load) names each photo so
+    classifier = Classifier(load_hub_model(repo, "net"))
+    result = classifier.classify_file(_photo(tmp_path))
+    assert result.top == [] and "NaN or infinite scores" in result.error
+    [batched] = classifier.classify_files([_photo(tmp_path)], batch_size=2)
+    assert batched.top == [] and "NaN or infinite scores" in batched.error
+
+
+def test_a_model_that_does_not_take_the_image_says_so(tmp_path):
+    repo = _hub_repo(tmp_path, "nn.Linear(3, 2)")
+    with pytest.raises(JobError, match=r"net \(Torch Hub .*\) failed on a 3×224×224 image: "
+                                       r"mat1 and mat2 shapes cannot be multiplied"):
+        _ready(repo)
+
+
+def test_scores_without_a_head_are_named_by_their_count_not_as_imagenet(tmp_path):
+    classifier = _ready(_hub_repo(tmp_path, "Mean()"))
+    assert classifier.categories == ["class 0", "class 1"]
+    result = classifier.classify_file(_photo(tmp_path), top_k=5)
+    assert [t["label"] for t in result.top] in (["class 0", "class 1"], ["class 1", "class 0"])
+    with pytest.raises(JobError, match="Grad-CAM needs a layer that keeps the image's layout"):
+        classifier.grad_cam(result.net_view, 0)
