@@ -56,6 +56,7 @@ from PySide6.QtWidgets import (
 from engine.classify import jobs as classify_jobs
 from engine.classify.images import IMAGE_SUFFIXES, natural_sort_key, skipped_note
 from engine.classify.zoo import params_text
+from engine.cli import printable
 from engine.downloads import megabytes
 from gui.app_state import AppState
 from gui.bridge import JobRunner
@@ -105,10 +106,14 @@ class _NumberItem(QTableWidgetItem):
 
 
 class _FileNameItem(QTableWidgetItem):
-    """The File cell: sorts in natural order, as folders are listed (p2 before p10)."""
+    """The File cell: sorts in natural order, as folders are listed (p2 before p10). It keeps
+    its row's ``path`` as Python has it: Qt's strings drop the undecodable bytes a file name
+    may hold (kept by Python as lone surrogates), and that path would name no file."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, path: str) -> None:
+        name = os.path.basename(path)
+        super().__init__(printable(name))
+        self.path = path
         self.sort_key = natural_sort_key(name)
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
@@ -509,8 +514,7 @@ class ClassifyTab(QWidget):
     def _redo_paths(self, config: dict) -> list[str]:
         """For a redo after a model change: the listed photos that another model classified,
         then the interrupted folder inputs."""
-        stale = [path for path in (self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-                                   for row in range(self.table.rowCount()))
+        stale = [path for path in (self._row_path(row) for row in range(self.table.rowCount()))
                  if self.results.get(path, {}).get("generation") != self._model_generation]
         if stale:
             self.app.show_status(f"Classifying the {plural(len(stale), 'listed photo')} "
@@ -970,14 +974,13 @@ class ClassifyTab(QWidget):
     @staticmethod
     def _row_cells(result: dict) -> list[QTableWidgetItem]:
         path = result["path"]
-        name = _FileNameItem(os.path.basename(path))
-        name.setData(Qt.ItemDataRole.UserRole, path)
+        name = _FileNameItem(path)
         thumb = result.get("thumbnail")
         if thumb is not None:
             name.setIcon(QIcon(QPixmap.fromImage(rgb_to_qimage(thumb)).scaled(
                 ROW_THUMBNAIL, ROW_THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.SmoothTransformation)))
-        name.setToolTip(path)
+        name.setToolTip(printable(path))
         if result.get("error"):
             cells = [name, QTableWidgetItem("—"), _NumberItem(None, ""),
                      QTableWidgetItem(f"error: {result['error']}"), _NumberItem(None, "")]
@@ -992,10 +995,14 @@ class ClassifyTab(QWidget):
 
     def _first_classified_row(self) -> int:
         for row in range(self.table.rowCount()):
-            result = self.results.get(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+            result = self.results.get(self._row_path(row))
             if result and not result.get("error"):
                 return row
         return 0
+
+    def _row_path(self, row: int) -> str | None:
+        item = self.table.item(row, 0)
+        return item.path if isinstance(item, _FileNameItem) else None
 
     def _row_of(self, path: str) -> int | None:
         item = self._name_items.get(path)
@@ -1005,7 +1012,7 @@ class ClassifyTab(QWidget):
         items = self.table.selectedItems()
         if not items:
             return
-        path = self.table.item(items[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        path = self._row_path(items[0].row())
         if self.current is not None and self.current["path"] == path:
             return
         result = self.results.get(path)
@@ -1017,7 +1024,7 @@ class ClassifyTab(QWidget):
     def _show_detail(self, result: dict) -> None:
         self.current = result
         self.current_cam = None
-        name = os.path.basename(result["path"])
+        name = printable(os.path.basename(result["path"]))
         if result.get("error"):
             self.original_pane.set_image(None)
             self.net_view_pane.set_image(None)
@@ -1117,8 +1124,7 @@ class ClassifyTab(QWidget):
         """Write the table (in its current sort order) to ``path``; returns the row count."""
         rows = []
         for row in range(self.table.rowCount()):
-            item = self.table.item(row, 0)
-            result = self.results.get(item.data(Qt.ItemDataRole.UserRole)) if item else None
+            result = self.results.get(self._row_path(row))
             if result is not None:
                 rows.append(result)
         try:
@@ -1130,7 +1136,7 @@ class ClassifyTab(QWidget):
                     top = result.get("top") or []
                     best = top[0] if top else {"label": "", "index": "", "prob": ""}
                     writer.writerow([
-                        result["path"], best["label"], best["index"],
+                        printable(result["path"]), best["label"], best["index"],
                         f"{best['prob']:.6f}" if top else "",
                         "; ".join(f"{t['label']}:{t['prob']:.4f}" for t in top),
                         result.get("error") or "",

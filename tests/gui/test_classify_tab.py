@@ -99,7 +99,7 @@ def test_folder_fills_a_sortable_table_and_exports_csv(tab, qtbot, tmp_path):
     assert "error:" in tab.table.item(broken_row, 3).text()
 
     tab.table.sortItems(2, Qt.SortOrder.DescendingOrder)
-    probs = [tab.results[tab.table.item(r, 0).data(Qt.ItemDataRole.UserRole)]["top"]
+    probs = [tab.results[tab._row_path(r)]["top"]
              for r in range(6)]
     values = [t[0]["prob"] for t in probs if t]
     assert values == sorted(values, reverse=True) and len(values) == 5
@@ -624,7 +624,7 @@ def _fake_result(path, prob=None, error=None):
 
 
 def _table_rows(tab):
-    return [(tab.table.item(r, 0).data(Qt.ItemDataRole.UserRole), tab.table.item(r, 2).text())
+    return [(tab._row_path(r), tab.table.item(r, 2).text())
             for r in range(tab.table.rowCount())]
 
 
@@ -1064,3 +1064,45 @@ def test_closing_the_tab_waits_for_a_pasted_image_being_written(quick_tab):
     tab.shutdown()  # joins the writer first: its folder is then removed, nothing is left
     assert image.release.is_set() and not any(saver.is_alive() for saver in tab._savers)
     assert not folder.exists()
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_answer(quick_tab, qtbot, monkeypatch, tmp_path):
+    """Qt's strings drop the undecodable byte of 'caf\\xe9.png': the row still finds its
+    answer when clicked (no 'file not found', no second row) and the CSV names the file."""
+    import engine.classify.jobs as jobs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    weird = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.png")
+    plain = str(folder / "plain.png")
+    for path in (weird, plain):
+        with open(path, "wb") as f:
+            f.write(b"not read by the fake job")
+    classified: list[str] = []
+
+    def fake_classify(config, ctx):
+        paths = sorted(os.path.join(p, n) for p in config["paths"] for n in os.listdir(p)) \
+            if os.path.isdir(config["paths"][0]) else config["paths"]
+        classified.extend(paths)
+        for index, path in enumerate(paths):
+            ctx.report({"event": "result", "index": index, "total": len(paths),
+                        "result": _fake_result(path, prob=0.5)})
+        return {"status": "done", "classified": len(paths), "failed": 0, "seconds": 0.1}
+
+    monkeypatch.setattr(jobs, "classify_job", fake_classify)
+    tab = quick_tab
+    tab.add_paths([str(folder)])
+    qtbot.waitUntil(lambda: not tab.is_busy() and tab.table.rowCount() == 2, timeout=WAIT_MS)
+    row = next(r for r in range(2) if tab._row_path(r) == weird)
+    assert tab.table.item(row, 0).text() == "caf\\xe9.png"
+    tab.table.selectRow(row)
+    qtbot.waitUntil(lambda: tab.current is not None and tab.current["path"] == weird,
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not tab.is_busy(), timeout=WAIT_MS)
+    assert "could not be classified" not in tab.result_label.text()
+    # (the row's photo is classified again, for the detail view's images)
+    assert tab.table.rowCount() == 2 and set(classified) == {weird, plain}
+    csv_path = tmp_path / "results.csv"
+    assert tab.export_csv(str(csv_path)) == 2
+    text = csv_path.read_text(encoding="utf-8")
+    assert "caf\\xe9.png,tabby" in text and "error" not in text.splitlines()[1]
