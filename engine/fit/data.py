@@ -102,27 +102,48 @@ def load_csv(path: str | Path) -> FitData:
 
 
 def parse_csv_bytes(raw: bytes, source: str = "CSV") -> FitData:
-    """Decode and parse CSV bytes; binary content is refused with the line it starts on."""
+    """Decode and parse CSV bytes; binary content is refused with the line it starts on.
+
+    A UTF-16 byte-order mark (Excel's "Unicode text") decodes as UTF-16; other text is UTF-8
+    (with or without a BOM), else Windows-1252 or Latin-1 as Excel writes it on Windows, so a
+    header such as ``Température`` does not matter as long as the numbers parse.
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            text = raw.decode("utf-16")  # the BOM says which byte order, and is dropped
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].decode("utf-16", errors="replace").count("\n") + 1
+            raise JobError(f"{source} line {line}: not valid UTF-16 text, although the file "
+                           "starts as UTF-16 does; is this a CSV file of x,y numbers?") from None
+        nul = text.find("\0")
+        if nul >= 0:
+            _refuse_binary(source, text.count("\n", 0, nul) + 1)
+        return parse_csv_text(text, source)
     nul = raw.find(b"\0")
     if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        raise JobError(f"{source} line {line}: binary data, not a text CSV of x,y numbers")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise JobError(
-            f"{source} line {line}: not UTF-8 text; is this a CSV file of x,y numbers?"
-        ) from None
+        _refuse_binary(source, raw.count(b"\n", 0, nul) + 1)
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = raw.decode("latin-1")  # every byte is a character
     return parse_csv_text(text, source)
 
 
+def _refuse_binary(source: str, line: int) -> None:
+    raise JobError(f"{source} line {line}: binary data, not a text CSV of x,y numbers")
+
+
 def parse_csv_text(text: str, source: str = "CSV") -> FitData:
-    """Parse ``x,y`` rows (comma, semicolon or tab separated; one header line allowed).
+    """Parse ``x,y`` rows (comma, semicolon, tab or space separated; one header line allowed).
 
     Blank lines and lines starting with ``#`` are skipped. When every line has a semicolon,
     semicolons separate and commas are decimal commas (``1,5;2``), as European spreadsheets
-    write it.
+    write it. Likewise when every line has a tab and commas do not split the lines into x,y
+    numbers, tabs separate and commas are decimal commas (``1,5<tab>2``).
     """
     lines = text.splitlines()  # \n, \r\n and old Macs' \r
     data_lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
@@ -131,7 +152,40 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
     else:
         delimiter = next((d for d in (",", ";", "\t") if any(d in ln for ln in data_lines)),
                          None)
-    decimal_comma = delimiter == ";"
+    try:
+        return _parse_rows(lines, delimiter, delimiter == ";", source)
+    except JobError as comma_error:
+        # "1,5<tab>2": the commas are decimal commas of a tab-separated file. Tried only when
+        # the comma reading fails, so every file read with commas before reads the same.
+        if delimiter != "," or not all("\t" in ln.strip() for ln in data_lines):
+            raise
+        try:
+            return _parse_rows(lines, "\t", True, source)
+        except JobError as tab_error:
+            # the reading that got further is the likelier one; on the same line, the tab
+            # reading when every line has two tab-separated cells
+            two_tab_cells = all(len(ln.strip().split("\t")) == 2 for ln in data_lines)
+            tab_further = ((_error_line(tab_error), two_tab_cells)
+                           > (_error_line(comma_error), False))
+            raise (tab_error if tab_further else comma_error) from None
+
+
+class _RowError(JobError):
+    """A bad row: :attr:`line` is its line number."""
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _error_line(error: JobError) -> float:
+    """The line a parse failed on; errors about the whole file come after every line."""
+    return error.line if isinstance(error, _RowError) else math.inf
+
+
+def _parse_rows(lines: list[str], delimiter: str | None, decimal_comma: bool,
+                source: str) -> FitData:
+    """The x,y rows of ``lines`` split at ``delimiter`` (``None``: at whitespace)."""
     xs: list[float] = []
     ys: list[float] = []
     header_allowed = True
@@ -145,9 +199,9 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
         else:
             cells = [c.strip() for c in next(csv.reader([stripped], delimiter=delimiter))]
         if len(cells) != 2:
-            raise JobError(
+            raise _RowError(
                 f"{source} line {line_no}: expected 2 columns x,y but found {len(cells)}"
-                f" ({stripped[:40]!r})"
+                f" ({stripped[:40]!r})", line_no
             )
         numbers = [_parse_number(c.replace(",", ".") if decimal_comma else c) for c in cells]
         if header_allowed and all(isinstance(n, str) for n in numbers):
@@ -156,15 +210,17 @@ def parse_csv_text(text: str, source: str = "CSV") -> FitData:
             continue
         header_allowed = False
         for cell, number in zip(cells, numbers, strict=True):
+            shown = repr(cell) if len(cell) <= 40 else f"{cell[:40]!r}..."
             if isinstance(number, str):
-                raise JobError(f"{source} line {line_no}: {cell!r} is not a number")
+                raise _RowError(f"{source} line {line_no}: {shown} is not a number", line_no)
             if not math.isfinite(number):
-                raise JobError(
-                    f"{source} line {line_no}: {cell!r} is not a finite number (NaN or infinity)"
+                raise _RowError(
+                    f"{source} line {line_no}: {shown} is not a finite number (NaN or infinity)",
+                    line_no,
                 )
             if abs(number) > FLOAT32_MAX:
-                raise JobError(f"{source} line {line_no}: {cell!r} is too large (the fit works "
-                               f"in float32, up to about 3.4e38)")
+                raise _RowError(f"{source} line {line_no}: {shown} is too large (the fit works "
+                                f"in float32, up to about 3.4e38)", line_no)
         xs.append(numbers[0])
         ys.append(numbers[1])
     if not xs and header_seen:

@@ -504,10 +504,73 @@ def test_binary_file_is_refused(tmp_path) -> None:
     path.write_bytes(b"1,2\n3,4\n\x89PNG\x00\x01\x02")
     with pytest.raises(JobError, match=r"photo.csv line 3: binary data"):
         load_csv(path)
+    # not UTF-8 is read as Windows-1252 text: the cell, not the encoding, is what is wrong
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"1,2\n\xe9\xe8,4\n")
-    with pytest.raises(JobError, match=r"line 2: not UTF-8"):
+    with pytest.raises(JobError, match=r"latin.csv line 2: 'éè' is not a number"):
         load_csv(latin)
+
+
+def test_binary_file_with_nul_bytes_is_refused_as_binary(tmp_path) -> None:
+    png = tmp_path / "image.csv"  # a PNG renamed: NUL bytes without a UTF-16 byte-order mark
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    with pytest.raises(JobError, match=r"image.csv line 3: binary data, not a text CSV"):
+        load_csv(png)
+    # binary behind a UTF-16 byte-order mark still reads as binary, not as a bad number
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes("1\t2\n".encode("utf-16-le").join([b"\xff\xfe", b"\x00\x00\x07\x00"]))
+    with pytest.raises(JobError, match=r"marked.csv line 2: binary data"):
+        load_csv(marked)
+
+
+def test_excel_windows_csv_with_a_cp1252_header(tmp_path) -> None:
+    path = tmp_path / "cp1252.csv"
+    path.write_bytes("Température;Valeur\n1,5;2,3\n2,5;4,1\n".encode("cp1252"))
+    data = load_csv(path)
+    assert data.x == (1.5, 2.5) and data.y == (2.3, 4.1)
+    # bytes that cp1252 leaves undefined (0x81, 0x9d) fall back to Latin-1
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"\x81x,\x9dy\n1,2\n3,4\n")
+    assert load_csv(odd).y == (2.0, 4.0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_excel_unicode_text_is_utf16_with_tabs_and_decimal_commas(tmp_path,
+                                                                   encoding: str) -> None:
+    text = "Température\tValeur\r\n1,5\t2,25\r\n3\t4\r\n"
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path = tmp_path / "unicode.csv"
+    path.write_bytes(bom + text.encode(encoding))  # "utf-16": the machine's order with its BOM
+    data = load_csv(path)
+    assert data.x == (1.5, 3.0) and data.y == (2.25, 4.0)
+    bad = tmp_path / "bad16.csv"
+    bad.write_bytes("x\ty\n1\t2\n3\tabc\n".encode("utf-16"))
+    with pytest.raises(JobError, match=r"bad16.csv line 3: 'abc' is not a number"):
+        load_csv(bad)
+
+
+def test_tab_separated_with_decimal_commas(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"1,5\t2\n3,5\t4\n")
+    data = load_csv(path)
+    assert data.x == (1.5, 3.5) and data.y == (2.0, 4.0)
+    assert parse_csv_text("x\ty\n1,5\t2,25\n3\t4\n").y == (2.25, 4.0)
+    assert parse_csv_text('"1,5"\t2\r\n3\t4,5\r\n').x == (1.5, 3.0)
+    # commas that already split every line into x,y numbers stay separators
+    assert parse_csv_text("1.5,\t2\n3,\t4\n").x == (1.5, 3.0)
+    assert parse_csv_text("1\t,5\n3\t,4\n").y == (5.0, 4.0)
+    # a bad cell is named as the tab reading sees it, on its own line
+    with pytest.raises(JobError, match=r"line 2: 'abc' is not a number"):
+        parse_csv_text("1,5\t2\n3,5\tabc\n")
+    with pytest.raises(JobError, match=r"line 1: 'abc' is not a number"):
+        parse_csv_text("1,5\tabc\n3,5\t4\n")
+    with pytest.raises(JobError, match=r"line 3: 'bad' is not a number"):
+        parse_csv_text("x,\ty\n1.5,\t2.5\n3,\tbad\n")
+
+
+def test_a_long_bad_cell_is_shown_cut_short() -> None:
+    with pytest.raises(JobError, match=r"line 2: 'a{40}'\.\.\. is not a number$"):
+        parse_csv_text("1,2\n3," + "a" * 5000 + "\n")
 
 
 def test_missing_file(tmp_path) -> None:
