@@ -249,11 +249,13 @@ def list_models() -> list[ModelInfo]:
 def _read_state_dict(path: str, what: str) -> dict:
     import torch
 
+    if os.path.isdir(path):
+        raise JobError(f"{path} is a folder, not a weights file: choose the .pth file in it")
     if not os.path.isfile(path):
         raise JobError(f"weights file not found: {path}")
     try:
         with open(path, "rb") as f:
-            f.read(1)
+            start = f.read(4)
     except OSError as exc:  # before looking inside: not "not a weights file"
         raise JobError(f"cannot read {path} ({exc.strerror or exc}): give this user permission "
                        "to read it, or copy it somewhere readable and load that") from None
@@ -264,6 +266,9 @@ def _read_state_dict(path: str, what: str) -> dict:
         raise JobError(f"{name} is a TorchScript model, not weights for {what}: weights are a "
                        "state dict saved with torch.save. (A net trained on TorchDesk's "
                        "CIFAR-10 tab goes to Classify with that tab's \"Use in Classify\".)")
+    if kind is None and start == b"PK\x03\x04":  # a zip archive (torch.save's) without its end
+        raise JobError(f"{name} is cut short or damaged (an incomplete archive): download or "
+                       "copy it again")
     if kind is None:
         raise JobError(not_weights)
     try:

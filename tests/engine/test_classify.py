@@ -290,7 +290,16 @@ def test_files_that_are_not_weights_say_what_they_are(tmp_path):
     text.write_text("epoch 1: loss 0.5\n")
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
+    whole = tmp_path / "whole.pth"
+    torch.save({"weight": torch.ones(1000)}, whole)
+    cut_short = tmp_path / "cut.pth"  # a download or copy that stopped halfway
+    cut_short.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    folder = tmp_path / "folder.pth"
+    folder.mkdir()
     expected = {
+        cut_short: r"^cut.pth is cut short or damaged \(an incomplete archive\): download or "
+                   r"copy it again$",
+        folder: r"folder.pth is a folder, not a weights file",
         script: r"net.torchscript.pt is a TorchScript model, not weights for ResNet-18: "
                 r"weights are a state dict .*"
                 r"CIFAR-10 tab .*\"Use in Classify\"",
