@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -247,23 +248,24 @@ class CifarTab(QWidget):
         form.addRow("Parameters", self.params_label)
         self.optimizer_combo = self._combo(OPTIMIZER_LABELS)
         form.addRow("Optimizer", self.optimizer_combo)
-        self.lr_spin = ScientificSpinBox(1e-8, 10.0, 0.01)
+        # the ranges are the trainer's: a checkpoint's recipe shows as it is
+        self.lr_spin = ScientificSpinBox(1e-8, 100.0, 0.01)
         self.lr_spin.setToolTip("Type 0.001 or 1e-3; the arrows step 1, 2, 5, 10…")
         form.addRow("Learning rate", self.lr_spin)
-        self.momentum_spin = self._double(0.0, 0.999, 3, 0.9)
+        self.momentum_spin = self._double(0.0, 0.9999, 4, 0.9)
         form.addRow("Momentum", self.momentum_spin)
-        self.weight_decay_spin = ScientificSpinBox(0.0, 1.0, 0.0)
+        self.weight_decay_spin = ScientificSpinBox(0.0, 10.0, 0.0)
         self.weight_decay_spin.setSingleStep(1e-4)  # the first step up from 0
         form.addRow("Weight decay", self.weight_decay_spin)
-        self.smoothing_spin = self._double(0.0, 0.5, 2, 0.0)
+        self.smoothing_spin = self._double(0.0, 0.99, 2, 0.0)
         form.addRow("Label smoothing", self.smoothing_spin)
         self.schedule_combo = self._combo(SCHEDULE_LABELS)
         form.addRow("Schedule", self.schedule_combo)
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(2, 8192)
+        self.batch_spin.setRange(2, 1_000_000)
         form.addRow("Batch size", self.batch_spin)
         self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setRange(1, 1_000_000)
         form.addRow("Epochs", self.epochs_spin)
         aug = QHBoxLayout()
         self.flip_check = QCheckBox("Flip")
@@ -814,7 +816,7 @@ class CifarTab(QWidget):
             "precision": self.precision_combo.currentData(),
             "compile": self.compile_check.isChecked(),
             "max_train": self.max_train_spin.value() or None,
-            "checkpoint": self.checkpoint_edit.text().strip() or None,
+            "checkpoint": self._checkpoint_path() or None,
         }
 
     # ---- training -------------------------------------------------------------------------
@@ -990,7 +992,7 @@ class CifarTab(QWidget):
         return f"Resume: {'; '.join(self._resume_notes)}." if self._resume_notes else ""
 
     def _on_train_returned(self, result: dict) -> None:
-        self._unsaved_checkpoint = (self.checkpoint_edit.text().strip() if result
+        self._unsaved_checkpoint = (self._checkpoint_path() if result
                                     and result.get("warning") and not result.get("checkpoint")
                                     else None)
         if not result or "confusion" not in result:  # stopped: curves stay, checkpoint kept
@@ -1159,6 +1161,15 @@ class CifarTab(QWidget):
                                 f"{', '.join(info['class_names'])}, which the loaded data lacks; "
                                 "load its dataset first.")
             return
+        # the run goes on in its own file; one that cannot be written (a read-only disk), in
+        # the Checkpoint box's file if that names another
+        writable = all(os.access(place, os.W_OK)
+                       for place in (path, os.path.dirname(os.path.abspath(path))))
+        if not writable and same_path(self._checkpoint_path() or path, path):
+            self.app.show_error("Resume", f"{path} cannot be written, so the run cannot go on in "
+                                "it: enter another file in the Checkpoint box (the run goes on "
+                                "there), then Resume… again.")
+            return
         asked = self.epochs_spin.value()
         with self._showing():  # the checkpoint's recipe, not changes to remember
             self._select(self.model_combo, info["model"])  # resets the boxes to its defaults
@@ -1171,7 +1182,8 @@ class CifarTab(QWidget):
             self.epochs_spin.setValue(max(int(epochs), info["epoch"] + (1 if info["step"] else 0)))
         self._show_recipe_changes()
         self.set_classes(info["class_names"] if self._class_checks else None)
-        self.checkpoint_edit.setText(path)  # the run goes on in its own file
+        if writable:
+            self.checkpoint_edit.setText(path)  # the run goes on in its own file
         self.start_training(resume=path)
 
     def _show_recipe(self, config: dict[str, Any]) -> None:
@@ -1229,8 +1241,13 @@ class CifarTab(QWidget):
 
         return export_name(path, "onnx" if "onnx" in chosen_filter.lower() else "torchscript")
 
-    def _finished_checkpoint(self) -> str | None:
+    def _checkpoint_path(self) -> str:
+        """The Checkpoint box's file, with ``~`` expanded as the trainer does ("" if none)."""
         path = self.checkpoint_edit.text().strip()
+        return os.path.expanduser(path) if path else ""
+
+    def _finished_checkpoint(self) -> str | None:
+        path = self._checkpoint_path()
         if not path or not Path(path).is_file():
             self.app.show_error("Export", "Train a model (with a checkpoint file) first.")
             return None
@@ -1298,7 +1315,7 @@ class CifarTab(QWidget):
         self.checkpoint_edit.setEnabled(not training and not exporting)
         self.cancel_load_button.setEnabled(loading)
         self.stop_button.setEnabled(training)
-        checkpoint = self.checkpoint_edit.text().strip()
+        checkpoint = self._checkpoint_path()
         have_model = (not training and not exporting and bool(checkpoint)
                       and Path(checkpoint).is_file() and checkpoint != self._unsaved_checkpoint)
         self.export_button.setEnabled(have_model)

@@ -1088,3 +1088,59 @@ def test_torchruns_evaluation_reports_reach_the_tab_whole(qtbot, tab, monkeypatc
     tab._on_train_progress(updates[1:])
     assert tab.epoch_progress.value() == tab.epoch_progress.maximum() == 12
 
+
+
+def _resume_without_training(tab, monkeypatch, path) -> list[dict]:
+    """Resume ``path``; the configs the tab would train with (nothing trains)."""
+    started: list[dict] = []
+    monkeypatch.setattr(tab, "start_training",
+                        lambda resume=None, **_: started.append(
+                            {**tab.training_config(), "resume": resume}))
+    tab.resume_from(str(path))
+    return started
+
+
+def test_a_resumed_checkpoints_recipe_is_shown_as_it_is(qtbot, tab, trained_checkpoint,
+                                                        monkeypatch):
+    """A run planned for 2000 epochs, with values beyond the old boxes' ranges: shown and
+    resumed as the checkpoint has them, never cut to the boxes' ends."""
+    from engine.cifar import checkpoint as ckpt
+
+    blob = ckpt.load_checkpoint(trained_checkpoint)
+    blob["config"].update(epochs=2000, lr=20.0, weight_decay=2.0, label_smoothing=0.9,
+                          momentum=0.9995, batch_size=10_000)
+    ckpt.save_checkpoint(trained_checkpoint, blob)
+    [config] = _resume_without_training(tab, monkeypatch, trained_checkpoint)
+    assert {key: config[key] for key in ("epochs", "lr", "weight_decay", "label_smoothing",
+                                         "momentum", "batch_size")} == pytest.approx(
+        {"epochs": 2000, "lr": 20.0, "weight_decay": 2.0, "label_smoothing": 0.9,
+         "momentum": 0.9995, "batch_size": 10_000})
+
+
+def test_a_checkpoint_that_cannot_be_written_is_resumed_into_the_checkpoint_box_file(
+        qtbot, tab, trained_checkpoint, monkeypatch, app_state, tmp_path):
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if str(path).startswith(
+        str(trained_checkpoint.parent)) and mode == os.W_OK else real_access(path, mode, *a, **k))
+    # the box names the same file: nothing starts, and the message says what to do
+    tab.checkpoint_edit.setText(str(trained_checkpoint))
+    assert _resume_without_training(tab, monkeypatch, trained_checkpoint) == []
+    assert app_state.last_error[0] == "Resume" and \
+        "enter another file in the Checkpoint box" in app_state.last_error[1]
+    # the box names another file: the run goes on there, the box is left as it is
+    elsewhere = str(tmp_path / "writable" / "run.pt")
+    tab.checkpoint_edit.setText(elsewhere)
+    [config] = _resume_without_training(tab, monkeypatch, trained_checkpoint)
+    assert config["checkpoint"] == elsewhere and config["resume"] == str(trained_checkpoint)
+    assert tab.checkpoint_edit.text() == elsewhere
+
+
+def test_a_checkpoint_box_with_a_tilde_finds_the_trained_file(qtbot, tab, trained_checkpoint,
+                                                              monkeypatch):
+    monkeypatch.setenv("HOME", str(trained_checkpoint.parent))
+    tab.checkpoint_edit.setText(f"~/{trained_checkpoint.name}")
+    tab._update_buttons()
+    assert tab.export_button.isEnabled() and tab.classify_button.isEnabled()
+    assert tab.training_config()["checkpoint"] == str(trained_checkpoint)
