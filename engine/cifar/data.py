@@ -36,7 +36,7 @@ import torch
 
 from engine.classify.images import IMAGE_SUFFIXES
 from engine.downloads import cancel_blocked_reads
-from engine.files import remove_quietly
+from engine.files import remove_quietly, temporary_name
 from engine.jobs import JobError, JobStopped
 
 CACHE_FORMAT = 2  # 2: EXIF orientation, 16-bit and transparent images decoded as in Classify
@@ -468,9 +468,50 @@ def _archive_error(what: str, exc: BaseException) -> JobError:
 # -- torchvision format
 
 
-def _unpickle_batch(raw: bytes, name: str) -> dict:
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """What a Python 3 pickle of protocol 0-2 calls to rebuild ``bytes`` (``_codecs.encode``);
+    only the Latin-1 codec that pickle itself writes is allowed."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise pickle.UnpicklingError("_codecs.encode is only allowed with Latin-1 text")
+    return text.encode("latin1")
+
+
+# The globals a CIFAR batch may name: numpy arrays (``_reconstruct`` + ``ndarray`` + ``dtype``,
+# as torchvision's Python 2 files have them; ``_frombuffer`` for protocol 5) and numpy integer
+# scalars, under numpy 1's ``numpy.core`` and numpy 2's ``numpy._core``. Nothing else: a pickle
+# can name any callable (``os.system``) and have it called while it loads.
+_BATCH_GLOBALS = frozenset(
+    [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [(f"{core}.multiarray", name) for core in ("numpy.core", "numpy._core")
+       for name in ("_reconstruct", "scalar")]
+    + [(f"{core}.numeric", "_frombuffer") for core in ("numpy.core", "numpy._core")]
+)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of arrays, lists of ints and strings) and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        if (module, name) in _BATCH_GLOBALS:
+            return super().find_class(module, name)
+        raise _ForeignObject(f"{module}.{name}")
+
+
+class _ForeignObject(pickle.UnpicklingError):
+    pass
+
+
+def _unpickle_batch(raw: bytes, name: str, where: str) -> dict:
     try:
-        batch = pickle.loads(raw, encoding="latin1")
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except _ForeignObject as exc:
+        raise JobError(
+            f"'{name}' in '{where}' holds Python objects other than CIFAR-10 data ({exc}); "
+            "refusing to load it (it could run code). Use CIFAR-10 from a source you trust, "
+            "or download it again"
+        ) from None
     except Exception as exc:
         raise JobError(f"'{name}' is not a readable CIFAR batch file ({exc})") from None
     if not isinstance(batch, dict):
@@ -491,11 +532,11 @@ def _batch_arrays(batch: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clone(), torch.tensor(list(labels), dtype=torch.int64)
 
 
-def _assemble_torchvision(read: Callable[[str], bytes | None]) -> CifarData:
+def _assemble_torchvision(read: Callable[[str], bytes | None], where: str) -> CifarData:
     meta_raw = read(TORCHVISION_META)
     if meta_raw is None:
         raise JobError(f"the torchvision folder lacks '{TORCHVISION_META}'")
-    meta = _unpickle_batch(meta_raw, TORCHVISION_META)
+    meta = _unpickle_batch(meta_raw, TORCHVISION_META, where)
     class_names = [str(n) for n in meta.get("label_names", [])]
     if not class_names:
         raise JobError(f"'{TORCHVISION_META}' lists no class names")
@@ -506,7 +547,7 @@ def _assemble_torchvision(read: Callable[[str], bytes | None]) -> CifarData:
             raw = read(name)
             if raw is None:
                 raise JobError(f"the torchvision folder lacks '{name}'")
-            x, y = _batch_arrays(_unpickle_batch(raw, name), name)
+            x, y = _batch_arrays(_unpickle_batch(raw, name, where), name)
             images.append(x)
             labels.append(y)
         splits.append((torch.cat(images), torch.cat(labels)))
@@ -522,7 +563,8 @@ def _load_torchvision_folder(root: Path, check_md5: bool) -> CifarData:
         from torchvision.datasets import CIFAR10
         from torchvision.datasets.utils import check_integrity
 
-        for name, md5 in [*CIFAR10.train_list, *CIFAR10.test_list]:
+        meta = (CIFAR10.meta["filename"], CIFAR10.meta["md5"])
+        for name, md5 in [*CIFAR10.train_list, *CIFAR10.test_list, meta]:
             file = root / name
             if file.is_file() and not check_integrity(str(file), md5):
                 raise JobError(
@@ -534,7 +576,7 @@ def _load_torchvision_folder(root: Path, check_md5: bool) -> CifarData:
         file = root / name
         return file.read_bytes() if file.is_file() else None
 
-    return _assemble_torchvision(read)
+    return _assemble_torchvision(read, str(root))
 
 
 def _load_torchvision_archive(archive: Path) -> CifarData:
@@ -546,7 +588,7 @@ def _load_torchvision_archive(archive: Path) -> CifarData:
                 member = members.get(name)
                 return tar.extractfile(member).read() if member else None
 
-            return _assemble_torchvision(read)
+            return _assemble_torchvision(read, archive.name)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise _archive_error(f"cannot read the archive '{archive.name}'", exc) from None
 
@@ -700,6 +742,24 @@ def _load_image_archive(archive: Path, report: Report, stopped: Stopped) -> Cifa
 # ----------------------------------------------------------------------------- download
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise a clear JobError unless a file can be made in ``folder`` (before any download)."""
+    probe = temporary_name(folder / "write-check")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"")
+    except OSError as exc:
+        raise JobError(
+            f"cannot write to {folder} ({_reason(exc)}): choose a folder you can write to"
+        ) from None
+    finally:
+        remove_quietly(probe)
+
+
 def download_cifar10(
     folder: str | os.PathLike,
     report: Report = _no_report,
@@ -727,6 +787,7 @@ def download_cifar10(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JobError(f"cannot create the download folder '{folder}': {exc}") from None
+    _check_writable(folder)
     archive = folder / CIFAR10.filename
     if not check_integrity(str(archive), md5):
         partial = archive.with_name(archive.name + ".part")
@@ -745,14 +806,18 @@ def download_cifar10(
             if stopped():  # the read ended because Cancel shut the connection
                 raise JobStopped()
         except JobStopped:
-            partial.unlink(missing_ok=True)
+            remove_quietly(partial)
             raise
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            partial.unlink(missing_ok=True)
+            remove_quietly(partial)  # never hides the error (a read-only folder refuses it too)
             raise JobError(f"download of CIFAR-10 failed: {exc}") from None
-        os.replace(partial, archive)
+        try:
+            os.replace(partial, archive)
+        except OSError as exc:
+            remove_quietly(partial)
+            raise JobError(f"cannot save the download as '{archive}': {_reason(exc)}") from None
         if not check_integrity(str(archive), md5):
-            archive.unlink(missing_ok=True)
+            remove_quietly(archive)
             raise JobError("the downloaded CIFAR-10 archive failed its MD5 check; try again")
     report({"phase": "extract", "done": 0, "total": 1})
     try:

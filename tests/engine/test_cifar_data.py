@@ -476,3 +476,161 @@ def test_same_path_sees_through_links_and_dot_dots(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "data")
     assert same_path(tmp_path / "link", tmp_path / "data" / ".." / "data")
     assert not same_path(tmp_path / "data", tmp_path)
+
+
+# -- batch files that are not CIFAR data: refused before they can run code
+
+
+class _RunsCode:
+    """What a crafted batch file holds: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return os.system, (f"echo PWNED > {shlex.quote(str(self.marker))}",)
+
+
+REFUSED = ("holds Python objects other than CIFAR-10 data .*refusing to load it "
+           r"\(it could run code\)")
+
+
+@pytest.mark.parametrize("name", ["batches.meta", "data_batch_2", "test_batch"])
+def test_a_batch_file_that_would_run_code_is_refused(tmp_path, name):
+    marker = tmp_path / "pwned.txt"
+    folder = write_torchvision_folder(tmp_path / "tv", per_batch=2)
+    if name == "batches.meta":
+        evil = _RunsCode(marker)
+    else:  # hidden inside an otherwise well-formed batch
+        evil = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1], "x": _RunsCode(marker)}
+    (folder / name).write_bytes(pickle.dumps(evil))
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(tar_gz_bytes_of(folder, "cifar-10-batches-py"))
+    with pytest.raises(JobError, match=f"'{name}' in 'evil.tar.gz' {REFUSED}"):
+        load(archive, tmp_path)
+    with pytest.raises(JobError, match=f"'{name}' in '.*tv.cifar-10-batches-py' {REFUSED}"):
+        load(tmp_path / "tv", tmp_path, check_md5=False)
+    assert not marker.exists()
+
+
+def test_the_md5_check_covers_batches_meta(tmp_path):
+    from torchvision.datasets import CIFAR10
+
+    folder = write_torchvision_folder(tmp_path / "tv", per_batch=2)
+    digests = {name: hashlib.md5((folder / name).read_bytes()).hexdigest()
+               for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]}
+    # batches as torchvision lists them, and a meta file that is not torchvision's
+    lists = {"train_list": [[n, digests[n]] for n in digests if n != "test_batch"],
+             "test_list": [["test_batch", digests["test_batch"]]]}
+    with pytest.MonkeyPatch.context() as mp:
+        for attr, value in lists.items():
+            mp.setattr(CIFAR10, attr, value)
+        with pytest.raises(JobError, match="batches.meta.*does not match torchvision's MD5"):
+            load(tmp_path / "tv", tmp_path)
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes as Python 2's cPickle wrote torchvision's files: text and bytes as py2 ``str``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + len(raw).to_bytes(4, "little") + raw)
+
+    dispatch[str] = save_py2_str
+    dispatch[bytes] = save_py2_str
+
+
+def _python2_pickle(obj) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(obj)
+    # numpy 1, which made the files, named its module numpy.core
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def test_genuine_format_batches_still_load_as_before(tmp_path):
+    import pickletools
+
+    names = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    made = write_torchvision_folder(tmp_path / "made" / "x", per_batch=3)
+    expected = load(made.parent, tmp_path, check_md5=False)
+    contents = {name: pickle.loads((made / name).read_bytes()) for name in names}
+    py2 = tmp_path / "py2" / "cifar-10-batches-py"
+    py2.mkdir(parents=True)
+    for name, content in contents.items():
+        (py2 / name).write_bytes(_python2_pickle(content))
+    globals_named = {arg for op, arg, _ in pickletools.genops((py2 / "data_batch_1").read_bytes())
+                     if op.name == "GLOBAL"}
+    assert globals_named == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(tar_gz_bytes_of(py2, "cifar-10-batches-py"))
+    sources = [(py2.parent, {"check_md5": False}), (archive, {})]
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # re-saved by Python 3, any protocol
+        folder = tmp_path / f"p{protocol}" / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for name, content in contents.items():
+            if name != "batches.meta":  # numpy integers as labels, as a re-saved file may have
+                content = {**content, "labels": [np.int64(v) for v in content["labels"]]}
+            (folder / name).write_bytes(pickle.dumps(content, protocol=protocol))
+        sources.append((folder.parent, {"check_md5": False}))
+    for source, kwargs in sources:
+        data = load(source, tmp_path, **kwargs)
+        assert data.class_names == expected.class_names == ["cat", "dog", "ship"]
+        for part in ("train_images", "train_labels", "test_images", "test_labels"):
+            assert torch.equal(getattr(data, part), getattr(expected, part)), (source, part)
+
+
+# -- downloading into a folder that cannot be written
+
+
+def _read_only(monkeypatch, folder: Path, only_suffix: str = ""):
+    """Writes and deletes in ``folder`` fail as on a read-only file system (as root, chmod
+    stops neither)."""
+    real_open, real_unlink = open, cd.Path.unlink
+
+    def refused(path):
+        path = Path(path)
+        return path.parent == folder and path.name.endswith(only_suffix)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and refused(file):
+            raise OSError(30, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def unlink(path, missing_ok=False):
+        if refused(path):
+            raise OSError(30, "Read-only file system", str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(cd, "open", open_, raising=False)
+    monkeypatch.setattr(cd.Path, "unlink", unlink)
+
+
+def test_download_into_a_read_only_folder_says_so(tmp_path, monkeypatch, server):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    _read_only(monkeypatch, folder)
+    url = server("cifar-10-python.tar.gz", "good")
+    with pytest.raises(JobError) as caught:
+        cd.download_cifar10(folder, url=url, md5="0" * 32)
+    assert str(caught.value) == (f"cannot write to {folder} (Read-only file system): "
+                                 "choose a folder you can write to")
+    assert not list(folder.iterdir())
+
+
+def test_a_partial_download_that_cannot_be_removed_keeps_the_real_error(tmp_path, monkeypatch,
+                                                                       server):
+    folder = tmp_path / "dl"
+    _read_only(monkeypatch, folder, only_suffix=".part")  # the check passes, the download not
+    url = server("cifar-10-python.tar.gz", "good")
+    with pytest.raises(JobError, match="download of CIFAR-10 failed: .*Read-only file system"):
+        cd.download_cifar10(folder, url=url, md5="0" * 32)
