@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QFont, QFontMetricsF
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetricsF, QPainter
 from PySide6.QtWidgets import QWidget
 
 MIN_POINT_SIZE = 6.0  # smaller counts are hard to read: hidden instead
@@ -24,7 +24,6 @@ class ConfusionMatrixView(pg.PlotWidget):
         super().__init__(parent, title="Confusion matrix")
         self.class_names: list[str] | None = None  # None: no matrix shown
         self._matrix: np.ndarray | None = None
-        self.count_labels: list[pg.TextItem] = []
         self.setToolTip("Click a cell to see those test images")
         self.setLabel("left", "true class")
         self.setLabel("bottom", "predicted class")
@@ -35,6 +34,10 @@ class ConfusionMatrixView(pg.PlotWidget):
         self.heatmap = pg.ImageItem(axisOrder="row-major")
         self.heatmap.setColorMap(pg.colormap.get("viridis"))
         self.addItem(self.heatmap)
+        # every cell's count in one item, there from the start: one pg.TextItem per cell took
+        # seconds to add and to remove for 100 classes (10,000 cells), freezing the tab
+        self.counts = _CountsItem()
+        self.addItem(self.counts, ignoreBounds=True)
         self.scene().sigMouseClicked.connect(self._on_scene_clicked)
         self.getViewBox().sigResized.connect(lambda *_: self.fit_text())
         self._reset_axes()
@@ -48,14 +51,7 @@ class ConfusionMatrixView(pg.PlotWidget):
         rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         self.heatmap.setImage(rates, levels=(0.0, 1.0))
         self.heatmap.setRect(0, 0, k, k)
-        self._remove_count_labels()
-        for i in range(k):
-            for j in range(k):
-                color = "k" if rates[i, j] > 0.6 else "w"
-                text = pg.TextItem(str(int(matrix[i, j])), color=color, anchor=(0.5, 0.5))
-                text.setPos(j + 0.5, i + 0.5)
-                self.addItem(text)
-                self.count_labels.append(text)
+        self.counts.set_counts(matrix, dark=rates > 0.6)  # black on the light cells
         self.getAxis("left").setTicks([[(i + 0.5, name) for i, name in enumerate(class_names)]])
         self.getViewBox().setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
         self.fit_text()
@@ -65,8 +61,14 @@ class ConfusionMatrixView(pg.PlotWidget):
         self.class_names = None
         self._matrix = None
         self.heatmap.clear()
-        self._remove_count_labels()
+        self.counts.set_counts(np.zeros((0, 0)), dark=np.zeros((0, 0), dtype=bool))
         self._reset_axes()
+
+    @property
+    def count_labels(self) -> list[CountLabel]:
+        """Each cell's count as written in it, row by row; empty when no matrix is shown."""
+        k = len(self.counts.texts)
+        return [CountLabel(self.counts, i, j) for i in range(k) for j in range(k)]
 
     def most_confused(self) -> tuple[int, int] | None:
         """The (true, predicted) cell off the diagonal with the most images; None when no image
@@ -103,16 +105,14 @@ class ConfusionMatrixView(pg.PlotWidget):
         if self.class_names is None:
             return
         cell = self.cell_pixels()
-        widest = max((label.toPlainText() for label in self.count_labels), key=len, default="")
+        widest = max((text for row in self.counts.texts for text in row), key=len, default="")
         font = QFont(self.font())
         size = font.pointSizeF()
         while size > MIN_POINT_SIZE and not _fits(font, widest, 0.9 * cell):
             size = max(MIN_POINT_SIZE, size - 0.5)
             font.setPointSizeF(size)
-        counts_fit = _fits(font, widest, 0.9 * cell)
-        for label in self.count_labels:
-            label.setFont(font)
-            label.setVisible(counts_fit)
+        self.counts.set_font(font)
+        self.counts.setVisible(_fits(font, widest, 0.9 * cell))
         names = self.class_names
         length = max(map(len, names))
         axis_font = self.font()
@@ -128,15 +128,81 @@ class ConfusionMatrixView(pg.PlotWidget):
             self.getAxis(axis).setTicks([[]])
         self.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
 
-    def _remove_count_labels(self) -> None:
-        for label in self.count_labels:
-            self.removeItem(label)
-        self.count_labels = []
-
     def _on_scene_clicked(self, event) -> None:
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cell_clicked.emit(*cell)
+
+
+class _CountsItem(pg.GraphicsObject):
+    """The counts of a k×k matrix, each centred in its unit cell of the view, in type of a
+    fixed size on screen (as pg.TextItem draws it), black or white for the cell's shade."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[list[str]] = []  # texts[true][predicted]
+        self._dark = np.zeros((0, 0), dtype=bool)  # cells written in black
+        self.font = QFont()
+        self._pens = {True: pg.mkColor("k"), False: pg.mkColor("w")}
+        self.setZValue(1)  # over the heatmap
+
+    def set_counts(self, matrix: np.ndarray, dark: np.ndarray) -> None:
+        self.prepareGeometryChange()
+        self.texts = [[str(int(count)) for count in row] for row in matrix]
+        self._dark = np.asarray(dark, dtype=bool)
+        self.update()
+
+    def set_font(self, font: QFont) -> None:
+        if font != self.font:
+            self.font = QFont(font)
+            self.update()
+
+    def boundingRect(self) -> QRectF:
+        k = len(self.texts)
+        return QRectF(0, 0, k, k)
+
+    def paint(self, painter: QPainter, *args) -> None:
+        k = len(self.texts)
+        if not k:
+            return
+        to_screen = painter.transform()  # view coordinates to pixels
+        origin = to_screen.map(QPointF(0, 0))
+        step_x = to_screen.map(QPointF(1, 0)) - origin  # one column across
+        step_y = to_screen.map(QPointF(0, 1)) - origin  # one row down
+        width, height = abs(step_x.x() + step_y.x()), abs(step_x.y() + step_y.y())
+        painter.save()
+        painter.resetTransform()  # type in pixels, not stretched with the cells
+        painter.setFont(self.font)
+        centre = Qt.AlignmentFlag.AlignCenter
+        for i, (row, dark_row) in enumerate(zip(self.texts, self._dark, strict=True)):
+            for j, (text, dark) in enumerate(zip(row, dark_row, strict=True)):
+                mid = origin + step_x * (j + 0.5) + step_y * (i + 0.5)
+                painter.setPen(self._pens[bool(dark)])
+                painter.drawText(QRectF(mid.x() - width / 2, mid.y() - height / 2, width, height),
+                                 centre, text)
+        painter.restore()
+
+
+class CountLabel:
+    """One cell's count as the view writes it: what callers read of the pg.TextItem each cell
+    had (its text, whether it shows, its font through ``textItem``)."""
+
+    def __init__(self, counts: _CountsItem, row: int, col: int) -> None:
+        self._counts, self.row, self.col = counts, row, col
+
+    def toPlainText(self) -> str:
+        return self._counts.texts[self.row][self.col]
+
+    def isVisible(self) -> bool:
+        return self._counts.isVisible()
+
+    def font(self) -> QFont:
+        return QFont(self._counts.font)
+
+    @property
+    def textItem(self) -> CountLabel:
+        """pg.TextItem's inner text item, where its font was read: this label itself."""
+        return self
 
 
 def _fits(font: QFont, text: str, pixels: float) -> bool:

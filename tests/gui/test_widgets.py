@@ -269,3 +269,72 @@ def test_the_loss_axis_fits_each_runs_labels_not_the_last_runs(qtbot, curves):
     assert loss_axis_width(curves, ALL_LOSSES[300:], first_step=301) == wider
     curves.show_history([{"epoch": 6, "train_loss": 0.4, "train_acc": 0.9}], losses=False)
     assert loss_axis_width(curves, []) == fitted
+
+
+@pytest.fixture
+def confusion_view(qtbot):
+    pytest.importorskip("pyqtgraph")
+    from gui.widgets.cifar_confusion import ConfusionMatrixView
+
+    view = ConfusionMatrixView()
+    qtbot.addWidget(view)
+    view.resize(600, 600)
+    view.show()
+    qtbot.waitExposed(view)
+    return view
+
+
+def test_a_100_class_matrix_adds_no_item_per_cell_and_clearing_leaves_none(confusion_view):
+    import numpy as np
+    import pyqtgraph as pg
+
+    scene = confusion_view.scene()
+    empty = len(scene.items())
+    k = 100
+    confusion = np.random.default_rng(0).integers(0, 100, size=(k, k))
+    confusion_view.show_matrix(confusion, [f"class {i}" for i in range(k)])
+    QApplication.processEvents()
+    # one TextItem per cell, added and removed one by one, froze the tab for seconds
+    assert len(scene.items()) <= empty + 5
+    assert not [item for item in scene.items() if isinstance(item, pg.TextItem)]
+    assert confusion_view.cell_pixels() < 10  # too small for counts: none shown
+    assert not any(label.isVisible() for label in confusion_view.count_labels)
+    assert confusion_view.count_labels[k + 2].toPlainText() == str(confusion[1, 2])
+
+    confusion_view.clear_matrix()
+    QApplication.processEvents()
+    assert len(scene.items()) == empty
+    assert confusion_view.count_labels == []
+
+
+def test_each_count_of_a_10_class_matrix_is_written_in_its_cell(confusion_view):
+    import numpy as np
+    from PySide6.QtCore import QPointF
+
+    k = 10
+    confusion = np.array([[(7 * i + 3 * j) % 12 for j in range(k)] for i in range(k)])
+    np.fill_diagonal(confusion, 900)  # light cells, written in black; the others in white
+    confusion_view.show_matrix(confusion, [f"class {i}" for i in range(k)])
+    QApplication.processEvents()
+    labels = confusion_view.count_labels
+    assert [label.toPlainText() for label in labels] == [str(n) for n in confusion.flat]
+    assert all(label.isVisible() for label in labels)
+
+    image = confusion_view.viewport().grab().toImage()
+    view_box = confusion_view.getViewBox()
+    half = confusion_view.cell_pixels() * 0.3
+    unwritten = []
+    for i in range(k):
+        for j in range(k):
+            centre = confusion_view.mapFromScene(
+                view_box.mapViewToScene(QPointF(j + 0.5, i + 0.5)))
+            pixels = [image.pixelColor(x, y)
+                      for x in range(int(centre.x() - half), int(centre.x() + half))
+                      for y in range(int(centre.y() - half), int(centre.y() + half))]
+            if i == j:
+                written = any(max(p.red(), p.green(), p.blue()) < 40 for p in pixels)
+            else:
+                written = any(min(p.red(), p.green(), p.blue()) > 200 for p in pixels)
+            if not written:
+                unwritten.append((i, j))
+    assert unwritten == []
