@@ -1535,10 +1535,16 @@ def _check_mid_epoch_resume(blob: dict[str, Any], cfg: dict[str, Any],
     was = blob["config"]
     limit = was.get("max_train") or "all"
     of_steps = f" of {saved['steps_per_epoch']}" if saved else ""
+    names = {"train_images": "training images", "global_batch": "batch (all processes)",
+             "seed": "seed", "steps_per_epoch": "steps per epoch"}
+    differences = [f"{names.get(key, key)} {saved[key]} then, {value} now"
+                   for key, value in position.items()
+                   if saved is not None and key in saved and saved[key] != value]
+    what_differs = f" ({'; '.join(differences)})" if differences else ""
     raise JobError(
         f"the checkpoint stopped in the middle of epoch {int(blob['epoch']) + 1} (after step "
-        f"{blob['step']}{of_steps}); that epoch can only go on in the same batches: resume "
-        f"with batch size {was.get('batch_size')}, "
+        f"{blob['step']}{of_steps}); that epoch can only go on in the same batches"
+        f"{what_differs}: resume on the same data with batch size {was.get('batch_size')}, "
         f"max train {limit}, seed {was.get('seed')} and the same number of processes"
     )
 

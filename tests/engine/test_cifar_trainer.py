@@ -848,9 +848,13 @@ def test_a_mid_epoch_checkpoint_resumes_only_in_the_same_batches(tmp_path):
     saved = ckpt.load_checkpoint(path)
     assert (saved["epoch"], saved["step"]) == (1, 2)
     before = path.read_bytes()
-    for change in ({"batch_size": 32}, {"max_train": 48}, {"seed": 4}):
-        with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2 of 6\).*batch "
-                                           r"size 16, max train all, seed 0"):
+    # each refusal names what differs (the same settings on other data: its image count)
+    for change, differs in (({"batch_size": 32}, r"batch \(all processes\) 16 then, 32 now"),
+                            ({"max_train": 48}, r"training images 96 then, 48 now"),
+                            ({"seed": 4}, r"seed 0 then, 4 now")):
+        with pytest.raises(JobError, match=r"middle of epoch 2 \(after step 2 of 6\).*\(.*"
+                                           + differs + r".*\): resume on the same data with "
+                                           r"batch size 16, max train all, seed 0"):
             run({"dataset": DATA, "resume": path, **change})
     older = {k: v for k, v in saved.items() if k not in ("format", "version", "position")}
     ckpt.save_checkpoint(tmp_path / "older.pt", older)  # written before positions were kept

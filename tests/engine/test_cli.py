@@ -160,3 +160,18 @@ def test_a_closed_stdout_is_no_error():
                             preexec_fn=lambda: os.close(1))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_ctrl_c_while_the_engine_still_imports_prints_no_traceback():
+    """A Ctrl-C in the first moments, before a command handles it: one word, status 130."""
+    interrupt_on_import = (
+        "import runpy, sys, types\n"
+        "cli = types.ModuleType('engine.cli')\n"
+        "def interrupted(name):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.__getattr__ = interrupted\n"
+        "sys.modules['engine.cli'] = cli\n"
+        "runpy.run_module('engine', run_name='__main__', alter_sys=True)\n")
+    result = subprocess.run([sys.executable, "-c", interrupt_on_import], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")
