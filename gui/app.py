@@ -98,7 +98,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             where = "write into" if above == folder else "create a folder under"
             parser.error(f"--screenshots: cannot {where} {above}")
         args.screenshots = folder
+    if args.settings is not None:
+        args.settings = args.settings.expanduser().absolute()
+        problem = _settings_file_problem(args.settings)
+        if problem:
+            parser.error(f"--settings: {problem}")
     return args
+
+
+def _settings_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot keep the settings (None: it can). Qt would overwrite any file with
+    its INI text, a photo given by mistake too, and says nothing when it cannot write."""
+    if path.is_dir():
+        return f"{path} is a folder; give a settings file (an .ini) in it"
+    if path.exists():
+        from PySide6.QtCore import QSettings
+
+        existing = QSettings(str(path), QSettings.Format.IniFormat)
+        existing.allKeys()  # reads the file
+        if existing.status() != QSettings.Status.NoError:
+            return f"{path} is not a settings file (INI text), so it is left as it is"
+        if not os.access(path, os.W_OK):
+            return f"cannot write {path}"
+        return None
+    above = next(p for p in path.parents if p.exists())
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        return f"cannot create {path} ({above} is not a folder this user can write in)"
+    return None
 
 
 def _install_excepthook(app_state) -> None:

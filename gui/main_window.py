@@ -270,9 +270,9 @@ class MainWindow(QMainWindow):
     # ---- settings, closing, screenshots ---------------------------------------------------
     def _restore_settings(self) -> None:
         geometry = self.app.settings.value("window/geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
+        # Qt refuses a geometry saved on a screen of another size (False): the default size
+        if not (isinstance(geometry, QByteArray) and not geometry.isEmpty()
+                and self.restoreGeometry(geometry)):
             screen = self.screen().availableGeometry() if self.screen() else None
             width, height = SCREENSHOT_SIZE  # also the size screenshots are taken at
             if screen is not None:  # a small laptop screen: fill it rather than overflow it

@@ -71,6 +71,35 @@ def test_screenshots_that_cannot_be_written_fail_clearly(tmp_path):
     assert str(parse_args(["--screenshots", "/"]).screenshots) == "/"  # no parent to look at
 
 
+def test_a_settings_file_that_is_not_one_is_refused_and_left_as_it_is(tmp_path, capsys):
+    import shutil
+
+    import pytest
+
+    from gui.app import parse_args
+    from tests.conftest import BOOK_IMAGES
+
+    photo = tmp_path / "photo.jpg"  # a typo: the photo must not become an INI file
+    if (BOOK_IMAGES / "bobby.jpg").is_file():
+        shutil.copy(BOOK_IMAGES / "bobby.jpg", photo)
+    else:
+        photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)))
+    before = photo.read_bytes()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for given, problem in ((photo, "is not a settings file"), (tmp_path / "folder", "is a folder"),
+                           (tmp_path / "a-file" / "s.ini", "cannot create")):
+        with pytest.raises(SystemExit):
+            parse_args(["--settings", str(given)])
+        assert problem in capsys.readouterr().err
+    assert photo.read_bytes() == before
+    fresh = tmp_path / "new" / "s.ini"  # a new file, in a folder to be made: fine
+    assert parse_args(["--settings", str(fresh)]).settings == fresh
+    existing = tmp_path / "s.ini"
+    existing.write_text("[window]\ntab=1\n")
+    assert parse_args(["--settings", str(existing)]).settings == existing
+
+
 def test_version():
     from engine import __version__
 

@@ -98,6 +98,21 @@ def test_geometry_and_tab_are_remembered(qtbot, app_state, qsettings):
     assert (second.width(), second.height()) == (700, 500)
 
 
+def test_a_geometry_qt_cannot_restore_gives_the_default_size(qtbot, app_state, qsettings):
+    """Qt refuses a geometry saved on a screen of another size, as it does this one: the
+    window then opens at its default size, not at Qt's tiny initial one."""
+    from PySide6.QtCore import QByteArray
+
+    from gui.main_window import SCREENSHOT_SIZE
+
+    qsettings.setValue("window/geometry", QByteArray(b"not a saved geometry"))
+    win = MainWindow(app_state)
+    qtbot.addWidget(win)
+    screen = win.screen().availableGeometry()
+    assert (win.width(), win.height()) == (min(SCREENSHOT_SIZE[0], screen.width()),
+                                           min(SCREENSHOT_SIZE[1], screen.height()))
+
+
 class _TabWithJob(QWidget):
     def __init__(self):
         super().__init__()
