@@ -269,6 +269,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
         "input": "float RGB in [0, 1], N×3×32×32; normalization is inside the model",
     }
     example = torch.rand(2, 3, 32, 32)
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:  # before making any folder
+        raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -284,8 +286,6 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
             raise JobError(f"TorchScript export failed: {_first_line(exc)}") from None
         write_atomically(out, {out: model_bytes}, "the export")
     elif fmt == "onnx":
-        if importlib.util.find_spec("onnx") is None:
-            raise JobError("ONNX export needs the 'onnx' package (pip install onnx)")
         # the TorchScript-based exporter: the default before torch 2.9, which has no `dynamo`
         # argument before 2.5
         legacy = ({"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters

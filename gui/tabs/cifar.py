@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 
 from engine.cifar.cli import short_duration
 from engine.cifar.paths import same_path
+from engine.classify.images import IMAGE_SUFFIXES
 from engine.cli import format_duration
 from engine.downloads import MEGABYTE, megabytes
 from engine.jobs import JobError
@@ -1362,16 +1363,34 @@ class CifarTab(QWidget):
 
 
 def _dropped_kind(path: str) -> str | None:
-    """What a dropped path is to the tab: "data" (a folder or archive), "checkpoint" (a
-    TorchDesk checkpoint; an exported model's .pt is not one), or None."""
+    """What a dropped path is to the tab: "data" (a dataset folder or an archive),
+    "checkpoint" (a TorchDesk checkpoint, whatever its name ends with; an exported model's .pt
+    is not one), or None (a folder of photos, say: Classify's)."""
     dropped = Path(path)
-    if dropped.is_dir() or dropped.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+    if dropped.is_dir():
+        return "data" if _looks_like_a_dataset(dropped) else None
+    if dropped.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
         return "data"
-    if dropped.suffix.lower() in (".pt", ".pth") and dropped.is_file():
+    if dropped.is_file() and dropped.suffix.lower() not in IMAGE_SUFFIXES:
         from engine.cifar.checkpoint import is_checkpoint_file
 
         return "checkpoint" if is_checkpoint_file(dropped) else None
     return None
+
+
+def _looks_like_a_dataset(folder: Path) -> bool:
+    """Whether a folder holds CIFAR data in a layout the loader reads (or nearly: a train/
+    without its test/ gets the loader's own advice), looking one level down at most."""
+    def dataset_here(place: Path) -> bool:
+        return any((place / name).exists() for name in (
+            "train", "test", "cifar-10-batches-py", "cifar-10-python.tar.gz", "batches.meta",
+            "data_batch_1", "test_batch"))
+
+    try:
+        return dataset_here(folder) or any(
+            child.is_dir() and (child / "train").is_dir() for child in folder.iterdir())
+    except OSError:
+        return True  # unreadable: the loader says why
 
 
 def _labelled(exc) -> JobError:

@@ -456,6 +456,9 @@ def test_onnx_export_explains_a_missing_package(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "onnx" else real(name, *a))
     with pytest.raises(JobError, match="pip install onnx"):
         ckpt.export_model(good, tmp_path / "m.onnx")
+    with pytest.raises(JobError, match="pip install onnx"):
+        ckpt.export_model(good, tmp_path / "new" / "m.onnx")
+    assert not (tmp_path / "new").exists()  # no empty folder left by an export that never ran
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")

@@ -1144,3 +1144,30 @@ def test_a_checkpoint_box_with_a_tilde_finds_the_trained_file(qtbot, tab, traine
     tab._update_buttons()
     assert tab.export_button.isEnabled() and tab.classify_button.isEnabled()
     assert tab.training_config()["checkpoint"] == str(trained_checkpoint)
+
+
+def test_a_folder_of_photos_dropped_here_goes_to_classify_and_a_checkpoint_by_any_name_stays(
+        tab, trained_checkpoint, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "cat.jpg")
+    dataset = tmp_path / "mydata"
+    (dataset / "train" / "cat").mkdir(parents=True)
+    (dataset / "test" / "cat").mkdir(parents=True)
+    half = tmp_path / "half"  # a train/ without its test/: the loader says what is missing
+    (half / "train").mkdir(parents=True)
+    parent = tmp_path / "datasets"  # the dataset one level down, as the loader finds it
+    shutil.copytree(dataset, parent / "cifar-jpeg")
+    renamed = tmp_path / "run.ckpt"
+    shutil.copy(trained_checkpoint, renamed)
+    assert not tab.take_dropped_paths([str(photos)])  # not this tab's: the window's Classify
+    assert not tab.take_dropped_paths([str(photos / "cat.jpg")])
+    from gui.tabs.cifar import _dropped_kind
+
+    assert [_dropped_kind(str(p)) for p in (dataset, half, parent, renamed)] == [
+        "data", "data", "data", "checkpoint"]
+    assert tab.take_dropped_paths([str(renamed)]) and tab.checkpoint_edit.text() == str(renamed)
