@@ -12,7 +12,7 @@ class AppState(QObject):
     """Shared application state handed to every tab.
 
     ``device`` is a device id from ``engine.devices`` ("cpu", "cuda:0", "mps") or ``ALL_GPUS``
-    (several CUDA GPUs; only the CIFAR-10 trainer spreads over them, other jobs use ``cuda:0``).
+    (several CUDA GPUs; only the CIFAR-10 trainer spreads over them, other jobs use the first).
     """
 
     device_changed = Signal(str)
@@ -25,6 +25,7 @@ class AppState(QObject):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings("TorchDesk", "TorchDesk")
         self._device = "cpu"
+        self.usable_gpus: list[str] = []  # what "All GPUs" spans (the Device menu fills it)
         self.torch_ready = False
         self.last_error: tuple[str, str] | None = None
         self.dialog_parent: QWidget | None = None
@@ -36,8 +37,11 @@ class AppState(QObject):
 
     @property
     def single_device(self) -> str:
-        """The device for jobs that run on one device only."""
-        return "cuda:0" if self._device == ALL_GPUS else self._device
+        """The device for jobs that run on one device only: under "All GPUs", the first GPU
+        that this PyTorch build can run (cuda:0 may be one it cannot)."""
+        if self._device != ALL_GPUS:
+            return self._device
+        return self.usable_gpus[0] if self.usable_gpus else "cuda:0"
 
     def set_device(self, device: str) -> None:
         if device != self._device:

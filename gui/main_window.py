@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         self._device_labels = dict(entries)
         unusable = frozenset(d.id for d in devices if d.problem)
         gpus = [d for d in devices if d.kind in ("cuda", "rocm") and not d.problem]
+        self.app.usable_gpus = [d.id for d in gpus]
         if len(gpus) > 1:
             entries.append((ALL_GPUS, f"All GPUs ({len(gpus)}, CIFAR-10 training)"))
             self._device_labels[ALL_GPUS] = f"All {len(gpus)} GPUs"

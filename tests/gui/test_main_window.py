@@ -247,3 +247,13 @@ def test_a_gpu_this_build_cannot_run_is_shown_disabled(window, app_state, qsetti
     assert app_state.device == "cpu"
     all_gpus = next(a for a in window.device_actions() if a.data() == ALL_GPUS)
     assert "All GPUs (2," in all_gpus.text()
+
+
+def test_all_gpus_runs_single_device_jobs_on_the_first_usable_gpu(window, app_state):
+    old = DeviceInfo("cuda:0", "cuda", "Old GPU", 4 * 10**9,
+                     problem="compute capability 6.1 is not among this PyTorch build's")
+    window.set_devices([DeviceInfo("cpu", "cpu", "Test CPU", 8 * 10**9), old,
+                        DeviceInfo("cuda:1", "cuda", "GPU B", 80 * 10**9),
+                        DeviceInfo("cuda:2", "cuda", "GPU C", 80 * 10**9)])
+    app_state.set_device(ALL_GPUS)
+    assert app_state.single_device == "cuda:1"  # not the GPU this build cannot run
