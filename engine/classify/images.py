@@ -226,6 +226,11 @@ def _model_file_hint(path: str) -> str:
         return (": it is a TorchScript model (a net trained on the CIFAR-10 tab goes to Classify "
                 "with that tab's \"Use in Classify\")")
     if kind == "torch.save":
+        from engine.cifar.checkpoint import is_checkpoint_file
+
+        if is_checkpoint_file(Path(path)):
+            return (": it is a TorchDesk CIFAR-10 checkpoint (open it on the CIFAR-10 tab, then "
+                    "\"Use in Classify\")")
         return ": it is a PyTorch file (weights load with Import weights…, or --weights headless)"
     return ""
 

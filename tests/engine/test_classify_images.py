@@ -395,6 +395,13 @@ def test_a_model_file_given_as_a_photo_says_what_it_is_and_where_it_goes(tmp_pat
         open_image(scripted)
     with pytest.raises(ImageProblem, match="^not an image Pillow can read$"):
         open_image(text)
+    from engine.cifar.checkpoint import CHECKPOINT_FORMAT
+
+    checkpoint = tmp_path / "run.ckpt"  # what the CIFAR-10 tab saves: not weights to import
+    torch.save({"format": CHECKPOINT_FORMAT, "model_state": {}}, checkpoint)
+    with pytest.raises(ImageProblem, match="TorchDesk CIFAR-10 checkpoint .*CIFAR-10 tab, then "
+                                           "\"Use in Classify\""):
+        open_image(checkpoint)
 
 
 def test_a_file_that_breaks_the_model_file_check_is_still_just_not_an_image(tmp_path,
