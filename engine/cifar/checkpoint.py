@@ -353,6 +353,19 @@ def _check_export_target(out: Path, fmt: str, description_file: list[Path]) -> N
                            "overwritten; choose another file name")
 
 
+def handover_path(checkpoint: str | os.PathLike) -> Path:
+    """Where "Use in Classify" exports ``checkpoint``'s model: ``NAME.torchscript.pt`` beside
+    it, or where another file of the user's has that name, ``NAME.torchscript-2.pt`` (-3, …):
+    the first name that is free or holds an earlier TorchDesk export."""
+    base = Path(checkpoint).expanduser()
+    for n in range(1, 100):
+        path = base.with_suffix(".torchscript.pt" if n == 1 else f".torchscript-{n}.pt")
+        if not path.exists() or (path.is_file() and (path.stat().st_size == 0
+                                                     or _is_torchscript_export(path))):
+            return path
+    return base.with_suffix(".torchscript.pt")  # the export then says why it cannot write
+
+
 def _is_torchscript_export(path: Path) -> bool:
     return any(name.endswith(f"extra/{METADATA_FILE}") for name in _zip_names(path))
 

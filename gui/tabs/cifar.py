@@ -1294,9 +1294,11 @@ class CifarTab(QWidget):
         "mean", "std", "input_size": 32, "input"}`` — the TorchScript file takes float RGB in
         [0, 1], N×3×32×32, and normalizes inside (mean/std are given for display).
         """
+        from engine.cifar.checkpoint import handover_path
+
         source = self._finished_checkpoint()
         if source is not None:
-            self.export_to(str(Path(source).with_suffix(".torchscript.pt")), "Use in Classify",
+            self.export_to(str(handover_path(source)), "Use in Classify",
                            self.app.use_in_classify.emit)
 
     # ---- state ----------------------------------------------------------------------------

@@ -914,13 +914,19 @@ def test_use_in_classify_exports_on_the_worker_then_hands_the_model_over(
     assert handed_over.args[0]["path"] == str(trained_checkpoint.with_suffix(".torchscript.pt"))
     qtbot.waitUntil(lambda: tab.classify_button.isEnabled(), timeout=10_000)
 
+    # the user's own files in the way (a folder, a file that is no export): kept, and the
+    # model goes to the next free name, as the button asks no file name to choose another
     trained_checkpoint.with_suffix(".torchscript.pt").unlink()
-    trained_checkpoint.with_suffix(".torchscript.pt").mkdir()  # in the export's way
-    with qtbot.waitSignal(tab.export_runner.finished, timeout=60_000):
+    trained_checkpoint.with_suffix(".torchscript.pt").mkdir()
+    trained_checkpoint.with_suffix(".torchscript-2.pt").write_text("my notes")
+    with qtbot.waitSignal(app_state.use_in_classify, timeout=60_000) as handed_over:
         qtbot.mouseClick(tab.classify_button, Qt.MouseButton.LeftButton)
-    assert app_state.last_error[0] == "Use in Classify" and "is a folder" in \
-        app_state.last_error[1]
-    assert tab.classify_button.isEnabled()
+    assert handed_over.args[0]["path"] == str(trained_checkpoint.with_suffix(".torchscript-3.pt"))
+    assert trained_checkpoint.with_suffix(".torchscript-2.pt").read_text() == "my notes"
+    qtbot.waitUntil(lambda: tab.classify_button.isEnabled(), timeout=10_000)
+    with qtbot.waitSignal(app_state.use_in_classify, timeout=60_000) as again:  # reused
+        qtbot.mouseClick(tab.classify_button, Qt.MouseButton.LeftButton)
+    assert again.args[0]["path"] == str(trained_checkpoint.with_suffix(".torchscript-3.pt"))
 
 
 def test_a_bad_value_in_a_resumed_checkpoint_gets_advice_a_tab_user_can_follow(
