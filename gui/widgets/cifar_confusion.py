@@ -184,8 +184,7 @@ class _CountsItem(pg.GraphicsObject):
 
 
 class CountLabel:
-    """One cell's count as the view writes it: what callers read of the pg.TextItem each cell
-    had (its text, whether it shows, its font through ``textItem``)."""
+    """One cell's count as the view writes it: its text, whether it shows, its font."""
 
     def __init__(self, counts: _CountsItem, row: int, col: int) -> None:
         self._counts, self.row, self.col = counts, row, col
@@ -198,11 +197,6 @@ class CountLabel:
 
     def font(self) -> QFont:
         return QFont(self._counts.font)
-
-    @property
-    def textItem(self) -> CountLabel:
-        """pg.TextItem's inner text item, where its font was read: this label itself."""
-        return self
 
 
 def _fits(font: QFont, text: str, pixels: float) -> bool:

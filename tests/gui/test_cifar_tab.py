@@ -554,7 +554,7 @@ def test_the_confusion_matrix_fits_a_small_window(qtbot, open_tab):
     cell = tab.confusion_cell_pixels()
     for label in tab.confusion_plot.count_labels:  # counts of up to four digits, inside their cells
         if label.isVisible():
-            assert QFontMetricsF(label.textItem.font()).horizontalAdvance(
+            assert QFontMetricsF(label.font()).horizontalAdvance(
                 label.toPlainText()) < cell
     metrics = QFontMetricsF(tab.confusion_plot.font())
     (columns,) = tab.confusion_plot.getAxis("bottom")._tickLevels
@@ -575,7 +575,7 @@ def test_the_confusion_counts_are_shown_where_cells_have_room(qtbot, open_tab):
     cell = tab.confusion_cell_pixels()
     for label in tab.confusion_plot.count_labels:  # smaller type, in their cells
         assert label.isVisible()
-        assert QFontMetricsF(label.textItem.font()).horizontalAdvance(label.toPlainText()) < cell
+        assert QFontMetricsF(label.font()).horizontalAdvance(label.toPlainText()) < cell
 
     tab.resize(1300, 850)
     tab._on_train_returned(synthetic_result(("airplane", "bird")))
