@@ -298,6 +298,11 @@ def run_train(args) -> int:
     # still prints its object.
     stop_event = threading.Event()
     main_rank = _is_main_rank()
+    # Under torchrun, the interpreter's teardown after the results sometimes ends a rank with
+    # "terminate called without an active exception" (SIGABRT from gloo's threads, pytorch
+    # #179291) and torchrun then reports the run as failed: the process ends once its output
+    # is flushed instead (the checkpoint and the process group are closed by then).
+    args.skip_teardown = int(os.environ.get("WORLD_SIZE", "1")) > 1
     progress = _CliProgress(quiet=args.quiet or not main_rank,
                             as_json=args.progress_json and main_rank)
     previous = _install_stop_handlers(stop_event, progress)
