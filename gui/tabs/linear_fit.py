@@ -558,7 +558,12 @@ class LinearFitTab(QWidget):
     def click_at_scene(self, scene_pos: QPointF) -> None:
         """A click on the data plot: remove the point under it, or add one there."""
         if self.runner.is_running():
-            self.app.show_status("Pause or stop training to edit the points.", 4000)
+            self.app.show_status("Pause or stop training to edit the points (an edit starts a "
+                                 "new run).", 4000)
+            return
+        if self.csv_runner.is_running():  # the file's points would replace the edit
+            self.app.show_status("Still reading the CSV file: edit its points once they are "
+                                 "shown.", 4000)
             return
         nearest = self._point_near(scene_pos)
         if nearest is not None:

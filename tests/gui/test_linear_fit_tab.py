@@ -862,3 +862,32 @@ def test_in_a_1024x600_window_the_run_buttons_readout_and_message_are_in_view(
     assert "diverged at epoch" in tab.message_label.text()
     for widget in (tab.play_button, tab.readout_box, tab.grads_label, tab.message_label):
         assert widget.visibleRegion().boundingRect() == widget.rect(), widget
+
+
+def test_a_click_while_a_csv_is_read_is_refused_not_lost_under_the_file(qtbot, tab, monkeypatch,
+                                                                        app_state, tmp_path):
+    import threading
+
+    import gui.tabs.linear_fit as linear_fit
+
+    release = threading.Event()
+    real_read = linear_fit.read_csv_job
+
+    def held_read(path, ctx):
+        release.wait(timeout=30)
+        return real_read(path, ctx)
+
+    monkeypatch.setattr(linear_fit, "read_csv_job", held_read)
+    shown: list[str] = []
+    monkeypatch.setattr(app_state, "show_status", lambda text, *_: shown.append(text))
+    csv_file = tmp_path / "three.csv"
+    csv_file.write_text("1,2\n2,4\n3,6\n")
+    assert tab.load_csv_file(str(csv_file))
+    try:
+        before = len(tab.data)
+        tab.click_at_scene(tab.data_plot.vb.mapViewToScene(QPointF(70.0, 0.0)))
+        assert len(tab.data) == before and "Still reading the CSV" in shown[-1]
+    finally:
+        release.set()  # the reader never outlives the test
+    qtbot.waitUntil(lambda: not tab.is_loading(), timeout=10_000)
+    assert len(tab.data) == 3
