@@ -1048,12 +1048,19 @@ def test_after_stop_the_label_says_stopping_whatever_reports_were_on_their_way(t
 
 def test_a_runs_evaluations_fill_the_bar_over_the_test_images(qtbot, tab, tiny_data, tmp_path):
     load(qtbot, tab, tiny_data)
-    shown = []  # the label and bar after each batch with an evaluation in it
+    # the label and bar after each batch whose last step or test report is a test one (a batch
+    # that goes on into the next epoch's steps, as a fast machine delivers it, shows those)
+    shown = []
     batches = []
+
+    def ends_in_a_test(batch) -> bool:
+        phases = [u.get("phase") for u in batch if u.get("phase") in ("train", "evaluate")]
+        return bool(phases) and phases[-1] == "evaluate"
+
     tab.train_runner.progress.connect(batches.append)
     tab.train_runner.progress.connect(lambda batch: shown.append(
         (tab.speed_label.text(), tab.epoch_progress.text(), tab.epoch_progress.maximum()))
-        if any(u.get("phase") == "evaluate" for u in batch) else None)
+        if ends_in_a_test(batch) else None)
     train_net(qtbot, tab, tmp_path / "run.pt", epochs=2)  # tested after epoch 1, then at the end
     test_images = tab.last_result["test_images"]
     assert (tab.epoch_progress.value(), tab.epoch_progress.maximum()) == (test_images,) * 2
