@@ -253,6 +253,21 @@ def default_cache_dir() -> Path:
     return cache_root() / "cifar"
 
 
+def looks_like_a_dataset(folder: Path) -> bool:
+    """Whether a folder holds what :func:`detect_source` looks for (or nearly: a train/ without
+    its test/ gets its advice), one level down at most; a folder of photos does not."""
+    def dataset_here(place: Path) -> bool:
+        return any((place / name).exists() for name in (
+            "train", "test", TORCHVISION_FOLDER, "cifar-10-python.tar.gz", TORCHVISION_META,
+            TORCHVISION_TRAIN_BATCHES[0], TORCHVISION_TEST_BATCH))
+
+    try:
+        return dataset_here(folder) or any(
+            child.is_dir() and (child / "train").is_dir() for child in folder.iterdir())
+    except OSError:
+        return True  # unreadable: the loader says why
+
+
 def detect_source(path: Path) -> tuple[str, Path]:
     """Return ``(kind, root)`` with kind in {"torchvision", "torchvision-archive", "folder",
     "archive"}; raise JobError when the path holds nothing we can read."""

@@ -1370,7 +1370,9 @@ def _dropped_kind(path: str) -> str | None:
     is not one), or None (a folder of photos, say: Classify's)."""
     dropped = Path(path)
     if dropped.is_dir():
-        return "data" if _looks_like_a_dataset(dropped) else None
+        from engine.cifar.data import looks_like_a_dataset
+
+        return "data" if looks_like_a_dataset(dropped) else None
     if dropped.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
         return "data"
     if dropped.is_file() and dropped.suffix.lower() not in IMAGE_SUFFIXES:
@@ -1378,21 +1380,6 @@ def _dropped_kind(path: str) -> str | None:
 
         return "checkpoint" if is_checkpoint_file(dropped) else None
     return None
-
-
-def _looks_like_a_dataset(folder: Path) -> bool:
-    """Whether a folder holds CIFAR data in a layout the loader reads (or nearly: a train/
-    without its test/ gets the loader's own advice), looking one level down at most."""
-    def dataset_here(place: Path) -> bool:
-        return any((place / name).exists() for name in (
-            "train", "test", "cifar-10-batches-py", "cifar-10-python.tar.gz", "batches.meta",
-            "data_batch_1", "test_batch"))
-
-    try:
-        return dataset_here(folder) or any(
-            child.is_dir() and (child / "train").is_dir() for child in folder.iterdir())
-    except OSError:
-        return True  # unreadable: the loader says why
 
 
 def _labelled(exc) -> JobError:
