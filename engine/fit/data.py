@@ -6,10 +6,9 @@ Importing this module does not import torch, so the GUI can show the data before
 from __future__ import annotations
 
 import csv
-import functools
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -276,7 +275,7 @@ def split_index_arrays(n_points: int, val_fraction: float,
     return _split_index_arrays(int(n_points), float(val_fraction), int(seed))
 
 
-@functools.lru_cache(maxsize=2)
+@lru_cache(maxsize=2)
 def _split_index_arrays(n_points: int, val_fraction: float,
                         seed: int) -> tuple[np.ndarray, np.ndarray]:
     n_train, n_val = split_counts(n_points, val_fraction)
