@@ -50,6 +50,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "warmup_linear", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_TTA_LEVEL = 3  # see engine.cifar.fast.predict_with_tta
+RUNAWAY_LOSS_FACTOR = 10.0  # an epoch's mean loss this many times a uniform guess's diverged
 # Before any evaluation has been timed, one image's forward pass is taken to cost this share of
 # a training step's time per image (forward, backward, update): measured 0.14 against 0.27 ms
 # for the Fast CPU net in fp32 on a 2-core VM (a backward twice the forward would say a third).
@@ -1316,11 +1317,17 @@ class _TrainingRun:
         train_loss, train_acc = _reduce_epoch(self.partial, self.distributed, self.device)
         # A NaN loss with finite weights is fp16 overflow that the grad scaler skipped; NaN
         # weights mean the run has diverged (the same on every rank: DDP keeps them equal).
-        if not math.isfinite(train_loss) and not _all_finite(self.raw_model):
+        # A finite loss far above a uniform guess's, ln(classes), has run away as well
+        # (e.g. --lr 100: ~4000 against 2.3); it would end as a "completed" chance-level run.
+        guess_loss = math.log(self.data.num_classes)
+        runaway = math.isfinite(train_loss) and train_loss > RUNAWAY_LOSS_FACTOR * guess_loss
+        if runaway or (not math.isfinite(train_loss) and not _all_finite(self.raw_model)):
             kept = (f"; the checkpoint keeps epoch {epoch}" if epoch and cfg.get("checkpoint")
                     else "")
+            became = (f"{train_loss:.4g}, against {guess_loss:.3g} for a uniform guess"
+                      if runaway else f"{train_loss}")
             raise on_every_rank(JobError(
-                f"training diverged in epoch {epoch + 1} (the loss became {train_loss}): "
+                f"training diverged in epoch {epoch + 1} (the loss became {became}): "
                 f"lower the learning rate or the momentum{kept}"))
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                "time_s": round(self.train_time, 3),

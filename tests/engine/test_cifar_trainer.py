@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 
@@ -1265,3 +1266,19 @@ def test_a_schedule_changed_on_resume_drives_the_very_first_step(tmp_path, monke
     assert rates == [0.05]  # the constant rate, not the checkpoint's decayed one
     assert "from here on: schedule warmup_linear -> constant" in [
         e.get("message") for e in events]
+
+
+def test_a_finite_runaway_loss_is_divergence_not_a_completed_run(tmp_path):
+    path = tmp_path / "run.pt"
+    with pytest.raises(JobError, match=r"diverged in epoch \d \(the loss became [\d.e+]+, "
+                                       r"against 1\.1 for a uniform guess\): lower the "
+                                       r"learning rate or the momentum"):
+        run(base_config(lr=10, epochs=3, checkpoint=path))
+
+
+def test_a_healthy_run_is_far_below_the_runaway_loss():
+    from engine.cifar.trainer import RUNAWAY_LOSS_FACTOR
+
+    result, _ = run(base_config())
+    threshold = RUNAWAY_LOSS_FACTOR * math.log(3)  # three classes
+    assert max(row["train_loss"] for row in result["history"]) < threshold / 3
